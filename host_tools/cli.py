@@ -1,0 +1,47 @@
+"""`edgectl`: argparse front end. Handlers only parse and call the API modules (STYLE 7.2)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from host_tools.errors import ToolError
+
+# Each command module exposes `register(subparsers)`, which adds its sub-command(s) and sets
+# `func` to a handler returning an int exit code. Add one line here per module.
+COMMAND_MODULES = [
+    "host_tools.broker",
+    "host_tools.collect",
+    "host_tools.runner",
+    "host_tools.demo",
+    "host_tools.bench",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgectl", description="Edge telemetry agent tools")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ToolError as e:
+        print(f"edgectl: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgectl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
