@@ -70,6 +70,7 @@ class _Read:
             if off < 0 or off + TYPES[typ] > count:
                 raise ValueError("config key '%s': register outside %d..%d" % (p, addr, addr + count - 1))
             self.map.append((off, TYPES[typ], typ[0] == "i", bool(t.extra.get("swap")), t))
+        self.map.sort(key=lambda e: e[0])  # emit in register order on every port
 
 
 class ModbusMaster:
