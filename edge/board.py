@@ -15,7 +15,7 @@ def _find(name):
         import edge
 
         here = edge.__file__.rsplit("/", 1)[0]
-        dirs = [here + "/../boards"] + _DIRS
+        dirs = [here + "/../boards", here + "/../edge_boards"] + _DIRS
     except (AttributeError, ImportError):
         dirs = _DIRS
     for d in dirs:
