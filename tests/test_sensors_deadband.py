@@ -26,7 +26,7 @@ def run(channels, script, until):
     g = Gate(Feed(script), db)
     out = []
     for now in range(0, until, 10):
-        g.poll(now, lambda c, v: out.append((now, c, v)))
+        g.poll(now, lambda c, v, now=now: out.append((now, c, v)))
     return out, db
 
 
