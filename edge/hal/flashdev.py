@@ -49,8 +49,8 @@ class FlashDev:
     """Block device for `vfs.VfsLfs2` (extended protocol: readblocks/writeblocks with an
     offset, ioctl 6 = erase). `image`: path of a file holding the flash (created erased when
     missing), else RAM. Counts reads, programs, programmed bytes and erases; `cut_after(k)`
-    makes operation k+1 the power cut: it is torn (`torn` bytes of it happen) and every later
-    operation fails with EIO, like a dead supply."""
+    makes operation k+1 the power cut: it is torn (`torn` modulo its length bytes of it
+    happen) and every later operation fails with EIO, like a dead supply."""
 
     def __init__(self, blocks=BLOCKS_2MIB, image=None, mem=None):
         self.blocks = blocks
@@ -88,7 +88,7 @@ class FlashDev:
         self.overwrites = 0  # programs that tried to set a 0 bit back to 1 (a driver bug)
 
     def cut_after(self, k, torn=0):
-        """Cut power at operation k+1 (program or erase); `torn` bytes of it still happen."""
+        """Cut power at operation k+1 (program or erase); `torn` % its length bytes happen."""
         self.cut_at = self.ops + k
         self.torn = torn
 
@@ -120,7 +120,7 @@ class FlashDev:
         n = len(buf)
         if self._cut():
             if self.torn:
-                self._prog(block * BLOCK_SIZE + off, buf, min(self.torn, n))
+                self._prog(block * BLOCK_SIZE + off, buf, self.torn % n)
                 self.torn = 0
             return _EIO
         self.progs += 1
@@ -155,7 +155,7 @@ class FlashDev:
         if op == _IOCTL_ERASE:
             if self._cut():
                 if self.torn:
-                    self._erase(arg, min(self.torn, BLOCK_SIZE))  # a partial erase
+                    self._erase(arg, self.torn % BLOCK_SIZE)  # a partial erase
                     self.torn = 0
                 return _EIO
             self.erases += 1
