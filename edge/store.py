@@ -13,6 +13,7 @@ _SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never r
 _READ_BUF = const(2048)
 _ENOSPC = const(28)
 _FRAME = segment.FRAME_FMT
+_CURSOR_MS = const(10000)  # cursor writes at most this often (save_cursor)
 
 
 class StoreError(Exception):
@@ -35,6 +36,7 @@ class _Stream:
         self.buf = bytearray(flush_n * codec.REC_LEN)
         self.n = 0  # records pending in buf (not yet durable)
         self.acked = 0  # highest acknowledged seq
+        self.saved = 0  # `acked` as last written to the state file
         self.rseg = 0  # reader: segno and offset of the next record to send
         self.roff = SEG_HEAD_LEN
         self.aseg = 0  # reader position just after the last acknowledged record
@@ -86,6 +88,9 @@ class Store:
         for s in self.streams:
             acked[s.name] = s.acked
         segment.save_state(self.root, self.boot, self.seq_hi, acked)
+        for s in self.streams:
+            s.saved = s.acked
+        self.last_save = self.hal.ticks_ms()
 
     # --- boot scan -----------------------------------------------------------------------
     def _scan(self, s):
@@ -348,9 +353,21 @@ class Store:
         s = self.streams[cat]
         s.rseg, s.roff = s.aseg, s.aoff
 
-    def save_cursor(self):
-        """Persist the ack cursors (lazily: an unsaved ack only means duplicates later)."""
+    def save_cursor(self, force=False):
+        """Persist the ack cursors, lazily: an unsaved ack only means duplicates later, and
+        every state write costs littlefs metadata programs and, in time, erases. Writes only
+        when a cursor moved, and then at most every 10 s unless `force`."""
+        now = self.hal.ticks_ms()
+        if not force and (self._saved_acked() or
+                          self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS):
+            return
         self._save_state()
+
+    def _saved_acked(self):
+        for s in self.streams:
+            if s.acked != s.saved:
+                return False
+        return True
 
     def backlog(self, cat):
         """Committed bytes of a category not yet acknowledged (an upper bound)."""

@@ -105,7 +105,7 @@ class Run:
             if n:
                 st.ack(0, w.last_seq, seg, off)
         elif kind == "save":
-            st.save_cursor()
+            st.save_cursor(True)
 
     def must(self):
         """Per category: the seqs that must survive a cut now (committed, not acked, not
