@@ -134,7 +134,7 @@ def test_flash_image_survives_restarts_and_dumps_with_littlefs_python(micropytho
     assert r.returncode == 0, r.stdout + r.stderr
     boots = [json.loads(line) for line in r.stdout.splitlines()]
     assert boots[0]["recovered"] == []
-    for prev, cur in zip(boots, boots[1:]):
+    for prev, cur in zip(boots, boots[1:], strict=False):
         assert cur["first"] > prev["last"]  # seq never reused across boots
         # everything committed in earlier boots (nothing acked) comes back, in order
         assert cur["recovered"][-120:] == list(range(prev["first"], prev["last"] + 1))
