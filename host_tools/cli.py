@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "host_tools.runner",
     "host_tools.demo",
     "host_tools.bench",
+    "host_tools.dump",
 ]
 
 
