@@ -16,6 +16,10 @@ COMMAND_MODULES = [
     "host_tools.runner",
     "host_tools.demo",
     "host_tools.bench",
+    "host_tools.flash",
+    "host_tools.deploy",
+    "host_tools.vboard",
+    "host_tools.provision",
 ]
 
 
