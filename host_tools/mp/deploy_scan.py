@@ -2,6 +2,7 @@
 # ROOTS (directories the deploy owns) and TOP (top-level files it owns). Prints one JSON line:
 # {"files": {path: sha256 hex}, "dirs": [...]} for every file under ROOTS plus TOP, so the host
 # copies only what differs and removes what is stale. Works on ESP32 firmware and unix.
+# ruff: noqa: F821 - ROOTS and TOP are set by the line the host sends first
 import binascii
 import hashlib
 import json

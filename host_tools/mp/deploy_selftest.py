@@ -2,9 +2,9 @@
 # line setting CONFIG (path of the device config) and ENTRY (agent module with run()).
 # Checks: the agent imports, the device config parses, the store's filesystem is mounted and
 # writable. Prints one JSON line {"ok": bool, "checks": [[name, ok, detail], ...]}.
+# ruff: noqa: F821 - CONFIG and ENTRY are set by the line the host sends first
 import json
 import os
-import sys
 
 _checks = []
 
