@@ -133,6 +133,9 @@ def compile_module(comp: Compiler, path: Path, rel: str) -> bytes:
     mpy = cached.read_bytes()
     if mpy[0:1] != b"M" or mpy[1] != comp.version:
         raise ToolError(f"{rel}: mpy-cross emitted .mpy v{mpy[1]}, board needs v{comp.version}")
+    # Byte 2 carries arch and sub-version only when the module has native code (mpyfiles.rst).
+    if mpy[2] and comp.arch and mpy[2] != (ARCHS.index(comp.arch) << 2 | comp.sub):
+        raise ToolError(f"{rel}: native code for the wrong arch/sub-version (header {mpy[2]:#x})")
     return mpy
 
 
@@ -187,20 +190,22 @@ class Board:
             raise ToolError(f"serial port {port} not found: {PORT_HINT}")
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
+        from serial import SerialException
 
         self.port = port
-        self.TransportError = TransportError
+        # A pulled cable shows up as any of these, depending on where the transport was.
+        self.TransportError = (TransportError, SerialException)
         try:
             self.t = SerialTransport(port, baudrate=115200)
             self.t.enter_raw_repl(soft_reset=True)
-        except (TransportError, OSError) as e:
+        except (TransportError, SerialException, OSError) as e:
             raise ToolError(f"no MicroPython REPL on {port} ({e}): {PORT_HINT}") from None
 
     def run(self, code: str) -> str:
         """Execute code on the board; return its stdout, ToolError on a board exception."""
         try:
             out, err = self.t.exec_raw(code, timeout=30)
-        except (self.TransportError, OSError) as e:
+        except (*self.TransportError, OSError) as e:
             raise ToolError(f"lost the board on {self.port} ({e or 'port closed'}): {PORT_HINT}") from None
         if err:
             raise ToolError(f"board error: {err.decode(errors='replace').strip().splitlines()[-1]}")
@@ -235,14 +240,14 @@ class Board:
         try:
             self.t.exit_raw_repl()
             self.t.enter_raw_repl(soft_reset=True)
-        except (self.TransportError, OSError) as e:
+        except (*self.TransportError, OSError) as e:
             raise ToolError(f"board did not come back after a soft reset: {e}") from None
 
     def close(self) -> None:
         try:
             self.t.exit_raw_repl()
             self.t.close()
-        except (self.TransportError, OSError):
+        except (*self.TransportError, OSError):
             pass
 
 
