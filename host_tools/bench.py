@@ -11,6 +11,7 @@ import json
 from host_tools.errors import ToolError
 
 BENCHES: dict[str, str] = {
+    "deploy": "host_tools.deploy:bench_deploy",
 }
 
 

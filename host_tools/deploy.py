@@ -77,6 +77,7 @@ class DeployReport:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     repaired: bool = False
+    bytes_copied: int = 0
     selftest: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -114,13 +115,13 @@ def source_files(src: Path = EDGE_DIR) -> list[Path]:
     return out
 
 
-def compile_module(comp: Compiler, path: Path, rel: str) -> bytes:
+def compile_module(comp: Compiler, path: Path, rel: str, cache: Path = CACHE_DIR) -> bytes:
     """Compile one module (cached by source hash and compiler), check its .mpy header."""
     data = path.read_bytes()
     digest = hashlib.sha256(data + comp.key().encode() + rel.encode()).hexdigest()
-    cached = CACHE_DIR / f"{digest}.mpy"
+    cached = cache / f"{digest}.mpy"
     if not cached.exists():
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
         argv = [comp.binary, "-o", str(tmp), "-s", rel]
         if comp.arch:
@@ -139,7 +140,8 @@ def compile_module(comp: Compiler, path: Path, rel: str) -> bytes:
     return mpy
 
 
-def build_files(comp: Compiler | None, device: Path, board: dict) -> dict[str, bytes]:
+def build_files(comp: Compiler | None, device: Path, board: dict,
+                cache: Path = CACHE_DIR) -> dict[str, bytes]:
     """Board path -> content for everything a deploy owns (without the manifest).
     `comp=None` is a frozen deploy: the agent is in the firmware, only config goes over."""
     files: dict[str, bytes] = {}
@@ -147,7 +149,7 @@ def build_files(comp: Compiler | None, device: Path, board: dict) -> dict[str, b
         for p in source_files():
             rel = p.relative_to(EDGE_DIR).as_posix()
             if p.suffix == ".py":
-                files[f"/lib/edge/{rel[:-3]}.mpy"] = compile_module(comp, p, f"edge/{rel}")
+                files[f"/lib/edge/{rel[:-3]}.mpy"] = compile_module(comp, p, f"edge/{rel}", cache)
             else:
                 files[f"/lib/edge/{rel}"] = p.read_bytes()
     files["/config.json"] = device_config(device, board)
@@ -256,7 +258,8 @@ def _mp_script(name: str, **params: object) -> str:
     return head + (MP_DIR / name).read_text()
 
 
-def deploy(board_name: str, port: str, device: Path, frozen: bool = False, log=print) -> DeployReport:
+def deploy(board_name: str, port: str, device: Path, frozen: bool = False, log=print,
+           cache: Path = CACHE_DIR) -> DeployReport:
     """Deploy the agent and device config to the board on `port`; see the module docstring."""
     t0 = time.monotonic()
     board = load_board(board_name)
@@ -265,7 +268,7 @@ def deploy(board_name: str, port: str, device: Path, frozen: bool = False, log=p
     try:
         mpy, ver = b.info()
         comp = None if frozen else compiler_for(mpy, ver)
-        want = build_files(comp, device, board)
+        want = build_files(comp, device, board, cache)
         have = b.run_json(_mp_script("deploy_scan.py", ROOTS=list(ROOTS), TOP=list(TOP_FILES)))
         files = have["files"]
         stale = sorted(p for p in files if p not in want and p != MANIFEST)
@@ -291,6 +294,7 @@ def deploy(board_name: str, port: str, device: Path, frozen: bool = False, log=p
                 log(f"copy {p} ({len(want[p])} B)")
                 b.write(p, want[p])
                 rep.copied.append(p)
+                rep.bytes_copied += len(want[p])
             for d in sorted(set(have["dirs"]) - made_dirs(want), key=len, reverse=True):
                 if not any(f.startswith(d + "/") for f in want):
                     b.run(f"import os\ntry:\n os.rmdir({d!r})\nexcept OSError:\n pass")
@@ -323,6 +327,31 @@ def write_frozen_manifest(out: Path) -> Path:
         f'include("{EDGE_DIR / "manifest.py"}")\n'
     )
     return out
+
+
+def bench_deploy(args: argparse.Namespace | None = None) -> dict:
+    """`edgectl bench deploy`: a full deploy (blank board, cold compile cache) against an
+    unchanged re-deploy, both to a fresh virtual board. Figures in seconds; ratio = full/noop."""
+    import tempfile
+
+    from host_tools.vboard import spawn
+
+    with tempfile.TemporaryDirectory(prefix="edge-bench-deploy-") as tmp:
+        t = Path(tmp)
+        dev = t / "device.json"
+        dev.write_text(json.dumps({"device_id": "bench-0001", "board": "unix-sim"}))
+        proc = spawn(t / "ttyVB", t / "flash.img")
+        try:
+            full = deploy("unix-sim", str(t / "ttyVB"), dev, log=lambda m: None, cache=t / "cache")
+            noop = deploy("unix-sim", str(t / "ttyVB"), dev, log=lambda m: None, cache=t / "cache")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    if not (full.selftest.get("ok") and noop.selftest.get("ok")) or noop.copied:
+        raise ToolError("deploy benchmark: a deploy failed its self-test or the no-op copied files")
+    return {"files": len(full.copied), "bytes": full.bytes_copied,
+            "full_deploy_s": round(full.seconds, 3), "noop_deploy_s": round(noop.seconds, 3),
+            "ratio": round(full.seconds / noop.seconds, 2)}
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:

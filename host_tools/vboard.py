@@ -194,6 +194,25 @@ def run_vboard(link: Path, image: Path, image_bytes: int, soft_reset: bool, heap
         board.close()
 
 
+def spawn(link: Path, image: Path, timeout: float = 10.0) -> subprocess.Popen:
+    """Start `python -m host_tools.vboard` in the background and wait for its port link
+    (tests and `edgectl bench deploy`). Stop it with terminate()."""
+    if link.is_symlink():
+        link.unlink()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "host_tools.vboard", "--link", str(link), "--image", str(image)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    end = time.monotonic() + timeout
+    while not link.is_symlink():
+        if time.monotonic() > end or proc.poll() is not None:
+            proc.kill()
+            out = proc.communicate()[0].decode(errors="replace").strip()
+            raise ToolError(f"virtual board did not start: {out[-200:] or 'no output'}")
+        time.sleep(0.02)
+    return proc
+
+
 def cmd_vboard(args: argparse.Namespace) -> int:
     """CLI handler for `edgectl vboard`."""
     run_vboard(Path(args.link), Path(args.image), args.image_bytes, not args.no_soft_reset, args.heapsize)

@@ -150,3 +150,10 @@ def test_frozen_manifest_lists_the_tree(tmp_path):
     assert "edge/main.py" in modules and "edge/manifest.py" not in modules
     assert sorted(modules) == sorted(f"edge/{p.relative_to(dp.EDGE_DIR).as_posix()}"
                                      for p in dp.source_files() if p.suffix == ".py")
+
+
+def test_bench_deploy_cli(capsys):
+    assert cli.main(["bench", "deploy", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"full_deploy_s", "noop_deploy_s", "ratio"} <= figures.keys()
+    assert figures["files"] > 5 and figures["noop_deploy_s"] > 0

@@ -4,11 +4,12 @@ driven by the real mpremote without `resume`; the image survives reboots."""
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import serial
+
+from host_tools.vboard import spawn
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 
@@ -22,18 +23,7 @@ class VBoard:
         self.proc = None
 
     def start(self):
-        if self.link.is_symlink():
-            self.link.unlink()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "host_tools.vboard", "--link", str(self.link), "--image", str(self.image)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        end = time.monotonic() + 10
-        while not self.link.is_symlink():
-            if time.monotonic() > end or self.proc.poll() is not None:
-                raise RuntimeError("vboard did not start: %r" % self.proc.stdout.read())
-            time.sleep(0.02)
+        self.proc = spawn(self.link, self.image)
         return self
 
     def stop(self):
