@@ -7,13 +7,17 @@ import json
 import os
 
 import pytest
-from test_vboard import VBoard
 
 from host_tools import broker as broker_mod
 from host_tools import cli
 from host_tools import deploy as dp
 from host_tools.collect import Collector
 from host_tools.errors import ToolError
+
+try:  # tests/ may or may not be a package
+    from tests.test_vboard import VBoard
+except ImportError:
+    from test_vboard import VBoard
 
 
 @pytest.fixture
