@@ -63,7 +63,7 @@ def test_deploy_run_agent_readings_arrive_then_noop(vboard, tmp_path, capsys):
         ok = col.wait_for(lambda c: c.stats()["unique"] >= 50, timeout=30)
         st = col.stats()
         assert ok, (st, vboard.proc.stdout)
-        assert st["gaps"].get("vb-0001") == 0 and "vb-0001" in {r[0] for r in col.readings[:1]} | {"vb-0001"}
+        assert st["gaps"].get("vb-0001") == 0  # readings from this device, no sequence gaps
 
 
 def test_cut_deploy_is_detected_and_repaired(vboard, tmp_path, monkeypatch, capsys):
