@@ -12,6 +12,7 @@ from host_tools.errors import ToolError
 
 BENCHES: dict[str, str] = {
     "store": "host_tools.store_bench:bench_store",
+    "deploy": "host_tools.deploy:bench_deploy",
 }
 
 
