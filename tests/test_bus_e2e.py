@@ -6,7 +6,7 @@ import struct
 import threading
 import time
 
-from appliance_sim import ModbusSlaveSim, Pty, TuyaMCUSim, tuya_dp, tuya_frame
+from tests.appliance_sim import ModbusSlaveSim, Pty, TuyaMCUSim, tuya_dp, tuya_frame
 from host_tools import broker as broker_mod
 from host_tools.collect import Collector
 from host_tools.runner import AgentProcess, agent_config

@@ -3,7 +3,7 @@ exception responses, timeouts, retries, CRC errors. The pty slave test is in tes
 
 import pytest
 
-from appliance_sim import modbus_crc, modbus_exception, modbus_response
+from tests.appliance_sim import modbus_crc, modbus_exception, modbus_response
 from edge.bus.crc import crc16_modbus
 from edge.bus.modbus import ModbusMaster
 
