@@ -19,8 +19,8 @@ _RC_NOT_AUTHORISED = const(5)
 def backoff_ms(attempt, floor=0):
     """Exponential backoff with full jitter: uniform in [floor, min(cap, base * 2^attempt)]."""
     ceiling = min(_BACKOFF_CAP_MS, _BACKOFF_BASE_MS << min(attempt, 10))
-    if floor > ceiling:
-        floor = ceiling
+    if floor >= ceiling:
+        ceiling = _BACKOFF_CAP_MS  # a floor (refused login) jitters between floor and the cap
     return floor + ((random.getrandbits(16) * (ceiling - floor)) >> 16)
 
 
