@@ -47,9 +47,9 @@ async def tls(ca, hostname):
             await asyncio.sleep_ms(5)
         out["ok"] = c.stats["pubacks"] == 1
         await c.disconnect()
-    except MQTTError as e:
+    except (MQTTError, OSError) as e:
         out["ok"] = False
-        out["error"] = str(e)
+        out["error"] = str(e) or repr(e)
     out["connects"] = c.stats["connects"]
 
 
