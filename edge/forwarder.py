@@ -1,6 +1,6 @@
 # Batcher/forwarder: store -> batch -> PUBLISH QoS 1 -> PUBACK (-> end-to-end ack) -> ack cursor
 # (DESIGN.md 3, issue 4, docs/MQTT.md). Delivery is at-least-once: the store's cursor moves only
-# over delivered batches; after a reconnect the undelivered ones are sent again.
+# over delivered batches; after a reconnect everything after the cursor is sent again.
 
 import asyncio
 import time
@@ -21,18 +21,15 @@ _F_STORED = const(4)  # store.ack() has been called for it
 
 
 class _Cap:
-    """Wraps a BatchWriter so store.fill() adds at most `left` readings (re-reading a batch
-    exactly); with discard set it only counts (skipping a batch that needs no re-send)."""
+    """Wraps a BatchWriter so store.fill() adds at most `left` readings (the count limit; the
+    writer's buffer is sized for the longest category name, so it only bounds bytes)."""
 
     def __init__(self, writer):
         self.w = writer
         self.left = 0
-        self.discard = False
 
     def add(self, seq, ts, boot, flags, ch, val):
-        if not self.left:
-            return False
-        if not self.discard and not self.w.add(seq, ts, boot, flags, ch, val):
+        if not self.left or not self.w.add(seq, ts, boot, flags, ch, val):
             return False
         self.left -= 1
         return True
@@ -119,9 +116,6 @@ class Forwarder:
             self.head = (self.head + 1) % _RING
             self.count -= 1
 
-    def on_reconnect(self):
-        """Kept for the composition root: the run task re-sends when it sees a new connection."""
-
     def idle(self):
         """True when nothing is in flight and nothing committed is waiting."""
         if self.count:
@@ -132,53 +126,24 @@ class Forwarder:
         return True
 
     # --- sending -----------------------------------------------------------------------------
-    async def _publish(self, k, dup):
+    async def _publish(self, k):
         # the packet id is in the ring before the PUBLISH leaves: its PUBACK may be parsed
         # before publish() returns
-        if not dup:
-            self.r_pid[k] = self.client.next_pid()
+        self.r_pid[k] = self.client.next_pid()
         payload = self.writer.finish()
-        await self.client.publish(self.topics[self.r_cat[k]], payload, 1, False, self.r_pid[k], dup)
+        await self.client.publish(self.topics[self.r_cat[k]], payload, 1, False, self.r_pid[k])
 
-    async def _resend(self, reconnected):
-        """Re-read every batch in the ring from the store, in order, and send again those not
-        delivered: after a reconnect also those the broker had acknowledged (the broker may have
-        died holding them), with DUP and the same packet id when no PUBACK came (4.4)."""
+    def _restart(self):
+        """Forget the ring and re-read from each category's cursor: everything not delivered
+        (and, per category, whatever follows it) is published again under new packet ids.
+        Re-reading from the store keeps RAM flat; duplicates are removed by the collector."""
         self.stats["resends"] += 1
+        for j in range(self.count):
+            if not self.r_flags[(self.head + j) % _RING] & _F_STORED:
+                self.stats["resent_batches"] += 1
+        self.count = 0
         for cat in range(len(self.categories)):
             self.store.rewind(cat)
-        now = time.ticks_ms()
-        cap = self.cap
-        for j in range(self.count):
-            k = (self.head + j) % _RING
-            cat = self.r_cat[k]
-            orig = f = self.r_flags[k]
-            if f & _F_STORED:
-                continue
-            if reconnected:
-                f &= ~_F_PUBACK
-                self.r_flags[k] = f
-            # send again: not delivered, and not still waiting for its PUBACK on this link
-            send = not self._delivered(k) and (reconnected or (
-                f & _F_PUBACK and time.ticks_diff(now, self.r_t[k]) >= self.ack_timeout_ms))
-            cap.left = self.r_n[k]
-            cap.discard = not send
-            self.writer.start(self.categories[cat], self.store.boot, 0)
-            self.store.fill(cat, cap)
-            if not send:
-                continue
-            if cap.left:  # the readings were evicted meanwhile (counted as dropped by the store)
-                self.r_n[k] -= cap.left
-                if not self.r_n[k]:
-                    self.r_flags[k] = _F_PUBACK | _F_E2E
-                    self._advance(cat)
-                    continue
-            # DUP with the same packet id only for a PUBLISH that never got its PUBACK
-            dup = reconnected and self.r_pid[k] and not orig & _F_PUBACK
-            self.r_flags[k] = f & ~_F_PUBACK
-            await self._publish(k, dup)
-            self.r_t[k] = time.ticks_ms()
-            self.stats["resent_batches"] += 1
 
     def _stale(self):
         """End-to-end mode: the oldest acknowledged-by-broker batch waited too long."""
@@ -195,14 +160,12 @@ class Forwarder:
         while True:
             if not c.connected.is_set():
                 await c.connected.wait()
-            try:
-                if self.gen != c.stats["connects"]:
-                    self.gen = c.stats["connects"]
-                    await self._resend(True)
-                elif self._stale():
-                    await self._resend(False)
-            except (OSError, MQTTError):
-                continue
+            if self.gen != c.stats["connects"]:
+                # a new connection: the broker may have died holding what it acknowledged
+                self.gen = c.stats["connects"]
+                self._restart()
+            elif self._stale():
+                self._restart()
             partial = False
             sent = False
             for cat in range(len(self.categories)):
@@ -212,8 +175,7 @@ class Forwarder:
                 if self.count >= _RING:
                     break  # the ring is full: wait for acknowledgements
                 w.start(self.categories[cat], self.store.boot, 0)
-                self.cap.left = self.max_readings  # the count limit (the buffer bounds bytes)
-                self.cap.discard = False
+                self.cap.left = self.max_readings
                 n, seg, off = self.store.fill(cat, self.cap)
                 if not n:
                     continue
@@ -230,7 +192,7 @@ class Forwarder:
                 self.stats["batches"] += 1
                 self.stats["forwarded"] += n
                 try:
-                    await self._publish(k, False)
+                    await self._publish(k)
                 except (OSError, MQTTError):
                     break  # the link task reconnects; the ring is re-sent then
                 sent = True
