@@ -18,15 +18,15 @@ from edge.hal import load as load_hal  # noqa: E402
 
 gc.collect()
 _CODE = gc.mem_alloc() - _BASE
+_CHUNK = 25000  # readings per fill: 700 KB of records, inside the store's 1 MiB quota
 
 
 def make_cfg(host, port, n, batch, window, workdir, rate):
     return config.load(None, {
         "device_id": "bench-0001",
         "mqtt": {"host": host, "port": port, "window": window, "keepalive": 30},
-        "categories": {"essential": {"quota": 0}},
         "channels": [{"id": 1, "name": "t", "category": "essential"}],
-        "store": {"path": workdir + "/store", "total_bytes": 0, "segment_bytes": 16384},
+        "store": {"path": workdir + "/store"},
         "batch": {"max_readings": batch, "linger_ms": 5},
         "sim": {"rate_hz": rate, "count": n},
         "status_ms": 60000,
@@ -38,21 +38,29 @@ def quiet(line):
 
 
 async def forward(agent, n):
-    """Fill the store with n committed readings, then time forwarding until all are acked."""
-    for i in range(n):
-        agent.emit(1, i & 0xFFFF)
-    agent.store.commit()
-    t0 = time.ticks_ms()
+    """Fill the store with committed readings in chunks that fit the emulated flash, and time
+    only the forwarding of each chunk until its last reading is acknowledged."""
     tasks = [asyncio.create_task(agent.link.run()), asyncio.create_task(agent.fwd.run())]
-    while agent.fwd.stats["acked_readings"] < n:
-        await asyncio.sleep_ms(1)
-    dt = time.ticks_diff(time.ticks_ms(), t0)
+    while not agent.client.connected.is_set():
+        await asyncio.sleep_ms(5)
+    dt = 0
+    done = 0
+    while done < n:
+        k = min(_CHUNK, n - done)
+        for i in range(k):
+            agent.emit(1, i & 0xFFFF)
+        agent.store.commit()
+        done += k
+        t0 = time.ticks_ms()
+        while agent.fwd.stats["acked_readings"] < done:
+            await asyncio.sleep_ms(0)
+        dt += time.ticks_diff(time.ticks_ms(), t0)
     for t in tasks:
         t.cancel()
     c = agent.client.stats
     return {"readings": n, "ms": dt, "readings_per_s": n * 1000 // max(dt, 1),
             "tx_bytes": c["tx_bytes"], "published": c["published"],
-            "reconnects": agent.reconnects}
+            "reconnects": agent.reconnects, "dropped": agent.store.stats["dropped"]}
 
 
 async def memory(agent, n):
@@ -96,7 +104,7 @@ def main():
     mode, host, port, n, batch, window, workdir = sys.argv[1:8]
     n = int(n)
     cfg = make_cfg(host, int(port), n, int(batch), int(window), workdir,
-                   1000000 if mode == "forward" else 200000)
+                   1000000 if mode == "forward" else 20000)
     agent = Agent(cfg, load_hal(), out=quiet)
     try:
         res = asyncio.run(forward(agent, n) if mode == "forward" else memory(agent, n))
