@@ -100,6 +100,6 @@ for _ in range(N):
         res["accepted"] += 1
     else:
         res["bad_return"] += 1
-res["reasons"] = dict(zip(REASONS, p.rejects))
+res["reasons"] = dict(zip(REASONS, p.rejects))  # noqa: B905 - MicroPython zip has no strict
 res["events"] = events
 print(json.dumps(res))
