@@ -8,9 +8,10 @@ import random
 
 from micropython import const
 
-from edge import codec, config
+from edge import clock, codec, config, watchdog
 from edge.consent import Consent, ConsentError
 from edge.forwarder import Forwarder
+from edge.health import Health
 from edge.mqtt import Client, MQTTError
 from edge.store import Store
 
@@ -55,6 +56,16 @@ class Agent:
         self.reconnects = 0
         self.sampling = True
         self.t0 = hal.ticks_ms()
+        # issue 6 items 6-7: clock (forward-time conversion of unsynced stamps), watchdog, status
+        try:
+            self.clock = clock.from_config(cfg, hal)
+            self.wd = watchdog.Watchdog(hal, watchdog.timeout_ms(cfg), self.log)
+        except ValueError as e:
+            raise config.ConfigError(str(e))
+        self.fwd.stamp = clock.Stamper(self.clock, self.fwd.writer, self.store.boot)
+        self.fwd.hb = self.wd.add("forwarder", lambda: not self.client.connected.is_set()
+                                  or bool(self.fwd.inflight))
+        self.healthmon = Health(self)
 
     def _build_sources(self):
         if self.cfg.get("inputs"):
@@ -85,7 +96,9 @@ class Agent:
         """Task: poll every source, commit by policy, stop when the run's limits are met."""
         sim = self.cfg["sim"]
         limit_ms = sim["seconds"] * 1000
+        hb = self.wd.add("sampler")
         while self.sampling:
+            hb.beat()
             now = self.hal.ticks_ms()
             n = 0
             for src in self.sources:
@@ -98,6 +111,7 @@ class Agent:
                 self.sampling = False
                 break
             await asyncio.sleep_ms(0 if n else _SAMPLE_MS)
+        hb.stop()
         self.store.commit()
 
     # --- connection ----------------------------------------------------------------------
@@ -128,7 +142,7 @@ class Agent:
             await asyncio.sleep_ms(100)
 
     async def publish_status(self, state):
-        await self.client.publish(self.status_topic, json.dumps(self.health(state)).encode(), 0, True)
+        await self.client.publish(self.status_topic, self.healthmon.payload(state), 0, True)
 
     # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out) -------------------------
     def _on_message(self, topic, payload):
@@ -196,14 +210,7 @@ class Agent:
         }
 
     def health(self, state):
-        h = self.counters()
-        h["state"] = state
-        h["uptime_ms"] = self.hal.ticks_diff(self.hal.ticks_ms(), self.t0)
-        h["reset_cause"] = self.hal.reset_cause
-        h["heap_free"] = gc.mem_free()
-        h["store_bytes"] = self.store.used_bytes()
-        h["boot"] = self.store.boot
-        return h
+        return self.healthmon.status(state)  # edge/health.py
 
     def log(self, msg):
         self.out("@log " + msg)
@@ -211,7 +218,9 @@ class Agent:
     async def housekeeping(self):
         """Task: status, stats line, cursor persistence, gc (STYLE 7.1.9)."""
         period = self.cfg["status_ms"]
+        hb = self.wd.add("housekeeping")
         while True:
+            hb.beat()
             await asyncio.sleep_ms(min(period, 1000))
             self.store.save_cursor()
             gc.collect()
@@ -223,7 +232,11 @@ class Agent:
             asyncio.create_task(self.fwd.run()),
             asyncio.create_task(self.command_task()),
             asyncio.create_task(self.housekeeping()),
+            asyncio.create_task(self.healthmon.run(self.wd.add("health"))),  # retained status
+            asyncio.create_task(self.clock.run(self.log, self.wd.add("clock"))),  # NTP
         ]
+        if self.wd.timeout_ms:
+            tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
         await self.sampler()
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
