@@ -14,6 +14,7 @@ from edge.mqtt import MQTTError
 from edge.segment import SEG_HEAD_LEN, seg_name
 
 _TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
+_STEP_MS = const(500)  # heartbeat interval, well inside any watchdog timeout (>= 2000 ms)
 
 
 class Health:
@@ -147,11 +148,12 @@ class Health:
         """Task: publish the retained status every `status_ms` while connected."""
         a = self.a
         period = a.cfg["status_ms"] or 5000
+        step = min(period, _STEP_MS)
         waited = 0
         while True:
             hb.beat()
-            await asyncio.sleep_ms(min(period, 1000))
-            waited += min(period, 1000)
+            await asyncio.sleep_ms(step)
+            waited += step
             if waited < period or not a.client.connected.is_set():
                 continue
             waited = 0

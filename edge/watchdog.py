@@ -8,6 +8,7 @@ import asyncio
 from micropython import const
 
 _CHECKS_PER_TIMEOUT = const(4)
+_MIN_TIMEOUT_MS = const(2000)
 
 
 class Heartbeat:
@@ -104,6 +105,7 @@ def timeout_ms(cfg):
         from edge import board
 
         v = board.load(cfg).get("watchdog_ms", 0)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise ValueError("config key 'watchdog_ms' must be a non-negative integer")
+    # the housekeeping task beats once a second: a shorter timeout would reset a healthy agent
+    if not isinstance(v, int) or isinstance(v, bool) or not (v == 0 or v >= _MIN_TIMEOUT_MS):
+        raise ValueError("config key 'watchdog_ms' must be 0 (off) or at least %d" % _MIN_TIMEOUT_MS)
     return v

@@ -67,6 +67,9 @@ class Collector:
         self.receipts: dict[str, dict] = {}
         self.replies: list[tuple[str, str, dict]] = []
         self.status: dict[str, dict] = {}
+        # readings stamped before the device's clock was synced (FORMAT.md 4): device ->
+        # {seq: boot}; their ts is ms since that boot, not Unix time
+        self.boot_relative: dict[str, dict[int, int]] = defaultdict(dict)
         self.errors: list[str] = []
         self.connected = threading.Event()
         self.q: queue.Queue = queue.Queue()
@@ -159,11 +162,15 @@ class Collector:
             seqs = self.seqs[batch["device"]]
             self.counts["batches"] += 1
             cat = batch["category"]
+            boot = batch["boot"] if batch["flags"] & codec.FLAG_CLOCK_UNSYNCED else None
+            rel = self.boot_relative[batch["device"]]
             for seq, ts, ch, val in batch["readings"]:
                 self.counts["readings"] += 1
                 if seqs.add(seq):
                     self.counts["unique"] += 1
                     self.by_category[cat] += 1
+                    if boot is not None:
+                        rel[seq] = boot
                     fresh.append((batch["device"], seq, ts, cat, ch, val))
                 else:
                     self.counts["duplicates"] += 1
@@ -185,7 +192,8 @@ class Collector:
                 break
             if item:
                 table.insert_multiple(
-                    {"device": d, "seq": s, "ts": t, "category": c, "channel": ch, "value": v}
+                    {"device": d, "seq": s, "ts": t, "category": c, "channel": ch, "value": v,
+                     "boot": self.boot_relative.get(d, {}).get(s)}
                     for d, s, t, c, ch, v in item
                 )
             if time.monotonic() - last_flush >= _FLUSH_S:
@@ -208,6 +216,16 @@ class Collector:
                 "devices": len(self.seqs),
                 "gaps": gaps,
             }
+
+    def wall_ms(self, device: str, boot: int, ts: int) -> int | None:
+        """Unix ms of a boot-relative stamp, from the clock mapping in the device's retained
+        status (FORMAT.md 4) when it is about that boot and synced; None otherwise."""
+        with self.lock:
+            clk = (self.status.get(device) or {}).get("clock") or {}
+        if not clk.get("synced") or clk.get("boot") != boot:
+            return None
+        d = (ts - clk["sync_ticks"]) % (1 << 30)  # device ticks wrap at 2**30 ms
+        return clk["sync_wall_ms"] + (d - (1 << 30) if d >= 1 << 29 else d)
 
     def wait_for(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
