@@ -55,6 +55,7 @@ class Health:
 
         h["inputs"] = inputs.stats(a.sources)
         h["clock"] = a.clock.status(a.store.boot)
+        h["clock"]["converted"] = a.fwd.stamp.converted  # unsynced stamps sent as wall ms
         h["watchdog"] = a.wd.status()
         return h
 
