@@ -57,7 +57,7 @@ class Clock:
         while True:
             hb.beat()
             if self.tick(self._hal.ticks_ms()):
-                log("clock: synced after %d attempts, wall %d ms at ticks %d"
+                log("clock: synced after %d attempts, wall %r ms at ticks %r"
                     % (self.attempts, self.sync_wall, self.sync_ticks))
             await asyncio.sleep_ms(500)
 
