@@ -80,7 +80,7 @@ scenario("baseline", {"store": {"flush_n": 1}}, n // 10, three, 0)
 # the first quota eviction.
 scenario("hz10", {}, 36000, ["essential"], 10, True)
 scenario("hz10_10s", {"store": {"flush_ms": 10000, "flush_n": 100}}, 36000, ["essential"], 10, True)
-scenario("outage", {}, 12000, ["essential"], 10)
+scenario("outage", {}, 45000, ["essential"], 10)
 """
 
 
