@@ -8,7 +8,7 @@ import os
 from micropython import const
 
 from edge import codec
-from edge.consent import ConsentError, StaleVersion
+from edge.consent import StaleVersion
 from edge.mqtt import MQTTError
 
 _QUEUE_MAX = const(8)  # commands waiting; more are dropped and counted
@@ -101,7 +101,7 @@ class Commands:
             try:
                 doc = json.loads(payload) if payload else {}
             except ValueError:
-                raise ValueError("payload is not valid JSON")
+                raise ValueError("payload is not valid JSON") from None
             if not isinstance(doc, dict):
                 raise ValueError("payload must be a JSON object")
             if name == "ping":

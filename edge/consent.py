@@ -60,7 +60,7 @@ def consent_key(cfg):
             with open(c["key_file"]) as f:
                 text = f.read().strip()
         except OSError as e:
-            raise ConfigError("config key 'consent.key_file': cannot read it: %s" % e)
+            raise ConfigError("config key 'consent.key_file': cannot read it: %s" % e) from None
     if text is None:
         return None
     try:
@@ -193,7 +193,7 @@ class Consent:
             try:
                 got = binascii.unhexlify(sig)
             except ValueError:
-                raise ConsentError("'sig' must be 64 hex digits")
+                raise ConsentError("'sig' must be 64 hex digits") from None
             if not _equal(got, hmac_sha256(self.key, signed_bytes(self.device, doc))):
                 raise ConsentError("bad signature")
         if v <= self.version:
@@ -216,7 +216,7 @@ class Consent:
             self.save()
         except OSError as e:
             self.version, self.ingest, self.ts, self.issued, self.source, self.salt = old
-            raise ConsentError("cannot persist consent state: %s" % e)
+            raise ConsentError("cannot persist consent state: %s" % e) from None
         for i in revoked:
             self.allowed[i] = False  # the forwarder stops at once; grants wait for release()
         self.stats["updates"] += 1
