@@ -32,6 +32,8 @@ class Commands:
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
+        self.sending = False  # a publish of ours is between its write and its return
+        self.early = []  # pids of ours PUBACKed before publish() returned them
         self.event = asyncio.Event()
         self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
         self.conn = -1
@@ -115,7 +117,7 @@ class Commands:
         except StaleVersion as e:
             reply = {"ok": False, "stale": True, "error": str(e), "version": e.version,
                      "enforced": e.enforced}
-        except ValueError as e:  # ConsentError too
+        except (ValueError, OSError) as e:  # ConsentError too; OSError: flash trouble
             self.stats["rejected"] += 1
             self.consent.stats["rejected"] += 1
             reply = {"ok": False, "error": str(e)}
@@ -163,12 +165,17 @@ class Commands:
     def _on_puback(self, pid):
         for i in range(len(self.unacked)):
             if self.unacked[i][0] == pid:
-                item = self.unacked.pop(i)[1]
-                break
-        else:
-            if self._fwd_puback:
-                self._fwd_puback(pid)
-            return
+                self._acked(self.unacked.pop(i)[1])
+                return
+        # On loopback a PUBACK can arrive while publish() still awaits drain(). PUBACKs come
+        # in publish order (MQTT 4.6), so one that is not the forwarder's oldest is ours.
+        f = self.agent.fwd.inflight
+        if self.sending and (not f or f[0][0] != pid):
+            self.early.append(pid)
+        elif self._fwd_puback:
+            self._fwd_puback(pid)
+
+    def _acked(self, item):
         if item[3] >= 0:
             # the broker holds the receipt: now the newly granted categories may be sent
             self.consent.release(item[3])
@@ -192,11 +199,19 @@ class Commands:
                 self.conn = self.agent.reconnects
                 self.outbox[0:0] = [u[1] for u in self.unacked]
                 self.unacked = []
+                self.early = []
             while self.outbox:
                 item = self.outbox[0]
+                self.sending = True
                 try:
                     pid = await self.client.publish(item[0], item[1], 1, item[2])
                 except (OSError, MQTTError):
                     break  # the supervisor reconnects; the item stays queued
+                finally:
+                    self.sending = False
                 self.outbox.pop(0)
-                self.unacked.append([pid, item])
+                if pid in self.early:
+                    self.early.remove(pid)
+                    self._acked(item)
+                else:
+                    self.unacked.append([pid, item])

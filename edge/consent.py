@@ -225,7 +225,6 @@ class Consent:
 
 class StaleVersion(ConsentError):
     def __init__(self, version, enforced):
-        ConsentError.__init__(self, "stale version %d ignored: version %d is enforced" % (
-            version, enforced))
+        super().__init__("stale version %d ignored: version %d is enforced" % (version, enforced))
         self.version = version
         self.enforced = enforced
