@@ -32,13 +32,16 @@ class Commands:
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
-        self.sending = False  # a publish of ours is between its write and its return
-        self.early = []  # pids of ours PUBACKed before publish() returned them
+        self.mine = []  # packet ids this task was given, oldest first
+        self.early = []  # ...of which PUBACKed before publish() returned them
+        self.task = None
         self.event = asyncio.Event()
         self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
         self.conn = -1
         self._fwd_puback = self.client.on_puback
         self.client.on_puback = self._on_puback
+        self._alloc = self.client._next_pid
+        self.client._next_pid = self._next_pid
         self._boot()
 
     # --- boot: finish a revocation a power cut interrupted, republish the receipt ----------
@@ -163,17 +166,25 @@ class Commands:
         self.outbox.append([topic, json.dumps(doc).encode(), retain, release])
 
     def _on_puback(self, pid):
+        if pid not in self.mine:
+            if self._fwd_puback:
+                self._fwd_puback(pid)
+            return
+        self.mine.remove(pid)
         for i in range(len(self.unacked)):
             if self.unacked[i][0] == pid:
                 self._acked(self.unacked.pop(i)[1])
                 return
-        # On loopback a PUBACK can arrive while publish() still awaits drain(). PUBACKs come
-        # in publish order (MQTT 4.6), so one that is not the forwarder's oldest is ours.
-        f = self.agent.fwd.inflight
-        if self.sending and (not f or f[0][0] != pid):
-            self.early.append(pid)
-        elif self._fwd_puback:
-            self._fwd_puback(pid)
+        # on loopback a PUBACK can arrive while publish() still awaits drain()
+        self.early.append(pid)
+
+    def _next_pid(self):
+        # The client allocates a packet id right before writing the PUBLISH; remember ours,
+        # so our PUBACKs never reach the forwarder's in-order matching (MQTT 4.6).
+        pid = self._alloc()
+        if asyncio.current_task() is self.task:
+            self.mine.append(pid)
+        return pid
 
     def _acked(self, item):
         if item[3] >= 0:
@@ -182,6 +193,7 @@ class Commands:
 
     async def run(self):
         """Task: execute queued commands, serve the local hook, publish replies/receipts."""
+        self.task = asyncio.current_task()
         while True:
             try:
                 await asyncio.wait_for_ms(self.event.wait(), _POLL_MS)
@@ -200,15 +212,13 @@ class Commands:
                 self.outbox[0:0] = [u[1] for u in self.unacked]
                 self.unacked = []
                 self.early = []
+                self.mine = []
             while self.outbox:
                 item = self.outbox[0]
-                self.sending = True
                 try:
                     pid = await self.client.publish(item[0], item[1], 1, item[2])
                 except (OSError, MQTTError):
                     break  # the supervisor reconnects; the item stays queued
-                finally:
-                    self.sending = False
                 self.outbox.pop(0)
                 if pid in self.early:
                     self.early.remove(pid)

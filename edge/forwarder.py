@@ -38,7 +38,7 @@ class Forwarder:
         if not self.inflight:
             return
         pid0, cat, seq, seg, off, n = self.inflight.pop(0)
-        if pid0 != pid:
+        if pid0 != pid and pid0 != 0:  # 0: acknowledged before publish() returned its id
             self.client.stats["rx_rejected"] += 1
             return
         self.store.ack(cat, seq, seg, off)
@@ -79,11 +79,13 @@ class Forwarder:
                 if not n:
                     continue
                 payload = w.finish()
+                # registered before the write: on loopback the PUBACK can beat publish()'s return
+                entry = [0, cat, w.last_seq, seg, off, n]
+                self.inflight.append(entry)
                 try:
-                    pid = await self.client.publish(self.topics[cat], payload, 1)
+                    entry[0] = await self.client.publish(self.topics[cat], payload, 1)
                 except (OSError, MQTTError):
                     break  # the connection went away; the supervisor reconnects and rewinds
-                self.inflight.append([pid, cat, w.last_seq, seg, off, n])
                 self.stats["batches"] += 1
                 self.stats["forwarded"] += n
                 sent = True

@@ -78,7 +78,7 @@ class Rig:
                 self.lines.put(line[4:])
         self.lines.put(None)
 
-    def send(self, line: str, timeout: float = 20.0) -> str:
+    def send(self, line: str, timeout: float = 10.0) -> str:
         """One driver command; returns what follows `@ok <op> `."""
         assert self.proc and self.proc.stdin
         self.proc.stdin.write(line + "\n")
