@@ -33,6 +33,9 @@ step = st.one_of(
     st.tuples(st.just("commit")),
     st.tuples(st.just("pause"), st.sampled_from([0, 3, 15])),
     st.tuples(st.just("consent"), st.sampled_from(["mqtt", "local"]), _subset, _subset),
+    # grant, emit, then revoke while the readings are buffered / committed / being sent
+    st.tuples(st.just("race"), st.sampled_from(CATS), st.integers(1, 60),
+              st.sampled_from(["buffered", "committed", "inflight"]), st.sampled_from(["mqtt", "local"])),
     st.tuples(st.just("bad"), st.sampled_from(["stale", "json", "shape", "unknown", "essential",
                                                "unsigned", "badsig", "tampered"]),
               st.sampled_from(["mqtt", "local"])),
@@ -48,6 +51,8 @@ class Model:
         self.granted = dict.fromkeys(CATS, False)
         self.granted["essential"] = True
         self.examples = 0
+        self.revocations = 0
+        self.purged = 0  # readings purged over all scenarios
 
 
 def _bad_payload(kind: str, m: Model, rig: Rig) -> str:
@@ -73,11 +78,27 @@ def _bad_payload(kind: str, m: Model, rig: Rig) -> str:
     return json.dumps(doc)
 
 
+def _expand(steps: list) -> list:
+    out = []
+    for s in steps:
+        if s[0] != "race":
+            out.append(s)
+            continue
+        _, cat, n, stage, via = s
+        out += [("consent", via, [cat], []), ("emit", cat, n)]
+        if stage != "buffered":
+            out.append(("commit",))
+        if stage == "inflight":
+            out.append(("pause", 3))
+        out.append(("consent", via, [], [cat]))
+    return out
+
+
 def _run(rig: Rig, m: Model, steps: list) -> None:
     start = rig.sync()
     stored = dict.fromkeys(["essential"] + CATS, 0)
     purged = dict.fromkeys(CATS, 0)
-    for s in steps:
+    for s in _expand(steps):
         kind = s[0]
         if kind == "emit":
             rig.emit(s[1], s[2])
@@ -105,6 +126,8 @@ def _run(rig: Rig, m: Model, steps: list) -> None:
             assert reply["purged"] == r["purged"]
             for c, n in r["purged"].items():
                 purged[c] += n
+                m.purged += n
+            m.revocations += len(r["purged"])
         else:
             _, bad, via = s
             if bad == "stale" and m.version == 0:
@@ -182,4 +205,5 @@ def test_revocation_property(rig):
     assert model.examples >= SCENARIOS
     s = rig.col.stats()
     print(f"consent property: {model.examples} scenarios, consent v{model.version}, "
-          f"{s['unique']} readings received, refused {s['refused']}")
+          f"{s['unique']} readings received, {model.revocations} revocations, "
+          f"{model.purged} readings purged, refused {s['refused']}")
