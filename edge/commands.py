@@ -32,16 +32,11 @@ class Commands:
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
-        self.mine = []  # packet ids this task was given, oldest first
-        self.early = []  # ...of which PUBACKed before publish() returned them
-        self.task = None
         self.event = asyncio.Event()
         self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
         self.conn = -1
         self._fwd_puback = self.client.on_puback
         self.client.on_puback = self._on_puback
-        self._alloc = self.client._next_pid
-        self.client._next_pid = self._next_pid
         self._boot()
 
     # --- boot: finish a revocation a power cut interrupted, republish the receipt ----------
@@ -166,25 +161,12 @@ class Commands:
         self.outbox.append([topic, json.dumps(doc).encode(), retain, release])
 
     def _on_puback(self, pid):
-        if pid not in self.mine:
-            if self._fwd_puback:
-                self._fwd_puback(pid)
-            return
-        self.mine.remove(pid)
         for i in range(len(self.unacked)):
             if self.unacked[i][0] == pid:
                 self._acked(self.unacked.pop(i)[1])
                 return
-        # on loopback a PUBACK can arrive while publish() still awaits drain()
-        self.early.append(pid)
-
-    def _next_pid(self):
-        # The client allocates a packet id right before writing the PUBLISH; remember ours,
-        # so our PUBACKs never reach the forwarder's in-order matching (MQTT 4.6).
-        pid = self._alloc()
-        if asyncio.current_task() is self.task:
-            self.mine.append(pid)
-        return pid
+        if self._fwd_puback:
+            self._fwd_puback(pid)
 
     def _acked(self, item):
         if item[3] >= 0:
@@ -193,7 +175,6 @@ class Commands:
 
     async def run(self):
         """Task: execute queued commands, serve the local hook, publish replies/receipts."""
-        self.task = asyncio.current_task()
         while True:
             try:
                 await asyncio.wait_for_ms(self.event.wait(), _POLL_MS)
@@ -211,17 +192,14 @@ class Commands:
                 self.conn = self.agent.reconnects
                 self.outbox[0:0] = [u[1] for u in self.unacked]
                 self.unacked = []
-                self.early = []
-                self.mine = []
             while self.outbox:
                 item = self.outbox[0]
                 try:
-                    pid = await self.client.publish(item[0], item[1], 1, item[2])
+                    await self.client.wait_slot()
+                    # recorded before yielding: on loopback its PUBACK may be parsed next
+                    self.unacked.append([self.client.send_publish(item[0], item[1], 1, item[2]),
+                                         item])
+                    self.outbox.pop(0)
+                    await self.client.drain()
                 except (OSError, MQTTError):
-                    break  # the supervisor reconnects; the item stays queued
-                self.outbox.pop(0)
-                if pid in self.early:
-                    self.early.remove(pid)
-                    self._acked(item)
-                else:
-                    self.unacked.append([pid, item])
+                    break  # the supervisor reconnects; unacked items are sent again

@@ -17,6 +17,11 @@ COMMAND_MODULES = [
     "host_tools.demo",
     "host_tools.consent",
     "host_tools.bench",
+    "host_tools.dump",
+    "host_tools.flash",
+    "host_tools.deploy",
+    "host_tools.vboard",
+    "host_tools.provision",
 ]
 
 
