@@ -24,7 +24,9 @@ class Commands:
         self.consent = agent.consent
         self.store = agent.store
         self.client = agent.client
-        self.root = root
+        # the local hook's directory: `consent.local_dir` in config (on unix a host directory
+        # the appliance UI can write), else the store's root
+        self.root = (agent.cfg.get("consent") or {}).get("local_dir") or root
         dev = agent.cfg["device_id"]
         self.device = dev
         self.topic_reply = codec.topic(agent.prefix, dev, "reply", "")

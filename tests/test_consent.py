@@ -84,6 +84,31 @@ def test_consent_state_survives_power_cut(where, version):
     assert got["grants"]["usage"] == (version == 1) and got["grants"]["location"]
 
 
+def _mp_script(name: str, *args: str) -> dict:
+    env = mp_env()
+    env["MICROPYPATH"] = ".frozen:" + edge_root()
+    r = subprocess.run([micropython_path(), "-X", "heapsize=4M", os.path.join(HERE, "mp", name),
+                        *args], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_consent_power_cut_at_every_flash_operation():
+    """The store's emulated NOR flash (edge/hal/flashdev.py): a cut at every program/erase of a
+    consent workload; after each reboot the state is the old or the new version, whole, no
+    denied category has readings left to send, and the boot receipt says what is enforced."""
+    res = _mp_script("consent_powercut.py")
+    assert res["cuts"] == res["ops"] >= 100
+    assert len(res["cut_steps_by_version"]) >= 5  # cuts landed inside every consent change
+    assert res["violations"] == 0, res["errors"]
+
+
+def test_power_cut_harness_catches_an_unfinished_purge():
+    res = _mp_script("consent_powercut.py", "broken")
+    assert res["violations"] > 0
+    assert all("still has unsent readings" in e for e in res["errors"])
+
+
 def test_boot_finishes_an_interrupted_revocation():
     port = broker_mod.free_port()  # nothing listens: the device is offline
     got = mp_case("boot_purge", str(port))
@@ -175,10 +200,11 @@ def test_edgectl_consent_signed_round_trip(signed_rig, tmp_path, capsys):
 
 
 def test_local_file_hook_and_restart_keep_consent(signed_rig):
-    """The appliance UI's hook on unix: STORE/local.cmd in, STORE/local.reply out. Then a
-    power cut (SIGKILL) and a restart: the same version is enforced and re-announced."""
+    """The appliance UI's hook on unix: DIR/local.cmd in, DIR/local.reply out (config
+    `consent.local_dir`). Then a power cut (SIGKILL) and a restart: the same version is
+    enforced and re-announced."""
     rig = signed_rig
-    store = os.path.join(rig.workdir, "store")
+    store = rig.workdir
     v = rig.col.receipts[DEVICE]["version"] + 1
     req = {"cmd": "consent", "doc": json.loads(rig.update(v, ["location"], [], KEY))}
     with open(os.path.join(store, "local.tmp"), "w") as f:
