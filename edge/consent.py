@@ -1,6 +1,6 @@
 # Consent state and gate (issue 5, DESIGN.md 3): version, grant/deny per category, when and
 # from where it was set; persisted atomically; default deny except `essential`.
-# Dual runtime: the host imports signed_bytes()/hmac_sha256() from this file (docs/CONSENT.md 4).
+# Signed updates: HMAC-SHA256 over the canonical bytes of docs/CONSENT.md 4.
 
 import binascii
 import hashlib

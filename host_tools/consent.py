@@ -1,8 +1,9 @@
 """`edgectl consent DEVICE --grant usage --deny marketing [--key FILE]`: publish the next
 consent version (retained), wait for the device's receipt, print what it now enforces (issue 5).
 
-The signature scheme and the canonical signed bytes live in edge/consent.py, the same file the
-device runs, so signer and verifier cannot drift (docs/CONSENT.md 4).
+The signed bytes follow docs/CONSENT.md section 4; host_tools may import only the codec from
+edge/ (DESIGN.md 2), so tests/test_consent.py checks that this signer and the device's
+verifier (edge/consent.py) build the same bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from edge.consent import signed_bytes
 from host_tools.errors import ToolError
 
 _RETAINED_WAIT_S = 0.5
@@ -35,6 +35,14 @@ def load_key(path: str) -> bytes:
     if len(key) < 16:
         raise ToolError(f"key file {path}: the key must be at least 16 bytes (32 hex digits)")
     return key
+
+
+def signed_bytes(device: str, doc: dict) -> bytes:
+    """The canonical bytes a consent update's signature covers (docs/CONSENT.md 4)."""
+    fields = ["edge-consent/1", device, str(doc.get("version")),
+              ",".join(sorted(doc.get("grant", []))), ",".join(sorted(doc.get("deny", []))),
+              str(doc.get("ts", 0))]
+    return "\n".join(fields).encode()
 
 
 def sign(device: str, doc: dict, key: bytes) -> dict:

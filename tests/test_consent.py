@@ -18,6 +18,7 @@ from edge import codec
 from host_tools import broker as broker_mod
 from host_tools.cli import main as cli_main
 from host_tools.collect import Collector
+from host_tools.consent import signed_bytes
 from host_tools.runner import edge_root, micropython_path, mp_env
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +46,8 @@ def test_hmac_and_signed_bytes_match_cpython():
         assert digest == hmac.new(key, b"edge consent " * 3, "sha256").hexdigest(), klen
     # the documented canonical form (docs/CONSENT.md 4), sorted lists, same on both sides
     assert got["signed"] == "edge-consent/1\nunit-1\n7\ndiagnostics,usage\nmarketing\n1234"
+    doc = {"version": 7, "grant": ["usage", "diagnostics"], "deny": ["marketing"], "ts": 1234}
+    assert signed_bytes("unit-1", doc).decode() == got["signed"]  # host signer == device
 
 
 def test_first_boot_allows_only_essential():
