@@ -8,7 +8,6 @@ import hmac
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -21,8 +20,7 @@ from host_tools.collect import Collector
 from host_tools.consent import signed_bytes
 from host_tools.runner import edge_root, micropython_path, mp_env
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from consent_rig import DEVICE, KEY, Rig  # noqa: E402
+from tests.consent_rig import DEVICE, KEY, Rig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

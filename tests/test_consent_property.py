@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from consent_rig import CATS, DEVICE, KEY, Rig  # noqa: E402
+from tests.consent_rig import CATS, DEVICE, KEY, Rig
 
 SCENARIOS = int(os.environ.get("CONSENT_SCENARIOS", "200"))
 
