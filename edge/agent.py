@@ -9,9 +9,11 @@ import random
 from micropython import const
 
 from edge import clock, codec, config, watchdog
-from edge.consent import Consent, ConsentError
+from edge.commands import Commands
+from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
 from edge.health import Health
+from edge.minimise import Minimiser
 from edge.mqtt import Client, MQTTError
 from edge.store import Store
 
@@ -38,7 +40,8 @@ class Agent:
             self.chan_cat[ch["id"]] = self.categories.index(ch["category"])
         root = hal.mount_store(cfg["store"]["path"])
         self.store = Store(root, cfg, self.categories, hal)
-        self.consent = Consent(root, self.categories)
+        self.consent = Consent(root, self.categories, cfg["device_id"], consent_key(cfg))
+        self.minimise = Minimiser(cfg, self.consent)
         m = cfg["mqtt"]
         dev = cfg["device_id"]
         self.prefix = m["prefix"]
@@ -46,11 +49,10 @@ class Agent:
                              m["keepalive"], m.get("user"), m.get("password"))
         self.status_topic = codec.topic(self.prefix, dev, "status")
         self.client.will = (self.status_topic, b'{"state":"offline"}', True)
-        self.client.on_message = self._on_message
         self.fwd = Forwarder(self.store, self.client, self.consent, cfg, self.categories)
+        self.cmds = Commands(self, root)  # issue 5: validation, consent, receipts
+        self.client.on_message = self.cmds.on_message
         self.sources = self._build_sources()
-        self.commands = []
-        self.cmd_event = asyncio.Event()
         self.sampled = 0
         self.unknown_channel = 0
         self.reconnects = 0
@@ -90,6 +92,9 @@ class Agent:
         if ts is None:
             ts = self.hal.ticks_ms()
             flags = codec.FLAG_CLOCK_UNSYNCED
+        rules = self.minimise.rules.get(channel)
+        if rules:  # data minimisation before storage (issue 5.4)
+            ts, value = self.minimise.apply(rules, channel, ts, value)
         self.store.append(cat, channel, ts, flags, value)
 
     async def sampler(self):
@@ -144,51 +149,10 @@ class Agent:
     async def publish_status(self, state):
         await self.client.publish(self.status_topic, self.healthmon.payload(state), 0, True)
 
-    # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out) -------------------------
-    def _on_message(self, topic, payload):
-        self.commands.append((topic, payload))
-        self.cmd_event.set()
-
-    async def command_task(self):
-        """Task: validate and execute commands; a bad one gets an error reply, changes nothing."""
-        while True:
-            await self.cmd_event.wait()
-            self.cmd_event.clear()
-            while self.commands:
-                topic, payload = self.commands.pop(0)
-                name = topic.split(b"/")[-1].decode()
-                try:
-                    reply = self.run_command(name, payload)
-                except (ValueError, ConsentError) as e:
-                    reply = {"ok": False, "error": str(e)}
-                try:
-                    await self.client.publish(
-                        codec.topic(self.prefix, self.cfg["device_id"], "reply", name),
-                        json.dumps(reply).encode(), 1)
-                    if name == "consent" and reply.get("ok"):
-                        await self.client.publish(
-                            codec.topic(self.prefix, self.cfg["device_id"], "consent", "receipt"),
-                            json.dumps(reply).encode(), 1, True)
-                except (OSError, MQTTError):
-                    pass
-
-    def run_command(self, name, payload):
-        try:
-            doc = json.loads(payload) if payload else {}
-        except ValueError:
-            raise ValueError("payload is not valid JSON")
-        if name == "ping":
-            return {"ok": True, "uptime_ms": self.hal.ticks_diff(self.hal.ticks_ms(), self.t0)}
-        if name == "consent":
-            revoked = self.consent.apply(doc)
-            purged = {}
-            for cat in revoked:
-                purged[self.categories[cat]] = self.store.purge(cat)
-            self.store.save_cursor()
-            self.log("consent v%d enforced, purged %r" % (self.consent.version, purged))
-            return {"ok": True, "version": self.consent.version, "grants": self.consent.grants(),
-                    "purged": purged}
-        raise ValueError("unknown command %r" % name)
+    # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out): edge/commands.py ----------
+    def command_task(self):
+        """Task: validate and execute commands, publish replies and consent receipts."""
+        return self.cmds.run()
 
     # --- health ----------------------------------------------------------------------------
     def counters(self):
@@ -205,6 +169,7 @@ class Agent:
             "batches": self.fwd.stats["batches"],
             "reconnects": self.reconnects,
             "consent_version": self.consent.version,
+            "commands_rejected": self.cmds.stats["rejected"],
             "unknown_channel": self.unknown_channel,
             "tx_bytes": self.client.stats["tx_bytes"],
         }

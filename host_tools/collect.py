@@ -61,10 +61,14 @@ class Collector:
         self.keep_readings = keep_readings
         self.lock = threading.Lock()
         self.seqs: dict[str, _DeviceSeqs] = defaultdict(_DeviceSeqs)
-        self.counts = {"batches": 0, "readings": 0, "unique": 0, "duplicates": 0, "rejected": 0}
+        self.counts = {"batches": 0, "readings": 0, "unique": 0, "duplicates": 0, "rejected": 0,
+                       "refused": 0}
         self.by_category: dict[str, int] = defaultdict(int)
+        self.refused_by_category: dict[str, int] = defaultdict(int)
         self.readings: list[tuple] = []
         self.receipts: dict[str, dict] = {}
+        # (len(readings) when it arrived, device, receipt): arrival order against the readings
+        self.receipt_log: list[tuple[int, str, dict]] = []
         self.replies: list[tuple[str, str, dict]] = []
         self.status: dict[str, dict] = {}
         # readings stamped before the device's clock was synced (FORMAT.md 4): device ->
@@ -144,6 +148,7 @@ class Collector:
         with self.lock:
             if kind == "consent":
                 self.receipts[device] = doc
+                self.receipt_log.append((len(self.readings), device, doc))
             elif kind == "status":
                 self.status[device] = doc
             elif kind == "reply":
@@ -164,9 +169,14 @@ class Collector:
             cat = batch["category"]
             boot = batch["boot"] if batch["flags"] & codec.FLAG_CLOCK_UNSYNCED else None
             rel = self.boot_relative[batch["device"]]
+            floor = _denied_from(self.receipts.get(batch["device"]), cat)
             for seq, ts, ch, val in batch["readings"]:
                 self.counts["readings"] += 1
-                if seqs.add(seq):
+                if seq >= floor:
+                    # defence in depth (issue 5): the device's latest receipt denies this
+                    self.counts["refused"] += 1
+                    self.refused_by_category[cat] += 1
+                elif seqs.add(seq):
                     self.counts["unique"] += 1
                     self.by_category[cat] += 1
                     if boot is not None:
@@ -213,6 +223,7 @@ class Collector:
             return {
                 **self.counts,
                 "by_category": dict(self.by_category),
+                "refused_by_category": dict(self.refused_by_category),
                 "devices": len(self.seqs),
                 "gaps": gaps,
             }
@@ -234,6 +245,17 @@ class Collector:
                 return True
             time.sleep(0.05)
         return predicate(self)
+
+
+def _denied_from(receipt: dict | None, category: str) -> float:
+    """The first seq the device's latest receipt denies for a category (inf: allowed).
+    Readings below it were sent before the device acknowledged the revocation."""
+    if not isinstance(receipt, dict) or not isinstance(receipt.get("grants"), dict):
+        return float("inf")
+    if receipt["grants"].get(category, True) is not False:
+        return float("inf")
+    seq = receipt.get("seq")
+    return seq if isinstance(seq, int) else 0
 
 
 def cmd_collect(args) -> int:
