@@ -16,6 +16,10 @@ COMMAND_MODULES = [
     "host_tools.runner",
     "host_tools.demo",
     "host_tools.bench",
+    "host_tools.capture",
+    "host_tools.capconvert",
+    "host_tools.replay",
+    "host_tools.simulate",
 ]
 
 
