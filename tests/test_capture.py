@@ -15,7 +15,7 @@ import pytest
 import serial
 
 import host_tools  # noqa: F401  (registers replay://)
-from host_tools import capconvert, capfile, capture, simulate
+from host_tools import capconvert, capfile, simulate
 from host_tools.frames import FrameCounter
 
 ROOT = Path(__file__).resolve().parents[1]
