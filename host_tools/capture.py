@@ -75,14 +75,14 @@ def run_capture(
     ser.timeout = READ_TIMEOUT_S
     try:
         while True:
+            data = b""
+            closed = None
             try:
                 data = ser.read(max(1, ser.in_waiting))
                 if data and ser.in_waiting:  # take the rest of a burst into the same chunk
                     data += ser.read(ser.in_waiting)
             except (serial.SerialException, OSError) as e:
-                writer.note((time.monotonic_ns() - t0) // 1000, f"port closed: {e}")
-                stats.stop = "port closed"
-                break
+                closed = e  # keep what the first read returned
             now_ns = time.monotonic_ns()
             now = (now_ns - t0) / 1e9
             if data:
@@ -91,6 +91,10 @@ def run_capture(
                 stats.chunks += 1
                 stats.frames += counter.feed(data)
                 last_data = now
+            if closed is not None:
+                writer.note((now_ns - t0) // 1000, f"port closed: {closed}")
+                stats.stop = "port closed"
+                break
             stats.seconds = now
             if progress is not None and now >= next_progress:
                 progress(stats)

@@ -26,7 +26,7 @@ from host_tools import capfile
 from host_tools.errors import ToolError
 from host_tools.frames import FRAMINGS, FrameCounter
 
-PTY_POLL_S = 0.01
+PTY_POLL_S = 0.02
 
 
 def parse_time(text: str) -> float:
@@ -194,16 +194,20 @@ class PtyOut:
             view = view[n:]
 
     def drain(self, timeout: float = 2.0) -> None:
-        """Wait until the reader took everything we wrote (or left), up to `timeout`."""
+        """Wait until the reader took everything we wrote (or left), up to `timeout`.
+
+        Closing the master discards what the reader has not read yet. Bytes written to the
+        master reach the slave's input queue (TIOCINQ) asynchronously, so the queue must be
+        seen empty twice, PTY_POLL_S apart, after a first pause."""
         end = time.monotonic() + timeout
         buf = bytearray(4)
         fd = os.open(self.name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        empty = 0
         try:
-            while time.monotonic() < end:
-                fcntl.ioctl(fd, termios.TIOCINQ, buf)  # bytes waiting in the slave's input
-                if int.from_bytes(buf, sys.byteorder) == 0:
-                    return
+            while empty < 2 and time.monotonic() < end:
                 time.sleep(PTY_POLL_S)
+                fcntl.ioctl(fd, termios.TIOCINQ, buf)  # bytes waiting in the slave's input
+                empty = empty + 1 if int.from_bytes(buf, sys.byteorder) == 0 else 0
         finally:
             os.close(fd)
 
@@ -269,14 +273,18 @@ def replay_items(
 
 def replay_to_pty(
     items: list[tuple[int, bytes]], link: str, speed: float | None, wait: float = 30.0,
-    framing: str = "auto", announce: Callable[[str], None] | None = None,
+    framing: str = "auto", announce: Callable[[str], None] | None = None, settle: float = 0.2,
 ) -> ReplayResult:
-    """Create a pty at `link`, wait for a reader, replay, let the reader drain, close."""
+    """Create a pty at `link`, wait for a reader (then `settle` seconds), replay, let the
+    reader drain, close."""
     out = PtyOut(link)
     try:
         if announce:
             announce(f"pty {out.name} linked at {link}; waiting for a reader")
         out.wait_reader(wait)
+        # pyserial's open() flushes the input queue after opening the device: give the
+        # reader a moment so the first chunk is not discarded by that flush.
+        time.sleep(settle)
         result = replay_items(items, out.write, speed, framing)
         out.drain()
         return result
