@@ -1,0 +1,12 @@
+# Hardware abstraction: the one place that knows which platform we run on (DESIGN.md 2).
+# Protocol and storage code take a `hal` object and never branch on the platform.
+
+import sys
+
+
+def load():
+    if sys.platform in ("esp32",):
+        from edge.hal import esp32 as impl
+    else:
+        from edge.hal import unix as impl
+    return impl.Hal()

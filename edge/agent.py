@@ -1,0 +1,235 @@
+# Composition root: builds the data path and creates every task (STYLE 7.1.8).
+# sources -> consent gate -> store -> forwarder -> MQTT; commands and health beside it.
+
+import asyncio
+import gc
+import json
+import random
+
+from micropython import const
+
+from edge import codec, config
+from edge.consent import Consent, ConsentError
+from edge.forwarder import Forwarder
+from edge.mqtt import Client, MQTTError
+from edge.store import Store
+
+_BACKOFF_BASE_MS = const(250)
+_BACKOFF_CAP_MS = const(4000)  # resume within 5 s of the broker's return (DESIGN.md 6)
+_SAMPLE_MS = const(10)
+_DRAIN_TIMEOUT_MS = const(60000)
+
+
+def backoff_ms(attempt):
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
+    ceiling = min(_BACKOFF_CAP_MS, _BACKOFF_BASE_MS << min(attempt, 10))
+    return (random.getrandbits(16) * ceiling) >> 16
+
+
+class Agent:
+    def __init__(self, cfg, hal, out=print):
+        self.cfg = cfg
+        self.hal = hal
+        self.out = out
+        self.categories = config.category_ids(cfg)
+        self.chan_cat = {}
+        for ch in cfg["channels"]:
+            self.chan_cat[ch["id"]] = self.categories.index(ch["category"])
+        root = hal.mount_store(cfg["store"]["path"])
+        self.store = Store(root, cfg, self.categories, hal)
+        self.consent = Consent(root, self.categories)
+        m = cfg["mqtt"]
+        dev = cfg["device_id"]
+        self.prefix = m["prefix"]
+        self.client = Client(dev, 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN, m["window"],
+                             m["keepalive"], m.get("user"), m.get("password"))
+        self.status_topic = codec.topic(self.prefix, dev, "status")
+        self.client.will = (self.status_topic, b'{"state":"offline"}', True)
+        self.client.on_message = self._on_message
+        self.fwd = Forwarder(self.store, self.client, self.consent, cfg, self.categories)
+        self.sources = self._build_sources()
+        self.commands = []
+        self.cmd_event = asyncio.Event()
+        self.sampled = 0
+        self.unknown_channel = 0
+        self.reconnects = 0
+        self.sampling = True
+        self.t0 = hal.ticks_ms()
+
+    def _build_sources(self):
+        if self.cfg.get("inputs"):
+            from edge import inputs
+
+            return inputs.build(self.cfg, self.hal)
+        from edge.sim import SimFridge
+
+        return [SimFridge(self.cfg, self.hal)]
+
+    # --- ingest hot path -----------------------------------------------------------------
+    def emit(self, channel, value):
+        cat = self.chan_cat.get(channel)
+        if cat is None:
+            self.unknown_channel += 1
+            return
+        self.sampled += 1
+        if not self.consent.gate(cat):  # before anything touches flash (DESIGN.md 3)
+            return
+        ts = self.hal.wall_ms()
+        flags = 0
+        if ts is None:
+            ts = self.hal.ticks_ms()
+            flags = codec.FLAG_CLOCK_UNSYNCED
+        self.store.append(cat, channel, ts, flags, value)
+
+    async def sampler(self):
+        """Task: poll every source, commit by policy, stop when the run's limits are met."""
+        sim = self.cfg["sim"]
+        limit_ms = sim["seconds"] * 1000
+        while self.sampling:
+            now = self.hal.ticks_ms()
+            n = 0
+            for src in self.sources:
+                n += src.poll(now, self.emit)
+            self.store.tick(now)
+            done = [s for s in self.sources if hasattr(s, "done") and s.done()]
+            if (done and len(done) == len(self.sources)) or (
+                limit_ms and self.hal.ticks_diff(now, self.t0) >= limit_ms
+            ):
+                self.sampling = False
+                break
+            await asyncio.sleep_ms(0 if n else _SAMPLE_MS)
+        self.store.commit()
+
+    # --- connection ----------------------------------------------------------------------
+    async def supervisor(self):
+        """Task: keep the MQTT session up, with backoff and full jitter between attempts."""
+        m = self.cfg["mqtt"]
+        attempt = 0
+        while True:
+            if not self.client.connected.is_set():
+                try:
+                    await self.client.connect(m["host"], m["port"], clean=False)
+                    attempt = 0
+                    self.reconnects += 1
+                    self.fwd.on_reconnect()
+                    await self.client.subscribe(codec.topic(self.prefix, self.cfg["device_id"], "cmd", "#"))
+                    await self.publish_status("online")
+                except (OSError, MQTTError) as e:
+                    self.client._close()
+                    self.log("connect failed: %s" % e)
+                    await asyncio.sleep_ms(backoff_ms(attempt))
+                    attempt += 1
+                    continue
+            await asyncio.sleep_ms(100)
+
+    async def publish_status(self, state):
+        await self.client.publish(self.status_topic, json.dumps(self.health(state)).encode(), 0, True)
+
+    # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out) -------------------------
+    def _on_message(self, topic, payload):
+        self.commands.append((topic, payload))
+        self.cmd_event.set()
+
+    async def command_task(self):
+        """Task: validate and execute commands; a bad one gets an error reply, changes nothing."""
+        while True:
+            await self.cmd_event.wait()
+            self.cmd_event.clear()
+            while self.commands:
+                topic, payload = self.commands.pop(0)
+                name = topic.split(b"/")[-1].decode()
+                try:
+                    reply = self.run_command(name, payload)
+                except (ValueError, ConsentError) as e:
+                    reply = {"ok": False, "error": str(e)}
+                try:
+                    await self.client.publish(
+                        codec.topic(self.prefix, self.cfg["device_id"], "reply", name),
+                        json.dumps(reply).encode(), 1)
+                    if name == "consent" and reply.get("ok"):
+                        await self.client.publish(
+                            codec.topic(self.prefix, self.cfg["device_id"], "consent", "receipt"),
+                            json.dumps(reply).encode(), 1, True)
+                except (OSError, MQTTError):
+                    pass
+
+    def run_command(self, name, payload):
+        try:
+            doc = json.loads(payload) if payload else {}
+        except ValueError:
+            raise ValueError("payload is not valid JSON")
+        if name == "ping":
+            return {"ok": True, "uptime_ms": self.hal.ticks_diff(self.hal.ticks_ms(), self.t0)}
+        if name == "consent":
+            revoked = self.consent.apply(doc)
+            purged = {}
+            for cat in revoked:
+                purged[self.categories[cat]] = self.store.purge(cat)
+            self.store.save_cursor()
+            self.log("consent v%d enforced, purged %r" % (self.consent.version, purged))
+            return {"ok": True, "version": self.consent.version, "grants": self.consent.grants(),
+                    "purged": purged}
+        raise ValueError("unknown command %r" % name)
+
+    # --- health ----------------------------------------------------------------------------
+    def counters(self):
+        st = self.store.stats
+        return {
+            "sampled": self.sampled,
+            "dropped_by_consent": sum(self.consent.stats["dropped"]),
+            "appended": st["appended"],
+            "committed": st["committed"],
+            "dropped": st["dropped"],
+            "forwarded": self.fwd.stats["forwarded"],
+            "acked": self.fwd.stats["acked_readings"],
+            "acked_by_category": dict(zip(self.categories, self.fwd.acked_counts)),
+            "batches": self.fwd.stats["batches"],
+            "reconnects": self.reconnects,
+            "consent_version": self.consent.version,
+            "unknown_channel": self.unknown_channel,
+            "tx_bytes": self.client.stats["tx_bytes"],
+        }
+
+    def health(self, state):
+        h = self.counters()
+        h["state"] = state
+        h["uptime_ms"] = self.hal.ticks_diff(self.hal.ticks_ms(), self.t0)
+        h["reset_cause"] = self.hal.reset_cause
+        h["heap_free"] = gc.mem_free()
+        h["store_bytes"] = self.store.used_bytes()
+        h["boot"] = self.store.boot
+        return h
+
+    def log(self, msg):
+        self.out("@log " + msg)
+
+    async def housekeeping(self):
+        """Task: status, stats line, cursor persistence, gc (STYLE 7.1.9)."""
+        period = self.cfg["status_ms"]
+        while True:
+            await asyncio.sleep_ms(min(period, 1000))
+            self.store.save_cursor()
+            gc.collect()
+            self.out("@stats " + json.dumps(self.counters()))
+
+    async def main(self):
+        tasks = [
+            asyncio.create_task(self.supervisor()),
+            asyncio.create_task(self.fwd.run()),
+            asyncio.create_task(self.command_task()),
+            asyncio.create_task(self.housekeeping()),
+        ]
+        await self.sampler()
+        # drain: everything committed is acknowledged, or give up after a timeout
+        t = self.hal.ticks_ms()
+        while not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < _DRAIN_TIMEOUT_MS:
+            await asyncio.sleep_ms(20)
+        self.store.close()
+        try:
+            await self.publish_status("stopped")
+        except (OSError, MQTTError):
+            pass
+        await self.client.disconnect()
+        for task in tasks:
+            task.cancel()
+        self.out("@final " + json.dumps(self.counters()))

