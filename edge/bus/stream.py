@@ -1,0 +1,36 @@
+# A source that reads a UART without blocking and feeds a streaming parser (line, Tuya).
+# poll(now_ms, emit) -> readings emitted: the contract with the agent's sampler (issue 6).
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_MAX_READS = const(8)  # bound the work per poll so one chatty bus cannot starve the loop
+
+
+class StreamSource:
+    def __init__(self, uart, parser, bufsize=128):
+        self.uart = uart
+        self.parser = parser
+        self._buf = bytearray(bufsize)
+        self._tick = getattr(parser, "tick", None)
+
+    def poll(self, now_ms, emit):
+        out = 0
+        for _ in range(_MAX_READS):
+            n = self.uart.readinto(self._buf)
+            if not n:  # None (ESP32) or 0 (pty): nothing available
+                break
+            out += self.parser.feed(self._buf, n, emit, now_ms)
+        if self._tick is not None:
+            out += self._tick(now_ms, emit)
+        return out
+
+    def stats(self):
+        p = self.parser
+        d = {"accepted": getattr(p, "accepted", getattr(p, "frames", 0))}
+        for k in p.errors:
+            d[k] = p.errors[k]
+        return d

@@ -1,0 +1,129 @@
+# Builds the agent's input sources from config "inputs": [...] (issue 6; schema in
+# docs/INPUTS.md). Each source has poll(now_ms, emit) -> int and never blocks. Channels with a
+# deadband / interval policy are wrapped in a shared deadband Gate.
+
+from edge import board as boards
+from edge.bus.modbus import ModbusMaster
+from edge.bus.stream import StreamSource
+from edge.deadband import Deadband, Gate
+
+TYPES = ("line", "tuya", "modbus", "sht3x", "ds18b20", "adc", "pulse")
+
+
+def _int(spec, key, default, path, lo=0, hi=0x7FFFFFFF):
+    v = spec.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError("config key '%s.%s' must be an integer %d..%d" % (path, key, lo, hi))
+    return v
+
+
+def _chan(spec, name, path, required=True):
+    from edge.sensors.base import channel
+
+    chans = spec.get("channels")
+    if not isinstance(chans, dict):
+        raise ValueError("config key '%s.channels' must be an object" % path)
+    return channel(chans, name, path, required)
+
+
+def _uart(hal, board, spec, path):
+    u = boards.resolve(board, "uarts", spec.get("uart"), path + ".uart")
+    return hal.uart(u), u
+
+
+def _one(spec, hal, board, path):
+    typ = spec.get("type")
+    if typ not in TYPES:
+        raise ValueError("config key '%s.type' must be one of %s" % (path, ", ".join(TYPES)))
+    try:
+        return _make(typ, spec, hal, board, path)
+    except ValueError as e:
+        msg = str(e)
+        if msg.startswith("config key '") and not msg.startswith("config key '" + path):
+            msg = "config key '%s.%s" % (path, msg[12:])  # qualify keys named by the driver
+        raise ValueError(msg)
+
+
+def _make(typ, spec, hal, board, path):
+    if typ == "line":
+        from edge.bus.line import LineParser
+
+        keys = spec.get("keys")
+        if not isinstance(keys, dict) or not keys:
+            raise ValueError("config key '%s.keys' must map keys to channels" % path)
+        parser = LineParser(keys)
+        return StreamSource(_uart(hal, board, spec, path)[0], parser)
+    if typ == "tuya":
+        from edge.bus.tuya import TuyaMCU
+
+        dps = spec.get("dps")
+        if not isinstance(dps, dict) or not dps:
+            raise ValueError("config key '%s.dps' must map DP ids to channels" % path)
+        uart = _uart(hal, board, spec, path)[0]
+        mcu = TuyaMCU(dps, uart.write, _int(spec, "heartbeat_ms", 15000, path, 1000),
+                      _int(spec, "max_len", 256, path, 16, 1024))
+        return StreamSource(uart, mcu)
+    if typ == "modbus":
+        uart, u = _uart(hal, board, spec, path)
+        return ModbusMaster(uart, spec.get("slave"), spec.get("reads"),
+                            _int(spec, "interval_ms", 1000, path, 10),
+                            _int(spec, "timeout_ms", 300, path, 10, 60000),
+                            _int(spec, "retries", 2, path, 0, 10), u.get("baud", 9600))
+    interval = _int(spec, "interval_ms", 2000, path, 10)
+    if typ == "sht3x":
+        from edge.sensors.sht3x import SHT3x
+
+        i2c = hal.i2c(boards.resolve(board, "i2c", spec.get("i2c"), path + ".i2c"), [spec])
+        return SHT3x(i2c, spec.get("addr", 0x44), _chan(spec, "temp", path),
+                     _chan(spec, "rh", path, False), interval)
+    pin = spec.get("pin")
+    if isinstance(pin, str):
+        pin = (board.get("pins") or {}).get(pin)
+    if not isinstance(pin, int):
+        raise ValueError("config key '%s.pin' must be a GPIO number or a board pin name" % path)
+    pspec = {"pin": pin}
+    if typ == "ds18b20":
+        from edge.sensors.ds18b20 import DS18B20
+
+        rom = spec.get("rom")
+        rom = bytes.fromhex(rom) if isinstance(rom, str) else None
+        return DS18B20(hal.onewire(pspec, spec), _chan(spec, "temp", path), rom, interval)
+    if typ == "adc":
+        from edge.sensors.adc import ADCChannel
+
+        return ADCChannel(hal.adc(pspec, spec), _chan(spec, "value", path), spec.get("cal"),
+                          _int(spec, "samples", 4, path, 1, 64), interval)
+    from edge.sensors.pulse import PulseCounter
+
+    pspec["debounce_ms"] = _int(spec, "debounce_ms", 0, path, 0, 1000)
+    return PulseCounter(hal.counter(pspec, spec), _chan(spec, "count", path),
+                        _chan(spec, "delta", path, False), _int(spec, "mul", 1, path, 1),
+                        _int(spec, "div", 1, path, 1), interval)
+
+
+def build(cfg, hal):
+    """Sources for cfg["inputs"]. Raises ValueError naming the config key on a bad entry."""
+    specs = cfg.get("inputs")
+    if not isinstance(specs, list):
+        raise ValueError("config key 'inputs' must be a list")
+    board = boards.load(cfg)
+    out = []
+    for i, spec in enumerate(specs):
+        path = "inputs[%d]" % i
+        if not isinstance(spec, dict):
+            raise ValueError("config key '%s' must be an object" % path)
+        out.append(_one(spec, hal, board, path))
+    db = Deadband(cfg.get("channels") or ())
+    if db.active():
+        out = [Gate(s, db) for s in out]
+    return out
+
+
+def stats(sources):
+    """Counters per source for the health message: {"inputs[0]": {"accepted": n, reason: n}}."""
+    d = {}
+    for i, s in enumerate(sources):
+        f = getattr(s, "stats", None)
+        if f is not None:
+            d["inputs[%d]" % i] = f()
+    return d
