@@ -330,6 +330,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     kinds = ("rx", "tx") if args.direction == "both" else (args.direction,)
     t_from = parse_time(args.from_) if args.from_ else None
     t_to = parse_time(args.to) if args.to else None
+    args.t_from_s = t_from
     items = schedule(chunks, kinds, t_from, t_to, args.loop)
     if args.agent:
         from host_tools import replay_agent
@@ -374,5 +375,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expect", metavar="GOLDEN", help="--agent: compare collector output")
     p.add_argument("--update-golden", action="store_true", help="rewrite GOLDEN instead")
     p.add_argument("--collector-out", metavar="FILE", help="--agent: write collector output")
+    p.add_argument("--config", metavar="DEVICE", help="--agent: device config JSON (default: "
+                   "the capture's sidecar NAME.agent.json)")
+    p.add_argument("--grant", default="all", help="--agent: consent granted before the run: "
+                   "'all', 'none' or a comma list of categories (default all)")
+    p.add_argument("--heap", default=None, help="--agent: MicroPython heap size")
+    p.add_argument("--timeout", type=float, default=600.0, help="--agent: give up after S seconds")
     p.add_argument("--json", action="store_true", help="last line of stdout is a JSON summary")
     p.set_defaults(func=cmd_replay)
