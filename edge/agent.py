@@ -120,6 +120,11 @@ class Agent:
                     await asyncio.sleep_ms(backoff_ms(attempt))
                     attempt += 1
                     continue
+            elif self.hal.ticks_diff(self.hal.ticks_ms(), self.client.last_tx) > self.client.keepalive * 500:
+                try:
+                    await self.client.ping()  # keepalive (MQTT 3.1.2.10)
+                except OSError:
+                    self.client._close()
             await asyncio.sleep_ms(100)
 
     async def publish_status(self, state):

@@ -7,7 +7,7 @@ import json
 from edge.config import merge
 
 # Where a board file may be: beside the package on the host / unix, or on the board's flash.
-_DIRS = ("boards", "/boards", "../boards")
+_DIRS = ["boards", "/boards", "../boards"]
 
 
 def _find(name):
@@ -15,7 +15,7 @@ def _find(name):
         import edge
 
         here = edge.__file__.rsplit("/", 1)[0]
-        dirs = (here + "/../boards",) + _DIRS
+        dirs = [here + "/../boards", here + "/../edge_boards"] + _DIRS
     except (AttributeError, ImportError):
         dirs = _DIRS
     for d in dirs:

@@ -24,7 +24,8 @@ DEFAULTS = {
     },
     # category -> policy; `essential` is the only one allowed without consent (DESIGN.md 3)
     "categories": {
-        "essential": {"quota": 262144, "evict": "drop_oldest"},
+        # essential: 1 MiB = 37,449 readings of 28 bytes, about 1 hour at 10 readings/s
+        "essential": {"quota": 1048576, "evict": "drop_oldest"},
         "diagnostics": {"quota": 262144, "evict": "drop_oldest"},
         "usage": {"quota": 262144, "evict": "drop_oldest"},
         "location": {"quota": 65536, "evict": "drop_oldest"},
@@ -39,7 +40,9 @@ DEFAULTS = {
         {"id": 5, "name": "door_opens", "category": "usage"},
         {"id": 6, "name": "ice_maker_uses", "category": "usage"},
     ],
-    "store": {"path": "store", "flush_ms": 1000, "flush_n": 50, "segment_bytes": 16384, "total_bytes": 1048576},
+    "store": {"path": "store", "flush_ms": 1000, "flush_n": 50, "segment_bytes": 16384,
+              # of the 2 MiB filesystem; littlefs keeps the rest for metadata and copy-on-write
+              "total_bytes": 1572864},
     "batch": {"max_readings": 100, "linger_ms": 200},
     "sim": {"rate_hz": 50, "count": 0, "seconds": 0, "seed": 1},
     "status_ms": 5000,

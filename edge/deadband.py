@@ -16,6 +16,10 @@ from edge.ticks import ticks_diff
 _KEYS = ("deadband", "interval_ms", "max_silent_ms")
 
 
+def _nowhere(ch, v):
+    pass
+
+
 class Deadband:
     def __init__(self, channels):
         self._pol = {}
@@ -31,7 +35,7 @@ class Deadband:
             # [deadband, interval, max_silent, last, last_ms, reported?, held?, held value]
             self._pol[ch["id"]] = [vals[0], vals[1], vals[2], 0, 0, False, False, 0]
         self.now = 0
-        self.down = None
+        self.down = _nowhere
         self.emitted = 0
         self.suppressed = 0
         self.filter = self._filter  # bound once: sources get the same callable every poll

@@ -34,13 +34,11 @@ class Forwarder:
         client.on_puback = self._on_puback
 
     def _on_puback(self, pid):
-        # 4.6: PUBACKs arrive in the order the PUBLISHes were sent on this connection
-        if not self.inflight:
+        # 4.6: PUBACKs arrive in the order the PUBLISHes were sent on this connection, so
+        # ours match the head of the queue; other ids belong to command replies.
+        if not self.inflight or self.inflight[0][0] != pid:
             return
-        pid0, cat, seq, seg, off, n = self.inflight.pop(0)
-        if pid0 != pid:
-            self.client.stats["rx_rejected"] += 1
-            return
+        _pid, cat, seq, seg, off, n = self.inflight.pop(0)
         self.store.ack(cat, seq, seg, off)
         self.stats["acked_readings"] += n
         self.acked_counts[cat] += n
@@ -80,10 +78,13 @@ class Forwarder:
                     continue
                 payload = w.finish()
                 try:
-                    pid = await self.client.publish(self.topics[cat], payload, 1)
+                    await self.client.wait_slot()
+                    # record the publish before yielding: its PUBACK may be parsed next
+                    pid = self.client.send_publish(self.topics[cat], payload, 1)
+                    self.inflight.append([pid, cat, w.last_seq, seg, off, n])
+                    await self.client.drain()
                 except (OSError, MQTTError):
                     break  # the connection went away; the supervisor reconnects and rewinds
-                self.inflight.append([pid, cat, w.last_seq, seg, off, n])
                 self.stats["batches"] += 1
                 self.stats["forwarded"] += n
                 sent = True

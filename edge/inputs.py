@@ -41,7 +41,7 @@ def _one(spec, hal, board, path):
         msg = str(e)
         if msg.startswith("config key '") and not msg.startswith("config key '" + path):
             msg = "config key '%s.%s" % (path, msg[12:])  # qualify keys named by the driver
-        raise ValueError(msg)
+        raise ValueError(msg) from None
 
 
 def _make(typ, spec, hal, board, path):

@@ -3,6 +3,7 @@
 
 import asyncio
 import struct
+import time
 
 from micropython import const
 
@@ -72,6 +73,7 @@ class Client:
         self.on_message = None
         self.on_disconnect = None
         self.will = None  # (topic, payload, retain)
+        self.last_tx = time.ticks_ms()
         self.stats = {"connects": 0, "rx_rejected": 0, "pubacks": 0, "published": 0, "tx_bytes": 0}
 
     async def connect(self, host, port, clean=False):
@@ -124,24 +126,27 @@ class Client:
 
     async def _send(self, n):
         self.writer.write(self.txmv[:n])
-        await self.writer.drain()
         self.stats["tx_bytes"] += n
+        self.last_tx = time.ticks_ms()
+        await self.writer.drain()
 
     def _next_pid(self):
         self.pid = self.pid % 0xFFFF + 1  # packet ids are 1..65535 (2.3.1)
         return self.pid
 
-    async def publish(self, topic, payload, qos=1, retain=False):
-        """Send a PUBLISH (3.3). With QoS 1 waits for a free window slot, not for the PUBACK;
-        returns the packet id (0 for QoS 0)."""
-        if qos:
-            while self.inflight >= self.window:
-                self.slot.clear()
-                await self.slot.wait()
-                if not self.connected.is_set():
-                    raise MQTTError("disconnected")
+    async def wait_slot(self):
+        """Wait until the window has room for one more QoS 1 publish."""
+        while self.inflight >= self.window:
+            self.slot.clear()
+            await self.slot.wait()
+            if not self.connected.is_set():
+                raise MQTTError("disconnected")
         if not self.connected.is_set():
             raise MQTTError("not connected")
+
+    def send_publish(self, topic, payload, qos=1, retain=False):
+        """Build and write one PUBLISH (3.3) without yielding; returns the packet id (0 for
+        QoS 0). The caller records the id before the PUBACK can possibly be parsed."""
         b = self.tx
         n = 2 + len(topic) + (2 if qos else 0) + len(payload)
         if n + 5 > len(b):
@@ -157,8 +162,23 @@ class Client:
             self.inflight += 1
         b[p : p + len(payload)] = payload
         p += len(payload)
-        await self._send(p)
+        self.writer.write(self.txmv[:p])
+        self.stats["tx_bytes"] += p
+        self.last_tx = time.ticks_ms()
         self.stats["published"] += 1
+        return pid
+
+    async def drain(self):
+        await self.writer.drain()
+
+    async def publish(self, topic, payload, qos=1, retain=False):
+        """PUBLISH and flush; with QoS 1 waits for a window slot, not for the PUBACK."""
+        if qos:
+            await self.wait_slot()
+        elif not self.connected.is_set():
+            raise MQTTError("not connected")
+        pid = self.send_publish(topic, payload, qos, retain)
+        await self.writer.drain()
         return pid
 
     async def subscribe(self, topic, qos=1):

@@ -1,34 +1,29 @@
 # Durable reading store: one append-only segment stream per consent category (DESIGN.md 3,
 # docs/FORMAT.md 2). commit() is the durability point; the ack cursor deletes whole segments.
 
-import json
 import os
 import struct
 
 from micropython import const
 
-from edge import codec
+from edge import codec, segment
+from edge.segment import BLOCK, SEG_HEAD_LEN, footprint, seg_name
 
-_SEG_MAGIC = b"ESEG"
-_SEG_VERSION = const(1)
-_SEG_HEAD_LEN = const(8)  # magic 4, version u8, category index u8, reserved u16
 _SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never reused
 _READ_BUF = const(2048)
-_STATE = "state.json"
-_STATE_TMP = "state.tmp"
+_ENOSPC = const(28)
+_FRAME = segment.FRAME_FMT
+_CURSOR_MS = const(10000)  # cursor writes at most this often (save_cursor)
 
 
 class StoreError(Exception):
     pass
 
 
-def _seg_name(n):
-    return "%08x.seg" % n
-
-
 class _Stream:
     """The segments of one category, oldest first. A segment is [segno, first_seq, last_seq,
-    size]; last_seq is -1 until the reader or the writer has seen the segment's end."""
+    size, readable]; last_seq is -1 until the reader or the writer has seen the segment's end.
+    `bytes` is the flash footprint (whole blocks) of all its segments."""
 
     def __init__(self, idx, name, policy, root, flush_n):
         self.idx = idx
@@ -41,12 +36,13 @@ class _Stream:
         self.buf = bytearray(flush_n * codec.REC_LEN)
         self.n = 0  # records pending in buf (not yet durable)
         self.acked = 0  # highest acknowledged seq
+        self.saved = 0  # `acked` as last written to the state file
         self.rseg = 0  # reader: segno and offset of the next record to send
-        self.roff = _SEG_HEAD_LEN
+        self.roff = SEG_HEAD_LEN
         self.aseg = 0  # reader position just after the last acknowledged record
-        self.aoff = _SEG_HEAD_LEN
+        self.aoff = SEG_HEAD_LEN
         self.bytes = 0
-        self.next_segno = 1  # segment numbers never repeat within a boot
+        self.next_segno = 1  # segment numbers never repeat
 
     def seg_index(self, segno):
         for i, s in enumerate(self.segs):
@@ -62,39 +58,28 @@ class Store:
         self.hal = hal
         self.flush_n = sc["flush_n"]
         self.flush_ms = sc["flush_ms"]
-        self.segment_bytes = max(sc["segment_bytes"], _SEG_HEAD_LEN + codec.REC_LEN)
+        self.segment_bytes = max(sc["segment_bytes"], SEG_HEAD_LEN + codec.REC_LEN)
         self.total_bytes = sc["total_bytes"]
         self.rbuf = bytearray(_READ_BUF)
         self.rmv = memoryview(self.rbuf)
-        self.head = bytearray(_SEG_HEAD_LEN)
+        self.head = bytearray(SEG_HEAD_LEN)
         # counters: every drop by reason and category (DESIGN.md 3, health status)
         self.stats = {"appended": 0, "committed": 0, "commits": 0, "acked": 0, "deleted_segments": 0,
-                      "corrupt_records": 0, "torn_tails": 0, "dropped": {}}
+                      "corrupt_records": 0, "torn_tails": 0, "bad_segments": 0, "dropped": {}}
         self.last_commit = hal.ticks_ms()
         self.streams = []
         _mkdir(root)
-        st = self._load_state()
-        self.boot = (st.get("boot", 0) + 1) & 0xFFFF
+        st = segment.load_state(root)
+        self.boot = (st["boot"] + 1) & 0xFFFF
         max_seq = 0
         for i, name in enumerate(categories):
             s = _Stream(i, name, cfg["categories"][name], root, self.flush_n)
-            s.acked = st.get("acked", {}).get(name, 0)
+            s.acked = st["acked"].get(name, 0)
             max_seq = max(max_seq, self._scan(s))
             self.streams.append(s)
-        self.next_seq = max(st.get("seq_hi", 1), max_seq + 1, 1)
+        self.next_seq = max(st["seq_hi"], max_seq + 1, 1)
         self.seq_hi = self.next_seq
         self._save_state()
-
-    # --- state file: temp + rename is atomic on littlefs and POSIX (FORMAT.md 2.4) -------
-    def _load_state(self):
-        try:
-            with open(self.root + "/" + _STATE, "rb") as f:
-                st = json.loads(f.read())
-            if isinstance(st, dict):
-                return st
-        except (OSError, ValueError):
-            pass
-        return {}
 
     def _save_state(self):
         if self.next_seq >= self.seq_hi:
@@ -102,70 +87,28 @@ class Store:
         acked = {}
         for s in self.streams:
             acked[s.name] = s.acked
-        tmp = self.root + "/" + _STATE_TMP
-        with open(tmp, "wb") as f:
-            f.write(json.dumps({"v": 1, "boot": self.boot, "seq_hi": self.seq_hi, "acked": acked}))
-        os.rename(tmp, self.root + "/" + _STATE)
+        segment.save_state(self.root, self.boot, self.seq_hi, acked)
+        for s in self.streams:
+            s.saved = s.acked
+        self.last_save = self.hal.ticks_ms()
 
     # --- boot scan -----------------------------------------------------------------------
     def _scan(self, s):
-        """List the category's segments; returns the highest seq found."""
+        """List the category's segments; returns the highest seq found. Only the newest
+        segment is read in full (ESP32 boot time); older ones by their first/last frame."""
         _mkdir(s.dir)
-        nums = []
-        for fn in os.listdir(s.dir):
-            if fn.endswith(".seg") and len(fn) == 12:
-                try:
-                    nums.append(int(fn[:8], 16))
-                except ValueError:
-                    pass
-        nums.sort()
+        nums = segment.list_segments(s.dir)
         top = 0
-        for segno in nums:
-            first, last, size = self._scan_segment(s, segno)
-            s.segs.append([segno, first, last, size])
-            s.bytes += size
-            if last > top:
-                top = last
-            elif first > top:
-                top = first
+        for i, segno in enumerate(nums):
+            r = segment.probe(s.dir + "/" + seg_name(segno), s.idx, self.rbuf,
+                              i == len(nums) - 1, self.stats)
+            s.segs.append([segno, r[0], r[1], r[2], r[3]])
+            s.bytes += footprint(r[2])
+            top = max(top, r[0], r[1])
         # Appends after boot always go to a new segment: a torn tail is never extended.
         s.next_segno = nums[-1] + 1 if nums else 1
         s.rseg = s.aseg = nums[0] if nums else 1
         return top
-
-    def _scan_segment(self, s, segno):
-        """(first_seq, last_seq, size) of a segment. Reads the whole file: records self-check."""
-        first = last = -1
-        size = 0
-        try:
-            with open(s.dir + "/" + _seg_name(segno), "rb") as f:
-                off = 0
-                carry = 0
-                while True:
-                    n = f.readinto(self.rmv[carry:])
-                    if not n:
-                        break
-                    n += carry
-                    p = _SEG_HEAD_LEN if off == 0 else 0
-                    while p < n:
-                        r = codec.check_record(self.rmv[:n], p)
-                        if r == 1:
-                            seq = codec.unpack_record(self.rmv, p)[0]
-                            if first < 0:
-                                first = seq
-                            last = seq
-                            p += codec.REC_LEN
-                        elif r == 0:
-                            p += 1
-                        else:
-                            break
-                    carry = n - p
-                    self.rbuf[:carry] = self.rbuf[p:n]
-                    off += p
-                size = off + carry
-        except OSError:
-            pass
-        return first, last, size
 
     # --- ingest --------------------------------------------------------------------------
     def append(self, cat, channel, ts, flags, value):
@@ -178,7 +121,8 @@ class Store:
         self.next_seq = seq + 1
         if self.next_seq >= self.seq_hi:
             self._save_state()  # reserve the next block of seqs before using it
-        codec.pack_record(s.buf, s.n * codec.REC_LEN, seq, ts, self.boot, channel, cat, flags, value)
+        struct.pack_into(_FRAME, s.buf, s.n * codec.REC_LEN, codec.REC_MAGIC, codec.REC_TYPE_READING,
+                         codec.REC_PAYLOAD_LEN, seq, ts, self.boot, channel, cat, flags, value)
         s.n += 1
         self.stats["appended"] += 1
         if s.n == self.flush_n:
@@ -205,49 +149,87 @@ class Store:
 
     def _commit_stream(self, s):
         nbytes = s.n * codec.REC_LEN
-        if s.active is None or s.segs[-1][3] + nbytes > self.segment_bytes:
-            self._open_segment(s)
-        seg = s.segs[-1]
-        s.active.write(memoryview(s.buf)[:nbytes])
-        s.active.flush()  # the durability point (TOOLCHAIN.md 3)
+        segment.seal(s.buf, s.n)  # the frames' CRCs (FORMAT 2.3)
+        for attempt in range(3):
+            try:
+                self._write(s, nbytes)
+                break
+            except OSError as e:
+                # Case 1: the filesystem is full (more than the quotas allow for, e.g. other
+                # files): evict the oldest segment anywhere and retry in a new segment.
+                # Case 2: anything else (EIO: the flash died) goes to the caller.
+                if e.args[0] != _ENOSPC or attempt == 2:
+                    raise
+                self._close_active(s)
+                if not self._evict_any(s, "nospace"):
+                    raise
         last = struct.unpack_from("<I", s.buf, (s.n - 1) * codec.REC_LEN + codec.REC_HEAD_LEN)[0]
+        seg = s.segs[-1]
         if seg[1] < 0:
             seg[1] = struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
         seg[2] = last
+        s.bytes += footprint(seg[3] + nbytes) - footprint(seg[3])
         seg[3] += nbytes
-        s.bytes += nbytes
         self.stats["committed"] += s.n
         self.stats["commits"] += 1
         s.n = 0
         self._enforce_quota(s)
 
-    def _open_segment(self, s):
+    def _write(self, s, nbytes):
+        # littlefs copies a synced file's partly filled last block before it appends (COW,
+        # TOOLCHAIN 8). A commit that would cross into a new block while the last one is more
+        # than half full starts a new segment instead: it never copies more than half a block
+        # and wastes less than half of one.
         if s.active is not None:
-            s.active.close()
+            size = s.segs[-1][3]
+            tail = size % BLOCK
+            if size + nbytes > self.segment_bytes or (tail > BLOCK // 2 and tail + nbytes > BLOCK):
+                self._close_active(s)
+        if s.active is None:
+            self._open_segment(s)
+        s.active.write(memoryview(s.buf)[:nbytes])
+        s.active.flush()  # the durability point (TOOLCHAIN.md 3)
+
+    def _close_active(self, s):
+        f = s.active
+        s.active = None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass  # its committed content is already on flash
+
+    def _open_segment(self, s):
         segno = s.next_segno
         s.next_segno += 1
-        self.head[0:4] = _SEG_MAGIC
-        self.head[4] = _SEG_VERSION
-        self.head[5] = s.idx
-        s.active = open(s.dir + "/" + _seg_name(segno), "wb")
-        s.active.write(self.head)
-        s.segs.append([segno, -1, -1, _SEG_HEAD_LEN])
-        s.bytes += _SEG_HEAD_LEN
+        segment.write_head(self.head, s.idx)
+        s.active = open(s.dir + "/" + seg_name(segno), "wb")
+        s.segs.append([segno, -1, -1, SEG_HEAD_LEN, True])
+        s.bytes += footprint(SEG_HEAD_LEN)
         if len(s.segs) == 1:
             s.rseg = s.aseg = segno
-            s.roff = s.aoff = _SEG_HEAD_LEN
+            s.roff = s.aoff = SEG_HEAD_LEN
+        s.active.write(self.head)
 
     def _enforce_quota(self, s):
         while s.quota and s.bytes > s.quota and len(s.segs) > 1:
             self._delete_oldest(s, "quota")
         while self.total_bytes and self.used_bytes() > self.total_bytes:
-            big = None
-            for t in self.streams:
-                if len(t.segs) > 1 and (big is None or t.bytes > big.bytes):
-                    big = t
-            if big is None:
+            if not self._evict_any(None, "full"):
                 break
-            self._delete_oldest(big, "full")
+
+    def _evict_any(self, keep, reason):
+        """Delete the oldest segment of the biggest category (never the active segment of
+        `keep`). Returns False when there is nothing to delete."""
+        big = None
+        for t in self.streams:
+            n = len(t.segs) - (1 if t.active is not None or t is keep else 0)
+            if n > 0 and (big is None or t.bytes > big.bytes):
+                big = t
+        if big is None:
+            return False
+        self._delete_oldest(big, reason)
+        return True
 
     def used_bytes(self):
         n = 0
@@ -264,26 +246,26 @@ class Store:
 
     def _after(self, seg, segno, off):
         """Readings of a segment that lie after position (segno, off)."""
-        if seg[0] < segno:
+        if seg[0] < segno or not seg[4]:
             return 0
-        n = (seg[3] - _SEG_HEAD_LEN) // codec.REC_LEN
+        n = (seg[3] - SEG_HEAD_LEN) // codec.REC_LEN
         if seg[0] == segno:
-            n -= (off - _SEG_HEAD_LEN) // codec.REC_LEN
+            n -= (off - SEG_HEAD_LEN) // codec.REC_LEN
         return max(n, 0)
 
     def _remove_segment(self, s):
         seg = s.segs.pop(0)
         try:
-            os.remove(s.dir + "/" + _seg_name(seg[0]))
+            os.remove(s.dir + "/" + seg_name(seg[0]))
         except OSError:
             pass
-        s.bytes -= seg[3]
+        s.bytes -= footprint(seg[3])
         self.stats["deleted_segments"] += 1
         nxt = s.segs[0][0] if s.segs else s.next_segno
         if s.rseg <= seg[0]:
-            s.rseg, s.roff = nxt, _SEG_HEAD_LEN
+            s.rseg, s.roff = nxt, SEG_HEAD_LEN
         if s.aseg <= seg[0]:
-            s.aseg, s.aoff = nxt, _SEG_HEAD_LEN
+            s.aseg, s.aoff = nxt, SEG_HEAD_LEN
 
     def _drop(self, reason, s, n):
         d = self.stats["dropped"]
@@ -293,7 +275,8 @@ class Store:
     # --- forwarding ----------------------------------------------------------------------
     def fill(self, cat, writer):
         """Add committed, unsent readings of a category to a codec.BatchWriter until it is
-        full. Returns (count, seg, off): the reader position after the last one added."""
+        full. Returns (count, seg, off): the reader position after the last one added.
+        Only frames whose CRC checks are returned (FORMAT 2.3); bad bytes are skipped."""
         s = self.streams[cat]
         added = 0
         while True:
@@ -301,24 +284,31 @@ class Store:
             if i >= len(s.segs):
                 break
             seg = s.segs[i]
+            last = i == len(s.segs) - 1
             if seg[0] != s.rseg:
-                s.rseg, s.roff = seg[0], _SEG_HEAD_LEN
-            try:
-                with open(s.dir + "/" + _seg_name(seg[0]), "rb") as f:
-                    f.seek(s.roff)
-                    n = f.readinto(self.rbuf)
-            except OSError:
-                n = 0
+                s.rseg, s.roff = seg[0], SEG_HEAD_LEN
+            n = 0
+            if seg[4]:
+                try:
+                    with open(s.dir + "/" + seg_name(seg[0]), "rb") as f:
+                        f.seek(s.roff)
+                        n = f.readinto(self.rbuf)
+                except OSError:
+                    pass
             p = 0
             full = False
+            bad = False
             while p < n:
                 r = codec.check_record(self.rmv[:n], p)
                 if r < 0:
                     break
                 if r == 0:
-                    self.stats["corrupt_records"] += 1
+                    if not bad:
+                        self.stats["corrupt_records"] += 1
+                        bad = True
                     p += 1
                     continue
+                bad = False
                 seq, ts, boot, ch, _cat, flags, val = codec.unpack_record(self.rmv, p)
                 if seq > s.acked:
                     if not writer.add(seq, ts, boot, flags, ch, val):
@@ -329,15 +319,21 @@ class Store:
                     seg[2] = seq
                 p += codec.REC_LEN
             s.roff += p
-            if full:
-                break
-            if p == 0 or (p < n and n < len(self.rbuf)):
-                # nothing more here: the end of the active segment, or a torn tail
-                if i == len(s.segs) - 1:
+            if full or (p and n == len(self.rbuf)):
+                if full:
                     break
-                if p < n:
-                    self.stats["torn_tails"] += 1
-                s.rseg, s.roff = s.segs[i + 1][0], _SEG_HEAD_LEN
+                continue  # more of this segment
+            # no further whole frame in this segment. Case 1: the active segment: more may
+            # come. Case 2: a closed one with a torn tail or unreadable: done with it.
+            # Case 3: a closed one read to its end: go on with the next.
+            if last and s.active is not None:
+                break
+            if p < n:
+                self.stats["torn_tails"] += 1
+            if last:
+                s.roff = max(s.roff, seg[3])
+                break
+            s.rseg, s.roff = s.segs[i + 1][0], SEG_HEAD_LEN
         return added, s.rseg, s.roff
 
     def ack(self, cat, seq, seg, off):
@@ -357,9 +353,21 @@ class Store:
         s = self.streams[cat]
         s.rseg, s.roff = s.aseg, s.aoff
 
-    def save_cursor(self):
-        """Persist the ack cursors (lazily: an unsaved ack only means duplicates later)."""
+    def save_cursor(self, force=False):
+        """Persist the ack cursors, lazily: an unsaved ack only means duplicates later, and
+        every state write costs littlefs metadata programs and, in time, erases. Writes only
+        when a cursor moved, and then at most every 10 s unless `force`."""
+        now = self.hal.ticks_ms()
+        if not force and (self._saved_acked() or
+                          self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS):
+            return
         self._save_state()
+
+    def _saved_acked(self):
+        for s in self.streams:
+            if s.acked != s.saved:
+                return False
+        return True
 
     def backlog(self, cat):
         """Committed bytes of a category not yet acknowledged (an upper bound)."""
@@ -367,8 +375,8 @@ class Store:
         n = 0
         for seg in s.segs:
             if seg[0] >= s.aseg:
-                n += seg[3] - _SEG_HEAD_LEN
-        return n - (s.aoff - _SEG_HEAD_LEN)
+                n += seg[3] - SEG_HEAD_LEN
+        return n - (s.aoff - SEG_HEAD_LEN)
 
     def unsent(self, cat):
         s = self.streams[cat]
@@ -381,15 +389,13 @@ class Store:
         s = self.streams[cat]
         n = s.n
         s.n = 0
-        if s.active is not None:
-            s.active.close()
-            s.active = None
+        self._close_active(s)
         for seg in s.segs:
             n += self._after(seg, s.rseg, s.roff)  # in-flight ones were sent already
         while s.segs:
             self._remove_segment(s)
         s.rseg = s.aseg = s.next_segno
-        s.roff = s.aoff = _SEG_HEAD_LEN
+        s.roff = s.aoff = SEG_HEAD_LEN
         if n:
             self._drop("purged", s, n)
         return n
@@ -397,9 +403,7 @@ class Store:
     def close(self):
         self.commit()
         for s in self.streams:
-            if s.active is not None:
-                s.active.close()
-                s.active = None
+            self._close_active(s)
         self._save_state()
 
 

@@ -9,13 +9,14 @@ except ImportError:  # CPython (host-side tests and fuzzing)
     _PERIOD = 1 << 30
     _HALF = 1 << 29
 
-    def ticks_ms():
-        return int(_time.monotonic() * 1000) & (_PERIOD - 1)
+    def ticks_ms():  # type: ignore[misc]
+        ms = int(_time.monotonic() * 1000)  # type: ignore[attr-defined]
+        return ms & (_PERIOD - 1)
 
-    def ticks_diff(a, b):
+    def ticks_diff(a, b):  # type: ignore[misc,no-redef]
         return ((a - b + _HALF) & (_PERIOD - 1)) - _HALF
 
-    def ticks_add(a, delta):
+    def ticks_add(a, delta):  # type: ignore[misc]
         return (a + delta) & (_PERIOD - 1)
 
 

@@ -11,6 +11,8 @@ import json
 from host_tools.errors import ToolError
 
 BENCHES: dict[str, str] = {
+    "store": "host_tools.store_bench:bench_store",
+    "deploy": "host_tools.deploy:bench_deploy",
 }
 
 

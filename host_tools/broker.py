@@ -27,6 +27,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_listening(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -98,7 +107,7 @@ def _mosquitto_conf(port: int, extra: str) -> str:
         # Nagle halves a pipelined window's rate (TOOLCHAIN.md 8)
         "set_tcp_nodelay true\n"
         "max_queued_messages 100000\n"
-        "log_type error\nlog_type warning\n"
+        "log_type error\nlog_type warning\nlog_type notice\n"
         f"{extra}"
     )
 
@@ -130,6 +139,8 @@ def start(port: int | None = None, prefer: str = "auto", conf_extra: str = "") -
                 "no broker: mosquitto is not installed and amqtt is not importable "
                 "(apt-get install mosquitto, or pip install amqtt)"
             ) from e
+    if port and not port_free(port):
+        raise ToolError(f"port {port} on {HOST} is already in use")
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="edge-broker-")
     proc = _spawn(kind, port, workdir, conf_extra)

@@ -3,7 +3,7 @@ exception responses, timeouts, retries, CRC errors. The pty slave test is in tes
 
 import pytest
 
-from appliance_sim import modbus_crc, modbus_exception, modbus_response
+from tests.appliance_sim import modbus_crc, modbus_exception, modbus_response
 from edge.bus.crc import crc16_modbus
 from edge.bus.modbus import ModbusMaster
 
@@ -98,11 +98,12 @@ def test_response_split_at_every_byte():
         w = Wire()
         m = ModbusMaster(w, 7, READS[:1], interval_ms=100000)
         out = []
-        m.poll(0, lambda c, v: out.append((c, v)))
+        emit = out.append
+        m.poll(0, lambda c, v, emit=emit: emit((c, v)))
         w.rx = good[:i]
-        m.poll(5, lambda c, v: out.append((c, v)))
+        m.poll(5, lambda c, v, emit=emit: emit((c, v)))
         w.rx += good[i:]
-        m.poll(10, lambda c, v: out.append((c, v)))
+        m.poll(10, lambda c, v, emit=emit: emit((c, v)))
         assert out[0] == (20, 9), i
 
 

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from appliance_sim import ModbusSlaveSim, Pty, TuyaMCUSim, tuya_dp, tuya_frame
+from tests.appliance_sim import ModbusSlaveSim, Pty, TuyaMCUSim, tuya_dp, tuya_frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from appliance_sim import tuya_dp, tuya_frame
+from tests.appliance_sim import tuya_dp, tuya_frame
 from edge.bus.tuya import TuyaMCU
 
 DPS = {"1": 10, "2": {"ch": 11, "mul": 10}, "3": {"ch": 12, "map": {"idle": 0, "wash": 1}},

@@ -17,9 +17,9 @@ class KeyTable:
     """Maps byte strings to values. Built once from config (str or bytes keys)."""
 
     def __init__(self, mapping):
-        self._names = []
-        self._values = []
-        self._by_hash = {}
+        self._names = []  # type: list
+        self._values = []  # type: list
+        self._by_hash = {}  # type: dict
         for name in mapping:
             raw = name.encode() if isinstance(name, str) else bytes(name)
             h = seed()

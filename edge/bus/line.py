@@ -7,8 +7,8 @@
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):
+except ImportError:  # CPython: the host fuzzes these parsers in-process
+    def const(x):  # type: ignore[misc]
         return x
 
 from edge.bus import keys, target
@@ -67,6 +67,7 @@ class LineParser:
         self._klen = 0
         self._khash = keys.seed()
         self._t = None
+        self._scale = 0
 
     def _reject(self, reason):
         self.errors[reason] += 1
@@ -138,6 +139,7 @@ class LineParser:
                         self._reject("unknown_key")
                         continue
                     self._state = _VAL
+                    self._scale = self._t.scale
                     self._start_value()
                 elif b == 0x3B:
                     if self._klen:
@@ -174,7 +176,7 @@ class LineParser:
             return
         if 0x30 <= b <= 0x39:
             if self._frac >= 0:
-                if self._frac >= self._t.scale:
+                if self._frac >= self._scale:
                     return  # digits beyond the configured scale are truncated
                 self._frac += 1
             if self._acc >= _LIMIT:

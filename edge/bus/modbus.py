@@ -9,8 +9,8 @@
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):
+except ImportError:  # CPython: the host fuzzes these parsers in-process
+    def const(x):  # type: ignore[misc]
         return x
 
 from edge.bus import crc, target
@@ -65,7 +65,7 @@ class _Read:
             try:
                 reg = int(k)
             except ValueError:
-                raise ValueError("config key '%s': register must be a number" % p)
+                raise ValueError("config key '%s': register must be a number" % p) from None
             off = reg - addr
             if off < 0 or off + TYPES[typ] > count:
                 raise ValueError("config key '%s': register outside %d..%d" % (p, addr, addr + count - 1))

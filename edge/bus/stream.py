@@ -3,8 +3,8 @@
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):
+except ImportError:  # CPython: the host fuzzes these parsers in-process
+    def const(x):  # type: ignore[misc]
         return x
 
 _MAX_READS = const(8)  # bound the work per poll so one chatty bus cannot starve the loop

@@ -14,8 +14,8 @@
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):
+except ImportError:  # CPython: the host fuzzes these parsers in-process
+    def const(x):  # type: ignore[misc]
         return x
 
 from edge.bus import crc, keys, target
@@ -84,7 +84,7 @@ class TuyaMCU:
             try:
                 dpid = int(k)
             except ValueError:
-                raise ValueError("config key '%s': DP id must be 1..255" % path)
+                raise ValueError("config key '%s': DP id must be 1..255" % path) from None
             if not 1 <= dpid <= 255:
                 raise ValueError("config key '%s': DP id must be 1..255" % path)
             t = target.parse(dps[k], path, ("map", "raw"))

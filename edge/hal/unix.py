@@ -6,6 +6,8 @@ import time
 
 from edge.hal import unix_sim
 
+_FLASH_MOUNT = "/flash"
+
 
 class Hal:
     platform = "unix"
@@ -35,9 +37,23 @@ class Hal:
         return time.time_ns() // 1000000
 
     def mount_store(self, path):
-        """Make sure the store directory exists; returns its path."""
-        _makedirs(path)
-        return path
+        """Mount the store's flash like the ESP32 does (littlefs v2 on 4096-byte NOR blocks,
+        issue 3): an emulated 2 MiB flash kept in the image file `path`.img so data
+        survives a restart. Returns the store's directory on it.
+
+        When the root filesystem is already littlefs (the virtual board of issue 7, like a
+        real ESP32), the store is a plain directory on it."""
+        if _root_is_littlefs():
+            _makedirs(path)
+            return path
+        from edge.hal import flashdev
+
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if parent:
+            _makedirs(parent)
+        self.flash = flashdev.FlashDev(image=path + ".img")
+        flashdev.mount(self.flash, _FLASH_MOUNT)
+        return _FLASH_MOUNT + "/store"
 
     def free_heap(self):
         import gc
@@ -96,6 +112,18 @@ class PtyUART:
 
     def close(self):
         self._f.close()
+
+
+def _root_is_littlefs():
+    import vfs
+
+    try:
+        for fs, mountpoint in vfs.mount():
+            if mountpoint == "/":
+                return "Lfs" in str(type(fs))
+    except (TypeError, ValueError, OSError):
+        pass
+    return False
 
 
 def _makedirs(path):

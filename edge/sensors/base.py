@@ -4,7 +4,7 @@ from edge.ticks import ticks_diff
 
 
 class Periodic:
-    REASONS = ("bus", "crc", "range")
+    REASONS = ("bus", "crc", "range", "absent")
 
     def __init__(self, interval_ms):
         if not isinstance(interval_ms, int) or interval_ms < 10:

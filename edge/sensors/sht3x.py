@@ -6,8 +6,8 @@
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):
+except ImportError:  # CPython: the host fuzzes these parsers in-process
+    def const(x):  # type: ignore[misc]
         return x
 
 from edge.bus.crc import crc8_sensirion

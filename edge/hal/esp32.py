@@ -1,0 +1,165 @@
+# ESP32 HAL (issue 6 item 1): machine.UART / I2C / ADC / Pin / WDT, onewire, network.WLAN with
+# reconnect, ntptime, reset cause. Same method names and signatures as edge/hal/unix.py; only
+# this file knows it runs on an ESP32. Checked against micropython-esp32-stubs (tests/
+# test_stub_typecheck.py).
+
+import gc
+import time
+
+import machine
+
+_CAUSES = {
+    machine.PWRON_RESET: "power_on",
+    machine.HARD_RESET: "hard",
+    machine.WDT_RESET: "watchdog",
+    machine.DEEPSLEEP_RESET: "deepsleep",
+    machine.SOFT_RESET: "soft",
+}
+# ESP32 ports older than v1.22 count time from 2000-01-01; convert to the Unix epoch.
+_EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
+_VALID_AFTER = 1700000000  # before this, the RTC was never set (no NTP yet)
+
+
+class Hal:
+    platform = "esp32"
+
+    def __init__(self):
+        self.reset_cause = _CAUSES.get(machine.reset_cause(), "unknown")
+        self._wlan = None
+        self._wifi = None
+        self.reconnects = 0
+
+    # -- clock ---------------------------------------------------------------------------------
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def wall_ms(self):
+        """Unix time in ms, or None until NTP has set the clock."""
+        s = time.time() + _EPOCH_OFFSET
+        if s < _VALID_AFTER:
+            return None
+        return s * 1000
+
+    def ntp_sync(self, host="pool.ntp.org"):
+        """One NTP attempt; True on success (edge/clock.py retries with backoff)."""
+        import ntptime
+
+        ntptime.host = host
+        try:
+            ntptime.settime()
+        except (OSError, OverflowError):
+            return False
+        return True
+
+    # -- storage -------------------------------------------------------------------------------
+    def mount_store(self, path):
+        """The firmware mounts littlefs at /; create the store directory on it."""
+        import os
+
+        cur = ""
+        for part in path.split("/"):
+            if part:
+                cur = cur + "/" + part if cur else part
+                try:
+                    os.mkdir(cur)
+                except OSError:
+                    pass
+        return path
+
+    def free_heap(self):
+        return gc.mem_free()
+
+    # -- network -------------------------------------------------------------------------------
+    def wifi(self, ssid, password):
+        """Start the station; wifi_ok() reconnects when the link drops."""
+        import network
+
+        self._wlan = network.WLAN(network.WLAN.IF_STA)
+        self._wlan.active(True)
+        self._wifi = (ssid, password)
+        self._wlan.connect(ssid, password)
+
+    def wifi_ok(self):
+        w = self._wlan
+        if w is None or self._wifi is None:
+            return False
+        if w.isconnected():
+            return True
+        if w.status() != network_connecting():
+            self.reconnects += 1
+            w.connect(self._wifi[0], self._wifi[1])
+        return False
+
+    # -- buses and sensors ---------------------------------------------------------------------
+    def uart(self, spec):
+        u = machine.UART(spec["id"], baudrate=spec.get("baud", 9600), tx=spec["tx"],
+                         rx=spec["rx"], timeout=0, rxbuf=512)
+        de = spec.get("de")
+        return RS485(u, machine.Pin(de, machine.Pin.OUT, value=0)) if de is not None else u
+
+    def i2c(self, spec, attached):
+        return machine.I2C(spec.get("id", 0), scl=machine.Pin(spec["scl"]),
+                           sda=machine.Pin(spec["sda"]), freq=spec.get("freq", 400000))
+
+    def onewire(self, spec, attached):
+        import onewire
+
+        return onewire.OneWire(machine.Pin(spec["pin"]))
+
+    def adc(self, spec, attached):
+        return machine.ADC(machine.Pin(spec["pin"]), atten=machine.ADC.ATTN_11DB)
+
+    def counter(self, spec, attached):
+        return IrqCounter(machine.Pin(spec["pin"], machine.Pin.IN, machine.Pin.PULL_UP),
+                          spec.get("debounce_ms", 0))
+
+    def wdt(self, timeout_ms):
+        return machine.WDT(timeout=timeout_ms)
+
+
+def network_connecting():
+    import network
+
+    return network.STAT_CONNECTING
+
+
+class RS485:
+    """Half-duplex transceiver: DE high while sending, low again once the last bit is out."""
+
+    def __init__(self, uart, de):
+        self._u = uart
+        self._de = de
+
+    def write(self, buf):
+        self._de.value(1)
+        n = self._u.write(buf)
+        self._u.flush()  # returns when the TX FIFO has drained
+        self._de.value(0)
+        return n
+
+    def readinto(self, buf):
+        return self._u.readinto(buf)
+
+
+class IrqCounter:
+    """Counts falling edges (S0 output / LED photodiode) in an IRQ; no allocation in the ISR."""
+
+    def __init__(self, pin, debounce_ms):
+        self._n = 0
+        self._last = time.ticks_ms()
+        self._db = debounce_ms
+        self._cb = self._edge  # bind once; an ISR must not allocate
+        pin.irq(trigger=machine.Pin.IRQ_FALLING, handler=self._cb)
+
+    def _edge(self, pin):
+        t = time.ticks_ms()
+        if self._db and time.ticks_diff(t, self._last) < self._db:
+            return
+        self._last = t
+        self._n += 1
+
+    def value(self):
+        return self._n

@@ -1,0 +1,183 @@
+# Emulated NOR flash for the unix port (issue 3): program = AND, erase = 0xFF, 4096-byte
+# blocks, 2 MiB like the ESP32 4 MB image's filesystem; RAM- or image-file-backed.
+# Block callbacks never allocate (littlefs may call them with the heap locked, TOOLCHAIN 3/8):
+# copies run in viper over preallocated buffers, failures return -EIO.
+
+import micropython
+from micropython import const
+
+BLOCK_SIZE = const(4096)
+BLOCKS_2MIB = const(512)
+_EIO = const(-5)
+_IOCTL_BLOCK_COUNT = const(4)
+_IOCTL_BLOCK_SIZE = const(5)
+_IOCTL_ERASE = const(6)
+
+
+@micropython.viper
+def _copy(dst: ptr8, doff: int, src: ptr8, soff: int, n: int):
+    i = 0
+    while i < n:
+        dst[doff + i] = src[soff + i]
+        i += 1
+
+
+@micropython.viper
+def _program(dst: ptr8, doff: int, src: ptr8, n: int) -> int:
+    """NOR program: dst &= src. Returns how many bytes asked to raise a 0 bit to 1."""
+    bad = 0
+    i = 0
+    while i < n:
+        old = dst[doff + i]
+        new = src[i]
+        if new & (old ^ 0xFF):
+            bad += 1
+        dst[doff + i] = old & new
+        i += 1
+    return bad
+
+
+@micropython.viper
+def _fill(dst: ptr8, doff: int, n: int, v: int):
+    i = 0
+    while i < n:
+        dst[doff + i] = v
+        i += 1
+
+
+class FlashDev:
+    """Block device for `vfs.VfsLfs2` (extended protocol: readblocks/writeblocks with an
+    offset, ioctl 6 = erase). `image`: path of a file holding the flash (created erased when
+    missing), else RAM. Counts reads, programs, programmed bytes and erases; `cut_after(k)`
+    makes operation k+1 the power cut: it is torn (`torn` modulo its length bytes of it
+    happen) and every later operation fails with EIO, like a dead supply."""
+
+    def __init__(self, blocks=BLOCKS_2MIB, image=None, mem=None):
+        self.blocks = blocks
+        self.size = blocks * BLOCK_SIZE
+        self.file = None
+        self.mem = None
+        if image is not None:
+            self.scratch = bytearray(BLOCK_SIZE)
+            self.ones = bytearray(BLOCK_SIZE)
+            _fill(self.ones, 0, BLOCK_SIZE, 0xFF)
+            try:
+                self.file = open(image, "r+b")
+            except OSError:
+                self.file = open(image, "w+b")
+            end = self.file.seek(0, 2)
+            while end < self.size:  # extend with erased blocks
+                self.file.write(self.ones)
+                end += BLOCK_SIZE
+        else:
+            if mem is None:
+                mem = bytearray(self.size)  # in place: no `bytes * n` temporary (TOOLCHAIN 3)
+                _fill(mem, 0, self.size, 0xFF)
+            self.mem = mem  # a new device over an old bytearray = a reboot over the same chip
+        self.reset_counters()
+        self.cut_at = -1
+        self.torn = 0
+        self.dead = False
+
+    def reset_counters(self):
+        self.ops = 0
+        self.reads = 0
+        self.progs = 0
+        self.prog_bytes = 0
+        self.erases = 0
+        self.overwrites = 0  # programs that tried to set a 0 bit back to 1 (a driver bug)
+
+    def cut_after(self, k, torn=0):
+        """Cut power at operation k+1 (program or erase); `torn` % its length bytes happen."""
+        self.cut_at = self.ops + k
+        self.torn = torn
+
+    def _cut(self):
+        # True when this operation must not (fully) happen; no allocation here
+        if self.dead:
+            return True
+        if self.ops == self.cut_at:
+            self.dead = True
+            return True
+        self.ops += 1
+        return False
+
+    # --- block protocol ----------------------------------------------------------------
+    def readblocks(self, block, buf, off=0):
+        if self.dead:
+            return _EIO
+        self.reads += 1
+        pos = block * BLOCK_SIZE + off
+        n = len(buf)
+        if self.mem is not None:
+            _copy(buf, 0, self.mem, pos, n)
+        else:
+            self.file.seek(pos)
+            self.file.readinto(buf, n)
+        return 0
+
+    def writeblocks(self, block, buf, off=0):
+        n = len(buf)
+        if self._cut():
+            if self.torn:
+                self._prog(block * BLOCK_SIZE + off, buf, self.torn % n)
+                self.torn = 0
+            return _EIO
+        self.progs += 1
+        self.prog_bytes += n
+        self._prog(block * BLOCK_SIZE + off, buf, n)
+        return 0
+
+    def _prog(self, pos, buf, n):
+        if self.mem is not None:
+            self.overwrites += _program(self.mem, pos, buf, n)
+        else:
+            f = self.file
+            f.seek(pos)
+            f.readinto(self.scratch, n)
+            self.overwrites += _program(self.scratch, 0, buf, n)
+            f.seek(pos)
+            f.write(self.scratch, 0, n)
+
+    def _erase(self, block, n):
+        pos = block * BLOCK_SIZE
+        if self.mem is not None:
+            _fill(self.mem, pos, n, 0xFF)
+        else:
+            self.file.seek(pos)
+            self.file.write(self.ones, 0, n)
+
+    def ioctl(self, op, arg):
+        if op == _IOCTL_BLOCK_COUNT:
+            return self.blocks
+        if op == _IOCTL_BLOCK_SIZE:
+            return BLOCK_SIZE
+        if op == _IOCTL_ERASE:
+            if self._cut():
+                if self.torn:
+                    self._erase(arg, self.torn % BLOCK_SIZE)  # a partial erase
+                    self.torn = 0
+                return _EIO
+            self.erases += 1
+            self._erase(arg, BLOCK_SIZE)
+            return 0
+        return 0  # 1 init, 2 deinit, 3 sync
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def mount(dev, path="/flash"):
+    """Mount `dev` as littlefs v2 at `path` (format it when it holds no filesystem), as the
+    ESP32 port mounts its flash. Returns the VfsLfs2 object."""
+    import vfs
+
+    try:
+        fs = vfs.VfsLfs2(dev)
+    except OSError:
+        vfs.VfsLfs2.mkfs(dev)
+        fs = vfs.VfsLfs2(dev)
+    vfs.mount(fs, path)
+    return fs

@@ -1,0 +1,66 @@
+"""Shared fixtures: the unix MicroPython binary, a loopback broker, the --slow switch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from host_tools import broker as broker_mod
+from host_tools.errors import ToolError
+from host_tools.runner import edge_root, micropython_path, mp_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def micropython() -> str:
+    """Path of the unix MicroPython. Missing in CI (CI=true) is a failure, elsewhere a skip."""
+    try:
+        return micropython_path()
+    except ToolError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"micropython is required in CI: {e}")
+        pytest.skip(str(e))
+
+
+def run_mp(script: str, *args: str, heap: str = "1M", timeout: float = 120, input: str | None = None):
+    """Run a MicroPython script file (path) with the repo's `edge` on the import path."""
+    env = mp_env()
+    env["MICROPYPATH"] = ".frozen:" + edge_root() + ":" + os.path.join(ROOT, "tests", "mp")
+    return subprocess.run(
+        [micropython_path(), "-X", f"heapsize={heap}", script, *args],
+        capture_output=True, text=True, timeout=timeout, env=env, input=input,
+    )
+
+
+def mp_json(script: str, *args: str, **kw):
+    """Run a MicroPython script whose last stdout line is JSON; return it parsed."""
+    r = run_mp(script, *args, **kw)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """One mosquitto (or amqtt when mosquitto is absent) for the session."""
+    if os.environ.get("CI") == "true" and not broker_mod.mosquitto_path():
+        pytest.fail("mosquitto is required in CI (.ci/run installs it)")
+    b = broker_mod.start()
+    yield b
+    b.stop()

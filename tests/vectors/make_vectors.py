@@ -1,0 +1,72 @@
+"""Regenerate the golden vectors (run only when docs/FORMAT.md changes the format):
+    python tests/vectors/make_vectors.py
+Inputs are listed here; the bytes and the expected decodes are committed beside this file."""
+
+import json
+import os
+
+from edge import codec
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+BATCHES = [
+    # name, device, category, boot, flags, readings (seq, ts, channel, value)
+    ("batch_simple.bin", "fridge-0001", "essential", 7, 0,
+     [(1, 1795000000000, 1, 412), (2, 1795000000250, 2, -1834), (5, 1795000001000, 1, 415)]),
+    ("batch_one.bin", "d", "usage", 1, 0, [(4294967295, 0, 255, -2147483648)]),
+    ("batch_unsynced.bin", "heatpump-17", "diagnostics", 65535, codec.FLAG_CLOCK_UNSYNCED,
+     [(100, 5, 3, 2147483647), (65635, 4294967300, 4, 0)]),
+]
+RECORDS = [
+    ("records_ok.bin", [(1, 1795000000000, 7, 1, 0, 0, 412), (2, 1795000000250, 7, 5, 2, 0, -3)]),
+]
+
+
+def main() -> None:
+    vectors = {"batches": [], "records": []}
+    for name, dev, cat, boot, flags, readings in BATCHES:
+        w = codec.BatchWriter(dev, 4096)
+        w.start(cat, boot, flags)
+        for seq, ts, ch, val in readings:
+            assert w.add(seq, ts, boot, flags, ch, val)
+        data = bytes(w.finish())
+        with open(os.path.join(HERE, name), "wb") as f:
+            f.write(data)
+        vectors["batches"].append({"file": name, "hex": data.hex(), "expect": {
+            "device": dev, "category": cat, "boot": boot, "flags": flags,
+            "first_seq": readings[0][0], "count": len(readings),
+            "readings": [list(r) for r in readings]}})
+    good = bytes.fromhex(vectors["batches"][0]["hex"])
+    bad = [
+        ("batch_bad_magic.bin", b"XB" + good[2:]),
+        ("batch_bad_version.bin", good[:2] + b"\x09" + good[3:]),
+        ("batch_truncated.bin", good[:-3]),
+        ("batch_bad_name.bin", good[:21] + b"\x00" + good[22:]),
+    ]
+    for name, data in bad:
+        with open(os.path.join(HERE, name), "wb") as f:
+            f.write(data)
+        vectors["batches"].append({"file": name, "hex": data.hex(), "expect": "FormatError"})
+    for name, recs in RECORDS:
+        buf = bytearray(codec.REC_LEN * len(recs))
+        for i, r in enumerate(recs):
+            codec.pack_record(buf, i * codec.REC_LEN, *r)
+        with open(os.path.join(HERE, name), "wb") as f:
+            f.write(buf)
+        vectors["records"].append({"file": name, "expect": [list(r) for r in recs]})
+        flipped = bytearray(buf)
+        flipped[10] ^= 0x01  # one bit in the first record's payload
+        torn = bytes(buf[: codec.REC_LEN + 11])
+        for fname, data, expect in (
+            ("records_bitflip.bin", flipped, ["corrupt"] * codec.REC_LEN + [list(recs[1])]),
+            ("records_torn.bin", torn, [list(recs[0]), "torn"]),
+        ):
+            with open(os.path.join(HERE, fname), "wb") as f:
+                f.write(data)
+            vectors["records"].append({"file": fname, "expect": expect})
+    with open(os.path.join(HERE, "vectors.json"), "w") as f:
+        json.dump(vectors, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
