@@ -94,9 +94,9 @@ def feed_inputs(cfg: dict, feed: str) -> dict:
     return {**cfg, "inputs": out}
 
 
-def seed_consent(store: str, cfg: dict, grant: str) -> None:
-    """Write the consent state the agent loads at boot (edge/consent.py), so which
-    categories are recorded does not depend on when a command would arrive."""
+def consent_state(cfg: dict, grant: str) -> dict:
+    """The consent state the replay HAL writes before the agent boots (edge/consent.py
+    format): `grant` is "all", "none" or a comma list of categories."""
     cats = sorted((cfg.get("categories") or {}) or
                   {c.get("category") for c in cfg.get("channels", [])})
     if grant == "all":
@@ -105,9 +105,10 @@ def seed_consent(store: str, cfg: dict, grant: str) -> None:
         chosen = set()
     else:
         chosen = {c.strip() for c in grant.split(",") if c.strip()}
-    os.makedirs(store, exist_ok=True)
-    with open(os.path.join(store, "consent.json"), "w") as f:
-        json.dump({"version": 1, "grants": {c: c in chosen for c in cats}}, f)
+        unknown = chosen - set(cats)
+        if unknown:
+            raise ToolError(f"--grant: unknown categories {', '.join(sorted(unknown))}")
+    return {"version": 1, "grants": {c: c in chosen for c in cats}}
 
 
 def reading_lines(readings: list[list]) -> list[str]:
@@ -170,9 +171,10 @@ def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) ->
             try:
                 cfg = agent_config(args.agent, feed_inputs(device, feed),
                                    mqtt={"host": b.host, "port": b.port})
-                cfg["replay"] = {"wall0_ms": wall0_ms(meta, args.t_from_s), "max_step_ms": 1000}
+                cfg["replay"] = {"wall0_ms": wall0_ms(meta, args.t_from_s), "max_step_ms": 1000,
+                                 "consent": consent_state(cfg, args.grant)}
                 agent = ReplayAgentProcess(cfg, heap=args.heap, workdir=os.path.join(tmp, "agent"))
-                seed_consent(os.path.join(agent.workdir, "store"), cfg, args.grant)
+                os.makedirs(agent.workdir, exist_ok=True)
                 agent.start()
                 try:
                     agent.wait(args.timeout)

@@ -6,6 +6,7 @@
 #   ts_ms u32 LE | len u16 LE | data[len]   (len <= 256, ts non-decreasing)
 # ts_ms counts from the start of the replayed range; bytes are due when the clock reaches it.
 
+import json
 import struct
 
 from micropython import const
@@ -70,7 +71,8 @@ class FeedUART:
 
 
 class Hal(unix.Hal):
-    """spec: {"wall0_ms": Unix ms at feed time 0, "max_step_ms": longest clock jump}.
+    """spec: {"wall0_ms": Unix ms at feed time 0, "max_step_ms": longest clock jump,
+    "consent": {"version": n, "grants": {category: bool}} written before the agent boots}.
     UART specs with a "feed" key read that feed file; others fall back to the unix HAL."""
 
     def __init__(self, spec):
@@ -80,6 +82,17 @@ class Hal(unix.Hal):
         self.wall0 = spec.get("wall0_ms", 0)
         self.max_step = spec.get("max_step_ms", 1000)
         self.uarts = []
+        self._consent = spec.get("consent")
+
+    def mount_store(self, path):
+        """The unix store, seeded with the run's consent state (edge/consent.py reads it at
+        boot), so which categories are kept never depends on when a command arrives."""
+        root = unix.Hal.mount_store(self, path)
+        if self._consent is not None:
+            unix._makedirs(root)
+            with open(root + "/consent.json", "w") as f:
+                f.write(json.dumps(self._consent))
+        return root
 
     def advance(self, ms):
         self.now += ms
