@@ -31,6 +31,8 @@ class Forwarder:
         self.stats = {"batches": 0, "forwarded": 0, "acked_readings": 0, "resends": 0}
         self.acked_counts = [0] * len(categories)
         self.wake = asyncio.Event()
+        self.stamp = None  # edge/clock.py Stamper: unsynced stamps -> wall ms (FORMAT.md 4)
+        self.hb = None  # edge/watchdog.py Heartbeat
         client.on_puback = self._on_puback
 
     def _on_puback(self, pid):
@@ -64,6 +66,8 @@ class Forwarder:
         """Task: forward committed readings while connected."""
         w = self.writer
         while True:
+            if self.hb is not None:
+                self.hb.beat()
             if not self.client.connected.is_set():
                 await self.client.connected.wait()
             partial = False
@@ -73,7 +77,7 @@ class Forwarder:
                 if not self.consent.allowed[cat]:
                     continue
                 w.start(self.categories[cat], self.store.boot, 0)
-                n, seg, off = self.store.fill(cat, w)
+                n, seg, off = self.store.fill(cat, self.stamp or w)
                 if not n:
                     continue
                 payload = w.finish()

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "host_tools.collect",
     "host_tools.runner",
     "host_tools.demo",
+    "host_tools.consent",
     "host_tools.bench",
     "host_tools.dump",
     "host_tools.flash",
