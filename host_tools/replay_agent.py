@@ -108,7 +108,9 @@ def consent_state(cfg: dict, grant: str) -> dict:
         unknown = chosen - set(cats)
         if unknown:
             raise ToolError(f"--grant: unknown categories {', '.join(sorted(unknown))}")
-    return {"version": 1, "grants": {c: c in chosen for c in cats}}
+    # format 1 of edge/consent.py; a fixed salt keeps pseudonymised values equal across runs
+    return {"format": 1, "version": 1, "grants": {c: c in chosen for c in cats},
+            "source": "replay", "salt": "00" * 16}
 
 
 def reading_lines(readings: list[list]) -> list[str]:
