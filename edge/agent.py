@@ -7,10 +7,13 @@ import json
 
 from micropython import const
 
-from edge import codec, config
-from edge.consent import Consent, ConsentError
+from edge import clock, codec, config, watchdog
+from edge.commands import Commands
+from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
+from edge.health import Health
 from edge.link import Link, make_client
+from edge.minimise import Minimiser
 from edge.mqtt import MQTTError
 from edge.store import Store
 
@@ -29,24 +32,34 @@ class Agent:
             self.chan_cat[ch["id"]] = self.categories.index(ch["category"])
         root = hal.mount_store(cfg["store"]["path"])
         self.store = Store(root, cfg, self.categories, hal)
-        self.consent = Consent(root, self.categories)
+        self.consent = Consent(root, self.categories, cfg["device_id"], consent_key(cfg))
+        self.minimise = Minimiser(cfg, self.consent)
         m = cfg["mqtt"]
         dev = cfg["device_id"]
         self.prefix = m["prefix"]
         self.client = make_client(cfg, 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN)
         self.status_topic = codec.topic(self.prefix, dev, "status")
         self.client.will = (self.status_topic, b'{"state":"offline"}', True)
-        self.client.on_message = self._on_message
         self.fwd = Forwarder(self.store, self.client, self.consent, cfg, self.categories)
-        self.link = Link(self)  # the connection supervisor (edge/link.py)
+        self.cmds = Commands(self, root)  # issue 5: validation, consent, receipts
+        self.client.on_message = self.cmds.on_message
+        self.link = Link(self)  # the connection supervisor (edge/link.py), wraps on_message
         self.sources = self._build_sources()
-        self.commands = []
-        self.cmd_event = asyncio.Event()
         self.sampled = 0
         self.unknown_channel = 0
         self.reconnects = 0
         self.sampling = True
         self.t0 = hal.ticks_ms()
+        # issue 6 items 6-7: clock (forward-time conversion of unsynced stamps), watchdog, status
+        try:
+            self.clock = clock.from_config(cfg, hal)
+            self.wd = watchdog.Watchdog(hal, watchdog.timeout_ms(cfg), self.log)
+        except ValueError as e:
+            raise config.ConfigError(str(e))
+        self.fwd.stamp = clock.Stamper(self.clock, self.fwd.writer, self.store.boot)
+        self.fwd.hb = self.wd.add("forwarder", lambda: not self.client.connected.is_set()
+                                  or bool(self.fwd.inflight))
+        self.healthmon = Health(self)
 
     def _build_sources(self):
         if self.cfg.get("inputs"):
@@ -71,13 +84,18 @@ class Agent:
         if ts is None:
             ts = self.hal.ticks_ms()
             flags = codec.FLAG_CLOCK_UNSYNCED
+        rules = self.minimise.rules.get(channel)
+        if rules:  # data minimisation before storage (issue 5.4)
+            ts, value = self.minimise.apply(rules, channel, ts, value)
         self.store.append(cat, channel, ts, flags, value)
 
     async def sampler(self):
         """Task: poll every source, commit by policy, stop when the run's limits are met."""
         sim = self.cfg["sim"]
         limit_ms = sim["seconds"] * 1000
+        hb = self.wd.add("sampler")
         while self.sampling:
+            hb.beat()
             now = self.hal.ticks_ms()
             n = 0
             for src in self.sources:
@@ -90,56 +108,16 @@ class Agent:
                 self.sampling = False
                 break
             await asyncio.sleep_ms(0 if n else _SAMPLE_MS)
+        hb.stop()
         self.store.commit()
 
     async def publish_status(self, state):
-        await self.client.publish(self.status_topic, json.dumps(self.health(state)).encode(), 0, True)
+        await self.client.publish(self.status_topic, self.healthmon.payload(state), 0, True)
 
-    # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out) -------------------------
-    def _on_message(self, topic, payload):
-        self.commands.append((topic, payload))
-        self.cmd_event.set()
-
-    async def command_task(self):
-        """Task: validate and execute commands; a bad one gets an error reply, changes nothing."""
-        while True:
-            await self.cmd_event.wait()
-            self.cmd_event.clear()
-            while self.commands:
-                topic, payload = self.commands.pop(0)
-                name = topic.split(b"/")[-1].decode()
-                try:
-                    reply = self.run_command(name, payload)
-                except (ValueError, ConsentError) as e:
-                    reply = {"ok": False, "error": str(e)}
-                try:
-                    await self.client.publish(
-                        codec.topic(self.prefix, self.cfg["device_id"], "reply", name),
-                        json.dumps(reply).encode(), 1)
-                    if name == "consent" and reply.get("ok"):
-                        await self.client.publish(
-                            codec.topic(self.prefix, self.cfg["device_id"], "consent", "receipt"),
-                            json.dumps(reply).encode(), 1, True)
-                except (OSError, MQTTError):
-                    pass
-
-    def run_command(self, name, payload):
-        try:
-            doc = json.loads(payload) if payload else {}
-        except ValueError:
-            raise ValueError("payload is not valid JSON")
-        if name == "ping":
-            return {"ok": True, "uptime_ms": self.hal.ticks_diff(self.hal.ticks_ms(), self.t0)}
-        if name == "consent":
-            revoked = self.consent.apply(doc)
-            purged = {}
-            for cat in revoked:
-                purged[self.categories[cat]] = self.store.purge(cat)
-            self.store.save_cursor()
-            self.log("consent v%d enforced, purged %r" % (self.consent.version, purged))
-            return {"ok": True, "version": self.consent.version, "grants": self.consent.grants(),
-                    "purged": purged}
-        raise ValueError("unknown command %r" % name)
+    # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out): edge/commands.py ----------
+    def command_task(self):
+        """Task: validate and execute commands, publish replies and consent receipts."""
+        return self.cmds.run()
 
     # --- health ----------------------------------------------------------------------------
     def counters(self):
@@ -156,6 +134,7 @@ class Agent:
             "batches": self.fwd.stats["batches"],
             "reconnects": self.reconnects,
             "consent_version": self.consent.version,
+            "commands_rejected": self.cmds.stats["rejected"],
             "unknown_channel": self.unknown_channel,
             "tx_bytes": self.client.stats["tx_bytes"],
             "mqtt": self.mqtt_counters(),
@@ -173,14 +152,7 @@ class Agent:
                 "tls_failures": self.link.stats["tls_failures"], "last_error": self.link.last_error}
 
     def health(self, state):
-        h = self.counters()
-        h["state"] = state
-        h["uptime_ms"] = self.hal.ticks_diff(self.hal.ticks_ms(), self.t0)
-        h["reset_cause"] = self.hal.reset_cause
-        h["heap_free"] = gc.mem_free()
-        h["store_bytes"] = self.store.used_bytes()
-        h["boot"] = self.store.boot
-        return h
+        return self.healthmon.status(state)  # edge/health.py
 
     def log(self, msg):
         self.out("@log " + msg)
@@ -188,7 +160,9 @@ class Agent:
     async def housekeeping(self):
         """Task: status, stats line, cursor persistence, gc (STYLE 7.1.9)."""
         period = self.cfg["status_ms"]
+        hb = self.wd.add("housekeeping")
         while True:
+            hb.beat()
             await asyncio.sleep_ms(min(period, 1000))
             self.store.save_cursor()
             gc.collect()
@@ -200,7 +174,11 @@ class Agent:
             asyncio.create_task(self.fwd.run()),
             asyncio.create_task(self.command_task()),
             asyncio.create_task(self.housekeeping()),
+            asyncio.create_task(self.healthmon.run(self.wd.add("health"))),  # retained status
+            asyncio.create_task(self.clock.run(self.log, self.wd.add("clock"))),  # NTP
         ]
+        if self.wd.timeout_ms:
+            tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
         await self.sampler()
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()

@@ -70,6 +70,8 @@ class Forwarder:
         self.stats = {"batches": 0, "forwarded": 0, "acked_readings": 0, "resends": 0,
                       "resent_batches": 0, "unknown_acks": 0, "e2e_acks": 0}
         self.acked_counts = [0] * len(categories)
+        self.stamp = None  # edge/clock.py Stamper: unsynced stamps -> wall ms (FORMAT.md 4)
+        self.hb = None  # edge/watchdog.py Heartbeat
         client.on_puback = self._on_puback
 
     # --- ring ------------------------------------------------------------------------------
@@ -158,6 +160,8 @@ class Forwarder:
         w = self.writer
         c = self.client
         while True:
+            if self.hb is not None:
+                self.hb.beat()
             if not c.connected.is_set():
                 await c.connected.wait()
             if self.gen != c.stats["connects"]:
@@ -176,6 +180,7 @@ class Forwarder:
                     break  # the ring is full: wait for acknowledgements
                 w.start(self.categories[cat], self.store.boot, 0)
                 self.cap.left = self.max_readings
+                self.cap.w = self.stamp or w  # clock fix-up of unsynced stamps (FORMAT.md 4)
                 n, seg, off = self.store.fill(cat, self.cap)
                 if not n:
                     continue

@@ -18,11 +18,17 @@ def run(config_path=None):
         except OSError as e:
             raise config.ConfigError("cannot read config %s: %s" % (config_path, e))
     cfg = config.load(text)
-    agent = Agent(cfg, load_hal())
+    hal = load_hal()
+    agent = Agent(cfg, hal)
     try:
         asyncio.run(agent.main())
+    except Exception as e:
+        # the next boot reports reset_cause "crash" (issue 6 item 7, edge/health.py)
+        hal.note_reset("crash", type(e).__name__)
+        raise
     finally:
         asyncio.new_event_loop()  # reset the loop so a soft restart starts clean
+    hal.note_reset("stopped")
     return agent
 
 

@@ -203,16 +203,18 @@ class Client:
         self.pid = self.pid % 0xFFFF + 1  # packet ids are 1..65535 (2.3.1)
         return self.pid
 
-    async def publish(self, topic, payload, qos=1, retain=False, pid=0, dup=False):
-        """Send a PUBLISH (3.3). With QoS 1 waits for a free window slot, not for the PUBACK;
-        returns the packet id (0 for QoS 0). A caller that must know the id before the PUBACK
-        can race it passes pid=next_pid(); dup marks a re-delivery of that id (3.3.1.1, 4.4)."""
-        if qos:
-            while self.inflight >= self.window and self.connected.is_set():
-                self.slot.clear()
-                await self.slot.wait()
+    async def wait_slot(self):
+        """Wait until the window has room for one more QoS 1 publish."""
+        while self.inflight >= self.window and self.connected.is_set():
+            self.slot.clear()
+            await self.slot.wait()
         if not self.connected.is_set():
             raise MQTTError("not connected")
+
+    def send_publish(self, topic, payload, qos=1, retain=False, pid=0, dup=False):
+        """Build and write one PUBLISH (3.3) without yielding; returns the packet id (0 for
+        QoS 0), so a caller can record it before its PUBACK can be parsed. dup marks a
+        re-delivery of the given pid (3.3.1.1, 4.4)."""
         b = self.tx
         n = 2 + len(topic) + (2 if qos else 0) + len(payload)
         if n + 5 > len(b):
@@ -229,8 +231,24 @@ class Client:
         else:
             pid = 0
         b[p : p + len(payload)] = payload
-        await self._send(p + len(payload))
+        p += len(payload)
+        self.stream.write(self.txmv[:p])
+        self.last_tx = time.ticks_ms()
+        self.stats["tx_bytes"] += p
         self.stats["published"] += 1
+        return pid
+
+    async def drain(self):
+        await self.stream.drain()
+
+    async def publish(self, topic, payload, qos=1, retain=False, pid=0, dup=False):
+        """PUBLISH and flush; with QoS 1 waits for a window slot, not for the PUBACK."""
+        if qos:
+            await self.wait_slot()
+        elif not self.connected.is_set():
+            raise MQTTError("not connected")
+        pid = self.send_publish(topic, payload, qos, retain, pid, dup)
+        await self.stream.drain()
         return pid
 
     async def subscribe(self, topic, qos=1):

@@ -15,12 +15,17 @@ COMMAND_MODULES = [
     "host_tools.collect",
     "host_tools.runner",
     "host_tools.demo",
+    "host_tools.consent",
     "host_tools.bench",
     "host_tools.dump",
     "host_tools.flash",
     "host_tools.deploy",
     "host_tools.vboard",
     "host_tools.provision",
+    "host_tools.capture",
+    "host_tools.capconvert",
+    "host_tools.replay",
+    "host_tools.simulate",
 ]
 
 

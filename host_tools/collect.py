@@ -61,12 +61,19 @@ class Collector:
         self.keep_readings = keep_readings
         self.lock = threading.Lock()
         self.seqs: dict[str, _DeviceSeqs] = defaultdict(_DeviceSeqs)
-        self.counts = {"batches": 0, "readings": 0, "unique": 0, "duplicates": 0, "rejected": 0}
+        self.counts = {"batches": 0, "readings": 0, "unique": 0, "duplicates": 0, "rejected": 0,
+                       "refused": 0}
         self.by_category: dict[str, int] = defaultdict(int)
+        self.refused_by_category: dict[str, int] = defaultdict(int)
         self.readings: list[tuple] = []
         self.receipts: dict[str, dict] = {}
+        # (len(readings) when it arrived, device, receipt): arrival order against the readings
+        self.receipt_log: list[tuple[int, str, dict]] = []
         self.replies: list[tuple[str, str, dict]] = []
         self.status: dict[str, dict] = {}
+        # readings stamped before the device's clock was synced (FORMAT.md 4): device ->
+        # {seq: boot}; their ts is ms since that boot, not Unix time
+        self.boot_relative: dict[str, dict[int, int]] = defaultdict(dict)
         self.errors: list[str] = []
         self.connected = threading.Event()
         self.q: queue.Queue = queue.Queue()
@@ -141,6 +148,7 @@ class Collector:
         with self.lock:
             if kind == "consent":
                 self.receipts[device] = doc
+                self.receipt_log.append((len(self.readings), device, doc))
             elif kind == "status":
                 self.status[device] = doc
             elif kind == "reply":
@@ -159,11 +167,20 @@ class Collector:
             seqs = self.seqs[batch["device"]]
             self.counts["batches"] += 1
             cat = batch["category"]
+            boot = batch["boot"] if batch["flags"] & codec.FLAG_CLOCK_UNSYNCED else None
+            rel = self.boot_relative[batch["device"]]
+            floor = _denied_from(self.receipts.get(batch["device"]), cat)
             for seq, ts, ch, val in batch["readings"]:
                 self.counts["readings"] += 1
-                if seqs.add(seq):
+                if seq >= floor:
+                    # defence in depth (issue 5): the device's latest receipt denies this
+                    self.counts["refused"] += 1
+                    self.refused_by_category[cat] += 1
+                elif seqs.add(seq):
                     self.counts["unique"] += 1
                     self.by_category[cat] += 1
+                    if boot is not None:
+                        rel[seq] = boot
                     fresh.append((batch["device"], seq, ts, cat, ch, val))
                 else:
                     self.counts["duplicates"] += 1
@@ -185,7 +202,8 @@ class Collector:
                 break
             if item:
                 table.insert_multiple(
-                    {"device": d, "seq": s, "ts": t, "category": c, "channel": ch, "value": v}
+                    {"device": d, "seq": s, "ts": t, "category": c, "channel": ch, "value": v,
+                     "boot": self.boot_relative.get(d, {}).get(s)}
                     for d, s, t, c, ch, v in item
                 )
             if time.monotonic() - last_flush >= _FLUSH_S:
@@ -205,9 +223,20 @@ class Collector:
             return {
                 **self.counts,
                 "by_category": dict(self.by_category),
+                "refused_by_category": dict(self.refused_by_category),
                 "devices": len(self.seqs),
                 "gaps": gaps,
             }
+
+    def wall_ms(self, device: str, boot: int, ts: int) -> int | None:
+        """Unix ms of a boot-relative stamp, from the clock mapping in the device's retained
+        status (FORMAT.md 4) when it is about that boot and synced; None otherwise."""
+        with self.lock:
+            clk = (self.status.get(device) or {}).get("clock") or {}
+        if not clk.get("synced") or clk.get("boot") != boot:
+            return None
+        d = (ts - clk["sync_ticks"]) % (1 << 30)  # device ticks wrap at 2**30 ms
+        return clk["sync_wall_ms"] + (d - (1 << 30) if d >= 1 << 29 else d)
 
     def wait_for(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -216,6 +245,17 @@ class Collector:
                 return True
             time.sleep(0.05)
         return predicate(self)
+
+
+def _denied_from(receipt: dict | None, category: str) -> float:
+    """The first seq the device's latest receipt denies for a category (inf: allowed).
+    Readings below it were sent before the device acknowledged the revocation."""
+    if not isinstance(receipt, dict) or not isinstance(receipt.get("grants"), dict):
+        return float("inf")
+    if receipt["grants"].get(category, True) is not False:
+        return float("inf")
+    seq = receipt.get("seq")
+    return seq if isinstance(seq, int) else 0
 
 
 def cmd_collect(args) -> int:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from host_tools import broker as broker_mod
 from host_tools.collect import Collector
+from host_tools.consent import format_receipt
 from host_tools.errors import ToolError
 from host_tools.runner import AgentProcess, agent_config
 
@@ -32,12 +33,20 @@ def _table(agent: AgentProcess, col: Collector, events: list[str], elapsed: floa
     t.add_column("category")
     t.add_column("forwarded+acked", justify="right")
     t.add_column("received (unique)", justify="right")
+    t.add_column("receipt says", justify="left")
+    t.add_column("purged", justify="right")
     acked = s.get("acked_by_category", {})
+    receipt = col.receipts.get(DEVICE) or {}
+    grants = receipt.get("grants") or {}
+    totals = receipt.get("purged_total") or {}
     for cat in ("essential", "diagnostics", "usage", "location", "marketing"):
-        t.add_row(cat, str(acked.get(cat, 0)), str(cs["by_category"].get(cat, 0)))
+        said = "-" if cat not in grants else ("granted" if grants[cat] else "denied")
+        t.add_row(cat, str(acked.get(cat, 0)), str(cs["by_category"].get(cat, 0)), said,
+                  str(totals.get(cat, 0)))
     t.caption = (
         f"sampled {s.get('sampled', 0)}  dropped by consent {s.get('dropped_by_consent', 0)}  "
-        f"duplicates {cs['duplicates']}  consent v{s.get('consent_version', 0)}\n"
+        f"duplicates {cs['duplicates']}  refused by collector {cs['refused']}  "
+        f"consent v{s.get('consent_version', 0)}, receipt v{receipt.get('version', '-')}\n"
         + "\n".join(events[-4:])
     )
     return t
@@ -73,7 +82,9 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
                         step = 2
                     if step == 2 and DEVICE in col.receipts and col.receipts[DEVICE].get("version") == 2:
                         r = col.receipts[DEVICE]
-                        events.append(f"receipt v2: usage={r['grants']['usage']} purged={r['purged']}")
+                        usage = "granted" if r["grants"]["usage"] else "denied"
+                        events.append(f"receipt v2 (retained): usage {usage}, purged "
+                                      f"{r['purged']} unsent, enforced from seq {r.get('seq')}")
                         step = 3
                     view.update(_table(agent, col, events, el))
                     time.sleep(0.25)
@@ -100,6 +111,7 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
         "evicted": evicted,
         "lost": stored - cs["unique"],
         "rejected_batches": cs["rejected"],
+        "refused_by_collector": cs["refused"],
         "consent_version": final.get("consent_version", 0),
         "receipt": col.receipts.get(DEVICE),
         "broker": b.kind,
@@ -115,6 +127,7 @@ def cmd_demo(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        print()
         print(
             f"summary: sampled {summary['sampled']}, stored {summary['stored']}, "
             f"forwarded {summary['forwarded']}, received unique {summary['received_unique']}, "
@@ -122,6 +135,8 @@ def cmd_demo(args) -> int:
             f"{summary['dropped_by_consent']}, purged {summary['purged']}, lost {summary['lost']}, "
             f"{summary['seconds']} s"
         )
+        if summary["receipt"]:
+            print("receipt: " + format_receipt(summary["receipt"]))
     return 0 if summary["lost"] == 0 else 1
 
 

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHECKED = ["edge/hal/esp32.py", "edge/bus", "edge/sensors", "edge/inputs.py", "edge/deadband.py",
-           "edge/clock.py", "edge/board.py", "edge/ticks.py"]
+           "edge/clock.py", "edge/board.py", "edge/ticks.py", "edge/watchdog.py", "edge/health.py"]
 
 
 def _site_packages():

@@ -25,6 +25,8 @@ class Hal:
 
     def __init__(self):
         self.reset_cause = _CAUSES.get(machine.reset_cause(), "unknown")
+        self.reset_detail = None
+        self._read_marker()
         self._wlan = None
         self._wifi = None
         self.reconnects = 0
@@ -72,6 +74,28 @@ class Hal:
     def free_heap(self):
         return gc.mem_free()
 
+    # -- reset cause (issue 6 item 7) ----------------------------------------------------------
+    # RTC memory survives every reset but a power cut: note_reset() leaves the reason there
+    # ("crash ...", or "watchdog <task>" when the supervisor stops feeding), so the next boot
+    # reports what the hardware cause alone cannot tell.
+    def _read_marker(self):
+        try:
+            rtc = machine.RTC()
+            word, _, detail = bytes(rtc.memory()).decode().partition(" ")
+            rtc.memory(b"running")
+        except (AttributeError, OSError, ValueError):
+            return
+        if self.reset_cause != "power_on" and word in ("watchdog", "crash"):
+            self.reset_cause = word
+            self.reset_detail = detail or None
+
+    def note_reset(self, cause, detail=""):
+        """Persist why this run is about to end, for the next boot's reset_cause."""
+        try:
+            machine.RTC().memory((cause + (" " + detail if detail else ""))[:64].encode())
+        except (AttributeError, OSError):
+            pass
+
     # -- network -------------------------------------------------------------------------------
     def wifi(self, ssid, password):
         """Start the station; wifi_ok() reconnects when the link drops."""
@@ -116,7 +140,9 @@ class Hal:
         return IrqCounter(machine.Pin(spec["pin"], machine.Pin.IN, machine.Pin.PULL_UP),
                           spec.get("debounce_ms", 0))
 
-    def wdt(self, timeout_ms):
+    def wdt(self, timeout_ms, on_expire=None):
+        """The hardware watchdog: it resets the chip itself, so on_expire is never called;
+        the next boot reports reset_cause "watchdog" (machine.WDT_RESET)."""
         return machine.WDT(timeout=timeout_ms)
 
 

@@ -13,8 +13,13 @@ class Hal:
     platform = "unix"
 
     def __init__(self):
-        self.reset_cause = "power_on"
+        self.reset_cause = "power_on"  # read from the reset marker in mount_store()
+        self.reset_detail = None
+        self._marker = None
         self._virtual = None  # ms since start when the virtual clock is on
+        self._t0 = self.ticks_ms()
+        self._ntp_at = None  # simulate_ntp(): ms after start when NTP first succeeds
+        self._wall_set = True
 
     # -- clock ---------------------------------------------------------------------------------
     def ticks_ms(self):
@@ -33,8 +38,23 @@ class Hal:
         self._virtual += ms
 
     def wall_ms(self):
-        """Unix time in ms, or None while the clock is not set (never on unix)."""
+        """Unix time in ms, or None while the clock is not set (only with simulate_ntp)."""
+        if not self._wall_set:
+            return None
         return time.time_ns() // 1000000
+
+    def ntp_sync(self, host="pool.ntp.org"):
+        """The host's clock is already set; with simulate_ntp() an attempt fails until the
+        simulated server answers (config clock.synced_at_ms, docs/FORMAT.md 4)."""
+        if self._ntp_at is not None and time.ticks_diff(self.ticks_ms(), self._t0) >= self._ntp_at:
+            self._wall_set = True
+        return self._wall_set
+
+    def simulate_ntp(self, after_ms):
+        """Start with an unset wall clock; NTP succeeds from `after_ms` after start."""
+        self._t0 = self.ticks_ms()
+        self._ntp_at = after_ms
+        self._wall_set = False
 
     def mount_store(self, path):
         """Mount the store's flash like the ESP32 does (littlefs v2 on 4096-byte NOR blocks,
@@ -42,7 +62,10 @@ class Hal:
         survives a restart. Returns the store's directory on it.
 
         When the root filesystem is already littlefs (the virtual board of issue 7, like a
-        real ESP32), the store is a plain directory on it."""
+        real ESP32), the store is a plain directory on it.
+
+        Also reads the reset marker `path`.reset (note_reset) for reset_cause."""
+        self._read_marker(path + ".reset")
         if _root_is_littlefs():
             _makedirs(path)
             return path
@@ -59,6 +82,36 @@ class Hal:
         import gc
 
         return gc.mem_free()
+
+    # -- reset cause (issue 6 item 7) ----------------------------------------------------------
+    # A process has no reset register: a marker file beside the store says how the last run
+    # ended. "running" while the agent runs, "stopped" after a clean exit, "watchdog" or
+    # "crash" when the agent knew why it stopped. A run that left "running" was killed
+    # without notice (a power cut or reset button on a board): reported as "hard".
+    def _read_marker(self, path):
+        self._marker = path
+        try:
+            with open(path) as f:
+                word, _, detail = f.read().strip().partition(" ")
+        except OSError:
+            word, detail = "", ""  # first start
+        if word in ("watchdog", "crash"):
+            self.reset_cause = word
+            self.reset_detail = detail or None
+        elif word == "running":
+            self.reset_cause = "hard"
+        self.note_reset("running")
+
+    def note_reset(self, cause, detail=""):
+        """Persist why this run is about to end (read back as reset_cause by the next run).
+        Safe to call from the watchdog's monitor thread: a plain host file, not the store."""
+        if self._marker is None:
+            return
+        try:
+            with open(self._marker, "w") as f:
+                f.write(cause + (" " + detail if detail else "") + "\n")
+        except OSError:
+            pass
 
     # -- buses and sensors (same signatures as edge/hal/esp32.py) ------------------------------
     def uart(self, spec):
@@ -82,8 +135,9 @@ class Hal:
         """Pulse counter: value() is the cumulative count of edges on the pin."""
         return unix_sim.SimCounter(attached.get("sim", 0), self.ticks_ms)
 
-    def wdt(self, timeout_ms):
-        return unix_sim.SimWDT(timeout_ms, self.ticks_ms)
+    def wdt(self, timeout_ms, on_expire=None):
+        """A simulated watchdog; with on_expire it ends the process when it expires."""
+        return unix_sim.SimWDT(timeout_ms, self.ticks_ms, on_expire)
 
 
 class PtyUART:

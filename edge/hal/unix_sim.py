@@ -204,15 +204,39 @@ class SimCounter:
 
 
 class SimWDT:
-    """machine.WDT stand-in: feed() records the tick; expired() tells a hang."""
+    """machine.WDT stand-in: feed() records the tick; expired() tells a hang. With `on_expire`
+    a monitor thread acts as the hardware would, even while the event loop is blocked: when
+    no feed came for timeout_ms it calls on_expire(ms_since_feed) and resets (ends) the
+    process with SIGKILL, so the exit status is non-zero (issue 6 item 7)."""
 
-    def __init__(self, timeout_ms, clock):
+    def __init__(self, timeout_ms, clock, on_expire=None):
         self.timeout_ms = timeout_ms
         self._clock = clock
         self._fed = clock()
+        self._on_expire = on_expire
+        self._stop = False
+        if on_expire is not None:
+            import _thread
+
+            _thread.start_new_thread(self._monitor, ())
 
     def feed(self):
         self._fed = self._clock()
 
     def expired(self):
         return ticks_diff(self._clock(), self._fed) > self.timeout_ms
+
+    def deinit(self):
+        self._stop = True
+
+    def _monitor(self):
+        import time
+
+        while not self._stop:
+            time.sleep_ms(min(100, self.timeout_ms // 4 + 1))
+            if not self._stop and self.expired():
+                self._on_expire(ticks_diff(self._clock(), self._fed))
+                import os
+
+                os.system("kill -9 $PPID")  # the shell's parent is this process
+                return

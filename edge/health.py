@@ -1,0 +1,165 @@
+# Health (DESIGN.md 3 "Health", issue 6 item 7): the retained status message on
+# {prefix}/{device}/status with uptime, reset cause, free heap, store depth and oldest unsent
+# age, drops by reason and category, reconnects, flash writes, inputs, clock and watchdog.
+
+import asyncio
+import gc
+import json
+import struct
+
+from micropython import const
+
+from edge import codec
+from edge.mqtt import MQTTError
+from edge.segment import SEG_HEAD_LEN, seg_name
+
+_TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
+_STEP_MS = const(500)  # heartbeat interval, well inside any watchdog timeout (>= 2000 ms)
+
+
+class Health:
+    def __init__(self, agent):
+        self.a = agent
+        self.rec = bytearray(codec.REC_LEN)
+        self.published = 0
+        self.too_large = 0
+
+    # --- the status document ------------------------------------------------------------
+    def status(self, state):
+        a = self.a
+        st = a.store.stats
+        h = a.counters()
+        h["state"] = state
+        h["device"] = a.cfg["device_id"]
+        h["boot"] = a.store.boot
+        h["uptime_ms"] = a.hal.ticks_diff(a.hal.ticks_ms(), a.t0)
+        h["reset_cause"] = a.hal.reset_cause
+        h["reset_detail"] = getattr(a.hal, "reset_detail", None)
+        h["heap_free"] = gc.mem_free()
+        h["heap_alloc"] = gc.mem_alloc()
+        h["store_bytes"] = a.store.used_bytes()
+        depth, age, age_boot = self.backlog()
+        h["store_depth"] = depth
+        h["oldest_unsent_age_ms"] = age
+        if age_boot is not None:
+            h["oldest_unsent_boot"] = age_boot  # a past boot, never synced: age unknown
+        h["drops"] = self.drops()
+        h["flash_writes"] = st["commits"]
+        flash = getattr(a.hal, "flash", None)  # the emulated NOR flash on unix
+        if flash is not None:
+            h["flash"] = {"progs": flash.progs, "prog_bytes": flash.prog_bytes,
+                          "erases": flash.erases}
+        h["store_errors"] = {"corrupt_records": st["corrupt_records"],
+                             "torn_tails": st["torn_tails"], "bad_segments": st["bad_segments"]}
+        from edge import inputs
+
+        h["inputs"] = inputs.stats(a.sources)
+        h["clock"] = a.clock.status(a.store.boot)
+        h["clock"]["converted"] = a.fwd.stamp.converted  # unsynced stamps sent as wall ms
+        h["watchdog"] = a.wd.status()
+        return h
+
+    def drops(self):
+        """{reason: {category: n}}: consent (at the gate), store quota / nospace / purged."""
+        a = self.a
+        d = {}
+        cons = {}
+        for i, n in enumerate(a.consent.stats["dropped"]):
+            if n:
+                cons[a.categories[i]] = n
+        if cons:
+            d["consent"] = cons
+        for key, n in a.store.stats["dropped"].items():
+            reason, _, cat = key.partition(":")
+            d.setdefault(reason, {})[cat] = n
+        if a.unknown_channel:
+            d["unknown_channel"] = {"-": a.unknown_channel}
+        return d
+
+    def backlog(self):
+        """(readings not yet acknowledged, age in ms of the oldest one or None, its boot when
+        the age cannot be known). Depth counts committed bytes (an upper bound) + buffered."""
+        a = self.a
+        store = a.store
+        depth = 0
+        oldest = None
+        other_boot = None
+        for i in range(len(store.streams)):
+            depth += max(store.backlog(i), 0) // codec.REC_LEN + store.streams[i].n
+            r = self._first_unacked(store.streams[i])
+            if r is None:
+                continue
+            ts, boot, flags = r
+            age = None
+            if flags & codec.FLAG_CLOCK_UNSYNCED:
+                if boot == store.boot:
+                    age = a.hal.ticks_diff(a.hal.ticks_ms(), ts)
+                else:
+                    other_boot = boot
+            else:
+                wall = a.hal.wall_ms()
+                if wall is not None:
+                    age = wall - ts
+            if age is not None and (oldest is None or age > oldest):
+                oldest = age
+        return depth, oldest, other_boot
+
+    def _first_unacked(self, s):
+        """(ts, boot, flags) of the first reading after the ack position, from flash or from
+        the commit buffer; None when there is none or it cannot be read."""
+        i = s.seg_index(s.aseg)
+        off = s.aoff
+        while i < len(s.segs):
+            seg = s.segs[i]
+            if seg[0] != s.aseg:
+                off = SEG_HEAD_LEN
+            if seg[4] and off + codec.REC_LEN <= seg[3]:
+                try:
+                    with open(s.dir + "/" + seg_name(seg[0]), "rb") as f:
+                        f.seek(off)
+                        n = f.readinto(self.rec)
+                except OSError:
+                    n = 0
+                if n == codec.REC_LEN and codec.check_record(self.rec, 0) == 1:
+                    r = codec.unpack_record(self.rec, 0)
+                    return r[1], r[2], r[5]
+                return None
+            i += 1
+        if s.n:  # buffered, not yet committed (its CRC is written at commit)
+            r = struct.unpack_from(codec.REC_PAYLOAD_FMT, s.buf, codec.REC_HEAD_LEN)
+            return r[1], r[2], r[5]
+        return None
+
+    # --- publishing -------------------------------------------------------------------------
+    def payload(self, state):
+        """The status as JSON bytes that fit the client's packet buffer: the per-input
+        counters go first when it is too large (counted in `status_too_large`)."""
+        h = self.status(state)
+        h["status_too_large"] = self.too_large
+        room = len(self.a.client.tx) - _TOPIC_ROOM
+        data = json.dumps(h).encode()
+        if len(data) > room:
+            self.too_large += 1
+            h["inputs"] = {"omitted": len(h["inputs"])}
+            h["status_too_large"] = self.too_large
+            data = json.dumps(h).encode()
+        return data
+
+    async def run(self, hb):
+        """Task: publish the retained status every `status_ms` while connected."""
+        a = self.a
+        period = a.cfg["status_ms"] or 5000
+        step = min(period, _STEP_MS)
+        waited = 0
+        while True:
+            hb.beat()
+            await asyncio.sleep_ms(step)
+            waited += step
+            if waited < period or not a.client.connected.is_set():
+                continue
+            waited = 0
+            try:
+                await a.publish_status("online")
+                self.published += 1
+            except (OSError, MQTTError, ValueError) as e:
+                a.log("status not sent: %s" % e)

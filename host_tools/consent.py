@@ -1,0 +1,173 @@
+"""`edgectl consent DEVICE --grant usage --deny marketing [--key FILE]`: publish the next
+consent version (retained), wait for the device's receipt, print what it now enforces (issue 5).
+
+The signed bytes follow docs/CONSENT.md section 4; host_tools may import only the codec from
+edge/ (DESIGN.md 2), so tests/test_consent.py checks that this signer and the device's
+verifier (edge/consent.py) build the same bytes.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from host_tools.errors import ToolError
+
+_RETAINED_WAIT_S = 0.5
+
+
+def load_key(path: str) -> bytes:
+    """Read a per-device key file: hex digits (at least 32), whitespace ignored."""
+    try:
+        with open(path) as f:
+            text = "".join(f.read().split())
+    except OSError as e:
+        raise ToolError(f"cannot read key file {path}: {e}") from e
+    try:
+        key = binascii.unhexlify(text)
+    except (binascii.Error, ValueError) as e:
+        raise ToolError(f"key file {path} must hold hex digits: {e}") from e
+    if len(key) < 16:
+        raise ToolError(f"key file {path}: the key must be at least 16 bytes (32 hex digits)")
+    return key
+
+
+def signed_bytes(device: str, doc: dict) -> bytes:
+    """The canonical bytes a consent update's signature covers (docs/CONSENT.md 4)."""
+    fields = ["edge-consent/1", device, str(doc.get("version")),
+              ",".join(sorted(doc.get("grant", []))), ",".join(sorted(doc.get("deny", []))),
+              str(doc.get("ts", 0))]
+    return "\n".join(fields).encode()
+
+
+def sign(device: str, doc: dict, key: bytes) -> dict:
+    """Return doc with its `sig`: hex HMAC-SHA256 over the canonical bytes."""
+    out = dict(doc)
+    out["sig"] = hmac.new(key, signed_bytes(device, doc), "sha256").hexdigest()
+    return out
+
+
+def make_update(device: str, version: int, grant: list[str], deny: list[str],
+                key: bytes | None = None, ts: int | None = None) -> dict:
+    """A consent update document (signed when a key is given)."""
+    doc = {"version": version, "grant": sorted(grant), "deny": sorted(deny),
+           "ts": int(time.time() * 1000) if ts is None else ts}
+    return sign(device, doc, key) if key else doc
+
+
+class _Session:
+    """A paho client that watches one device's receipt, consent replies and retained update."""
+
+    def __init__(self, host: str, port: int, prefix: str, device: str) -> None:
+        self.root = f"{prefix}/{device}/"
+        self.lock = threading.Condition()
+        self.receipt: dict | None = None
+        self.retained_version = 0
+        self.replies: list[dict] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.on_message = self._on_message
+        try:
+            self.client.connect(host, port, keepalive=30)
+        except OSError as e:
+            raise ToolError(f"cannot connect to the broker at {host}:{port}: {e}") from e
+        for t in ("consent/receipt", "reply/consent", "cmd/consent"):
+            self.client.subscribe(self.root + t, qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            doc = json.loads(msg.payload) if msg.payload else None
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            return
+        with self.lock:
+            if msg.topic.endswith("consent/receipt"):
+                self.receipt = doc
+            elif msg.topic.endswith("cmd/consent"):
+                v = doc.get("version")
+                if isinstance(v, int):
+                    self.retained_version = max(self.retained_version, v)
+            else:
+                self.replies.append(doc)
+            self.lock.notify_all()
+
+    def wait(self, predicate, timeout: float):
+        with self.lock:
+            self.lock.wait_for(predicate, timeout)
+            return predicate()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def update(device: str, grant: list[str], deny: list[str], key: bytes | None = None,
+           host: str = "127.0.0.1", port: int = 1883, prefix: str = "edge",
+           version: int | None = None, timeout: float = 10.0) -> dict:
+    """Publish the next consent version for a device (retained) and return its receipt.
+    Raises ToolError when the device rejects it or no receipt arrives in time."""
+    if set(grant) & set(deny):
+        raise ToolError(f"a category cannot be granted and denied: {sorted(set(grant) & set(deny))}")
+    s = _Session(host, port, prefix, device)
+    try:
+        s.wait(lambda: False, _RETAINED_WAIT_S)  # retained receipt and update, if any
+        if version is None:
+            version = max(s.retained_version, (s.receipt or {}).get("version", 0)) + 1
+        doc = make_update(device, version, grant, deny, key)
+        s.client.publish(f"{s.root}cmd/consent", json.dumps(doc), qos=1, retain=True)
+
+        def done() -> bool:
+            bad = [r for r in s.replies if not r.get("ok") and r.get("version", version) == version]
+            return bool(bad) or (s.receipt or {}).get("version") == version
+
+        if not s.wait(done, timeout):
+            raise ToolError(f"no receipt from {device} within {timeout:g} s; the update is "
+                            f"retained and applies when the device connects")
+        bad = [r for r in s.replies if not r.get("ok")]
+        if (s.receipt or {}).get("version") != version and bad:
+            raise ToolError(f"{device} rejected consent v{version}: {bad[-1].get('error')}")
+        return dict(s.receipt or {})
+    finally:
+        s.close()
+
+
+def format_receipt(r: dict) -> str:
+    """Human-readable lines of what a receipt says the device enforces."""
+    lines = [f"device {r.get('device')} enforces consent v{r.get('version')} "
+             f"(source {r.get('source')}, from seq {r.get('seq')})"]
+    purged = r.get("purged") or {}
+    grants = r.get("grants") or {}
+    for cat in sorted(grants, key=lambda c: (c != "essential", c)):
+        on = grants[cat]
+        extra = f", purged {purged[cat]} unsent readings" if cat in purged else ""
+        lines.append(f"  {cat:<12} {'granted' if on else 'denied'}{extra}")
+    return "\n".join(lines)
+
+
+def cmd_consent(args) -> int:
+    key = load_key(args.key) if args.key else None
+    r = update(args.device, args.grant, args.deny, key, args.host, args.port, args.prefix,
+               args.version, args.timeout)
+    print(json.dumps(r) if args.json else format_receipt(r))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("consent", help="publish a consent update and wait for the receipt")
+    p.add_argument("device")
+    p.add_argument("--grant", action="append", default=[], metavar="CATEGORY")
+    p.add_argument("--deny", action="append", default=[], metavar="CATEGORY")
+    p.add_argument("--key", help="file with the device's update key (hex); signs the update")
+    p.add_argument("--version", type=int, help="version to publish (default: the next one)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--prefix", default="edge")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the receipt")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_consent)
