@@ -58,7 +58,7 @@ class Agent:
             raise config.ConfigError(str(e))
         self.fwd.stamp = clock.Stamper(self.clock, self.fwd.writer, self.store.boot)
         self.fwd.hb = self.wd.add("forwarder", lambda: not self.client.connected.is_set()
-                                  or bool(self.fwd.inflight))
+                                  or bool(self.fwd.count))  # batches in flight
         self.healthmon = Health(self)
 
     def _build_sources(self):
