@@ -25,7 +25,7 @@ class _Stream:
     size, readable]; last_seq is -1 until the reader or the writer has seen the segment's end.
     `bytes` is the flash footprint (whole blocks) of all its segments."""
 
-    def __init__(self, idx, name, policy, root, flush_n):
+    def __init__(self, idx, name, policy, root):
         self.idx = idx
         self.name = name
         self.quota = policy.get("quota", 0)
@@ -33,7 +33,9 @@ class _Stream:
         self.dir = root + "/" + name
         self.segs = []
         self.active = None  # open file of segs[-1] while it takes appends
-        self.buf = bytearray(flush_n * codec.REC_LEN)
+        # commit buffer, allocated by the first append (a category without consent never gets
+        # one, issue 4 memory) and released when a revocation purges the category
+        self.buf = None
         self.n = 0  # records pending in buf (not yet durable)
         self.acked = 0  # highest acknowledged seq
         self.saved = 0  # `acked` as last written to the state file
@@ -73,7 +75,7 @@ class Store:
         self.boot = (st["boot"] + 1) & 0xFFFF
         max_seq = 0
         for i, name in enumerate(categories):
-            s = _Stream(i, name, cfg["categories"][name], root, self.flush_n)
+            s = _Stream(i, name, cfg["categories"][name], root)
             s.acked = st["acked"].get(name, 0)
             max_seq = max(max_seq, self._scan(s))
             self.streams.append(s)
@@ -121,6 +123,8 @@ class Store:
         self.next_seq = seq + 1
         if self.next_seq >= self.seq_hi:
             self._save_state()  # reserve the next block of seqs before using it
+        if s.buf is None:
+            s.buf = bytearray(self.flush_n * codec.REC_LEN)
         struct.pack_into(_FRAME, s.buf, s.n * codec.REC_LEN, codec.REC_MAGIC, codec.REC_TYPE_READING,
                          codec.REC_PAYLOAD_LEN, seq, ts, self.boot, channel, cat, flags, value)
         s.n += 1
@@ -389,6 +393,7 @@ class Store:
         s = self.streams[cat]
         n = s.n
         s.n = 0
+        s.buf = None
         self._close_active(s)
         for seg in s.segs:
             n += self._after(seg, s.rseg, s.roff)  # in-flight ones were sent already

@@ -12,6 +12,9 @@ _EIO = const(-5)
 _IOCTL_BLOCK_COUNT = const(4)
 _IOCTL_BLOCK_SIZE = const(5)
 _IOCTL_ERASE = const(6)
+# image-file transfers go through one small buffer: littlefs programs at most its 128-byte
+# cache at a time, and the emulator's RAM is not the device's (a board's flash is not on the heap)
+_CHUNK = const(256)
 
 
 @micropython.viper
@@ -23,13 +26,13 @@ def _copy(dst: ptr8, doff: int, src: ptr8, soff: int, n: int):
 
 
 @micropython.viper
-def _program(dst: ptr8, doff: int, src: ptr8, n: int) -> int:
+def _program(dst: ptr8, doff: int, src: ptr8, soff: int, n: int) -> int:
     """NOR program: dst &= src. Returns how many bytes asked to raise a 0 bit to 1."""
     bad = 0
     i = 0
     while i < n:
         old = dst[doff + i]
-        new = src[i]
+        new = src[soff + i]
         if new & (old ^ 0xFF):
             bad += 1
         dst[doff + i] = old & new
@@ -58,17 +61,14 @@ class FlashDev:
         self.file = None
         self.mem = None
         if image is not None:
-            self.scratch = bytearray(BLOCK_SIZE)
-            self.ones = bytearray(BLOCK_SIZE)
-            _fill(self.ones, 0, BLOCK_SIZE, 0xFF)
+            self.scratch = bytearray(_CHUNK)
             try:
                 self.file = open(image, "r+b")
             except OSError:
                 self.file = open(image, "w+b")
             end = self.file.seek(0, 2)
-            while end < self.size:  # extend with erased blocks
-                self.file.write(self.ones)
-                end += BLOCK_SIZE
+            if end < self.size:  # extend with erased blocks
+                self._erase_file(end, self.size - end)
         else:
             if mem is None:
                 mem = bytearray(self.size)  # in place: no `bytes * n` temporary (TOOLCHAIN 3)
@@ -130,22 +130,35 @@ class FlashDev:
 
     def _prog(self, pos, buf, n):
         if self.mem is not None:
-            self.overwrites += _program(self.mem, pos, buf, n)
-        else:
-            f = self.file
-            f.seek(pos)
-            f.readinto(self.scratch, n)
-            self.overwrites += _program(self.scratch, 0, buf, n)
-            f.seek(pos)
-            f.write(self.scratch, 0, n)
+            self.overwrites += _program(self.mem, pos, buf, 0, n)
+            return
+        f = self.file
+        sc = self.scratch
+        done = 0
+        while done < n:  # read-modify-write in chunks of the scratch buffer
+            k = min(n - done, _CHUNK)
+            f.seek(pos + done)
+            f.readinto(sc, k)
+            self.overwrites += _program(sc, 0, buf, done, k)
+            f.seek(pos + done)
+            f.write(sc, 0, k)
+            done += k
 
     def _erase(self, block, n):
         pos = block * BLOCK_SIZE
         if self.mem is not None:
             _fill(self.mem, pos, n, 0xFF)
         else:
-            self.file.seek(pos)
-            self.file.write(self.ones, 0, n)
+            self._erase_file(pos, n)
+
+    def _erase_file(self, pos, n):
+        sc = self.scratch
+        _fill(sc, 0, _CHUNK, 0xFF)
+        self.file.seek(pos)
+        while n > 0:
+            k = min(n, _CHUNK)
+            self.file.write(sc, 0, k)
+            n -= k
 
     def ioctl(self, op, arg):
         if op == _IOCTL_BLOCK_COUNT:
