@@ -11,7 +11,7 @@ from edge import clock, codec, config, watchdog
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
-from edge.health import Health
+from edge.health import TOPIC_ROOM, Health
 from edge.link import Link, make_client
 from edge.minimise import Minimiser
 from edge.mqtt import MQTTError
@@ -112,7 +112,10 @@ class Agent:
         self.store.commit()
 
     async def publish_status(self, state):
-        await self.client.publish(self.status_topic, self.healthmon.payload(state), 0, True)
+        # the status is written straight into the client's packet buffer (edge/health.py);
+        # nothing may use that buffer between the two calls: no await in between
+        n = self.healthmon.place(state)
+        await self.client.publish_placed(self.status_topic, TOPIC_ROOM, n, True)
 
     # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out): edge/commands.py ----------
     def command_task(self):

@@ -4,6 +4,7 @@
 
 import asyncio
 import gc
+import io
 import json
 import struct
 
@@ -13,8 +14,26 @@ from edge import codec
 from edge.mqtt import MQTTError
 from edge.segment import SEG_HEAD_LEN, seg_name
 
-_TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
+TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
 _STEP_MS = const(500)  # heartbeat interval, well inside any watchdog timeout (>= 2000 ms)
+
+
+class _Sink(io.IOBase):
+    """json.dump() target that writes into a region of a preallocated buffer, so a status
+    never exists as a str and a bytes copy (large, contiguous allocations: issue 4 memory).
+    Past the region's end it only counts (`pos`), so the caller sees how large it was."""
+
+    def __init__(self, mv):
+        self.mv = mv
+        self.pos = 0
+
+    def write(self, b):
+        n = len(b)
+        end = self.pos + n
+        if end <= len(self.mv):
+            self.mv[self.pos : end] = b
+        self.pos = end
+        return n
 
 
 class Health:
@@ -133,19 +152,23 @@ class Health:
         return None
 
     # --- publishing -------------------------------------------------------------------------
-    def payload(self, state):
-        """The status as JSON bytes that fit the client's packet buffer: the per-input
-        counters go first when it is too large (counted in `status_too_large`)."""
+    def place(self, state):
+        """Write the status as JSON into the client's packet buffer after TOPIC_ROOM bytes
+        (left for the PUBLISH header, Client.publish_placed) and return its length. The
+        per-input counters go first when it is too large (counted in `status_too_large`)."""
         h = self.status(state)
         h["status_too_large"] = self.too_large
-        room = len(self.a.client.tx) - _TOPIC_ROOM
-        data = json.dumps(h).encode()
-        if len(data) > room:
+        out = _Sink(self.a.client.txmv[TOPIC_ROOM:])
+        json.dump(h, out)
+        if out.pos > len(out.mv):
             self.too_large += 1
             h["inputs"] = {"omitted": len(h["inputs"])}
             h["status_too_large"] = self.too_large
-            data = json.dumps(h).encode()
-        return data
+            out.pos = 0
+            json.dump(h, out)
+            if out.pos > len(out.mv):
+                raise ValueError("status too large for the packet buffer")
+        return out.pos
 
     async def run(self, hb):
         """Task: publish the retained status every `status_ms` while connected."""

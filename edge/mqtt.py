@@ -238,6 +238,26 @@ class Client:
         self.stats["published"] += 1
         return pid
 
+    async def publish_placed(self, topic, off, n, retain=False):
+        """QoS 0 PUBLISH (3.3) of n payload bytes the caller already wrote at tx[off:]: the
+        fixed header and topic go just before them, so the payload is never copied (the
+        retained status, edge/health.py)."""
+        if not self.connected.is_set():
+            raise MQTTError("not connected")
+        rem = 2 + len(topic) + n
+        hlen = 3 + len(topic) + (1 if rem < 0x80 else 2 if rem < 0x4000 else 3)
+        start = off - hlen
+        if start < 0:
+            raise ValueError("topic too long for the room before the payload")
+        b = self.tx
+        b[start] = _PUBLISH | (1 if retain else 0)
+        _put_str(b, _put_varlen(b, start + 1, rem), topic)
+        self.stream.write(self.txmv[start : off + n])
+        self.last_tx = time.ticks_ms()
+        self.stats["tx_bytes"] += hlen + n
+        self.stats["published"] += 1
+        await self.stream.drain()
+
     async def drain(self):
         await self.stream.drain()
 

@@ -47,9 +47,9 @@ def _mpy_tree(micropython: str, dest: str) -> str:
 def _run_in_heap(micropython, broker, tmp_path, monkeypatch, headroom):
     tree = _mpy_tree(micropython, str(tmp_path / "lib"))
     env = dict(os.environ, MICROPYPATH=".frozen:" + tree)
-    probe = ("import gc\ngc.collect()\nimport edge.main, edge.link, edge.mqtt_rx, edge.sim, edge.hal.unix, edge.hal.flashdev\n"
-             "gc.collect()\nprint(gc.mem_alloc())\n")
-    out = subprocess.run([micropython, "-X", "heapsize=1M", "-c", probe], env=env,
+    # the code footprint: every module the agent loads, imported as the memory bench does
+    probe = os.path.join(os.path.dirname(fwdbench.SCRIPT), "agent_code.py")
+    out = subprocess.run([micropython, "-X", "heapsize=1M", probe], env=env,
                          capture_output=True, text=True, check=True).stdout
     code = int(out.split()[-1])
     heap = code + headroom

@@ -12,24 +12,15 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-# The code footprint: every module the agent imports for this run (edge.main's tree, the unix
-# HAL with its emulated flash, the simulated appliance, the board file reader of
-# watchdog.timeout_ms, asyncio's lazily loaded parts). A module imported later would count as
-# working set: `late_imports` names any such module so the test can fail on it.
-import edge.board  # noqa: E402,F401
-import edge.hal.flashdev  # noqa: E402,F401
-import edge.hal.unix  # noqa: E402,F401
-import edge.main  # noqa: E402,F401
-import edge.sim  # noqa: E402,F401
+import agent_code  # noqa: E402,F401  (every module the agent imports: the code footprint)
 from edge import config  # noqa: E402
 from edge.agent import Agent  # noqa: E402
 from edge.hal import flashdev  # noqa: E402
 from edge.hal import load as load_hal  # noqa: E402
 
-asyncio.StreamWriter, asyncio.Event, asyncio.wait_for_ms  # noqa: B018 (loads asyncio.stream etc.)
 gc.collect()
 _CODE = gc.mem_alloc() - _BASE
-_MODULES = set(sys.modules)
+_MODULES = set(sys.modules)  # a module loaded later counts as working set: `late_imports`
 _CHUNK = 25000  # readings per fill: 700 KB of records, inside the store's 1 MiB quota
 
 
