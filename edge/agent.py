@@ -19,6 +19,7 @@ from edge.store import Store
 
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
+_TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
 
 class Agent:
@@ -172,6 +173,15 @@ class Agent:
             self.out("@stats " + json.dumps(self.counters()))
 
     async def main(self):
+        # STYLE 7.1.9, on a tight heap: collect once a quarter of the free heap was allocated,
+        # not only when it is exhausted, so short-lived objects reuse the same holes and
+        # long-lived ones are not scattered over all free memory (issue 4: fragmentation made
+        # a status or stats line fail with a third of the heap free). On a roomy heap that
+        # never matters and the extra collections halved the top ingest rate (measured).
+        gc.collect()
+        free = gc.mem_free()
+        if free < _TIGHT_HEAP:
+            gc.threshold(free // 4)
         tasks = [
             asyncio.create_task(self.link.run()),
             asyncio.create_task(self.fwd.run()),

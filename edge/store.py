@@ -302,8 +302,9 @@ class Store:
             p = 0
             full = False
             bad = False
+            mv = self.rmv[:n]  # one view per read, not one per record (issue 4 memory)
             while p < n:
-                r = codec.check_record(self.rmv[:n], p)
+                r = codec.check_record(mv, p)
                 if r < 0:
                     break
                 if r == 0:

@@ -4,9 +4,13 @@
 import os
 import time
 
+from micropython import const
+
 from edge.hal import unix_sim
 
 _FLASH_MOUNT = "/flash"
+_WALL_CHECK_MS = const(1000)  # wall_ms(): compare with the host clock at most this often
+_WALL_SLACK_MS = const(2)  # ...and follow it when they differ by more
 
 
 class Hal:
@@ -20,6 +24,8 @@ class Hal:
         self._t0 = self.ticks_ms()
         self._ntp_at = None  # simulate_ntp(): ms after start when NTP first succeeds
         self._wall_set = True
+        self._wall0 = None  # wall ms at ticks _wall_t (wall_ms)
+        self._wall_t = 0
 
     # -- clock ---------------------------------------------------------------------------------
     def ticks_ms(self):
@@ -41,7 +47,20 @@ class Hal:
         """Unix time in ms, or None while the clock is not set (only with simulate_ntp)."""
         if not self._wall_set:
             return None
-        return time.time_ns() // 1000000
+        # Called per reading: time_ns() arithmetic allocates (big ints, 128 bytes a call),
+        # so the ms come from the monotonic ticks, checked against the host clock once a
+        # second (issue 4 memory). Small drift is kept, so stamps never step back by a ms.
+        t = time.ticks_ms()
+        d = time.ticks_diff(t, self._wall_t)
+        if self._wall0 is not None and d < _WALL_CHECK_MS:
+            return self._wall0 + d
+        now = time.time_ns() // 1000000
+        ms = now if self._wall0 is None else self._wall0 + d
+        if ms - now > _WALL_SLACK_MS or now - ms > _WALL_SLACK_MS:
+            ms = now
+        self._wall0 = ms
+        self._wall_t = t
+        return ms
 
     def ntp_sync(self, host="pool.ntp.org"):
         """The host's clock is already set; with simulate_ntp() an attempt fails until the
