@@ -64,8 +64,9 @@ class Store:
         self.rmv = memoryview(self.rbuf)
         self.head = bytearray(SEG_HEAD_LEN)
         # counters: every drop by reason and category (DESIGN.md 3, health status)
-        self.stats = {"appended": 0, "committed": 0, "commits": 0, "acked": 0, "deleted_segments": 0,
-                      "corrupt_records": 0, "torn_tails": 0, "bad_segments": 0, "dropped": {}}
+        self.stats = {"appended": 0, "committed": 0, "commits": 0, "acked": 0,  # type: dict
+                      "deleted_segments": 0, "corrupt_records": 0, "torn_tails": 0,
+                      "bad_segments": 0, "dropped": {}}
         self.last_commit = hal.ticks_ms()
         self.streams = []
         _mkdir(root)

@@ -145,7 +145,8 @@ class PtyUART:
     (0 when nothing) instead of blocking (../shared/TOOLCHAIN.md 6)."""
 
     def __init__(self, path):
-        import termios
+        # unix-only module, absent from the esp32 stubs
+        import termios  # type: ignore[import-not-found]
 
         self._f = open(path, "r+b")
         fd = self._f.fileno()
