@@ -4,7 +4,6 @@
 import asyncio
 import gc
 import json
-import random
 
 from micropython import const
 
@@ -13,20 +12,13 @@ from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
 from edge.health import Health
+from edge.link import Link, make_client
 from edge.minimise import Minimiser
-from edge.mqtt import Client, MQTTError
+from edge.mqtt import MQTTError
 from edge.store import Store
 
-_BACKOFF_BASE_MS = const(250)
-_BACKOFF_CAP_MS = const(4000)  # resume within 5 s of the broker's return (DESIGN.md 6)
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
-
-
-def backoff_ms(attempt):
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
-    ceiling = min(_BACKOFF_CAP_MS, _BACKOFF_BASE_MS << min(attempt, 10))
-    return (random.getrandbits(16) * ceiling) >> 16
 
 
 class Agent:
@@ -45,13 +37,13 @@ class Agent:
         m = cfg["mqtt"]
         dev = cfg["device_id"]
         self.prefix = m["prefix"]
-        self.client = Client(dev, 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN, m["window"],
-                             m["keepalive"], m.get("user"), m.get("password"))
+        self.client = make_client(cfg, 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN)
         self.status_topic = codec.topic(self.prefix, dev, "status")
         self.client.will = (self.status_topic, b'{"state":"offline"}', True)
         self.fwd = Forwarder(self.store, self.client, self.consent, cfg, self.categories)
         self.cmds = Commands(self, root)  # issue 5: validation, consent, receipts
         self.client.on_message = self.cmds.on_message
+        self.link = Link(self)  # the connection supervisor (edge/link.py), wraps on_message
         self.sources = self._build_sources()
         self.sampled = 0
         self.unknown_channel = 0
@@ -119,33 +111,6 @@ class Agent:
         hb.stop()
         self.store.commit()
 
-    # --- connection ----------------------------------------------------------------------
-    async def supervisor(self):
-        """Task: keep the MQTT session up, with backoff and full jitter between attempts."""
-        m = self.cfg["mqtt"]
-        attempt = 0
-        while True:
-            if not self.client.connected.is_set():
-                try:
-                    await self.client.connect(m["host"], m["port"], clean=False)
-                    attempt = 0
-                    self.reconnects += 1
-                    self.fwd.on_reconnect()
-                    await self.client.subscribe(codec.topic(self.prefix, self.cfg["device_id"], "cmd", "#"))
-                    await self.publish_status("online")
-                except (OSError, MQTTError) as e:
-                    self.client._close()
-                    self.log("connect failed: %s" % e)
-                    await asyncio.sleep_ms(backoff_ms(attempt))
-                    attempt += 1
-                    continue
-            elif self.hal.ticks_diff(self.hal.ticks_ms(), self.client.last_tx) > self.client.keepalive * 500:
-                try:
-                    await self.client.ping()  # keepalive (MQTT 3.1.2.10)
-                except OSError:
-                    self.client._close()
-            await asyncio.sleep_ms(100)
-
     async def publish_status(self, state):
         await self.client.publish(self.status_topic, self.healthmon.payload(state), 0, True)
 
@@ -172,7 +137,19 @@ class Agent:
             "commands_rejected": self.cmds.stats["rejected"],
             "unknown_channel": self.unknown_channel,
             "tx_bytes": self.client.stats["tx_bytes"],
+            "mqtt": self.mqtt_counters(),
         }
+
+    def mqtt_counters(self):
+        c = self.client.stats
+        f = self.fwd.stats
+        return {"published": c["published"], "pubacks": c["pubacks"], "pings": c["pings"],
+                "dead_links": c["dead"], "rx_rejected": c["rx_rejected"],
+                "rx_reject_reasons": self.client.parser.rejects, "resends": f["resends"],
+                "resent_batches": f["resent_batches"], "e2e_acks": f["e2e_acks"],
+                "unknown_acks": f["unknown_acks"], "connect_failures": self.link.stats["connect_failures"],
+                "auth_failures": self.link.stats["auth_failures"],
+                "tls_failures": self.link.stats["tls_failures"], "last_error": self.link.last_error}
 
     def health(self, state):
         return self.healthmon.status(state)  # edge/health.py
@@ -193,7 +170,7 @@ class Agent:
 
     async def main(self):
         tasks = [
-            asyncio.create_task(self.supervisor()),
+            asyncio.create_task(self.link.run()),
             asyncio.create_task(self.fwd.run()),
             asyncio.create_task(self.command_task()),
             asyncio.create_task(self.housekeeping()),

@@ -1,8 +1,10 @@
-# Batcher/forwarder: store -> batch -> PUBLISH QoS 1 -> PUBACK -> ack cursor (DESIGN.md 3).
-# Delivery is at-least-once: the cursor moves only on PUBACK; after a reconnect the
-# unacknowledged tail is sent again and the collector removes duplicates.
+# Batcher/forwarder: store -> batch -> PUBLISH QoS 1 -> PUBACK (-> end-to-end ack) -> ack cursor
+# (DESIGN.md 3, issue 4, docs/MQTT.md). Delivery is at-least-once: the store's cursor moves only
+# over delivered batches; after a reconnect everything after the cursor is sent again.
 
 import asyncio
+import time
+from array import array
 
 from micropython import const
 
@@ -10,6 +12,27 @@ from edge import codec
 from edge.mqtt import MQTTError
 
 _IDLE_MS = const(20)
+_FULL_MS = const(2)
+_RING = const(64)  # batches sent but not yet behind the store's cursor
+# slot flags
+_F_PUBACK = const(1)  # the broker acknowledged this PUBLISH on the current connection
+_F_E2E = const(2)  # the collector acknowledged the batch (end-to-end mode)
+_F_STORED = const(4)  # store.ack() has been called for it
+
+
+class _Cap:
+    """Wraps a BatchWriter so store.fill() adds at most `left` readings (the count limit; the
+    writer's buffer is sized for the longest category name, so it only bounds bytes)."""
+
+    def __init__(self, writer):
+        self.w = writer
+        self.left = 0
+
+    def add(self, seq, ts, boot, flags, ch, val):
+        if not self.left or not self.w.add(seq, ts, boot, flags, ch, val):
+            return False
+        self.left -= 1
+        return True
 
 
 class Forwarder:
@@ -21,80 +44,168 @@ class Forwarder:
         prefix = cfg["mqtt"]["prefix"]
         dev = cfg["device_id"]
         self.topics = [codec.topic(prefix, dev, "t", name) for name in categories]
+        self.ack_topic = codec.topic(prefix, dev, "ack")
+        # end-to-end mode: a batch counts as delivered only when the collector acknowledges it
+        # on ack_topic (a PUBACK only proves the broker had it, docs/MQTT.md 4)
+        self.e2e = bool(cfg["mqtt"].get("e2e_ack"))
+        self.ack_timeout_ms = cfg["mqtt"].get("e2e_timeout_ms", 5000)
         self.max_readings = cfg["batch"]["max_readings"]
         self.linger_ms = cfg["batch"]["linger_ms"]
         self.writer = codec.BatchWriter(
             dev, codec.batch_header_len(dev, "x" * 64) + self.max_readings * codec.ENTRY_LEN
         )
-        # in-flight publishes, oldest first: [pid, category, last seq, segno, offset]
-        self.inflight = []
-        self.stats = {"batches": 0, "forwarded": 0, "acked_readings": 0, "resends": 0}
+        self.cap = _Cap(self.writer)
+        # the ring of sent batches, oldest first: preallocated, nothing allocated per batch
+        self.r_pid = array("H", bytes(2 * _RING))
+        self.r_cat = bytearray(_RING)
+        self.r_flags = bytearray(_RING)
+        self.r_n = array("H", bytes(2 * _RING))
+        self.r_last = array("I", bytes(4 * _RING))
+        self.r_seg = array("I", bytes(4 * _RING))
+        self.r_off = array("I", bytes(4 * _RING))
+        self.r_t = array("i", bytes(4 * _RING))
+        self.head = 0
+        self.count = 0
+        self.gen = -1  # client.stats["connects"] the ring was last (re)sent on
+        self.stats = {"batches": 0, "forwarded": 0, "acked_readings": 0, "resends": 0,
+                      "resent_batches": 0, "unknown_acks": 0, "e2e_acks": 0}
         self.acked_counts = [0] * len(categories)
-        self.wake = asyncio.Event()
         self.stamp = None  # edge/clock.py Stamper: unsynced stamps -> wall ms (FORMAT.md 4)
         self.hb = None  # edge/watchdog.py Heartbeat
         client.on_puback = self._on_puback
 
-    def _on_puback(self, pid):
-        # 4.6: PUBACKs arrive in the order the PUBLISHes were sent on this connection, so
-        # ours match the head of the queue; other ids belong to command replies.
-        if not self.inflight or self.inflight[0][0] != pid:
-            return
-        _pid, cat, seq, seg, off, n = self.inflight.pop(0)
-        self.store.ack(cat, seq, seg, off)
-        self.stats["acked_readings"] += n
-        self.acked_counts[cat] += n
+    # --- ring ------------------------------------------------------------------------------
+    def _delivered(self, k):
+        return self.r_flags[k] & (_F_E2E if self.e2e else _F_PUBACK)
 
-    def on_reconnect(self):
-        """Forget in-flight publishes and re-send from each category's ack cursor."""
-        if self.inflight:
-            self.stats["resends"] += 1
-        self.inflight = []
-        for i in range(len(self.categories)):
-            self.store.rewind(i)
+    def _on_puback(self, pid):
+        for j in range(self.count):
+            k = (self.head + j) % _RING
+            if self.r_pid[k] == pid and not self.r_flags[k] & _F_PUBACK:
+                self.r_flags[k] |= _F_PUBACK
+                self.r_t[k] = time.ticks_ms()
+                if not self.e2e:
+                    self._advance(self.r_cat[k])
+                return
+        self.stats["unknown_acks"] += 1
+
+    def on_ack(self, payload):
+        """End-to-end acknowledgements: (first seq u32, last seq u32) big-endian, repeated."""
+        for p in range(0, len(payload) - 7, 8):
+            last = (payload[p + 4] << 24) | (payload[p + 5] << 16) | (payload[p + 6] << 8) | payload[p + 7]
+            for j in range(self.count):
+                k = (self.head + j) % _RING
+                if self.r_last[k] == last:
+                    if not self.r_flags[k] & _F_E2E:
+                        self.r_flags[k] |= _F_E2E
+                        self.stats["e2e_acks"] += 1
+                        self._advance(self.r_cat[k])
+                    break
+
+    def _advance(self, cat):
+        """Move the category's store cursor over its delivered prefix; free the ring's head."""
+        for j in range(self.count):
+            k = (self.head + j) % _RING
+            if self.r_cat[k] != cat or self.r_flags[k] & _F_STORED:
+                continue
+            if not self._delivered(k):
+                break
+            self.store.ack(cat, self.r_last[k], self.r_seg[k], self.r_off[k])
+            self.r_flags[k] |= _F_STORED
+            self.stats["acked_readings"] += self.r_n[k]
+            self.acked_counts[cat] += self.r_n[k]
+        while self.count and self.r_flags[self.head] & _F_STORED:
+            self.head = (self.head + 1) % _RING
+            self.count -= 1
 
     def idle(self):
         """True when nothing is in flight and nothing committed is waiting."""
-        if self.inflight:
+        if self.count:
             return False
         for i in range(len(self.categories)):
-            if self.store.unsent(i):
+            if self.consent.allowed[i] and self.store.unsent(i):
                 return False
         return True
+
+    # --- sending -----------------------------------------------------------------------------
+    async def _publish(self, k):
+        # the packet id is in the ring before the PUBLISH leaves: its PUBACK may be parsed
+        # before publish() returns
+        self.r_pid[k] = self.client.next_pid()
+        payload = self.writer.finish()
+        await self.client.publish(self.topics[self.r_cat[k]], payload, 1, False, self.r_pid[k])
+
+    def _restart(self):
+        """Forget the ring and re-read from each category's cursor: everything not delivered
+        (and, per category, whatever follows it) is published again under new packet ids.
+        Re-reading from the store keeps RAM flat; duplicates are removed by the collector."""
+        self.stats["resends"] += 1
+        for j in range(self.count):
+            if not self.r_flags[(self.head + j) % _RING] & _F_STORED:
+                self.stats["resent_batches"] += 1
+        self.count = 0
+        for cat in range(len(self.categories)):
+            self.store.rewind(cat)
+
+    def _stale(self):
+        """End-to-end mode: the oldest acknowledged-by-broker batch waited too long."""
+        if not self.e2e or not self.count:
+            return False
+        k = self.head
+        return (self.r_flags[k] & (_F_PUBACK | _F_E2E)) == _F_PUBACK and time.ticks_diff(
+            time.ticks_ms(), self.r_t[k]) >= self.ack_timeout_ms
 
     async def run(self):
         """Task: forward committed readings while connected."""
         w = self.writer
+        c = self.client
         while True:
             if self.hb is not None:
                 self.hb.beat()
-            if not self.client.connected.is_set():
-                await self.client.connected.wait()
+            if not c.connected.is_set():
+                await c.connected.wait()
+            if self.gen != c.stats["connects"]:
+                # a new connection: the broker may have died holding what it acknowledged
+                self.gen = c.stats["connects"]
+                self._restart()
+            elif self._stale():
+                self._restart()
             partial = False
             sent = False
             for cat in range(len(self.categories)):
                 # enforcement again at forward time: a revoked category is never sent
                 if not self.consent.allowed[cat]:
                     continue
+                if self.count >= _RING:
+                    break  # the ring is full: wait for acknowledgements
                 w.start(self.categories[cat], self.store.boot, 0)
-                n, seg, off = self.store.fill(cat, self.stamp or w)
+                self.cap.left = self.max_readings
+                self.cap.w = self.stamp or w  # clock fix-up of unsynced stamps (FORMAT.md 4)
+                n, seg, off = self.store.fill(cat, self.cap)
                 if not n:
                     continue
-                payload = w.finish()
-                try:
-                    await self.client.wait_slot()
-                    # record the publish before yielding: its PUBACK may be parsed next
-                    pid = self.client.send_publish(self.topics[cat], payload, 1)
-                    self.inflight.append([pid, cat, w.last_seq, seg, off, n])
-                    await self.client.drain()
-                except (OSError, MQTTError):
-                    break  # the connection went away; the supervisor reconnects and rewinds
+                k = (self.head + self.count) % _RING
+                self.r_cat[k] = cat
+                self.r_flags[k] = 0
+                self.r_n[k] = n
+                self.r_last[k] = w.last_seq
+                self.r_seg[k] = seg
+                self.r_off[k] = off
+                self.r_pid[k] = 0
+                self.r_t[k] = time.ticks_ms()
+                self.count += 1
                 self.stats["batches"] += 1
                 self.stats["forwarded"] += n
+                try:
+                    await self._publish(k)
+                except (OSError, MQTTError):
+                    break  # the link task reconnects; the ring is re-sent then
                 sent = True
                 if n < self.max_readings:
                     partial = True
-            if not sent:
+            if self.count >= _RING:
+                await asyncio.sleep_ms(_FULL_MS)
+            elif not sent:
                 await asyncio.sleep_ms(_IDLE_MS)
             elif partial:
                 await asyncio.sleep_ms(self.linger_ms)

@@ -1,28 +1,39 @@
-# MQTT 3.1.1 client on asyncio streams (DESIGN.md 5). Section numbers refer to the OASIS
+# MQTT 3.1.1 client on asyncio streams (DESIGN.md 5, issue 4). Section numbers refer to the OASIS
 # MQTT 3.1.1 specification. One buffer and one write per packet, TCP_NODELAY (TOOLCHAIN 8).
 
 import asyncio
+import socket
 import struct
 import time
 
 from micropython import const
+
+from edge.mqtt_rx import REASONS, Parser
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBSCRIBE = const(0x82)  # 3.8.1: reserved flag bits 0010
-_SUBACK = const(0x90)
 _PINGREQ = const(0xC0)
-_PINGRESP = const(0xD0)
 _DISCONNECT = const(0xE0)
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
+_EINPROGRESS = const(115)
 _RX_BUF = const(2048)
+_CONNECT_TIMEOUT_MS = const(5000)
+
+# 3.2.2.3 CONNACK return codes
+_REFUSED = (None, "unacceptable protocol version", "client identifier rejected",
+            "server unavailable", "bad user name or password", "not authorised")
 
 
 class MQTTError(Exception):
-    pass
+    """Connection-level failure; `code` is the CONNACK return code when the broker refused."""
+
+    def __init__(self, msg, code=0):
+        super().__init__(msg)
+        self.code = code
 
 
 def _put_varlen(buf, pos, n):
@@ -46,47 +57,100 @@ def _put_str(buf, pos, s):
     return pos + len(s)
 
 
+def tls_context(ca_der, cert_der=None, key_der=None):
+    """Client TLS context that verifies the broker (TOOLCHAIN 4: the default is CERT_NONE)."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=ca_der)
+    if cert_der is not None:
+        ctx.load_cert_chain(cert_der, key_der)
+    return ctx
+
+
 class Client:
-    """Minimal QoS 0/1 client with a window of in-flight QoS 1 publishes.
+    """QoS 0/1 client with a window of in-flight QoS 1 publishes.
 
-    on_puback(pid) is called for every PUBACK in order; on_message(topic, payload) for every
-    inbound PUBLISH."""
+    on_puback(pid) is called for every PUBACK; on_message(topic, payload) for every inbound
+    PUBLISH. tls: None or (SSLContext, server_hostname): never a plaintext fallback."""
 
-    def __init__(self, client_id, max_packet, window=8, keepalive=30, user=None, password=None):
+    def __init__(self, client_id, max_packet, window=8, keepalive=30, user=None, password=None,
+                 tls=None):
         self.client_id = client_id.encode() if isinstance(client_id, str) else client_id
         self.user = user
         self.password = password
         self.keepalive = keepalive
         self.window = window
+        self.tls = tls
         self.tx = bytearray(max_packet + 64)
         self.txmv = memoryview(self.tx)
         self.rx = bytearray(_RX_BUF)
         self.rxmv = memoryview(self.rx)
+        self.parser = Parser(self.rx)
+        self.parser.on_puback = self._on_puback
+        self.parser.on_publish = self._on_publish
+        self.parser.on_pingresp = self._on_pingresp
+        self.parser.on_suback = self._on_suback
+        self.ack = bytearray(4)
         self.pid = 0
         self.inflight = 0
         self.slot = asyncio.Event()
         self.connected = asyncio.Event()
-        self.reader = None
-        self.writer = None
+        self.sock = None
+        self.stream = None
         self.task = None
         self.on_puback = None
         self.on_message = None
         self.on_disconnect = None
         self.will = None  # (topic, payload, retain)
-        self.last_tx = time.ticks_ms()
-        self.stats = {"connects": 0, "rx_rejected": 0, "pubacks": 0, "published": 0, "tx_bytes": 0}
+        self.last_rx = self.last_tx = time.ticks_ms()
+        self.ping_due = False
+        self.stats = {"connects": 0, "rx_rejected": 0, "pubacks": 0, "published": 0,
+                      "tx_bytes": 0, "pings": 0, "dead": 0, "suback_fail": 0, "last_reject": ""}
 
-    async def connect(self, host, port, clean=False):
-        """Open the connection, CONNECT (3.1), wait for CONNACK (3.2). Returns session_present."""
-        self.reader, self.writer = await asyncio.open_connection(host, port)
+    async def _open(self, host, port):
+        """TCP (+TLS) connection; TCP_NODELAY is set on the raw socket so it holds for TLS."""
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        s = socket.socket(ai[0], ai[1], ai[2])
+        self.sock = s
         try:
-            self.writer.s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+            s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
         except (AttributeError, OSError):
             pass
+        s.setblocking(False)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if e.errno != _EINPROGRESS:
+                raise
+        if self.tls is not None:
+            ctx, hostname = self.tls
+            s = ctx.wrap_socket(s, server_hostname=hostname, do_handshake_on_connect=False)
+            s.setblocking(False)
+            self.sock = s
+        self.stream = asyncio.StreamWriter(s, {})
+        yield asyncio.core._io_queue.queue_write(s)
+
+    async def connect(self, host, port, clean=False):
+        """Open the connection, CONNECT (3.1), wait for CONNACK (3.2). Returns session_present.
+        TLS verification failures and refusals raise MQTTError with a clear message."""
+        try:
+            return await asyncio.wait_for_ms(self._connect(host, port, clean), _CONNECT_TIMEOUT_MS)
+        except asyncio.TimeoutError:
+            self._close()
+            raise MQTTError("no CONNACK within %d ms" % _CONNECT_TIMEOUT_MS)
+        except ValueError as e:
+            # Mbed TLS reports verification failures as ValueError (TOOLCHAIN 4)
+            self._close()
+            raise MQTTError("TLS handshake failed (certificate not trusted, expired, or wrong "
+                            "hostname): %s" % str(e).strip())
+
+    async def _connect(self, host, port, clean):
+        self._close()
+        await self._open(host, port)
         b = self.tx
-        flags = 0x00 if not clean else 0x02  # 3.1.2.4 Clean Session
-        vh = bytearray(10)
-        vh[0:8] = b"\x00\x04MQTT\x04\x00"  # protocol name and level 4 (3.1.2.1, 3.1.2.2)
+        flags = 0x02 if clean else 0x00  # 3.1.2.4 Clean Session
         body = 10 + 2 + len(self.client_id)
         if self.will:
             flags |= 0x04 | (0x20 if self.will[2] else 0)  # 3.1.2.5-3.1.2.7, will QoS 0
@@ -99,7 +163,7 @@ class Client:
             body += 2 + len(self.password)
         b[0] = _CONNECT
         p = _put_varlen(b, 1, body)
-        b[p : p + 8] = vh[0:8]
+        b[p : p + 7] = b"\x00\x04MQTT\x04"  # protocol name and level 4 (3.1.2.1, 3.1.2.2)
         b[p + 7] = flags
         struct.pack_into(">H", b, p + 8, self.keepalive)
         p = _put_str(b, p + 10, self.client_id)
@@ -111,74 +175,80 @@ class Client:
         if self.password is not None:
             p = _put_str(b, p, self.password.encode())
         await self._send(p)
-        ack = await self.reader.readexactly(4)
+        ack = await self.stream.readexactly(4)
+        if len(ack) < 4:
+            raise MQTTError("connection closed before CONNACK")
         if ack[0] != _CONNACK or ack[1] != 2:
             raise MQTTError("bad CONNACK")
-        if ack[3] != 0:
-            # 3.2.2.3 return codes: 1 protocol, 2 identifier, 3 unavailable, 4 credentials, 5 auth
-            raise MQTTError("connection refused, CONNACK return code %d" % ack[3])
+        rc = ack[3]
+        if rc:
+            why = _REFUSED[rc] if rc < len(_REFUSED) else "unknown reason"
+            raise MQTTError("connection refused: %s (CONNACK return code %d)" % (why, rc), rc)
         self.stats["connects"] += 1
         self.inflight = 0
+        self.last_rx = self.last_tx = time.ticks_ms()
+        self.ping_due = False
         self.connected.set()
         self.slot.set()
         self.task = asyncio.create_task(self._read_loop())
         return bool(ack[2] & 1)
 
     async def _send(self, n):
-        self.writer.write(self.txmv[:n])
-        self.stats["tx_bytes"] += n
+        self.stream.write(self.txmv[:n])
         self.last_tx = time.ticks_ms()
-        await self.writer.drain()
+        self.stats["tx_bytes"] += n
+        await self.stream.drain()
 
-    def _next_pid(self):
+    def next_pid(self):
         self.pid = self.pid % 0xFFFF + 1  # packet ids are 1..65535 (2.3.1)
         return self.pid
 
     async def wait_slot(self):
         """Wait until the window has room for one more QoS 1 publish."""
-        while self.inflight >= self.window:
+        while self.inflight >= self.window and self.connected.is_set():
             self.slot.clear()
             await self.slot.wait()
-            if not self.connected.is_set():
-                raise MQTTError("disconnected")
         if not self.connected.is_set():
             raise MQTTError("not connected")
 
-    def send_publish(self, topic, payload, qos=1, retain=False):
+    def send_publish(self, topic, payload, qos=1, retain=False, pid=0, dup=False):
         """Build and write one PUBLISH (3.3) without yielding; returns the packet id (0 for
-        QoS 0). The caller records the id before the PUBACK can possibly be parsed."""
+        QoS 0), so a caller can record it before its PUBACK can be parsed. dup marks a
+        re-delivery of the given pid (3.3.1.1, 4.4)."""
         b = self.tx
         n = 2 + len(topic) + (2 if qos else 0) + len(payload)
         if n + 5 > len(b):
             raise ValueError("payload too large for the packet buffer")
-        b[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
+        b[0] = _PUBLISH | (qos << 1) | (1 if retain else 0) | (0x08 if dup and qos else 0)
         p = _put_varlen(b, 1, n)
         p = _put_str(b, p, topic)
-        pid = 0
         if qos:
-            pid = self._next_pid()
+            if not pid:
+                pid = self.next_pid()
             struct.pack_into(">H", b, p, pid)
             p += 2
             self.inflight += 1
+        else:
+            pid = 0
         b[p : p + len(payload)] = payload
         p += len(payload)
-        self.writer.write(self.txmv[:p])
-        self.stats["tx_bytes"] += p
+        self.stream.write(self.txmv[:p])
         self.last_tx = time.ticks_ms()
+        self.stats["tx_bytes"] += p
         self.stats["published"] += 1
         return pid
 
     async def drain(self):
-        await self.writer.drain()
+        await self.stream.drain()
 
-    async def publish(self, topic, payload, qos=1, retain=False):
+    async def publish(self, topic, payload, qos=1, retain=False, pid=0, dup=False):
         """PUBLISH and flush; with QoS 1 waits for a window slot, not for the PUBACK."""
         if qos:
             await self.wait_slot()
         elif not self.connected.is_set():
             raise MQTTError("not connected")
-        pid = self.send_publish(topic, payload, qos, retain)
-        await self.writer.drain()
+        pid = self.send_publish(topic, payload, qos, retain, pid, dup)
+        await self.stream.drain()
         return pid
 
     async def subscribe(self, topic, qos=1):
@@ -186,15 +256,30 @@ class Client:
         b = self.tx
         b[0] = _SUBSCRIBE
         p = _put_varlen(b, 1, 2 + 2 + len(topic) + 1)
-        struct.pack_into(">H", b, p, self._next_pid())
+        struct.pack_into(">H", b, p, self.next_pid())
         p = _put_str(b, p + 2, topic)
         b[p] = qos
         await self._send(p + 1)
 
-    async def ping(self):
-        self.tx[0] = _PINGREQ
-        self.tx[1] = 0
-        await self._send(2)
+    async def keepalive_check(self):
+        """Called about every 100 ms by the link task. 3.1.2.10: PINGREQ when nothing was sent
+        for a keepalive period; no byte received within 1.5x keepalive means a dead link."""
+        if not self.connected.is_set() or not self.keepalive:
+            return
+        now = time.ticks_ms()
+        ka = self.keepalive * 1000
+        if time.ticks_diff(now, self.last_rx) > ka + ka // 2:
+            self.stats["dead"] += 1
+            self._close()
+            return
+        if time.ticks_diff(now, self.last_tx) >= ka or (
+            time.ticks_diff(now, self.last_rx) >= ka and not self.ping_due
+        ):
+            self.ping_due = True
+            self.stats["pings"] += 1
+            self.tx[0] = _PINGREQ
+            self.tx[1] = 0
+            await self._send(2)
 
     async def disconnect(self):
         if self.connected.is_set():
@@ -210,11 +295,12 @@ class Client:
         was = self.connected.is_set()
         self.connected.clear()
         self.slot.set()  # wake publishers so they see the disconnect
-        if self.writer is not None:
+        if self.sock is not None:
             try:
-                self.writer.close()
+                self.sock.close()
             except OSError:
                 pass
+            self.sock = None
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         self.task = None
@@ -222,87 +308,53 @@ class Client:
             self.on_disconnect()
 
     async def _read_loop(self):
-        """Parse inbound packets from a preallocated buffer until the connection ends."""
+        """Parse inbound packets from the preallocated buffer until the connection ends."""
         have = 0
+        p = self.parser
         try:
             while True:
-                n = await self.reader.readinto(self.rxmv[have:])
+                n = await self.stream.readinto(self.rxmv[have:])
                 if not n:
                     break
+                self.last_rx = time.ticks_ms()
                 have += n
-                used = self._parse(have)
+                used = p.feed(have)
                 if used < 0:
+                    # a protocol violation: count it and drop the connection (4.8)
                     self.stats["rx_rejected"] += 1
+                    self.stats["last_reject"] = REASONS[p.reason]
                     break
                 if used:
-                    self.rx[: have - used] = self.rx[used:have]
+                    self.rx[: have - used] = self.rxmv[used:have]
                     have -= used
-                if have == len(self.rx):
-                    self.stats["rx_rejected"] += 1  # packet larger than we accept
-                    break
         except (OSError, MQTTError):
             pass
         self._close()
 
-    def _parse(self, have):
-        """Consume whole packets from rx[0:have]; returns bytes used, or -1 on a protocol error."""
-        b = self.rx
-        pos = 0
-        while have - pos >= 2:
-            mult = 1
-            rl = 0
-            i = pos + 1
-            while True:
-                if i >= have:
-                    return pos
-                c = b[i]
-                rl += (c & 0x7F) * mult
-                i += 1
-                if not c & 0x80:
-                    break
-                mult <<= 7
-                if mult > 0x200000:
-                    return -1  # more than 4 length bytes (2.2.3)
-            if i + rl > have:
-                return pos
-            t = b[pos] & 0xF0
-            if t == _PUBACK:
-                if rl != 2 or b[pos] != _PUBACK:
-                    return -1
-                self.stats["pubacks"] += 1
-                if self.inflight:
-                    self.inflight -= 1
-                self.slot.set()
-                if self.on_puback:
-                    self.on_puback((b[i] << 8) | b[i + 1])
-            elif t == _PUBLISH:
-                if not self._on_publish(b[pos], i, rl):
-                    return -1
-            elif t == _SUBACK or t == _PINGRESP:
-                pass
-            else:
-                return -1
-            pos = i + rl
-        return pos
+    # --- parser callbacks (no allocation on the PUBACK path) ------------------------------
+    def _on_puback(self, pid):
+        self.stats["pubacks"] += 1
+        if self.inflight:
+            self.inflight -= 1
+        self.slot.set()
+        if self.on_puback:
+            self.on_puback(pid)
 
-    def _on_publish(self, h, i, rl):
-        qos = (h >> 1) & 3
-        if qos > 1 or rl < 2:
-            return False
-        tl = (self.rx[i] << 8) | self.rx[i + 1]
-        start = i + 2 + tl + (2 if qos else 0)
-        if start > i + rl:
-            return False
-        topic = bytes(self.rxmv[i + 2 : i + 2 + tl])
-        payload = bytes(self.rxmv[start : i + rl])
-        if qos:
+    def _on_pingresp(self):
+        self.ping_due = False
+
+    def _on_suback(self, pid, rc):
+        if rc == 0x80:
+            self.stats["suback_fail"] += 1
+
+    def _on_publish(self, h, topic, payload, pid):
+        if pid:
             # 4.3.2: acknowledge QoS 1 with a PUBACK carrying the same packet id
-            ack = bytearray(4)
-            ack[0] = _PUBACK
-            ack[1] = 2
-            ack[2] = self.rx[i + 2 + tl]
-            ack[3] = self.rx[i + 3 + tl]
-            self.writer.write(ack)
+            a = self.ack
+            a[0] = _PUBACK
+            a[1] = 2
+            a[2] = pid >> 8
+            a[3] = pid & 0xFF
+            self.stream.write(a)
         if self.on_message:
-            self.on_message(topic, payload)
-        return True
+            self.on_message(bytes(topic), bytes(payload))

@@ -11,6 +11,8 @@ import json
 from host_tools.errors import ToolError
 
 BENCHES: dict[str, str] = {
+    "forward": "host_tools.fwdbench:bench_forward",
+    "memory": "host_tools.fwdbench:bench_memory",
     "store": "host_tools.store_bench:bench_store",
     "deploy": "host_tools.deploy:bench_deploy",
 }

@@ -22,6 +22,10 @@ COMMAND_MODULES = [
     "host_tools.deploy",
     "host_tools.vboard",
     "host_tools.provision",
+    "host_tools.capture",
+    "host_tools.capconvert",
+    "host_tools.replay",
+    "host_tools.simulate",
 ]
 
 

@@ -63,6 +63,8 @@ def mp_env() -> dict:
 class AgentProcess:
     """One agent under unix MicroPython. Parses its `@stats`/`@final`/`@log` lines."""
 
+    module = "edge.main"  # entry module; `edgectl replay --agent` uses edge.replay_main
+
     def __init__(self, config: dict, heap: str | None = None, workdir: str | None = None,
                  echo=None) -> None:
         self.workdir = workdir or tempfile.mkdtemp(prefix="edge-agent-")
@@ -83,7 +85,7 @@ class AgentProcess:
         with open(path, "w") as f:
             json.dump(self.config, f)
         self.proc = subprocess.Popen(
-            [micropython_path(), "-X", f"heapsize={self.heap}", "-m", "edge.main", path],
+            [micropython_path(), "-X", f"heapsize={self.heap}", "-m", self.module, path],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             env=mp_env(), cwd=self.workdir, text=True, bufsize=1,
         )
