@@ -19,9 +19,6 @@ EXCLUDED = [
     # a CPython freeze script run by the firmware build (`module()` comes from it), never
     # agent code; os.path is CPython-only, so it has no place under the MicroPython typeshed
     r"^edge/manifest\.py$",
-    # being rewritten on branch `mqtt` (issue 6 item 8 follow-up once it lands)
-    r"^edge/mqtt\.py$",
-    r"^edge/forwarder\.py$",
 ]
 
 
