@@ -57,10 +57,8 @@ class Agent:
         except ValueError as e:
             raise config.ConfigError(str(e))
         self.fwd.stamp = clock.Stamper(self.clock, self.fwd.writer, self.store.boot)
-        # parked while offline or while publish() may wait for a window slot (unacked QoS 1
-        # PUBLISHes now live in the client: the Forwarder has no `inflight`, found by mypy)
         self.fwd.hb = self.wd.add("forwarder", lambda: not self.client.connected.is_set()
-                                  or bool(self.client.inflight))
+                                  or bool(self.fwd.count))  # batches in flight
         self.healthmon = Health(self)
 
     def _build_sources(self):
