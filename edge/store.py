@@ -379,6 +379,18 @@ class Store:
                 n += seg[3] - SEG_HEAD_LEN
         return n - (s.aoff - SEG_HEAD_LEN)
 
+    def unsent_bytes(self, cat):
+        """Committed bytes after the reader position: an upper bound on what fill() adds,
+        found without touching the filesystem (the forwarder's linger decision)."""
+        s = self.streams[cat]
+        n = 0
+        for seg in s.segs:
+            if seg[0] > s.rseg:
+                n += seg[3] - SEG_HEAD_LEN
+            elif seg[0] == s.rseg:
+                n += seg[3] - s.roff
+        return n
+
     def unsent(self, cat):
         s = self.streams[cat]
         i = s.seg_index(s.rseg)
