@@ -7,14 +7,14 @@ try:
     from micropython import const
 except ImportError:  # CPython: const() is only a compiler hint on MicroPython.
 
-    def const(x):
+    def const(x):  # type: ignore[misc]
         return x
 
 
 try:
     from binascii import crc32
 except ImportError:  # pragma: no cover - every supported runtime has binascii.crc32
-    from zlib import crc32
+    from zlib import crc32  # type: ignore[import-not-found,no-redef]  # CPython-only module
 
 
 class FormatError(ValueError):
@@ -97,6 +97,8 @@ class BatchWriter:
         self.buf = bytearray(capacity)
         self.mv = memoryview(self.buf)
         self.count = 0
+        self.last_seq = 0  # set by add(); read only once count > 0
+        self.last_ts = 0
 
     def start(self, category, boot, flags):
         if isinstance(category, str):

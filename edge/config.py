@@ -48,7 +48,7 @@ DEFAULTS = {
     "status_ms": 5000,
 }
 
-_REQUIRED_TYPES = {
+_REQUIRED_TYPES = {  # type: dict
     "device_id": str,
     "board": str,
     "mqtt.host": str,

@@ -102,7 +102,7 @@ class Consent:
         self.salt = b""
         self.receipt = None  # the last receipt, persisted so it is republished after a boot
         self.purged_total = {}
-        self.stats = {"dropped": [0] * len(categories), "updates": 0, "rejected": 0}
+        self.stats = {"dropped": [0] * len(categories), "updates": 0, "rejected": 0}  # type: dict
         self._load()
         if not self.salt:
             self.salt = self._rand(16)

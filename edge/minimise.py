@@ -42,7 +42,7 @@ class Minimiser:
 
     def __init__(self, cfg, consent):
         self.consent = consent
-        self.rules = {}
+        self.rules = {}  # type: dict
         for name, pol in cfg["categories"].items():
             spec = pol.get("minimise", [])
             if not isinstance(spec, list):

@@ -62,7 +62,8 @@ def tls_context(ca_der, cert_der=None, key_der=None):
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    # a documented MicroPython SSLContext attribute the stubs lack
+    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
     ctx.load_verify_locations(cadata=ca_der)
     if cert_der is not None:
         ctx.load_cert_chain(cert_der, key_der)
@@ -98,7 +99,8 @@ class Client:
         self.slot = asyncio.Event()
         self.connected = asyncio.Event()
         self.sock = None
-        self.stream = None
+        # None only until the first _open(); every use follows a connect (_close keeps it)
+        self.stream = None  # type: asyncio.StreamWriter  # type: ignore[assignment]
         self.task = None
         self.on_puback = None
         self.on_message = None
@@ -106,7 +108,7 @@ class Client:
         self.will = None  # (topic, payload, retain)
         self.last_rx = self.last_tx = time.ticks_ms()
         self.ping_due = False
-        self.stats = {"connects": 0, "rx_rejected": 0, "pubacks": 0, "published": 0,
+        self.stats = {"connects": 0, "rx_rejected": 0, "pubacks": 0, "published": 0,  # type: dict
                       "tx_bytes": 0, "pings": 0, "dead": 0, "suback_fail": 0, "last_reject": ""}
 
     async def _open(self, host, port):
@@ -130,7 +132,8 @@ class Client:
             s.setblocking(False)
             self.sock = s
         self.stream = asyncio.StreamWriter(s, {})
-        yield asyncio.core._io_queue.queue_write(s)
+        # asyncio internals (wait for the non-blocking connect), not in the stubs
+        yield asyncio.core._io_queue.queue_write(s)  # type: ignore[attr-defined]
 
     async def connect(self, host, port, clean=False):
         """Open the connection, CONNECT (3.1), wait for CONNACK (3.2). Returns session_present.
@@ -175,7 +178,8 @@ class Client:
         if self.password is not None:
             p = _put_str(b, p, self.password.encode())
         await self._send(p)
-        ack = await self.stream.readexactly(4)
+        # MicroPython has one Stream class (StreamReader is StreamWriter); the stubs split it
+        ack = await self.stream.readexactly(4)  # type: ignore[attr-defined]
         if len(ack) < 4:
             raise MQTTError("connection closed before CONNACK")
         if ack[0] != _CONNACK or ack[1] != 2:
@@ -333,7 +337,8 @@ class Client:
         p = self.parser
         try:
             while True:
-                n = await self.stream.readinto(self.rxmv[have:])
+                # one Stream class at run time (see _connect)
+                n = await self.stream.readinto(self.rxmv[have:])  # type: ignore[attr-defined]
                 if not n:
                     break
                 self.last_rx = time.ticks_ms()

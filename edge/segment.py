@@ -36,7 +36,7 @@ def footprint(size):
 
 def list_segments(d):
     """Sorted numbers of the segment files (`NNNNNNNN.seg`, lower-case hex) in directory d."""
-    nums = []
+    nums = []  # type: list
     try:
         names = os.listdir(d)
     except OSError:
@@ -142,7 +142,7 @@ def _uint(v):
 def load_state(root):
     """{"boot", "seq_hi", "acked": {category: seq}} with every field type-checked; a missing,
     oversized or malformed file (or field) reads as absent."""
-    st = {"boot": 0, "seq_hi": 1, "acked": {}}
+    st = {"boot": 0, "seq_hi": 1, "acked": {}}  # type: dict
     try:
         with open(root + "/" + STATE, "rb") as f:
             raw = f.read(_STATE_MAX)

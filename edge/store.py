@@ -66,8 +66,9 @@ class Store:
         self.rmv = memoryview(self.rbuf)
         self.head = bytearray(SEG_HEAD_LEN)
         # counters: every drop by reason and category (DESIGN.md 3, health status)
-        self.stats = {"appended": 0, "committed": 0, "commits": 0, "acked": 0, "deleted_segments": 0,
-                      "corrupt_records": 0, "torn_tails": 0, "bad_segments": 0, "dropped": {}}
+        self.stats = {"appended": 0, "committed": 0, "commits": 0, "acked": 0,  # type: dict
+                      "deleted_segments": 0, "corrupt_records": 0, "torn_tails": 0,
+                      "bad_segments": 0, "dropped": {}}
         self.last_commit = hal.ticks_ms()
         self.streams = []
         _mkdir(root)
@@ -382,6 +383,18 @@ class Store:
             if seg[0] >= s.aseg:
                 n += seg[3] - SEG_HEAD_LEN
         return n - (s.aoff - SEG_HEAD_LEN)
+
+    def unsent_bytes(self, cat):
+        """Committed bytes after the reader position: an upper bound on what fill() adds,
+        found without touching the filesystem (the forwarder's linger decision)."""
+        s = self.streams[cat]
+        n = 0
+        for seg in s.segs:
+            if seg[0] > s.rseg:
+                n += seg[3] - SEG_HEAD_LEN
+            elif seg[0] == s.rseg:
+                n += seg[3] - s.roff
+        return n
 
     def unsent(self, cat):
         s = self.streams[cat]

@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "memory": "host_tools.fwdbench:bench_memory",
     "store": "host_tools.store_bench:bench_store",
     "deploy": "host_tools.deploy:bench_deploy",
+    "replay": "host_tools.replay_bench:bench_replay",
 }
 
 

@@ -22,6 +22,8 @@ from edge import codec
 from host_tools.errors import ToolError
 
 _FLUSH_S = 2.0
+_GROUP_S = 1.0  # readings queued within this long go into TinyDB with one insert
+_GROUP_MAX = 100000
 
 
 class _DeviceSeqs:
@@ -191,20 +193,35 @@ class Collector:
 
     # --- the one TinyDB writer -------------------------------------------------------------
     def _writer(self) -> None:
+        # TinyDB rewrites a table's whole dict on every insert (O(n)), so inserts are grouped:
+        # everything queued within _GROUP_S goes in with one insert_multiple.
         table = self.db.table("readings")
         last_flush = time.monotonic()
-        while True:
+        done = False
+        while not done:
             try:
-                item = self.q.get(timeout=_FLUSH_S)
+                first = self.q.get(timeout=_FLUSH_S)
             except queue.Empty:
-                item = []
-            if item is None:
-                break
-            if item:
+                first = []
+            group = []
+            deadline = time.monotonic() + _GROUP_S
+            item = first
+            while True:
+                if item is None:
+                    done = True
+                    break
+                group.extend(item)
+                if len(group) >= _GROUP_MAX or time.monotonic() >= deadline:
+                    break
+                try:
+                    item = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+            if group:
                 table.insert_multiple(
                     {"device": d, "seq": s, "ts": t, "category": c, "channel": ch, "value": v,
                      "boot": self.boot_relative.get(d, {}).get(s)}
-                    for d, s, t, c, ch, v in item
+                    for d, s, t, c, ch, v in group
                 )
             if time.monotonic() - last_flush >= _FLUSH_S:
                 self._flush()

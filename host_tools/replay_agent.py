@@ -34,6 +34,9 @@ class ReplayAgentProcess(AgentProcess):
     module = "edge.replay_main"
 
 
+REPLAY_FLUSH_MS = 600000  # virtual ms
+
+
 def write_feed(path: str, items: list[tuple[int, bytes]]) -> int:
     """Write the feed file the replay HAL reads (format in edge/hal/replay.py); returns the
     timestamp of the last record in ms."""
@@ -173,6 +176,13 @@ def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) ->
             try:
                 cfg = agent_config(args.agent, feed_inputs(device, feed),
                                    mqtt={"host": b.host, "port": b.port})
+                # A replay has no power cuts, so the commit window only costs time: commit by
+                # count (flush_n) rather than every virtual second, unless the device config
+                # sets its own window. The readings, seqs and timestamps are the same either
+                # way (the digest does not change); a 24 h capture replays ~2x faster.
+                cfg.setdefault("store", {})
+                if "flush_ms" not in device.get("store", {}):
+                    cfg["store"]["flush_ms"] = REPLAY_FLUSH_MS
                 cfg["replay"] = {"wall0_ms": wall0_ms(meta, args.t_from_s), "max_step_ms": 1000,
                                  "consent": consent_state(cfg, args.grant)}
                 agent = ReplayAgentProcess(cfg, heap=args.heap, workdir=os.path.join(tmp, "agent"))

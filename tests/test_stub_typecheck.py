@@ -1,9 +1,11 @@
-"""Issue 6 item 8: the agent's input side (edge/hal/esp32.py, edge/bus, edge/sensors, inputs,
-deadband, clock, board) type-checks with mypy against micropython-esp32-stubs and the
-MicroPython stdlib stubs (used as the typeshed), so a wrong machine.* call fails `make test`."""
+"""Issue 6 item 8: the whole `edge` package type-checks with mypy against
+micropython-esp32-stubs and the MicroPython stdlib stubs (used as the typeshed), so a wrong
+machine.* call fails `make test`. Where the stubs are wrong or a module is unix-only, the line
+carries `# type: ignore[code]` with its reason (edge/ has no `typing` at run time)."""
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -11,8 +13,13 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CHECKED = ["edge/hal/esp32.py", "edge/bus", "edge/sensors", "edge/inputs.py", "edge/deadband.py",
-           "edge/clock.py", "edge/board.py", "edge/ticks.py", "edge/watchdog.py", "edge/health.py"]
+CHECKED = ["edge"]
+# Not checked (path regexes for mypy --exclude):
+EXCLUDED = [
+    # a CPython freeze script run by the firmware build (`module()` comes from it), never
+    # agent code; os.path is CPython-only, so it has no place under the MicroPython typeshed
+    r"^edge/manifest\.py$",
+]
 
 
 def _site_packages():
@@ -45,20 +52,26 @@ def _esp32_stub_dir(sp, dest):
     return dest, cfg
 
 
-def run_mypy(tmp_path, files):
+def run_mypy(tmp_path, files, exclude=()):
     sp = _site_packages()
     stubs, cfg = _esp32_stub_dir(sp, tmp_path / "esp32stubs")
     env = dict(os.environ, MYPYPATH=str(stubs))
     cmd = [sys.executable, "-m", "mypy", "--custom-typeshed-dir", str(sp), "--no-site-packages",
            "--explicit-package-bases", "--config-file", str(cfg), "--follow-imports=silent", "--no-incremental", "--check-untyped-defs",
            "--cache-dir", str(tmp_path / "cache")] + files
+    for pattern in exclude:
+        cmd += ["--exclude", pattern]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_input_side_is_clean_against_esp32_stubs(tmp_path):
-    r = run_mypy(tmp_path, CHECKED)
+def test_edge_is_clean_against_esp32_stubs(tmp_path):
+    r = run_mypy(tmp_path, CHECKED, EXCLUDED)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Success" in r.stdout
+    # every module of edge/ outside EXCLUDED was checked, not silently skipped
+    n = sum(1 for p in (ROOT / "edge").rglob("*.py")
+            if not any(re.search(x, p.relative_to(ROOT).as_posix()) for x in EXCLUDED))
+    assert "%d source files" % n in r.stdout, r.stdout
 
 
 def test_the_check_catches_a_wrong_machine_call(tmp_path):

@@ -25,7 +25,7 @@ class Hal:
         self._ntp_at = None  # simulate_ntp(): ms after start when NTP first succeeds
         self._wall_set = True
         self._wall0 = None  # wall ms at ticks _wall_t (wall_ms)
-        self._wall_t = 0
+        self._wall_t = time.ticks_ms()
 
     # -- clock ---------------------------------------------------------------------------------
     def ticks_ms(self):
@@ -164,7 +164,8 @@ class PtyUART:
     (0 when nothing) instead of blocking (../shared/TOOLCHAIN.md 6)."""
 
     def __init__(self, path):
-        import termios
+        # unix-only module, absent from the esp32 stubs
+        import termios  # type: ignore[import-not-found]
 
         self._f = open(path, "r+b")
         fd = self._f.fileno()

@@ -15,7 +15,7 @@ class Script:
         self._t0 = clock()
         self._const = None
         self._steps = None
-        self._wave = None
+        self._wave = (0, 0, 2)  # read only when _const and _steps are None: a dict script set it
         if isinstance(spec, int):
             self._const = spec
         elif isinstance(spec, list):
