@@ -4,6 +4,7 @@
 import asyncio
 import gc
 import json
+import sys
 
 from micropython import const
 
@@ -22,11 +23,19 @@ _DRAIN_TIMEOUT_MS = const(60000)
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
 
+def _all_done(sources):
+    for s in sources:
+        if not s.done():
+            return False
+    return True
+
+
 class Agent:
     def __init__(self, cfg, hal, out=print):
         self.cfg = cfg
         self.hal = hal
         self.out = out
+        self.stats_skipped = 0
         self.categories = config.category_ids(cfg)
         self.chan_cat = {}
         for ch in cfg["channels"]:
@@ -95,6 +104,10 @@ class Agent:
         sim = self.cfg["sim"]
         limit_ms = sim["seconds"] * 1000
         hb = self.wd.add("sampler")
+        # the run ends when every source is finite and done (a simulator's count, a replay)
+        finite = [s for s in self.sources if hasattr(s, "done")]
+        if len(finite) != len(self.sources):
+            finite = []
         while self.sampling:
             hb.beat()
             now = self.hal.ticks_ms()
@@ -102,8 +115,7 @@ class Agent:
             for src in self.sources:
                 n += src.poll(now, self.emit)
             self.store.tick(now)
-            done = [s for s in self.sources if hasattr(s, "done") and s.done()]
-            if (done and len(done) == len(self.sources)) or (
+            if (finite and _all_done(finite)) or (
                 limit_ms and self.hal.ticks_diff(now, self.t0) >= limit_ms
             ):
                 self.sampling = False
@@ -158,6 +170,16 @@ class Agent:
     def health(self, state):
         return self.healthmon.status(state)  # edge/health.py
 
+    def report(self, tag, doc):
+        """One `TAG {json}` line for the host. With the default output the JSON is streamed to
+        stdout, so no line-sized string is allocated on a tight heap (issue 4)."""
+        if self.out is print:
+            sys.stdout.write(tag)
+            json.dump(doc, sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            self.out(tag + json.dumps(doc))
+
     def log(self, msg):
         self.out("@log " + msg)
 
@@ -170,7 +192,11 @@ class Agent:
             await asyncio.sleep_ms(min(period, 1000))
             self.store.save_cursor()
             gc.collect()
-            self.out("@stats " + json.dumps(self.counters()))
+            try:
+                self.report("@stats ", self.counters())
+            except MemoryError:
+                # the stats line is for the host only: skip it rather than stop the agent
+                self.stats_skipped += 1
 
     async def main(self):
         # STYLE 7.1.9, on a tight heap: collect once a quarter of the free heap was allocated,
@@ -206,4 +232,4 @@ class Agent:
         await self.client.disconnect()
         for task in tasks:
             task.cancel()
-        self.out("@final " + json.dumps(self.counters()))
+        self.report("@final ", self.counters())
