@@ -1,3 +1,4 @@
+# edge-platform: unix  (deploy and the freeze manifest leave it off an ESP32)
 # Deterministic replay entry point (issue 8): `micropython -m edge.replay_main CONFIG.json`.
 # The real agent, with edge/hal/replay.py as its HAL: UARTs read a capture feed and the
 # clock is virtual, stepped here from one due chunk to the next instead of sleeping.

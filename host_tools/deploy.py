@@ -103,15 +103,34 @@ def compiler_for(mpy: int, micropython_version: str = "?") -> Compiler:
     return Compiler(found[0], version, sub, arch)
 
 
-def source_files(src: Path = EDGE_DIR) -> list[Path]:
+def module_platform(path: Path) -> str | None:
+    """The platform a module is for, from an `# edge-platform: NAME` line in its header
+    (the unix HAL, the flash emulator, the replay driver; the ESP32 HAL); None: every one."""
+    with open(path, encoding="utf-8") as f:
+        for _ in range(5):
+            line = f.readline()
+            if line.startswith("# edge-platform:"):
+                return line.split(":", 1)[1].split()[0]
+    return None
+
+
+def board_platform(board: dict) -> str:
+    return "unix" if board.get("chip") == "unix" else "esp32"
+
+
+def source_files(src: Path = EDGE_DIR, platform: str | None = None) -> list[Path]:
     """The agent's files, generated from the tree (never a hand list): every .py and .json
-    under edge/ except the freeze manifest, which is a build file."""
+    under edge/ except the freeze manifest, which is a build file, and, for a `platform`,
+    the modules marked for another one."""
     out = []
     for p in sorted(src.rglob("*")):
         if "__pycache__" in p.parts or not p.is_file():
             continue
-        if p.suffix in (".py", ".json") and p.relative_to(src) != Path("manifest.py"):
-            out.append(p)
+        if p.suffix not in (".py", ".json") or p.relative_to(src) == Path("manifest.py"):
+            continue
+        if platform and p.suffix == ".py" and module_platform(p) not in (None, platform):
+            continue
+        out.append(p)
     return out
 
 
@@ -146,7 +165,7 @@ def build_files(comp: Compiler | None, device: Path, board: dict,
     `comp=None` is a frozen deploy: the agent is in the firmware, only config goes over."""
     files: dict[str, bytes] = {}
     if comp is not None:
-        for p in source_files():
+        for p in source_files(platform=board_platform(board)):
             rel = p.relative_to(EDGE_DIR).as_posix()
             if p.suffix == ".py":
                 files[f"/lib/edge/{rel[:-3]}.mpy"] = compile_module(comp, p, f"edge/{rel}", cache)

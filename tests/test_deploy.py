@@ -153,7 +153,16 @@ def test_frozen_manifest_lists_the_tree(tmp_path):
     exec(compile((dp.EDGE_DIR / "manifest.py").read_text(), "manifest.py", "exec"), ns)
     assert "edge/main.py" in modules and "edge/manifest.py" not in modules
     assert sorted(modules) == sorted(f"edge/{p.relative_to(dp.EDGE_DIR).as_posix()}"
-                                     for p in dp.source_files() if p.suffix == ".py")
+                                     for p in dp.source_files(platform="esp32")
+                                     if p.suffix == ".py")
+
+
+def test_platform_modules_stay_off_the_other_platform():
+    esp = {p.relative_to(dp.EDGE_DIR).as_posix() for p in dp.source_files(platform="esp32")}
+    unix = {p.relative_to(dp.EDGE_DIR).as_posix() for p in dp.source_files(platform="unix")}
+    assert "hal/esp32.py" in esp and "hal/unix.py" not in esp and "hal/flashdev.py" not in esp
+    assert "hal/unix.py" in unix and "hal/esp32.py" not in unix
+    assert {"agent.py", "codec.py", "store.py", "mqtt.py", "hal/__init__.py"} <= esp & unix
 
 
 def test_bench_deploy_cli(capsys):

@@ -1,3 +1,4 @@
+# edge-platform: unix  (deploy and the freeze manifest leave it off an ESP32)
 # Emulated NOR flash for the unix port (issue 3): program = AND, erase = 0xFF, 4096-byte
 # blocks, 2 MiB like the ESP32 4 MB image's filesystem; RAM- or image-file-backed.
 # Block callbacks never allocate (littlefs may call them with the heap locked, TOOLCHAIN 3/8):

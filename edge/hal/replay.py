@@ -1,3 +1,4 @@
+# edge-platform: unix  (deploy and the freeze manifest leave it off an ESP32)
 # Replay HAL: the unix HAL with a virtual clock and UARTs fed from a capture (issue 8).
 # `edgectl replay --agent` converts a capture into a feed file; time only moves when the
 # replay driver (edge/replay_main.py) steps it, so every run yields the same readings.

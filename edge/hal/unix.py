@@ -1,3 +1,4 @@
+# edge-platform: unix  (deploy and the freeze manifest leave it off an ESP32)
 # Unix HAL: wall clock from the host, ticks (real or virtual), a filesystem root on the host
 # (VfsPosix), UARTs over ptys/ttys, and simulated I2C / 1-Wire / ADC / pulse inputs (issue 6).
 

@@ -1,3 +1,4 @@
+# edge-platform: unix  (deploy and the freeze manifest leave it off an ESP32)
 # Simulated hardware for the unix HAL (issue 6 items 1 and 3): values come from a script in the
 # config ("sim" of an input) or from a file; each device answers its real wire protocol so the
 # drivers in edge/sensors/ run unchanged on unix.
