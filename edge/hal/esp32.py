@@ -31,6 +31,8 @@ class Hal:
         self._wlan = None
         self._wifi = None
         self.reconnects = 0
+        self._sec = 0  # the last whole second time.time() gave, and the ticks when it began
+        self._sec_ticks = 0
 
     # -- clock ---------------------------------------------------------------------------------
     def ticks_ms(self):
@@ -40,11 +42,16 @@ class Hal:
         return time.ticks_diff(a, b)
 
     def wall_ms(self):
-        """Unix time in ms, or None until NTP has set the clock."""
+        """Unix time in ms, or None until NTP has set the clock. time.time() has whole
+        seconds here; the milliseconds come from ticks since that second was first seen."""
         s = time.time() + _EPOCH_OFFSET
         if s < _VALID_AFTER:
             return None
-        return s * 1000
+        now = time.ticks_ms()
+        if s != self._sec:
+            self._sec = s
+            self._sec_ticks = now  # type: ignore[assignment]  # ticks are small ints at run time
+        return s * 1000 + min(999, time.ticks_diff(now, self._sec_ticks))
 
     def ntp_sync(self, host="pool.ntp.org"):
         """One NTP attempt; True on success (edge/clock.py retries with backoff)."""
