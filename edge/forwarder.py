@@ -153,6 +153,40 @@ class Forwarder:
         for cat in range(len(self.categories)):
             self.store.rewind(cat)
 
+    async def _resend_ring(self):
+        """Re-send every batch of the ring the broker has not acknowledged, with its packet id
+        and DUP set (MQTT 3.1.1 4.4, 3.3.1.1). Payloads are rebuilt from the store rather than
+        kept in RAM: refilling from each category's cursor yields the same readings in the same
+        order. If the store no longer holds them (evicted, purged), fall back to _restart()."""
+        self.stats["resends"] += 1
+        for cat in range(len(self.categories)):
+            self.store.rewind(cat)
+        w = self.writer
+        # ring slots, oldest first; PUBACKs parsed during the re-send move the head
+        slots = [(self.head + j) % _RING for j in range(self.count)]
+        for k in slots:
+            if self.r_flags[k] & _F_STORED:
+                continue
+            cat = self.r_cat[k]
+            if not self.consent.allowed[cat]:
+                # revoked meanwhile: its readings were purged; never send them again
+                self.r_flags[k] |= _F_PUBACK | _F_STORED
+                continue
+            w.start(self.categories[cat], self.store.boot, 0)
+            self.cap.left = self.r_n[k]
+            self.cap.w = self.stamp or w
+            n, _seg, _off = self.store.fill(cat, self.cap)
+            if n != self.r_n[k] or w.last_seq != self.r_last[k]:
+                self._restart()
+                return
+            if self.r_flags[k] & _F_PUBACK:
+                continue  # acknowledged already: only its place in the store is skipped
+            self.stats["resent_batches"] += 1
+            await self.client.publish(self.topics[cat], w.finish(), 1, False, self.r_pid[k], True)
+        while self.count and self.r_flags[self.head] & _F_STORED:
+            self.head = (self.head + 1) % _RING
+            self.count -= 1
+
     def _stale(self):
         """End-to-end mode: the oldest acknowledged-by-broker batch waited too long."""
         if not self.e2e or not self.count:
@@ -171,9 +205,19 @@ class Forwarder:
             if not c.connected.is_set():
                 await c.connected.wait()
             if self.gen != c.stats["connects"]:
-                # a new connection: the broker may have died holding what it acknowledged
                 self.gen = c.stats["connects"]
-                self._restart()
+                if c.session_present and not self.e2e and self.count:
+                    # Case 1: the broker kept our session: MQTT-4.4.0-1, re-send what it has
+                    # not acknowledged under the original packet ids, DUP set.
+                    try:
+                        await self._resend_ring()
+                    except (OSError, MQTTError):
+                        continue
+                else:
+                    # Case 2: a new session (the broker restarted, or end-to-end mode, where
+                    # the broker may have died holding what it acknowledged): re-read from
+                    # each category's cursor under new packet ids.
+                    self._restart()
             elif self._stale():
                 self._restart()
             sent = False

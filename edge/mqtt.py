@@ -149,6 +149,8 @@ class Client:
             raise MQTTError("TLS handshake failed (certificate not trusted, expired, or wrong "
                             "hostname): %s" % str(e).strip())
 
+    session_present = False
+
     async def _connect(self, host, port, clean):
         self._close()
         await self._open(host, port)
@@ -195,7 +197,8 @@ class Client:
         self.connected.set()
         self.slot.set()
         self.task = asyncio.create_task(self._read_loop())
-        return bool(ack[2] & 1)
+        self.session_present = bool(ack[2] & 1)  # 3.2.2.2
+        return self.session_present
 
     async def _send(self, n):
         self.stream.write(self.txmv[:n])
