@@ -133,7 +133,8 @@ class Agent:
     # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out): edge/commands.py ----------
     def command_task(self):
         """Task: validate and execute commands, publish replies and consent receipts."""
-        return self.cmds.run()
+        offline = lambda: not self.client.connected.is_set()  # noqa: E731
+        return self.cmds.run(self.wd.add("commands", offline))
 
     # --- health ----------------------------------------------------------------------------
     def counters(self):
@@ -209,7 +210,9 @@ class Agent:
         if free < _TIGHT_HEAP:
             gc.threshold(free // 4)
         tasks = [
-            asyncio.create_task(self.link.run()),
+            # the link waits (connect timeout, backoff) only while offline: parked then
+            asyncio.create_task(self.link.run(
+                self.wd.add("link", lambda: not self.client.connected.is_set()))),
             asyncio.create_task(self.fwd.run()),
             asyncio.create_task(self.command_task()),
             asyncio.create_task(self.housekeeping()),

@@ -175,9 +175,12 @@ class Commands:
             # the broker holds the receipt: now the newly granted categories may be sent
             self.consent.release(item[3])
 
-    async def run(self):
-        """Task: execute queued commands, serve the local hook, publish replies/receipts."""
+    async def run(self, hb=None):
+        """Task: execute queued commands, serve the local hook, publish replies/receipts.
+        hb: its watchdog heartbeat (edge/watchdog.py)."""
         while True:
+            if hb is not None:
+                hb.beat()
             try:
                 await asyncio.wait_for_ms(self.event.wait(), _POLL_MS)
             except asyncio.TimeoutError:

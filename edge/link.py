@@ -74,11 +74,14 @@ class Link:
             await c.subscribe(self.fwd.ack_topic, 0)
         await self.agent.publish_status("online")
 
-    async def run(self):
-        """Task: keep the MQTT session up; keepalive pings and dead-link detection."""
+    async def run(self, hb=None):
+        """Task: keep the MQTT session up; keepalive pings and dead-link detection.
+        hb: its watchdog heartbeat (edge/watchdog.py)."""
         attempt = 0
         c = self.client
         while True:
+            if hb is not None:
+                hb.beat()
             if c.connected.is_set():
                 try:
                     await c.keepalive_check()

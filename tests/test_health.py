@@ -103,6 +103,13 @@ def test_hung_task_is_detected_and_reported_after_the_restart(micropython, broke
     assert st["boot"] == 2
 
 
+def test_hung_command_task_is_detected(micropython, broker, tmp_path):
+    r = _faulty("hung_commands", broker, "health-cmd", str(tmp_path))
+    assert r.returncode != 0, r.stdout
+    assert "@log watchdog: task commands silent for" in r.stdout, r.stdout
+    assert (tmp_path / "store.reset").read_text().split() == ["watchdog", "commands"]
+
+
 def test_blocked_event_loop_is_detected_by_the_watchdog_thread(micropython, broker, tmp_path):
     r = _faulty("blocked_loop", broker, "health-block", str(tmp_path))
     out = r.stdout

@@ -1,13 +1,13 @@
 # Runs the real agent (edge.main) with one fault injected, for tests/test_health.py:
 #   faulty_agent.py MODE CONFIG.json
-# MODE: "hung_forwarder" (the forwarder task stops making progress while the loop runs),
-# "blocked_loop" (the sampler blocks the event loop), "crash" (the sampler raises).
+# MODE: "hung_forwarder" / "hung_commands" (that task stops making progress while the loop
+# runs), "blocked_loop" (the sampler blocks the event loop), "crash" (the sampler raises).
 import sys
 import time
 
 import asyncio
 
-from edge import agent, forwarder, main
+from edge import agent, commands, forwarder, main
 
 mode = sys.argv[1]
 sys.argv.pop(1)  # edge.main reads the config path from argv[1]
@@ -28,8 +28,14 @@ async def _faulty_sampler(self):
         pass
 
 
+async def _hung_commands(self, hb=None):
+    await asyncio.Event().wait()  # never set: the command task stops, connected, no beat
+
+
 if mode == "hung_forwarder":
     forwarder.Forwarder.run = _hung_forwarder
+elif mode == "hung_commands":
+    commands.Commands.run = _hung_commands
 elif mode in ("blocked_loop", "crash"):
     agent.Agent.sampler = _faulty_sampler
 else:
