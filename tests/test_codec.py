@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from edge import codec
 from tests.conftest import ROOT, mp_json
+from tests.mp.record_scan import scan
 
 VEC = os.path.join(ROOT, "tests", "vectors")
 with open(os.path.join(VEC, "vectors.json")) as f:
@@ -75,20 +76,7 @@ def test_micropython_encodes_the_golden_bytes(micropython, tmp_path):
 
 def test_records_cpython():
     for vec in VECTORS["records"]:
-        data = _read(vec["file"])
-        out, off = [], 0
-        while off < len(data):
-            r = codec.check_record(data, off)
-            if r == 1:
-                out.append(list(codec.unpack_record(data, off)))
-                off += codec.REC_LEN
-            elif r == 0:
-                out.append("corrupt")
-                off += 1
-            else:
-                out.append("torn")
-                break
-        assert out == vec["expect"], vec["file"]
+        assert scan(_read(vec["file"])) == vec["expect"], vec["file"]
 
 
 readings = st.lists(

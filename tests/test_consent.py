@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import subprocess
 import tempfile
 import time
 
@@ -18,23 +17,16 @@ from host_tools import broker as broker_mod
 from host_tools.cli import main as cli_main
 from host_tools.collect import Collector
 from host_tools.consent import signed_bytes
-from host_tools.runner import edge_root, micropython_path, mp_env
 
 from tests.consent_rig import DEVICE, KEY, Rig
+from tests.store_mp import mp_last_json
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def mp_case(case: str, *args: str) -> dict:
     """Run one case of tests/mp/consent_unit.py in a fresh directory; returns its JSON."""
-    env = mp_env()
-    env["MICROPYPATH"] = ".frozen:" + edge_root()
     root = tempfile.mkdtemp(prefix="consent-unit-")
-    r = subprocess.run([micropython_path(), "-X", "heapsize=1M",
-                        os.path.join(HERE, "mp", "consent_unit.py"), case, root, *args],
-                       capture_output=True, text=True, timeout=60, env=env, cwd=root)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return mp_last_json("consent_unit.py", case, root, *args, heap="1M", timeout=60, cwd=root)
 
 
 def test_hmac_and_signed_bytes_match_cpython():
@@ -86,12 +78,7 @@ def test_consent_state_survives_power_cut(where, version):
 
 
 def _mp_script(name: str, *args: str) -> dict:
-    env = mp_env()
-    env["MICROPYPATH"] = ".frozen:" + edge_root()
-    r = subprocess.run([micropython_path(), "-X", "heapsize=4M", os.path.join(HERE, "mp", name),
-                        *args], capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return mp_last_json(name, *args, heap="4M", timeout=120)
 
 
 def test_consent_power_cut_at_every_flash_operation():

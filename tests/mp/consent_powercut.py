@@ -8,7 +8,6 @@
 #   2. no reading of a category the booted state denies is left to send (the boot finishes an
 #      interrupted purge);
 #   3. the receipt queued at boot states the enforced version and grants.
-import gc
 import json
 import sys
 import time
@@ -20,6 +19,8 @@ from edge.commands import Commands
 from edge.consent import Consent
 from edge.hal.flashdev import FlashDev
 from edge.store import Store
+
+from cutlib import abandon
 
 BLOCKS = 64
 CFG = config.load(None, {"device_id": "pc", "store": {"flush_n": 8, "segment_bytes": 600}})
@@ -119,18 +120,7 @@ def run(mem, cut_at, mount):
             v_after = a.consent.version
     except OSError:
         v_after = v_before
-    if a is not None:
-        for s in a.store.streams:
-            if s.active is not None:
-                try:
-                    s.active.close()
-                except OSError:
-                    pass
-    try:
-        vfs.umount(mount)
-    except OSError:
-        pass
-    gc.collect()
+    abandon(a.store if a is not None else None, mount)
     return dev.ops, dev.dead, v_before, v_after
 
 

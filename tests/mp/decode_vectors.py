@@ -3,6 +3,7 @@ import json
 import sys
 
 from edge import codec
+from record_scan import scan
 
 base = sys.argv[1]
 with open(base + "/vectors.json") as f:
@@ -20,18 +21,5 @@ for v in vectors["batches"]:
 for v in vectors["records"]:
     with open(base + "/" + v["file"], "rb") as f:
         data = f.read()
-    res = []
-    off = 0
-    while off < len(data):
-        r = codec.check_record(data, off)
-        if r == 1:
-            res.append(list(codec.unpack_record(data, off)))
-            off += codec.REC_LEN
-        elif r == 0:
-            res.append("corrupt")
-            off += 1
-        else:
-            res.append("torn")
-            break
-    out[v["file"]] = res
+    out[v["file"]] = scan(data)
 print(json.dumps(out))

@@ -8,7 +8,6 @@
 #   (append `broken` to run against a store whose commit does not flush: must fail)
 # The last stdout line is a JSON summary; "violations" must be 0.
 
-import gc
 import json
 import sys
 import time
@@ -18,6 +17,8 @@ import vfs
 from edge import codec, config
 from edge.hal.flashdev import FlashDev
 from edge.store import Store
+
+from cutlib import abandon
 
 BLOCKS = 96  # 384 KiB: small, so quotas, eviction and block reuse happen within the workload
 CFG = config.load(None, {
@@ -184,19 +185,8 @@ def trial(mem, base, ref, k, torn, errs):
         errs.append("k=%d: workload finished without a cut" % k)
         return 1
     # abandoned open files: close them while the device is dead, then let GC finalise
-    if run.store is not None:
-        for s in run.store.streams:
-            if s.active is not None:
-                try:
-                    s.active.close()
-                except OSError:
-                    pass
-    try:
-        vfs.umount("/c")
-    except OSError:
-        pass
+    abandon(run.store, "/c")
     run.store = None
-    gc.collect()
     need = musts[x - 1] if x else [set(), set()]
     after = musts[x] if x < len(musts) else need
     return check(mem, run, [need[c] & after[c] for c in range(2)], k, errs)

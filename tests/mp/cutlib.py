@@ -1,0 +1,21 @@
+# Shared by the power-cut harnesses (powercut.py, consent_powercut.py): after a cut the device
+# is dead; close the store's abandoned segment files while it is (their errors are expected)
+# and unmount, so GC finalisers do not run later against a new device (TOOLCHAIN.md 3).
+import gc
+
+import vfs
+
+
+def abandon(store, mount):
+    if store is not None:
+        for s in store.streams:
+            if s.active is not None:
+                try:
+                    s.active.close()
+                except OSError:
+                    pass
+    try:
+        vfs.umount(mount)
+    except OSError:
+        pass
+    gc.collect()
