@@ -13,10 +13,10 @@ from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
 from edge.health import TOPIC_ROOM, Health
-from edge.link import Link, make_client
+from edge.mqtt.link import Link, make_client
 from edge.minimise import Minimiser
-from edge.mqtt import MQTTError
-from edge.store import Store
+from edge.mqtt.client import MQTTError
+from edge.store.store import Store
 
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
@@ -53,7 +53,7 @@ class Agent:
         self.fwd = Forwarder(self.store, self.client, self.consent, cfg, self.categories)
         self.cmds = Commands(self, root)  # issue 5: validation, consent, receipts
         self.client.on_message = self.cmds.on_message
-        self.link = Link(self)  # the connection supervisor (edge/link.py), wraps on_message
+        self.link = Link(self)  # the connection supervisor (edge/mqtt/link.py), wraps on_message
         self.sources = self._build_sources()
         self.sampled = 0
         self.unknown_channel = 0
@@ -76,7 +76,7 @@ class Agent:
             from edge import inputs
 
             return inputs.build(self.cfg, self.hal)
-        from edge.sim import SimFridge
+        from edge.sensors.simfridge import SimFridge
 
         return [SimFridge(self.cfg, self.hal)]
 

@@ -9,7 +9,7 @@ from micropython import const
 
 from edge import codec
 from edge.consent import StaleVersion
-from edge.mqtt import MQTTError
+from edge.mqtt.client import MQTTError
 
 _QUEUE_MAX = const(8)  # commands waiting; more are dropped and counted
 _OUTBOX_MAX = const(16)  # replies and receipts waiting for the connection

@@ -9,7 +9,7 @@ from array import array
 from micropython import const
 
 from edge import codec
-from edge.mqtt import MQTTError
+from edge.mqtt.client import MQTTError
 
 _IDLE_MS = const(20)
 _FULL_MS = const(2)

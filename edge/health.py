@@ -11,8 +11,8 @@ import struct
 from micropython import const
 
 from edge import codec
-from edge.mqtt import MQTTError
-from edge.segment import SEG_HEAD_LEN, seg_name
+from edge.mqtt.client import MQTTError
+from edge.store.segment import SEG_HEAD_LEN, seg_name
 
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
 _STEP_MS = const(500)  # heartbeat interval, well inside any watchdog timeout (>= 2000 ms)

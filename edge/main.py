@@ -1,5 +1,5 @@
 # Agent entry point. On a board, /main.py calls run("/config.json"); on unix the host runs
-# `micropython -m edge.main CONFIG.json` (host_tools/runner.py).
+# `micropython -m edge.main CONFIG.json` (host_tools/agent/run.py).
 
 import asyncio
 import sys

@@ -13,9 +13,7 @@ for _dir, _subdirs, _files in os.walk(_here):
         _path = os.path.join(_dir, _name)
         if not _name.endswith(".py") or _path == os.path.join(_here, "manifest.py"):
             continue
-        with open(_path) as _f:
-            _head = "".join(_f.readline() for _ in range(5))
-        if "# edge-platform: unix" in _head:
+        if _path.startswith(os.path.join(_here, "hal", "unix") + os.sep):
             continue  # unix HAL, flash emulator, replay driver: not for the firmware
         _rel = os.path.relpath(_path, os.path.dirname(_here))
         module(_rel, base_path=os.path.dirname(_here), opt=3)

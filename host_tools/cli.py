@@ -11,21 +11,21 @@ from host_tools.errors import ToolError
 # Each command module exposes `register(subparsers)`, which adds its sub-command(s) and sets
 # `func` to a handler returning an int exit code. Add one line here per module.
 COMMAND_MODULES = [
-    "host_tools.broker",
-    "host_tools.collect",
-    "host_tools.runner",
-    "host_tools.demo",
-    "host_tools.consent",
-    "host_tools.bench",
-    "host_tools.dump",
-    "host_tools.flash",
-    "host_tools.deploy",
-    "host_tools.vboard",
-    "host_tools.provision",
-    "host_tools.capture",
-    "host_tools.capconvert",
-    "host_tools.replay",
-    "host_tools.simulate",
+    "host_tools.backend.broker",
+    "host_tools.backend.collect",
+    "host_tools.agent.run",
+    "host_tools.agent.demo",
+    "host_tools.backend.consent",
+    "host_tools.bench.cli",
+    "host_tools.board.dump",
+    "host_tools.board.flash",
+    "host_tools.board.deploy",
+    "host_tools.board.vboard",
+    "host_tools.backend.provision",
+    "host_tools.captures.capture",
+    "host_tools.captures.convert",
+    "host_tools.captures.replay_command",
+    "host_tools.captures.simulate",
 ]
 
 

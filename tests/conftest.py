@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from host_tools import broker as broker_mod
+from host_tools.backend import broker as broker_mod
 from host_tools.errors import ToolError
-from host_tools.runner import edge_root, micropython_path, mp_env
+from host_tools.paths import edge_root, micropython_path, mp_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,10 +11,11 @@ import tempfile
 import threading
 import time
 
-from host_tools import broker as broker_mod
-from host_tools.collect import Collector
-from host_tools.consent import make_update
-from host_tools.runner import agent_config, edge_root, micropython_path, mp_env
+from host_tools.agent.run import agent_config
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.collect import Collector
+from host_tools.backend.consent import make_update
+from host_tools.paths import edge_root, micropython_path, mp_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICE = "consent-0001"

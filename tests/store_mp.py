@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 
-from host_tools.runner import edge_root, micropython_path, mp_env
+from host_tools.paths import edge_root, micropython_path, mp_env
 
 MP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mp")
 

@@ -69,15 +69,28 @@ def test_edge_imports_only_device_modules(mod):
             assert n.split(".")[0] not in FORBIDDEN, f"{mod} imports {n}"
 
 
-def test_host_imports_only_the_codec_from_edge():
-    for fn in os.listdir(os.path.join(ROOT, "host_tools")):
-        if not fn.endswith(".py"):
-            continue
-        tree = ast.parse(open(os.path.join(ROOT, "host_tools", fn)).read())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edge"):
-                assert node.module == "edge" and {a.name for a in node.names} <= {"codec"}, (
-                    f"host_tools/{fn} imports {node.module}")
-            if isinstance(node, ast.Import):
-                for a in node.names:
-                    assert not a.name.startswith("edge.") or a.name == "edge.codec", fn
+def host_modules():
+    """Every .py under host_tools/, recursively (board-side `mp/` scripts excluded: they run
+    under MicroPython and import the agent on purpose)."""
+    out = []
+    for dirpath, dirs, files in os.walk(os.path.join(ROOT, "host_tools")):
+        dirs[:] = sorted(d for d in dirs if d not in ("mp", "__pycache__"))
+        out += [os.path.join(dirpath, fn) for fn in sorted(files) if fn.endswith(".py")]
+    return out
+
+
+def test_host_tree_is_walked_recursively():
+    rel = {os.path.relpath(p, ROOT) for p in host_modules()}
+    assert "host_tools/backend/collect.py" in rel and "host_tools/cli.py" in rel
+
+
+@pytest.mark.parametrize("path", host_modules(), ids=lambda p: os.path.relpath(p, ROOT))
+def test_host_imports_only_the_codec_from_edge(path):
+    tree = ast.parse(open(path).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edge"):
+            assert node.module == "edge" and {a.name for a in node.names} <= {"codec"}, (
+                f"{path} imports {node.module}")
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                assert not a.name.startswith("edge.") or a.name == "edge.codec", path

@@ -1,15 +1,15 @@
 """Issue 6 item 9, end to end: the agent (`edge.main` under unix MicroPython, started by
-host_tools.runner) reads a line-protocol stream, a Tuya MCU and a Modbus RTU slave from ptys
+host_tools.agent.run) reads a line-protocol stream, a Tuya MCU and a Modbus RTU slave from ptys
 via an `inputs` config, and the mapped readings reach the collector through a real broker."""
 
 import struct
 import threading
 import time
 
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.collect import Collector
 from tests.appliance_sim import ModbusSlaveSim, Pty, TuyaMCUSim, tuya_dp, tuya_frame
-from host_tools import broker as broker_mod
-from host_tools.collect import Collector
-from host_tools.runner import AgentProcess, agent_config
 
 DEVICE = "washer-e2e"
 

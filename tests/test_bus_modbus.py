@@ -3,9 +3,9 @@ exception responses, timeouts, retries, CRC errors. The pty slave test is in tes
 
 import pytest
 
-from tests.appliance_sim import modbus_crc, modbus_exception, modbus_response
 from edge.bus.crc import crc16_modbus
 from edge.bus.modbus import ModbusMaster
+from tests.appliance_sim import modbus_crc, modbus_exception, modbus_response
 
 READS = [{"fn": 4, "addr": 0x0100, "count": 4,
           "map": {"256": 20, "257": {"ch": 21, "type": "i16"}, "258": {"ch": 22, "type": "u32"}}},

@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from tests.appliance_sim import tuya_dp, tuya_frame
 from edge.bus.tuya import TuyaMCU
+from tests.appliance_sim import tuya_dp, tuya_frame
 
 DPS = {"1": 10, "2": {"ch": 11, "mul": 10}, "3": {"ch": 12, "map": {"idle": 0, "wash": 1}},
        "4": 13, "5": 14, "6": {"ch": 15, "raw": {"offset": 1, "size": 2, "signed": True}},

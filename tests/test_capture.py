@@ -15,8 +15,9 @@ import pytest
 import serial
 
 import host_tools  # noqa: F401  (registers replay://)
-from host_tools import capconvert, capfile, simulate
-from host_tools.frames import FrameCounter
+from host_tools.captures import capfile, simulate
+from host_tools.captures import convert as capconvert
+from host_tools.captures.frames import FrameCounter
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from host_tools import broker as broker_mod
-from host_tools.e2e import AckingCollector
-from host_tools.runner import AgentProcess, agent_config
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.e2e import AckingCollector
 
 DEVICE = "chaos-0001"
 

@@ -11,9 +11,9 @@ import pytest
 
 from edge import codec
 from edge.clock import Clock, Stamper, from_config
-from host_tools import broker as broker_mod
-from host_tools.collect import Collector
-from host_tools.runner import AgentProcess, agent_config
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.collect import Collector
 
 UNSYNCED = codec.FLAG_CLOCK_UNSYNCED
 

@@ -13,14 +13,12 @@ import time
 import pytest
 
 from edge import codec
-from host_tools import broker as broker_mod
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.collect import Collector
+from host_tools.backend.consent import signed_bytes
 from host_tools.cli import main as cli_main
-from host_tools.collect import Collector
-from host_tools.consent import signed_bytes
-
 from tests.consent_rig import DEVICE, KEY, Rig
 from tests.store_mp import mp_last_json
-
 
 
 def mp_case(case: str, *args: str) -> dict:
@@ -82,7 +80,7 @@ def _mp_script(name: str, *args: str) -> dict:
 
 
 def test_consent_power_cut_at_every_flash_operation():
-    """The store's emulated NOR flash (edge/hal/flashdev.py): a cut at every program/erase of a
+    """The store's emulated NOR flash (edge/hal/unix/flashdev.py): a cut at every program/erase of a
     consent workload; after each reboot the state is the old or the new version, whole, no
     denied category has readings left to send, and the boot receipt says what is enforced."""
     res = _mp_script("consent_powercut.py")

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from host_tools import broker as broker_mod
 from host_tools import cli
-from host_tools import deploy as dp
-from host_tools.collect import Collector
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.collect import Collector
+from host_tools.board import deploy as dp
 from host_tools.errors import ToolError
 
 try:  # tests/ may or may not be a package
@@ -160,9 +160,10 @@ def test_frozen_manifest_lists_the_tree(tmp_path):
 def test_platform_modules_stay_off_the_other_platform():
     esp = {p.relative_to(dp.EDGE_DIR).as_posix() for p in dp.source_files(platform="esp32")}
     unix = {p.relative_to(dp.EDGE_DIR).as_posix() for p in dp.source_files(platform="unix")}
-    assert "hal/esp32.py" in esp and "hal/unix.py" not in esp and "hal/flashdev.py" not in esp
-    assert "hal/unix.py" in unix and "hal/esp32.py" not in unix
-    assert {"agent.py", "codec.py", "store.py", "mqtt.py", "hal/__init__.py"} <= esp & unix
+    assert "hal/esp32.py" in esp and "hal/unix/hal.py" not in esp
+    assert "hal/unix/flashdev.py" not in esp
+    assert "hal/unix/hal.py" in unix and "hal/esp32.py" not in unix
+    assert {"agent.py", "codec.py", "store/store.py", "mqtt/client.py", "hal/__init__.py"} <= esp & unix
 
 
 def test_bench_deploy_cli(capsys):

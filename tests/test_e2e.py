@@ -2,9 +2,9 @@
 
 import json
 
-from host_tools import broker as broker_mod
-from host_tools.collect import Collector
-from host_tools.runner import AgentProcess, agent_config
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.collect import Collector
 
 
 def _run(broker, device, count, rate=5000, **extra):

@@ -10,13 +10,13 @@ import shlex
 import pytest
 
 from host_tools import cli
-from host_tools.flash import BOARDS_DIR, load_board, parse_offset
+from host_tools.board.flash import BOARDS_DIR, load_board, parse_offset
 
 ESP_BOARDS = sorted(p.stem for p in BOARDS_DIR.glob("*.json") if load_board(p.stem)["chip"].startswith("esp"))
 
 
 def run(argv, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["host_tools.flash"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["host_tools.board.flash"])
     rc = cli.main(argv)
     out, err = capsys.readouterr()
     return rc, out, err

@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from host_tools import fwdbench
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.bench import forward as fwdbench
 from host_tools.errors import ToolError
-from host_tools.runner import AgentProcess, agent_config, edge_root
-
+from host_tools.paths import edge_root
 
 
 def test_bench_forward_figures(micropython, monkeypatch):
@@ -55,7 +55,7 @@ def _run_in_heap(micropython, broker, tmp_path, monkeypatch, headroom):
     heap = code + headroom
     cfg = agent_config("unix-sim", mqtt={"host": broker.host, "port": broker.port},
                        sim={"rate_hz": 5000, "count": 30000})
-    monkeypatch.setattr("host_tools.runner.edge_root", lambda: tree)  # run the .mpy tree
+    monkeypatch.setattr("host_tools.paths.edge_root", lambda: tree)  # run the .mpy tree
     a = AgentProcess(cfg, heap=str(heap)).start()
     try:
         a.wait(120)

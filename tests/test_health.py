@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from host_tools.collect import Collector
-from host_tools.runner import AgentProcess, agent_config
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.backend.collect import Collector
 from tests.conftest import ROOT, run_mp
 
 FAULTY = os.path.join(ROOT, "tests", "mp", "faulty_agent.py")

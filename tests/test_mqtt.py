@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from host_tools import broker as broker_mod
-from host_tools.proxy import FaultProxy
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.proxy import FaultProxy
 from tests.conftest import ROOT, mp_json
 
 MP = os.path.join(ROOT, "tests", "mp")
@@ -95,7 +95,7 @@ def test_blackholed_link_detected_within_1_5x_keepalive(micropython, broker):
     ka = 2
     with FaultProxy(broker.port) as px:
         env_cmd = [micropython, CLIENT, "blackhole", "127.0.0.1", str(px.port), str(ka)]
-        from host_tools.runner import mp_env
+        from host_tools.paths import mp_env
 
         env = mp_env()
         env["MICROPYPATH"] += ":" + MP

@@ -9,7 +9,7 @@ import struct
 import threading
 
 from edge import codec
-from host_tools.runner import AgentProcess, agent_config
+from host_tools.agent.run import AgentProcess, agent_config
 
 
 def _read_packet(conn: socket.socket) -> tuple[int, bytes] | None:

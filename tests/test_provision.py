@@ -9,9 +9,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 
-from host_tools import broker as broker_mod
 from host_tools import cli
-from host_tools.provision import mosquitto_hash, provision
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.provision import mosquitto_hash, provision
 
 
 def _client(port, user, password):

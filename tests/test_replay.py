@@ -12,7 +12,7 @@ import time
 import tty
 from pathlib import Path
 
-from host_tools import capfile, capture, replay
+from host_tools.captures import capfile, capture, replay
 from tests.test_capture import ROOT, make_capture
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import simulate
+from host_tools.captures import simulate
 from tests.test_capture import ROOT, edgectl
 
 SAMPLES = ROOT / "samples"

@@ -1,5 +1,5 @@
 """Sensor drivers (edge/sensors/) against their simulated unix counterparts
-(edge/hal/unix_sim.py), on a virtual clock; plus the same under unix MicroPython."""
+(edge/hal/unix/sim.py), on a virtual clock; plus the same under unix MicroPython."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from edge.bus.crc import crc8_maxim, crc8_sensirion
-from edge.hal import unix_sim
+from edge.hal.unix import sim as unix_sim
 from edge.sensors.adc import ADCChannel
 from edge.sensors.ds18b20 import DS18B20
 from edge.sensors.pulse import PulseCounter
@@ -110,7 +110,7 @@ def test_pulse_counter_total_and_delta():
 def test_sensors_and_deadband_under_micropython(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(
-        "from edge.hal.unix import Hal\nfrom edge import inputs\n"
+        "from edge.hal.unix.hal import Hal\nfrom edge import inputs\n"
         "h = Hal()\nh.use_virtual_clock(0)\n"
         "cfg = {'board': 'unix-sim', 'channels': [{'id': 1, 'name': 't', 'category': 'essential',"
         " 'deadband': 50}], 'inputs': [\n"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from edge import codec
-from host_tools import dump
+from host_tools.board import dump
 from tests.store_mp import mp_last_json, mp_run
 
 FUZZ_CASES = 10_000
@@ -100,7 +100,7 @@ def test_recovery_and_dump_never_crash_on_10000_mutated_store_files(micropython,
 def test_store_frames_are_byte_identical_to_the_codec(micropython, tmp_path):
     script = tmp_path / "seal.py"
     script.write_text(
-        "import struct\nfrom edge import codec, segment\n"
+        "import struct\nfrom edge import codec\nfrom edge.store import segment\n"
         "a = bytearray(28 * 40); b = bytearray(28 * 40)\n"
         "for i in range(40):\n"
         "    v = (i * 2654435761) % 4294967296\n"

@@ -12,9 +12,9 @@ import tempfile
 
 import pytest
 
-from host_tools import broker as broker_mod
-from host_tools.broker import free_port, wait_listening
-from host_tools.runner import AgentProcess, agent_config
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.broker import free_port, wait_listening
 from tests.conftest import ROOT, mp_json
 
 x509 = pytest.importorskip("cryptography.x509")

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import serial
 
-from host_tools.vboard import spawn
+from host_tools.board.vboard import spawn
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 
 
 class VBoard:
-    """A `python -m host_tools.vboard` subprocess (same code as `edgectl vboard`)."""
+    """A `python -m host_tools.board.vboard` subprocess (same code as `edgectl vboard`)."""
 
     def __init__(self, tmp: Path, image: Path | None = None):
         self.link = tmp / "ttyVB0"

@@ -8,5 +8,5 @@ def load():
     if sys.platform in ("esp32",):
         from edge.hal import esp32 as impl
     else:
-        from edge.hal import unix as impl
+        from edge.hal.unix import hal as impl
     return impl.Hal()

@@ -1,6 +1,5 @@
-# edge-platform: esp32  (deploy leaves it off a unix board)
 # ESP32 HAL (issue 6 item 1): machine.UART / I2C / ADC / Pin / WDT, onewire, network.WLAN with
-# reconnect, ntptime, reset cause. Same method names and signatures as edge/hal/unix.py; only
+# reconnect, ntptime, reset cause. Same method names and signatures as edge/hal/unix/hal.py; only
 # this file knows it runs on an ESP32. Checked against micropython-esp32-stubs (tests/
 # test_stub_typecheck.py).
 

@@ -1,4 +1,4 @@
-# Consent power cuts (issue 5) on the store's emulated NOR flash (edge/hal/flashdev.py, the
+# Consent power cuts (issue 5) on the store's emulated NOR flash (edge/hal/unix/flashdev.py, the
 # harness of issue 3): a workload of consent updates and readings runs through the real
 # Commands/Consent/Store; power is cut at every flash operation K; a new device boots over the
 # surviving bytes. Usage: consent_powercut.py [broken] -> one JSON line, "violations" must be 0.
@@ -13,14 +13,13 @@ import sys
 import time
 
 import vfs
+from cutlib import abandon
 
 from edge import config
 from edge.commands import Commands
 from edge.consent import Consent
-from edge.hal.flashdev import FlashDev
-from edge.store import Store
-
-from cutlib import abandon
+from edge.hal.unix.flashdev import FlashDev
+from edge.store.store import Store
 
 BLOCKS = 64
 CFG = config.load(None, {"device_id": "pc", "store": {"flush_n": 8, "segment_bytes": 600}})

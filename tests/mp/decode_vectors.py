@@ -2,8 +2,9 @@
 import json
 import sys
 
-from edge import codec
 from record_scan import scan
+
+from edge import codec
 
 base = sys.argv[1]
 with open(base + "/vectors.json") as f:

@@ -2,10 +2,9 @@
 #   faulty_agent.py MODE CONFIG.json
 # MODE: "hung_forwarder" / "hung_commands" (that task stops making progress while the loop
 # runs), "blocked_loop" (the sampler blocks the event loop), "crash" (the sampler raises).
+import asyncio
 import sys
 import time
-
-import asyncio
 
 from edge import agent, commands, forwarder, main
 

@@ -1,10 +1,10 @@
-# Feed the client's inbound parser (edge.mqtt_rx) N malformed, truncated and oversized packets
+# Feed the client's inbound parser (edge.mqtt.parser) N malformed, truncated and oversized packets
 # in-process (issue 4 fuzz). Prints one JSON line with the counts.
 import json
 import random
 import sys
 
-from edge.mqtt_rx import REASONS, Parser
+from edge.mqtt.parser import REASONS, Parser
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
 random.seed(int(sys.argv[2]) if len(sys.argv) > 2 else 4)

@@ -1,4 +1,4 @@
-# Drive edge.mqtt.Client against a test broker (issue 4 tests). Modes:
+# Drive edge.mqtt.client.Client against a test broker (issue 4 tests). Modes:
 #   reconnect HOST PORT K         connect K times; the scripted fake broker breaks each session
 #   tls HOST PORT CA.der HOSTNAME connect once over TLS, publish one QoS 1 message
 #   auth HOST PORT USER PASS SECS run the Link supervisor with these credentials for SECS
@@ -11,7 +11,7 @@ import sys
 import time
 
 from edge import codec
-from edge.mqtt import Client, MQTTError, tls_context
+from edge.mqtt.client import Client, MQTTError, tls_context
 
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 out = {}
@@ -66,7 +66,7 @@ async def pub(user, password, topic):
 
 async def auth(user, password, secs):
     from edge import config
-    from edge.link import Link, make_client
+    from edge.mqtt.link import Link, make_client
 
     class _Fwd:
         e2e = False

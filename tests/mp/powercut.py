@@ -13,12 +13,11 @@ import sys
 import time
 
 import vfs
+from cutlib import abandon
 
 from edge import codec, config
-from edge.hal.flashdev import FlashDev
-from edge.store import Store
-
-from cutlib import abandon
+from edge.hal.unix.flashdev import FlashDev
+from edge.store.store import Store
 
 BLOCKS = 96  # 384 KiB: small, so quotas, eviction and block reuse happen within the workload
 CFG = config.load(None, {

@@ -12,7 +12,7 @@ import sys
 import time
 
 from edge import codec, config
-from edge.store import Store
+from edge.store.store import Store
 
 
 class Hal:

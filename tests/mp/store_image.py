@@ -1,4 +1,4 @@
-# Build a store on a file-backed emulated flash, as the unix agent does (edge.hal.unix):
+# Build a store on a file-backed emulated flash, as the unix agent does (edge.hal.unix.hal):
 #   micropython store_image.py IMAGE N [BOOTS]  -> N readings per boot, BOOTS boots (default 1)
 # Prints a JSON line per boot: {"boot", "first", "last", "recovered"} (readings read back).
 
@@ -9,8 +9,8 @@ import time
 import vfs
 
 from edge import codec, config
-from edge.hal.flashdev import FlashDev, mount
-from edge.store import Store
+from edge.hal.unix.flashdev import FlashDev, mount
+from edge.store.store import Store
 
 
 class Hal:

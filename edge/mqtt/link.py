@@ -1,0 +1,117 @@
+# Connection supervisor (issue 4): builds the MQTT client from config (TLS, credentials, Last
+# Will), keeps the persistent session up with capped exponential backoff + full jitter, keepalive.
+
+import asyncio
+import random
+
+from micropython import const
+
+from edge import codec
+from edge.mqtt.client import Client, MQTTError, tls_context
+
+_BACKOFF_BASE_MS = const(250)
+_BACKOFF_CAP_MS = const(4000)  # resume within 5 s of the broker's return (DESIGN.md 6)
+_TICK_MS = const(100)
+_RC_BAD_AUTH = const(4)
+_RC_NOT_AUTHORISED = const(5)
+
+
+def backoff_ms(attempt, floor=0):
+    """Exponential backoff with full jitter: uniform in [floor, min(cap, base * 2^attempt)]."""
+    ceiling = min(_BACKOFF_CAP_MS, _BACKOFF_BASE_MS << min(attempt, 10))
+    if floor >= ceiling:
+        ceiling = _BACKOFF_CAP_MS  # a floor (refused login) jitters between floor and the cap
+    return floor + ((random.getrandbits(16) * (ceiling - floor)) >> 16)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def make_client(cfg, max_packet):
+    """The device's client: client id = device id, persistent session, optional TLS."""
+    m = cfg["mqtt"]
+    tls = None
+    t = m.get("tls")
+    if t:
+        # DER only: this MicroPython has no PEM parser (TOOLCHAIN 4); the host converts
+        ctx = tls_context(_read(t["ca"]), _read(t["cert"]) if t.get("cert") else None,
+                          _read(t["key"]) if t.get("key") else None)
+        tls = (ctx, t.get("server_hostname") or m["host"])
+    return Client(cfg["device_id"], max_packet, m["window"], m["keepalive"], m.get("user"),
+                  m.get("password"), tls)
+
+
+class Link:
+    """Owns the connection life cycle of `agent.client`; `run()` is the supervisor task."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.client = agent.client
+        self.fwd = agent.fwd
+        cfg = agent.cfg
+        self.host = cfg["mqtt"]["host"]
+        self.port = cfg["mqtt"]["port"]
+        self.cmd_topic = codec.topic(cfg["mqtt"]["prefix"], cfg["device_id"], "cmd", "#")
+        self.stats = {"connect_failures": 0, "auth_failures": 0, "tls_failures": 0}
+        self.last_error = ""
+        self.inner = self.client.on_message
+        self.client.on_message = self._dispatch
+
+    def _dispatch(self, topic, payload):
+        if topic == self.fwd.ack_topic:
+            self.fwd.on_ack(payload)
+        elif self.inner:
+            self.inner(topic, payload)
+
+    async def _session(self):
+        """CONNECT (clean session off, 3.1.2.4), subscribe, birth message."""
+        c = self.client
+        await c.connect(self.host, self.port, clean=False)
+        await c.subscribe(self.cmd_topic)
+        if self.fwd.e2e:
+            await c.subscribe(self.fwd.ack_topic, 0)
+        await self.agent.publish_status("online")
+
+    async def run(self, hb=None):
+        """Task: keep the MQTT session up; keepalive pings and dead-link detection.
+        hb: its watchdog heartbeat (edge/watchdog.py)."""
+        attempt = 0
+        c = self.client
+        while True:
+            if hb is not None:
+                hb.beat()
+            if c.connected.is_set():
+                try:
+                    await c.keepalive_check()
+                except OSError:
+                    c._close()
+                await asyncio.sleep_ms(_TICK_MS)
+                continue
+            floor = 0
+            try:
+                await self._session()
+                attempt = 0
+                self.agent.reconnects += 1
+                continue
+            except MQTTError as e:
+                msg = str(e)
+                if e.code in (_RC_BAD_AUTH, _RC_NOT_AUTHORISED):
+                    # a refused login will not heal by retrying fast: back off at least half
+                    # the cap so a wrong password never becomes a hot loop
+                    self.stats["auth_failures"] += 1
+                    msg += ": check mqtt.user / mqtt.password and the broker's ACL"
+                    floor = _BACKOFF_CAP_MS // 2
+                elif msg.startswith("TLS"):
+                    self.stats["tls_failures"] += 1
+                    floor = _BACKOFF_CAP_MS // 2
+            except OSError as e:
+                msg = "connect to %s:%d failed: %r" % (self.host, self.port, e)
+            c._close()
+            self.stats["connect_failures"] += 1
+            if msg != self.last_error or self.stats["connect_failures"] % 20 == 1:
+                self.agent.log("mqtt: " + msg)
+            self.last_error = msg
+            await asyncio.sleep_ms(backoff_ms(attempt, floor))
+            attempt += 1

@@ -1,0 +1,434 @@
+# Durable reading store: one append-only segment stream per consent category (DESIGN.md 3,
+# docs/FORMAT.md 2). commit() is the durability point; the ack cursor deletes whole segments.
+
+import os
+import struct
+
+from micropython import const
+
+from edge import codec
+from edge.store import segment
+from edge.store.segment import BLOCK, SEG_HEAD_LEN, footprint, seg_name
+
+_SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never reused
+_READ_BUF = const(2048)
+_ENOSPC = const(28)
+_FRAME = segment.FRAME_FMT
+_CURSOR_MS = const(10000)  # cursor writes at most this often (save_cursor)
+
+
+class StoreError(Exception):
+    pass
+
+
+class _Stream:
+    """The segments of one category, oldest first. A segment is [segno, first_seq, last_seq,
+    size, readable]; last_seq is -1 until the reader or the writer has seen the segment's end.
+    `bytes` is the flash footprint (whole blocks) of all its segments."""
+
+    def __init__(self, idx, name, policy, root):
+        self.idx = idx
+        self.name = name
+        self.quota = policy.get("quota", 0)
+        self.reject_new = policy.get("evict", "drop_oldest") == "reject_new"
+        self.dir = root + "/" + name
+        self.segs = []
+        self.active = None  # open file of segs[-1] while it takes appends
+        # commit buffer, allocated by the first append (a category without consent never gets
+        # one, issue 4 memory) and released when a revocation purges the category
+        self.buf = None
+        self.n = 0  # records pending in buf (not yet durable)
+        self.acked = 0  # highest acknowledged seq
+        self.saved = 0  # `acked` as last written to the state file
+        self.rseg = 0  # reader: segno and offset of the next record to send
+        self.roff = SEG_HEAD_LEN
+        self.aseg = 0  # reader position just after the last acknowledged record
+        self.aoff = SEG_HEAD_LEN
+        self.bytes = 0
+        self.next_segno = 1  # segment numbers never repeat
+
+    def seg_index(self, segno):
+        for i, s in enumerate(self.segs):
+            if s[0] >= segno:
+                return i
+        return len(self.segs)
+
+
+class Store:
+    def __init__(self, root, cfg, categories, hal):
+        sc = cfg["store"]
+        self.root = root
+        self.hal = hal
+        self.flush_n = sc["flush_n"]
+        self.flush_ms = sc["flush_ms"]
+        self.segment_bytes = max(sc["segment_bytes"], SEG_HEAD_LEN + codec.REC_LEN)
+        self.total_bytes = sc["total_bytes"]
+        self.rbuf = bytearray(_READ_BUF)
+        self.rmv = memoryview(self.rbuf)
+        self.head = bytearray(SEG_HEAD_LEN)
+        # counters: every drop by reason and category (DESIGN.md 3, health status)
+        self.stats = {"appended": 0, "committed": 0, "commits": 0, "acked": 0,  # type: dict
+                      "deleted_segments": 0, "corrupt_records": 0, "torn_tails": 0,
+                      "bad_segments": 0, "dropped": {}}
+        self.last_commit = hal.ticks_ms()
+        self.streams = []
+        _mkdir(root)
+        st = segment.load_state(root)
+        self.boot = (st["boot"] + 1) & 0xFFFF
+        max_seq = 0
+        for i, name in enumerate(categories):
+            s = _Stream(i, name, cfg["categories"][name], root)
+            s.acked = st["acked"].get(name, 0)
+            max_seq = max(max_seq, self._scan(s))
+            self.streams.append(s)
+        self.next_seq = max(st["seq_hi"], max_seq + 1, 1)
+        self.seq_hi = self.next_seq
+        self._save_state()
+
+    def _save_state(self):
+        if self.next_seq >= self.seq_hi:
+            self.seq_hi = self.next_seq + _SEQ_RESERVE
+        acked = {}
+        for s in self.streams:
+            acked[s.name] = s.acked
+        segment.save_state(self.root, self.boot, self.seq_hi, acked)
+        for s in self.streams:
+            s.saved = s.acked
+        self.last_save = self.hal.ticks_ms()
+
+    # --- boot scan -----------------------------------------------------------------------
+    def _scan(self, s):
+        """List the category's segments; returns the highest seq found. Only the newest
+        segment is read in full (ESP32 boot time); older ones by their first/last frame."""
+        _mkdir(s.dir)
+        nums = segment.list_segments(s.dir)
+        top = 0
+        for i, segno in enumerate(nums):
+            r = segment.probe(s.dir + "/" + seg_name(segno), s.idx, self.rbuf,
+                              i == len(nums) - 1, self.stats)
+            s.segs.append([segno, r[0], r[1], r[2], r[3]])
+            s.bytes += footprint(r[2])
+            top = max(top, r[0], r[1])
+        # Appends after boot always go to a new segment: a torn tail is never extended.
+        s.next_segno = nums[-1] + 1 if nums else 1
+        s.rseg = s.aseg = nums[0] if nums else 1
+        return top
+
+    # --- ingest --------------------------------------------------------------------------
+    def append(self, cat, channel, ts, flags, value):
+        """Buffer one reading; returns its seq, or -1 when the category's policy rejects it."""
+        s = self.streams[cat]
+        if s.reject_new and s.quota and s.bytes + (s.n + 1) * codec.REC_LEN > s.quota:
+            self._drop("quota", s, 1)
+            return -1
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        if self.next_seq >= self.seq_hi:
+            self._save_state()  # reserve the next block of seqs before using it
+        if s.buf is None:
+            s.buf = bytearray(self.flush_n * codec.REC_LEN)
+        struct.pack_into(_FRAME, s.buf, s.n * codec.REC_LEN, codec.REC_MAGIC, codec.REC_TYPE_READING,
+                         codec.REC_PAYLOAD_LEN, seq, ts, self.boot, channel, cat, flags, value)
+        s.n += 1
+        self.stats["appended"] += 1
+        if s.n == self.flush_n:
+            self._commit_stream(s)
+        return seq
+
+    def tick(self, now):
+        """Group commit by time (default every 1 s, DESIGN.md 3)."""
+        if self.hal.ticks_diff(now, self.last_commit) >= self.flush_ms:
+            self.commit()
+
+    def commit(self):
+        """Make every buffered reading durable."""
+        for s in self.streams:
+            if s.n:
+                self._commit_stream(s)
+        self.last_commit = self.hal.ticks_ms()
+
+    def pending(self):
+        n = 0
+        for s in self.streams:
+            n += s.n
+        return n
+
+    def _commit_stream(self, s):
+        nbytes = s.n * codec.REC_LEN
+        segment.seal(s.buf, s.n)  # the frames' CRCs (FORMAT 2.3)
+        for attempt in range(3):
+            try:
+                self._write(s, nbytes)
+                break
+            except OSError as e:
+                # Case 1: the filesystem is full (more than the quotas allow for, e.g. other
+                # files): evict the oldest segment anywhere and retry in a new segment.
+                # Case 2: anything else (EIO: the flash died) goes to the caller.
+                if e.args[0] != _ENOSPC or attempt == 2:
+                    raise
+                self._close_active(s)
+                if not self._evict_any(s, "nospace"):
+                    raise
+        last = struct.unpack_from("<I", s.buf, (s.n - 1) * codec.REC_LEN + codec.REC_HEAD_LEN)[0]
+        seg = s.segs[-1]
+        if seg[1] < 0:
+            seg[1] = struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
+        seg[2] = last
+        s.bytes += footprint(seg[3] + nbytes) - footprint(seg[3])
+        seg[3] += nbytes
+        self.stats["committed"] += s.n
+        self.stats["commits"] += 1
+        s.n = 0
+        self._enforce_quota(s)
+
+    def _write(self, s, nbytes):
+        # littlefs copies a synced file's partly filled last block before it appends (COW,
+        # TOOLCHAIN 8). A commit that would cross into a new block while the last one is more
+        # than half full starts a new segment instead: it never copies more than half a block
+        # and wastes less than half of one.
+        if s.active is not None:
+            size = s.segs[-1][3]
+            tail = size % BLOCK
+            if size + nbytes > self.segment_bytes or (tail > BLOCK // 2 and tail + nbytes > BLOCK):
+                self._close_active(s)
+        if s.active is None:
+            self._open_segment(s)
+        s.active.write(memoryview(s.buf)[:nbytes])
+        s.active.flush()  # the durability point (TOOLCHAIN.md 3)
+
+    def _close_active(self, s):
+        f = s.active
+        s.active = None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass  # its committed content is already on flash
+
+    def _open_segment(self, s):
+        segno = s.next_segno
+        s.next_segno += 1
+        segment.write_head(self.head, s.idx)
+        s.active = open(s.dir + "/" + seg_name(segno), "wb")
+        s.segs.append([segno, -1, -1, SEG_HEAD_LEN, True])
+        s.bytes += footprint(SEG_HEAD_LEN)
+        if len(s.segs) == 1:
+            s.rseg = s.aseg = segno
+            s.roff = s.aoff = SEG_HEAD_LEN
+        s.active.write(self.head)
+
+    def _enforce_quota(self, s):
+        while s.quota and s.bytes > s.quota and len(s.segs) > 1:
+            self._delete_oldest(s, "quota")
+        while self.total_bytes and self.used_bytes() > self.total_bytes:
+            if not self._evict_any(None, "full"):
+                break
+
+    def _evict_any(self, keep, reason):
+        """Delete the oldest segment of the biggest category (never the active segment of
+        `keep`). Returns False when there is nothing to delete."""
+        big = None
+        for t in self.streams:
+            n = len(t.segs) - (1 if t.active is not None or t is keep else 0)
+            if n > 0 and (big is None or t.bytes > big.bytes):
+                big = t
+        if big is None:
+            return False
+        self._delete_oldest(big, reason)
+        return True
+
+    def used_bytes(self):
+        n = 0
+        for s in self.streams:
+            n += s.bytes
+        return n
+
+    def _delete_oldest(self, s, reason):
+        seg = s.segs[0]
+        unacked = self._after(seg, s.aseg, s.aoff)
+        if unacked:
+            self._drop(reason, s, unacked)
+        self._remove_segment(s)
+
+    def _after(self, seg, segno, off):
+        """Readings of a segment that lie after position (segno, off)."""
+        if seg[0] < segno or not seg[4]:
+            return 0
+        n = (seg[3] - SEG_HEAD_LEN) // codec.REC_LEN
+        if seg[0] == segno:
+            n -= (off - SEG_HEAD_LEN) // codec.REC_LEN
+        return max(n, 0)
+
+    def _remove_segment(self, s):
+        seg = s.segs.pop(0)
+        try:
+            os.remove(s.dir + "/" + seg_name(seg[0]))
+        except OSError:
+            pass
+        s.bytes -= footprint(seg[3])
+        self.stats["deleted_segments"] += 1
+        nxt = s.segs[0][0] if s.segs else s.next_segno
+        if s.rseg <= seg[0]:
+            s.rseg, s.roff = nxt, SEG_HEAD_LEN
+        if s.aseg <= seg[0]:
+            s.aseg, s.aoff = nxt, SEG_HEAD_LEN
+
+    def _drop(self, reason, s, n):
+        d = self.stats["dropped"]
+        key = reason + ":" + s.name
+        d[key] = d.get(key, 0) + n
+
+    # --- forwarding ----------------------------------------------------------------------
+    def fill(self, cat, writer):
+        """Add committed, unsent readings of a category to a codec.BatchWriter until it is
+        full. Returns (count, seg, off): the reader position after the last one added.
+        Only frames whose CRC checks are returned (FORMAT 2.3); bad bytes are skipped."""
+        s = self.streams[cat]
+        added = 0
+        while True:
+            i = s.seg_index(s.rseg)
+            if i >= len(s.segs):
+                break
+            seg = s.segs[i]
+            last = i == len(s.segs) - 1
+            if seg[0] != s.rseg:
+                s.rseg, s.roff = seg[0], SEG_HEAD_LEN
+            n = 0
+            if seg[4]:
+                try:
+                    with open(s.dir + "/" + seg_name(seg[0]), "rb") as f:
+                        f.seek(s.roff)
+                        n = f.readinto(self.rbuf)
+                except OSError:
+                    pass
+            p = 0
+            full = False
+            bad = False
+            mv = self.rmv[:n]  # one view per read, not one per record (issue 4 memory)
+            while p < n:
+                r = codec.check_record(mv, p)
+                if r < 0:
+                    break
+                if r == 0:
+                    if not bad:
+                        self.stats["corrupt_records"] += 1
+                        bad = True
+                    p += 1
+                    continue
+                bad = False
+                seq, ts, boot, ch, _cat, flags, val = codec.unpack_record(self.rmv, p)
+                if seq > s.acked:
+                    if not writer.add(seq, ts, boot, flags, ch, val):
+                        full = True
+                        break
+                    added += 1
+                if seg[2] < seq:
+                    seg[2] = seq
+                p += codec.REC_LEN
+            s.roff += p
+            if full or (p and n == len(self.rbuf)):
+                if full:
+                    break
+                continue  # more of this segment
+            # no further whole frame in this segment. Case 1: the active segment: more may
+            # come. Case 2: a closed one with a torn tail or unreadable: done with it.
+            # Case 3: a closed one read to its end: go on with the next.
+            if last and s.active is not None:
+                break
+            if p < n:
+                self.stats["torn_tails"] += 1
+            if last:
+                s.roff = max(s.roff, seg[3])
+                break
+            s.rseg, s.roff = s.segs[i + 1][0], SEG_HEAD_LEN
+        return added, s.rseg, s.roff
+
+    def ack(self, cat, seq, seg, off):
+        """The broker acknowledged everything of `cat` up to seq (reader position seg/off)."""
+        s = self.streams[cat]
+        if seq <= s.acked:
+            return
+        self.stats["acked"] += 1
+        s.acked = seq
+        s.aseg, s.aoff = seg, off
+        # whole segments below the acknowledged position are deleted (DESIGN.md 3)
+        while len(s.segs) > 1 and s.segs[0][0] < seg and s.segs[0][2] <= seq:
+            self._remove_segment(s)
+
+    def rewind(self, cat):
+        """Re-send from the first unacknowledged reading (after a reconnect)."""
+        s = self.streams[cat]
+        s.rseg, s.roff = s.aseg, s.aoff
+
+    def save_cursor(self, force=False):
+        """Persist the ack cursors, lazily: an unsaved ack only means duplicates later, and
+        every state write costs littlefs metadata programs and, in time, erases. Writes only
+        when a cursor moved, and then at most every 10 s unless `force`."""
+        now = self.hal.ticks_ms()
+        if not force and (self._saved_acked() or
+                          self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS):
+            return
+        self._save_state()
+
+    def _saved_acked(self):
+        for s in self.streams:
+            if s.acked != s.saved:
+                return False
+        return True
+
+    def backlog(self, cat):
+        """Committed bytes of a category not yet acknowledged (an upper bound)."""
+        s = self.streams[cat]
+        n = 0
+        for seg in s.segs:
+            if seg[0] >= s.aseg:
+                n += seg[3] - SEG_HEAD_LEN
+        return n - (s.aoff - SEG_HEAD_LEN)
+
+    def unsent_bytes(self, cat):
+        """Committed bytes after the reader position: an upper bound on what fill() adds,
+        found without touching the filesystem (the forwarder's linger decision)."""
+        s = self.streams[cat]
+        n = 0
+        for seg in s.segs:
+            if seg[0] > s.rseg:
+                n += seg[3] - SEG_HEAD_LEN
+            elif seg[0] == s.rseg:
+                n += seg[3] - s.roff
+        return n
+
+    def unsent(self, cat):
+        s = self.streams[cat]
+        i = s.seg_index(s.rseg)
+        return i < len(s.segs) and (i < len(s.segs) - 1 or s.roff < s.segs[i][3])
+
+    def purge(self, cat):
+        """Delete every unsent reading of a category (consent revoked): buffered, committed
+        and not yet published. Returns the count."""
+        s = self.streams[cat]
+        n = s.n
+        s.n = 0
+        s.buf = None
+        self._close_active(s)
+        for seg in s.segs:
+            n += self._after(seg, s.rseg, s.roff)  # in-flight ones were sent already
+        while s.segs:
+            self._remove_segment(s)
+        s.rseg = s.aseg = s.next_segno
+        s.roff = s.aoff = SEG_HEAD_LEN
+        if n:
+            self._drop("purged", s, n)
+        return n
+
+    def close(self):
+        self.commit()
+        for s in self.streams:
+            self._close_active(s)
+        self._save_state()
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass

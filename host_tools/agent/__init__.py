@@ -1,0 +1,1 @@
+"""The agent under unix MicroPython: run it, replay captures into it, demo."""

@@ -1,0 +1,225 @@
+"""`edgectl replay FILE --agent BOARD`: the real agent under unix MicroPython reads the capture
+through its UART HAL with a virtual clock (edge/hal/unix/replay.py, edge/hal/unix/replay_main.py), forwards
+to a loopback broker, and the collector's readings are summarised, hashed and optionally
+compared with a golden file (issue 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import difflib
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import time
+
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.backend import broker as broker_mod
+from host_tools.backend.collect import Collector
+from host_tools.captures.frames import FrameCounter
+from host_tools.captures.replay import ReplayResult
+from host_tools.errors import ToolError
+
+FEED_MAX = 256  # edge/hal/unix/replay.py _MAX_DATA
+DIFF_LINES = 40
+DEFAULT_DEVICE = "replay-0001"
+
+
+class ReplayAgentProcess(AgentProcess):
+    """The agent with the replay HAL and the virtual-clock driver."""
+
+    module = "edge.hal.unix.replay_main"
+
+
+REPLAY_FLUSH_MS = 600000  # virtual ms
+
+
+def write_feed(path: str, items: list[tuple[int, bytes]]) -> int:
+    """Write the feed file the replay HAL reads (format in edge/hal/unix/replay.py); returns the
+    timestamp of the last record in ms."""
+    last = 0
+    with open(path, "wb") as f:
+        for due_us, data in items:
+            last = due_us // 1000
+            for pos in range(0, len(data), FEED_MAX):
+                piece = data[pos : pos + FEED_MAX]
+                f.write(struct.pack("<IH", last, len(piece)) + piece)
+    return last
+
+
+def wall0_ms(meta: dict, t_from: float | None) -> int:
+    """Unix ms of the replayed range's start: the capture's `started` plus --from."""
+    started = meta.get("started")
+    try:
+        when = _dt.datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+    except ValueError:
+        when = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return int(when.timestamp() * 1000) + int((t_from or 0) * 1000)
+
+
+def device_config(args: argparse.Namespace) -> dict:
+    """The device config: --config, else the capture's sidecar `NAME.agent.json`."""
+    path = args.config
+    if path is None:
+        root = args.files[0][: -len(".ecap")] if args.files[0].endswith(".ecap") else args.files[0]
+        path = root + ".agent.json"
+        if not os.path.exists(path):
+            raise ToolError(f"--agent needs --config DEVICE.json (no sidecar {path})")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ToolError(f"cannot read device config {path}: {e}") from None
+
+
+def feed_inputs(cfg: dict, feed: str) -> dict:
+    """Point every UART input (line, tuya, modbus) at the feed file."""
+    inputs = cfg.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ToolError("device config has no 'inputs' to feed the capture into")
+    out = []
+    hit = False
+    for spec in inputs:
+        spec = dict(spec)
+        if spec.get("type") in ("line", "tuya", "modbus"):
+            ref = spec.get("uart")
+            base = {"name": ref} if isinstance(ref, str) else dict(ref or {})
+            spec["uart"] = {**base, "feed": feed}
+            hit = True
+        out.append(spec)
+    if not hit:
+        raise ToolError("device config has no UART input (line, tuya or modbus)")
+    return {**cfg, "inputs": out}
+
+
+def consent_state(cfg: dict, grant: str) -> dict:
+    """The consent state the replay HAL writes before the agent boots (edge/consent.py
+    format): `grant` is "all", "none" or a comma list of categories."""
+    cats = sorted((cfg.get("categories") or {}) or
+                  {c.get("category") for c in cfg.get("channels", [])})
+    if grant == "all":
+        chosen = set(cats)
+    elif grant == "none":
+        chosen = set()
+    else:
+        chosen = {c.strip() for c in grant.split(",") if c.strip()}
+        unknown = chosen - set(cats)
+        if unknown:
+            raise ToolError(f"--grant: unknown categories {', '.join(sorted(unknown))}")
+    # format 1 of edge/consent.py; a fixed salt keeps pseudonymised values equal across runs
+    return {"format": 1, "version": 1, "grants": {c: c in chosen for c in cats},
+            "source": "replay", "salt": "00" * 16}
+
+
+def reading_lines(readings: list[list]) -> list[str]:
+    """One readable line per reading: seq, ISO time, category, channel, value."""
+    out = []
+    for seq, ts, cat, ch, val in readings:
+        when = _dt.datetime.fromtimestamp(ts / 1000, _dt.timezone.utc)
+        stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        out.append(f"seq {seq:>7} {stamp} {cat}/ch{ch} = {val}")
+    return out
+
+
+def digest(readings: list[list]) -> str:
+    """SHA-256 over the canonical JSON of the sorted readings."""
+    blob = json.dumps(sorted(readings), separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def golden_doc(device: str, readings: list[list]) -> dict:
+    """What `--expect` compares and `--update-golden` writes."""
+    return {"device": device, "count": len(readings), "digest": digest(readings),
+            "readings": readings}
+
+
+def compare_golden(path: str, doc: dict) -> list[str]:
+    """Empty when equal; else a short summary and a unified diff of the reading lines."""
+    try:
+        with open(path) as f:
+            want = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ToolError(f"cannot read golden file {path}: {e}") from None
+    if want.get("digest") == doc["digest"] and want.get("device") == doc["device"]:
+        return []
+    old = reading_lines(want.get("readings", []))
+    new = reading_lines(doc["readings"])
+    diff = list(difflib.unified_diff(old, new, f"{path} (golden)", "collector (this run)",
+                                     lineterm="", n=1))
+    head = [f"collector output differs from {path}: golden {len(old)} readings, "
+            f"this run {len(new)}"]
+    if want.get("device") != doc["device"]:
+        head.append(f"device: golden {want.get('device')!r}, this run {doc['device']!r}")
+    if len(diff) > DIFF_LINES:
+        diff = diff[:DIFF_LINES] + [f"... {len(diff) - DIFF_LINES} more diff lines"]
+    return head + diff
+
+
+def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) -> ReplayResult:
+    """Replay `items` into the agent; returns the summary (frames, readings, digest...)."""
+    t_start = time.monotonic()
+    device = device_config(args)
+    device.setdefault("device_id", DEFAULT_DEVICE)
+    counter = FrameCounter(args.framing)
+    for _, data in items:
+        counter.feed(data)
+    with tempfile.TemporaryDirectory(prefix="edge-replay-") as tmp:
+        feed = os.path.join(tmp, "feed.bin")
+        write_feed(feed, items)
+        with broker_mod.start() as b:
+            col = Collector(b.host, b.port, device.get("mqtt", {}).get("prefix", "edge")).start()
+            try:
+                cfg = agent_config(args.agent, feed_inputs(device, feed),
+                                   mqtt={"host": b.host, "port": b.port})
+                # A replay has no power cuts, so the commit window only costs time: commit by
+                # count (flush_n) rather than every virtual second, unless the device config
+                # sets its own window. The readings, seqs and timestamps are the same either
+                # way (the digest does not change); a 24 h capture replays ~2x faster.
+                cfg.setdefault("store", {})
+                if "flush_ms" not in device.get("store", {}):
+                    cfg["store"]["flush_ms"] = REPLAY_FLUSH_MS
+                cfg["replay"] = {"wall0_ms": wall0_ms(meta, args.t_from_s), "max_step_ms": 1000,
+                                 "consent": consent_state(cfg, args.grant)}
+                agent = ReplayAgentProcess(cfg, heap=args.heap, workdir=os.path.join(tmp, "agent"))
+                os.makedirs(agent.workdir, exist_ok=True)
+                agent.start()
+                try:
+                    agent.wait(args.timeout)
+                finally:
+                    agent.stop()
+                acked = (agent.final or {}).get("acked", 0)
+                if not col.wait_for(lambda c: c.stats()["unique"] >= acked, 10):
+                    raise ToolError(f"collector got {col.stats()['unique']} of {acked} readings")
+            finally:
+                col.stop()
+    readings = sorted([seq, ts, cat, ch, val] for dev, seq, ts, cat, ch, val in col.readings
+                      if dev == device["device_id"])
+    doc = golden_doc(device["device_id"], readings)
+    result = ReplayResult(frames=counter.frames, readings=len(readings),
+                          seconds=time.monotonic() - t_start, digest=doc["digest"],
+                          bytes=sum(len(d) for _, d in items), chunks=len(items))
+    if args.collector_out:
+        _write_json(args.collector_out, doc)
+    if args.expect:
+        if args.update_golden:
+            _write_json(args.expect, doc)
+            print(f"golden file {args.expect} updated: {len(readings)} readings")
+        else:
+            diff = compare_golden(args.expect, doc)
+            if diff:
+                print("\n".join(diff))
+                result.exit_code = 1  # type: ignore[attr-defined]
+            else:
+                print(f"golden file {args.expect}: match ({len(readings)} readings)")
+    return result
+
+
+def _write_json(path: str, doc: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")

@@ -1,0 +1,157 @@
+"""Run the real `edge` agent under the unix port of MicroPython (`edgectl run`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from host_tools.errors import ToolError
+from host_tools.paths import board_file, micropython_path, mp_env
+
+DEFAULT_HEAP = "512K"
+
+
+class AgentProcess:
+    """One agent under unix MicroPython. Parses its `@stats`/`@final`/`@log` lines."""
+
+    module = "edge.main"  # entry module; `edgectl replay --agent` uses edge.hal.unix.replay_main
+
+    def __init__(self, config: dict, heap: str | None = None, workdir: str | None = None,
+                 echo=None) -> None:
+        self.workdir = workdir or tempfile.mkdtemp(prefix="edge-agent-")
+        self.own_workdir = workdir is None
+        self.config = dict(config)
+        self.config.setdefault("store", {})
+        self.config["store"] = {"path": os.path.join(self.workdir, "store"), **self.config["store"]}
+        self.heap = heap or DEFAULT_HEAP
+        self.echo = echo
+        self.stats: dict = {}
+        self.final: dict | None = None
+        self.logs: list[str] = []
+        self.output: list[str] = []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AgentProcess:
+        path = os.path.join(self.workdir, "config.json")
+        with open(path, "w") as f:
+            json.dump(self.config, f)
+        self.proc = subprocess.Popen(
+            [micropython_path(), "-X", f"heapsize={self.heap}", "-m", self.module, path],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=mp_env(), cwd=self.workdir, text=True, bufsize=1,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            self.output.append(line)
+            if line.startswith("@stats "):
+                self.stats = json.loads(line[7:])
+            elif line.startswith("@final "):
+                self.final = json.loads(line[7:])
+                self.stats = self.final
+            elif line.startswith("@log "):
+                self.logs.append(line[5:])
+            if self.echo:
+                self.echo(line)
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert self.proc
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired as e:
+            self.stop()
+            raise ToolError(f"agent did not finish within {timeout} s") from e
+        self.reader.join(5)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        if rc != 0:
+            # MicroPython prints tracebacks to stdout (TOOLCHAIN.md 1)
+            tail = "\n".join(self.output[-15:])
+            raise ToolError(f"agent exited with code {rc}: {err.strip()}\n{tail}".strip())
+        return rc
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def agent_config(board: str, device: dict | None = None, **overrides) -> dict:
+    """Device config for a run: board defaults < device file < explicit overrides."""
+    b = board_file(board)
+    cfg: dict = {"board": b.get("name", board)}
+    for key, value in (b.get("config") or {}).items():
+        cfg[key] = value
+    if device:
+        cfg = _merge(cfg, device)
+    return _merge(cfg, overrides)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def cmd_run(args) -> int:
+    device = None
+    if args.config:
+        try:
+            with open(args.config) as f:
+                device = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ToolError(f"cannot read config {args.config}: {e}") from e
+    over: dict = {"mqtt": {"host": args.host, "port": args.port}}
+    sim = {}
+    if args.count is not None:
+        sim["count"] = args.count
+    if args.seconds is not None:
+        sim["seconds"] = args.seconds
+    if args.rate is not None:
+        sim["rate_hz"] = args.rate
+    if sim:
+        over["sim"] = sim
+    cfg = agent_config(args.board, device, **over)
+    agent = AgentProcess(cfg, heap=args.heap, workdir=args.workdir,
+                         echo=lambda line: print(line, flush=True))
+    agent.start()
+    try:
+        agent.wait()
+    finally:
+        agent.cleanup()
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the agent under unix MicroPython")
+    p.add_argument("--board", default="unix-sim")
+    p.add_argument("--config", help="device config JSON (merged over the board's defaults)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883, help="broker port")
+    p.add_argument("--count", type=int, help="stop after this many simulated readings")
+    p.add_argument("--seconds", type=int, help="stop sampling after this long")
+    p.add_argument("--rate", type=int, help="simulated readings per second")
+    p.add_argument("--heap", default=None, help=f"MicroPython heap (default {DEFAULT_HEAP})")
+    p.add_argument("--workdir", default=None, help="keep the store here (default: a temp dir)")
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,1 @@
+"""Backend: broker launcher, collector, consent, provisioning, fault proxy."""

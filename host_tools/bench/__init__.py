@@ -1,0 +1,1 @@
+"""Benchmarks (`edgectl bench NAME`), each against an in-run baseline."""

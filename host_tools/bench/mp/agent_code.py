@@ -1,0 +1,20 @@
+# The agent's code footprint (issue 4, DESIGN.md 5b): importing this module loads every module
+# the agent loads in a unix run with the simulated appliance, so their bytecode is measured as
+# code and not as working set. Run as a script it prints the heap in use after a collection
+# (the interpreter's own share included), which tests/test_forward.py uses to size the heap.
+
+import asyncio
+import gc
+
+import edge.board  # noqa: F401  (watchdog.timeout_ms reads the board file)
+import edge.hal.unix.flashdev  # noqa: F401  (the unix HAL mounts the emulated flash)
+import edge.hal.unix.hal  # noqa: F401
+import edge.main  # noqa: F401  (config, agent and everything the agent imports)
+import edge.sensors.simfridge  # noqa: F401
+
+# asyncio loads these parts on first use of their names
+_LAZY = (asyncio.StreamWriter, asyncio.Event, asyncio.wait_for_ms)
+
+if __name__ == "__main__":
+    gc.collect()
+    print(gc.mem_alloc())

@@ -1,0 +1,142 @@
+# MicroPython side of `edgectl bench forward|memory` (issue 4): drives the real edge modules.
+# Usage: micropython fwd_bench.py forward HOST PORT N BATCH WINDOW WORKDIR
+#        micropython fwd_bench.py memory HOST PORT N BATCH WINDOW WORKDIR
+# Prints one line `@bench {json}`.
+
+import gc
+import sys
+
+gc.collect()
+_BASE = gc.mem_alloc()
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import agent_code  # noqa: E402,F401  (every module the agent imports: the code footprint)
+
+from edge import config  # noqa: E402
+from edge.agent import Agent  # noqa: E402
+from edge.hal import load as load_hal  # noqa: E402
+from edge.hal.unix import flashdev  # noqa: E402
+
+gc.collect()
+_CODE = gc.mem_alloc() - _BASE
+_MODULES = set(sys.modules)  # a module loaded later counts as working set: `late_imports`
+_CHUNK = 25000  # readings per fill: 700 KB of records, inside the store's 1 MiB quota
+
+
+def make_cfg(host, port, n, batch, window, workdir, rate):
+    return config.load(None, {
+        "device_id": "bench-0001",
+        "mqtt": {"host": host, "port": port, "window": window, "keepalive": 30},
+        "channels": [{"id": 1, "name": "t", "category": "essential"}],
+        "store": {"path": workdir + "/store"},
+        "batch": {"max_readings": batch, "linger_ms": 5},
+        "sim": {"rate_hz": rate, "count": n},
+        "status_ms": 60000,
+    })
+
+
+def quiet(line):
+    pass
+
+
+async def forward(agent, n):
+    """Fill the store with committed readings in chunks that fit the emulated flash, and time
+    only the forwarding of each chunk until its last reading is acknowledged."""
+    tasks = [asyncio.create_task(agent.link.run()), asyncio.create_task(agent.fwd.run())]
+    while not agent.client.connected.is_set():
+        await asyncio.sleep_ms(5)
+    dt = 0
+    done = 0
+    while done < n:
+        k = min(_CHUNK, n - done)
+        for i in range(k):
+            agent.emit(1, i & 0xFFFF)
+        agent.store.commit()
+        done += k
+        t0 = time.ticks_ms()
+        while agent.fwd.stats["acked_readings"] < done:
+            await asyncio.sleep_ms(0)
+        dt += time.ticks_diff(time.ticks_ms(), t0)
+    for t in tasks:
+        t.cancel()
+    c = agent.client.stats
+    return {"readings": n, "ms": dt, "readings_per_s": n * 1000 // max(dt, 1),
+            "tx_bytes": c["tx_bytes"], "published": c["published"],
+            "reconnects": agent.reconnects, "dropped": agent.store.stats["dropped"]}
+
+
+def flash_heap_bytes(workdir):
+    """Heap held by one emulated NOR flash device (edge/hal/unix/flashdev.py, file-backed as the
+    unix HAL mounts it): it stands in for hardware, so it is measured on its own and left out
+    of the working set (on an ESP32 the flash is not on the heap). littlefs's own buffers and
+    open files are not part of it: they count, as they do on a board."""
+    gc.collect()
+    a = gc.mem_alloc()
+    dev = flashdev.FlashDev(image=workdir + "/probe.img")
+    gc.collect()
+    n = gc.mem_alloc() - a
+    dev.close()
+    import os
+
+    os.remove(workdir + "/probe.img")
+    return n
+
+
+async def memory(agent, n, flash):
+    """Sample, store and forward n readings; heap in use sampled after collections, beyond
+    the code and the emulated flash device."""
+    tasks = [asyncio.create_task(agent.link.run()), asyncio.create_task(agent.fwd.run())]
+    gc.collect()
+    start = gc.mem_alloc() - flash
+    first = last = 0
+    peaks = []
+    step = max(n // 20, 1)
+    mark = step
+    src = agent.sources[0]
+    while agent.fwd.stats["acked_readings"] < n:
+        now = time.ticks_ms()
+        src.poll(now, agent.emit, 512)
+        agent.store.tick(now)
+        if src.done():
+            agent.store.commit()
+        await asyncio.sleep_ms(0)
+        if agent.fwd.stats["acked_readings"] >= mark or (src.done() and not agent.store.pending()
+                                                          and agent.fwd.idle()):
+            gc.collect()
+            used = gc.mem_alloc() - _BASE - _CODE - flash
+            peaks.append(used)
+            mark += step
+            if agent.fwd.idle() and src.done():
+                break
+    for t in tasks:
+        t.cancel()
+    k = max(len(peaks) // 10, 1)
+    first = max(peaks[:k])
+    last = max(peaks[-k:])
+    return {"readings": agent.fwd.stats["acked_readings"], "code_heap_bytes": _CODE,
+            "interp_heap_bytes": _BASE, "startup_bytes": start - _BASE - _CODE,
+            "emulated_flash_bytes": flash,
+            "late_imports": sorted(k for k in sys.modules if k not in _MODULES),
+            "working_set_bytes": max(peaks), "working_set_first_bytes": first,
+            "working_set_last_bytes": last, "working_set_growth_bytes": last - first,
+            "samples": peaks}
+
+
+def main():
+    mode, host, port, n, batch, window, workdir = sys.argv[1:8]
+    n = int(n)
+    flash = flash_heap_bytes(workdir) if mode == "memory" else 0
+    cfg = make_cfg(host, int(port), n, int(batch), int(window), workdir,
+                   1000000 if mode == "forward" else 20000)
+    agent = Agent(cfg, load_hal(), out=quiet)
+    try:
+        res = asyncio.run(forward(agent, n) if mode == "forward" else memory(agent, n, flash))
+    finally:
+        asyncio.new_event_loop()
+    res["code_heap_bytes"] = _CODE
+    print("@bench " + json.dumps(res))
+
+
+main()

@@ -1,0 +1,1 @@
+"""Boards: flash firmware, deploy the agent, the virtual board, dump images."""

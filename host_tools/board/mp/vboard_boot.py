@@ -1,0 +1,106 @@
+# Virtual board boot script (MicroPython, unix port): `micropython -i vboard_boot.py`.
+# Puts the root filesystem on littlefs over an emulated NOR flash backed by an image file,
+# like an ESP32's /, then runs /boot.py and (unless entered for the raw REPL) /main.py.
+# Started by host_tools/board/vboard.py (issue 7); see ../shared/TOOLCHAIN.md sections 3 and 5.
+
+import os
+import sys
+
+import vfs
+
+_BLOCK = 4096
+
+
+class FileFlash:
+    # Extended block protocol (readblocks/writeblocks with offset, ioctl erase) over a file
+    # opened before the root switch. NOR semantics: a program can only clear bits
+    # (new = old & data); erase sets the block to 0xFF. Nothing here allocates per call
+    # beyond the preallocated scratch buffer, because littlefs may call it with the heap
+    # locked (TOOLCHAIN 3, gotchas).
+
+    def __init__(self, path):
+        self.f = open(path, "r+b")
+        self.f.seek(0, 2)
+        self.count = self.f.tell() // _BLOCK
+        self.scratch = bytearray(256)
+        self.ff = b"\xff" * 256
+
+    def readblocks(self, block, buf, off=0):
+        self.f.seek(block * _BLOCK + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, block, buf, off=None):
+        if off is None:
+            # Simple protocol: erase then program whole blocks.
+            n = len(buf) // _BLOCK
+            for i in range(n):
+                self.ioctl(6, block + i)
+            off = 0
+        pos = block * _BLOCK + off
+        mv = memoryview(buf)
+        s = self.scratch
+        done = 0
+        total = len(buf)
+        while done < total:
+            n = min(256, total - done)
+            self.f.seek(pos + done)
+            self.f.readinto(s)
+            for i in range(n):
+                s[i] &= mv[done + i]
+            self.f.seek(pos + done)
+            self.f.write(s, n)
+            done += n
+        return 0
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.count
+        if op == 5:  # block size
+            return _BLOCK
+        if op == 6:  # erase one block
+            self.f.seek(arg * _BLOCK)
+            for _ in range(_BLOCK // 256):
+                self.f.write(self.ff)
+            return 0
+        return 0
+
+
+def _mount_root(image):
+    dev = FileFlash(image)
+    try:
+        fs = vfs.VfsLfs2(dev)
+    except OSError:
+        # A blank (all 0xFF) image: format it, as MicroPython's esp32 _boot.py does.
+        vfs.VfsLfs2.mkfs(dev)
+        fs = vfs.VfsLfs2(dev)
+    vfs.umount("/")
+    vfs.mount(fs, "/")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    for d in ("/lib",):
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+
+
+def _run(name):
+    try:
+        os.stat(name)
+    except OSError:
+        return
+    try:
+        exec(open(name, "r").read(), {"__name__": "__main__"})
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt")
+    except Exception as e:  # noqa: BLE001 - a board prints the error and drops to the REPL
+        sys.print_exception(e)
+
+
+_image = os.getenv("VBOARD_IMAGE")
+if _image:
+    _mount_root(_image)
+del _image
+_run("/boot.py")
+if os.getenv("VBOARD_RUN_MAIN") == "1":
+    _run("/main.py")

@@ -1,0 +1,239 @@
+"""`edgectl vboard`: a virtual board for deploy tests without hardware (issue 7).
+
+Unix MicroPython runs behind a pty whose slave is symlinked at `--link`, so mpremote, pyserial
+and esptool see a serial port. The board's root filesystem is littlefs on an emulated NOR
+flash backed by `--image` (host_tools/board/mp/vboard_boot.py), so files survive a reboot. When the
+MicroPython process exits (mpremote's Ctrl-D soft reset makes the unix port exit), the launcher
+prints `soft reboot`, starts a new one on the same image and re-enters the raw REPL if the host
+was in it: mpremote works without `resume` (TOOLCHAIN.md section 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import termios
+import time
+import tty
+from pathlib import Path
+
+from host_tools.errors import ToolError
+from host_tools.paths import micropython_path
+
+BOOT_SCRIPT = Path(__file__).resolve().parent / "mp" / "vboard_boot.py"
+DEFAULT_IMAGE_BYTES = 2 * 1024 * 1024
+_CTRL_A, _CTRL_B = 0x01, 0x02
+
+
+def make_image(path: Path, size: int = DEFAULT_IMAGE_BYTES) -> None:
+    """Create a blank (erased, all 0xFF) flash image unless one exists; the board formats it."""
+    if path.exists():
+        return
+    if size <= 0 or size % 4096:
+        raise ToolError(f"image size must be a positive multiple of 4096, got {size}")
+    with path.open("wb") as f:
+        block = b"\xff" * 65536
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+
+
+def _take_controlling_tty() -> None:
+    # Runs in the child after setsid(): make its pty the controlling terminal, so a Ctrl-C
+    # byte from the host becomes SIGINT (KeyboardInterrupt) as on a board's UART REPL.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class VirtualBoard:
+    """Own the ptys and the MicroPython child; `serve()` pumps bytes until stopped."""
+
+    def __init__(self, link: Path, image: Path, soft_reset: bool = True, heapsize: str | None = None):
+        self.link, self.image, self.soft_reset, self.heapsize = link, image, soft_reset, heapsize
+        self.raw = False  # host has the board in the raw REPL (last of Ctrl-A / Ctrl-B seen)
+        self.host_m, self.host_s = pty.openpty()
+        # Raw both ends: the host tool sees exactly the bytes MicroPython writes. Keeping our
+        # own slave fd open means the master never hits EIO when the host closes the port.
+        tty.setraw(self.host_m)
+        tty.setraw(self.host_s)
+        if self.link.is_symlink() or self.link.exists():
+            self.link.unlink()
+        os.symlink(os.ttyname(self.host_s), self.link)
+        self.child: subprocess.Popen | None = None
+        self.child_m = -1
+        self.running = True
+
+    def start_child(self, run_main: bool) -> None:
+        """Boot: a fresh MicroPython process on a fresh pty, root fs on the image."""
+        m, s = pty.openpty()
+        # A UART does not translate "\n" to "\r\n" nor echo: turn off OPOST and ECHO. Keep
+        # ISIG so Ctrl-C interrupts a running main.py (the REPL sets its own raw mode).
+        attrs = termios.tcgetattr(s)
+        attrs[1] &= ~termios.OPOST
+        attrs[3] &= ~(termios.ECHO | termios.ECHONL)
+        termios.tcsetattr(s, termios.TCSANOW, attrs)
+        argv = [micropython_path()]
+        if self.heapsize:
+            argv += ["-X", f"heapsize={self.heapsize}"]
+        argv += ["-i", str(BOOT_SCRIPT)]
+        env = dict(os.environ, VBOARD_IMAGE=str(self.image), VBOARD_RUN_MAIN="1" if run_main else "0")
+        env.pop("MICROPYPATH", None)
+        self.child = subprocess.Popen(
+            argv, stdin=s, stdout=s, stderr=s, env=env, start_new_session=True, close_fds=True,
+            preexec_fn=_take_controlling_tty,
+        )
+        os.close(s)
+        self.child_m = m
+
+    def _reap_child(self) -> None:
+        if self.child_m >= 0:
+            os.close(self.child_m)
+            self.child_m = -1
+        if self.child and self.child.poll() is None:
+            self.child.kill()
+        if self.child:
+            self.child.wait()
+
+    def _reboot(self) -> None:
+        was_raw = self.raw
+        self._reap_child()
+        if not self.soft_reset:
+            self.running = False
+            return
+        os.write(self.host_m, b"soft reboot\r\n")
+        self.start_child(run_main=not was_raw)
+        if was_raw:
+            # Wait for the friendly prompt so the REPL reads Ctrl-A in raw tty mode.
+            self._pump_child_until(b">>> ", 5.0)
+            os.write(self.child_m, b"\r\x01")
+
+    def _pump_child_until(self, marker: bytes, timeout: float) -> None:
+        seen = b""
+        end = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < end:
+            r, _, _ = select.select([self.child_m], [], [], 0.05)
+            if not r:
+                continue
+            try:
+                data = os.read(self.child_m, 4096)
+            except OSError:
+                return
+            seen = (seen + data)[-256:]
+            # Swallow the banner and prompt: mpremote waits for "raw REPL; CTRL-B to exit".
+
+    def _track(self, data: bytes) -> None:
+        for b in data:
+            if b == _CTRL_A:
+                self.raw = True
+            elif b == _CTRL_B:
+                self.raw = False
+
+    def serve(self) -> None:
+        """Copy bytes both ways until stopped; reboot the child whenever it exits."""
+        self.start_child(run_main=True)
+        while self.running:
+            fds = [self.host_m] + ([self.child_m] if self.child_m >= 0 else [])
+            try:
+                r, _, _ = select.select(fds, [], [], 0.2)
+            except InterruptedError:
+                continue
+            if self.host_m in r:
+                data = os.read(self.host_m, 4096)
+                self._track(data)
+                if self.child_m >= 0:
+                    try:
+                        os.write(self.child_m, data)
+                    except OSError:
+                        pass
+            if self.child_m in r:
+                try:
+                    data = os.read(self.child_m, 4096)
+                except OSError:
+                    data = b""
+                if data:
+                    os.write(self.host_m, data)
+                else:
+                    self._reboot()
+            elif self.child and self.child.poll() is not None:
+                self._reboot()
+
+    def close(self) -> None:
+        """Stop the child and remove the link (the image stays)."""
+        self.running = False
+        self._reap_child()
+        for fd in (self.host_m, self.host_s):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.link.is_symlink():
+            self.link.unlink()
+
+
+def run_vboard(link: Path, image: Path, image_bytes: int, soft_reset: bool, heapsize: str | None) -> None:
+    """Create the image if needed and serve the board until SIGTERM/SIGINT."""
+    make_image(image, image_bytes)
+    board = VirtualBoard(link, image, soft_reset, heapsize)
+
+    def stop(_sig: int, _frame: object) -> None:
+        board.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"vboard: {link} -> {os.ttyname(board.host_s)}, image {image}", flush=True)
+    try:
+        board.serve()
+    finally:
+        board.close()
+
+
+def spawn(link: Path, image: Path, timeout: float = 10.0) -> subprocess.Popen:
+    """Start `python -m host_tools.board.vboard` in the background and wait for its port link
+    (tests and `edgectl bench deploy`). Stop it with terminate()."""
+    if link.is_symlink():
+        link.unlink()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "host_tools.board.vboard", "--link", str(link), "--image", str(image)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    end = time.monotonic() + timeout
+    while not link.is_symlink():
+        if time.monotonic() > end or proc.poll() is not None:
+            proc.kill()
+            out = proc.communicate()[0].decode(errors="replace").strip()
+            raise ToolError(f"virtual board did not start: {out[-200:] or 'no output'}")
+        time.sleep(0.02)
+    return proc
+
+
+def cmd_vboard(args: argparse.Namespace) -> int:
+    """CLI handler for `edgectl vboard`."""
+    run_vboard(Path(args.link), Path(args.image), args.image_bytes, not args.no_soft_reset, args.heapsize)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `edgectl vboard`."""
+    p = sub.add_parser("vboard", help="virtual board: unix MicroPython behind a pty, littlefs root")
+    p.add_argument("--link", required=True, help="symlink to create for the board's serial port")
+    p.add_argument("--image", default="vboard.img", help="flash image file (created if missing)")
+    p.add_argument("--image-bytes", type=int, default=DEFAULT_IMAGE_BYTES, help="new image size")
+    p.add_argument("--heapsize", help="MicroPython -X heapsize, e.g. 110wK (default: port default)")
+    p.add_argument("--no-soft-reset", action="store_true", help="exit when MicroPython exits")
+    p.set_defaults(func=cmd_vboard)
+
+
+if __name__ == "__main__":
+    # `python -m host_tools.board.vboard --link ...`: the same as `edgectl vboard`, without loading
+    # every other command module (used by the tests' fixture).
+    _parser = argparse.ArgumentParser(prog="vboard")
+    register(_parser.add_subparsers())
+    _args = _parser.parse_args(["vboard"] + sys.argv[1:])
+    sys.exit(_args.func(_args))

