@@ -3,4 +3,7 @@ under host_tools/ and edge/, plus boards/ installed as the data package `edge_bo
 
 from setuptools import find_packages, setup
 
-setup(packages=find_packages(include=["host_tools", "host_tools.*", "edge", "edge.*"]) + ["edge_boards"])
+setup(
+    packages=find_packages(include=["host_tools", "host_tools.*", "edge", "edge.*"])
+    + ["edge_boards"]
+)

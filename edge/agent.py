@@ -67,8 +67,9 @@ class Agent:
         except ValueError as e:
             raise config.ConfigError(str(e))
         self.fwd.stamp = clock.Stamper(self.clock, self.fwd.writer, self.store.boot)
-        self.fwd.hb = self.wd.add("forwarder", lambda: not self.client.connected.is_set()
-                                  or bool(self.fwd.count))  # batches in flight
+        self.fwd.hb = self.wd.add(
+            "forwarder", lambda: not self.client.connected.is_set() or bool(self.fwd.count)
+        )  # batches in flight
         self.healthmon = Health(self)
 
     def _build_sources(self):
@@ -160,13 +161,22 @@ class Agent:
     def mqtt_counters(self):
         c = self.client.stats
         f = self.fwd.stats
-        return {"published": c["published"], "pubacks": c["pubacks"], "pings": c["pings"],
-                "dead_links": c["dead"], "rx_rejected": c["rx_rejected"],
-                "rx_reject_reasons": self.client.parser.rejects, "resends": f["resends"],
-                "resent_batches": f["resent_batches"], "e2e_acks": f["e2e_acks"],
-                "unknown_acks": f["unknown_acks"], "connect_failures": self.link.stats["connect_failures"],
-                "auth_failures": self.link.stats["auth_failures"],
-                "tls_failures": self.link.stats["tls_failures"], "last_error": self.link.last_error}
+        return {
+            "published": c["published"],
+            "pubacks": c["pubacks"],
+            "pings": c["pings"],
+            "dead_links": c["dead"],
+            "rx_rejected": c["rx_rejected"],
+            "rx_reject_reasons": self.client.parser.rejects,
+            "resends": f["resends"],
+            "resent_batches": f["resent_batches"],
+            "e2e_acks": f["e2e_acks"],
+            "unknown_acks": f["unknown_acks"],
+            "connect_failures": self.link.stats["connect_failures"],
+            "auth_failures": self.link.stats["auth_failures"],
+            "tls_failures": self.link.stats["tls_failures"],
+            "last_error": self.link.last_error,
+        }
 
     def health(self, state):
         return self.healthmon.status(state)  # edge/health.py
@@ -211,8 +221,9 @@ class Agent:
             gc.threshold(free // 4)
         tasks = [
             # the link waits (connect timeout, backoff) only while offline: parked then
-            asyncio.create_task(self.link.run(
-                self.wd.add("link", lambda: not self.client.connected.is_set()))),
+            asyncio.create_task(
+                self.link.run(self.wd.add("link", lambda: not self.client.connected.is_set()))
+            ),
             asyncio.create_task(self.fwd.run()),
             asyncio.create_task(self.command_task()),
             asyncio.create_task(self.housekeeping()),
@@ -225,7 +236,9 @@ class Agent:
         self.fwd.flush = True  # no more readings come: send partial batches without linger
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
-        while not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < _DRAIN_TIMEOUT_MS:
+        while (
+            not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < _DRAIN_TIMEOUT_MS
+        ):
             await asyncio.sleep_ms(20)
         self.store.close()
         try:

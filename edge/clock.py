@@ -57,16 +57,23 @@ class Clock:
         while True:
             hb.beat()
             if self.tick(self._hal.ticks_ms()):
-                log("clock: synced after %d attempts, wall %r ms at ticks %r"
-                    % (self.attempts, self.sync_wall, self.sync_ticks))
+                log(
+                    "clock: synced after %d attempts, wall %r ms at ticks %r"
+                    % (self.attempts, self.sync_wall, self.sync_ticks)
+                )
             await asyncio.sleep_ms(500)
 
     def status(self, boot):
         """The clock part of the status message: the mapping of this boot's ticks to wall
         time, so a backend can fix up flagged readings sent before the sync (FORMAT.md 4)."""
-        return {"synced": self.synced(), "boot": boot, "sync_ticks": self.sync_ticks,
-                "sync_wall_ms": self.sync_wall, "attempts": self.attempts,
-                "failures": self.failures}
+        return {
+            "synced": self.synced(),
+            "boot": boot,
+            "sync_ticks": self.sync_ticks,
+            "sync_wall_ms": self.sync_wall,
+            "attempts": self.attempts,
+            "failures": self.failures,
+        }
 
 
 class Stamper:
@@ -104,7 +111,8 @@ def from_config(cfg, hal):
             raise ValueError("config key 'clock.synced_at_ms' must be a non-negative integer")
         sim = getattr(hal, "simulate_ntp", None)
         if sim is None:
-            raise ValueError("config key 'clock.synced_at_ms' needs a HAL with a simulated "
-                             "clock (unix)")
+            raise ValueError(
+                "config key 'clock.synced_at_ms' needs a HAL with a simulated clock (unix)"
+            )
         sim(at)
     return Clock(hal, host)

@@ -146,8 +146,16 @@ class BatchWriter:
         b = self.buf
         b[0:2] = BATCH_MAGIC
         struct.pack_into(
-            BATCH_FIXED_FMT, b, 2, BATCH_VERSION, ENC_BINARY, self.flags, self.boot,
-            self.first_seq, self.count, self.base_ts,
+            BATCH_FIXED_FMT,
+            b,
+            2,
+            BATCH_VERSION,
+            ENC_BINARY,
+            self.flags,
+            self.boot,
+            self.first_seq,
+            self.count,
+            self.base_ts,
         )
         p = 2 + BATCH_FIXED_LEN
         for name in (self.device, self.category):
@@ -165,7 +173,9 @@ def decode_batch(data):
         raise FormatError("batch too short: %d bytes" % len(mv))
     if bytes(mv[0:2]) != BATCH_MAGIC:
         raise FormatError("bad batch magic")
-    version, enc, flags, boot, first_seq, count, base_ts = struct.unpack_from(BATCH_FIXED_FMT, mv, 2)
+    version, enc, flags, boot, first_seq, count, base_ts = struct.unpack_from(
+        BATCH_FIXED_FMT, mv, 2
+    )
     if version != BATCH_VERSION:
         raise FormatError("unknown batch version %d" % version)
     p = 2 + BATCH_FIXED_LEN
@@ -187,7 +197,9 @@ def decode_batch(data):
         readings = [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in body]
     elif enc == ENC_BINARY:
         if len(mv) - p != count * ENTRY_LEN:
-            raise FormatError("body is %d bytes, %d readings need %d" % (len(mv) - p, count, count * ENTRY_LEN))
+            raise FormatError(
+                "body is %d bytes, %d readings need %d" % (len(mv) - p, count, count * ENTRY_LEN)
+            )
         readings = []
         seq = first_seq
         ts = base_ts

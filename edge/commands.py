@@ -84,7 +84,7 @@ class Commands:
         except (ValueError, KeyError, TypeError):
             name, doc = "?", None
         if doc is None:
-            reply = {"ok": False, "error": "local.cmd must be {\"cmd\": NAME, \"doc\": {...}}"}
+            reply = {"ok": False, "error": 'local.cmd must be {"cmd": NAME, "doc": {...}}'}
         else:
             reply = self.local(name, doc)
         tmp = self.root + _LOCAL_REPLY + ".tmp"
@@ -108,15 +108,24 @@ class Commands:
                 raise ValueError("payload must be a JSON object")
             if name == "ping":
                 a = self.agent
-                reply = {"ok": True, "uptime_ms": a.hal.ticks_diff(a.hal.ticks_ms(), a.t0),
-                         "consent_version": self.consent.version, "next_seq": self.store.next_seq}
+                reply = {
+                    "ok": True,
+                    "uptime_ms": a.hal.ticks_diff(a.hal.ticks_ms(), a.t0),
+                    "consent_version": self.consent.version,
+                    "next_seq": self.store.next_seq,
+                }
             elif name == "consent":
                 reply = self._consent(doc, source)
             else:
                 raise ValueError("unknown command %r" % name)
         except StaleVersion as e:
-            reply = {"ok": False, "stale": True, "error": str(e), "version": e.version,
-                     "enforced": e.enforced}
+            reply = {
+                "ok": False,
+                "stale": True,
+                "error": str(e),
+                "version": e.version,
+                "enforced": e.enforced,
+            }
         except (ValueError, OSError) as e:  # ConsentError too; OSError: flash trouble
             self.stats["rejected"] += 1
             self.consent.stats["rejected"] += 1
@@ -144,9 +153,18 @@ class Commands:
         c = self.consent
         for name in purged:
             c.purged_total[name] = c.purged_total.get(name, 0) + purged[name]
-        r = {"device": self.device, "version": c.version, "grants": c.grants(), "purged": purged,
-             "purged_total": dict(c.purged_total), "seq": first_seq or self.store.next_seq,
-             "ts": c.ts, "issued": c.issued, "source": c.source, "via": source}
+        r = {
+            "device": self.device,
+            "version": c.version,
+            "grants": c.grants(),
+            "purged": purged,
+            "purged_total": dict(c.purged_total),
+            "seq": first_seq or self.store.next_seq,
+            "ts": c.ts,
+            "issued": c.issued,
+            "source": c.source,
+            "via": source,
+        }
         c.receipt = r
         try:
             c.save()
@@ -202,8 +220,9 @@ class Commands:
                 try:
                     await self.client.wait_slot()
                     # recorded before yielding: on loopback its PUBACK may be parsed next
-                    self.unacked.append([self.client.send_publish(item[0], item[1], 1, item[2]),
-                                         item])
+                    self.unacked.append(
+                        [self.client.send_publish(item[0], item[1], 1, item[2]), item]
+                    )
                     self.outbox.pop(0)
                     await self.client.drain()
                 except (OSError, MQTTError):

@@ -40,9 +40,14 @@ DEFAULTS = {
         {"id": 5, "name": "door_opens", "category": "usage"},
         {"id": 6, "name": "ice_maker_uses", "category": "usage"},
     ],
-    "store": {"path": "store", "flush_ms": 1000, "flush_n": 50, "segment_bytes": 16384,
-              # of the 2 MiB filesystem; littlefs keeps the rest for metadata and copy-on-write
-              "total_bytes": 1572864},
+    "store": {
+        "path": "store",
+        "flush_ms": 1000,
+        "flush_n": 50,
+        "segment_bytes": 16384,
+        # of the 2 MiB filesystem; littlefs keeps the rest for metadata and copy-on-write
+        "total_bytes": 1572864,
+    },
     "batch": {"max_readings": 100, "linger_ms": 200},
     "sim": {"rate_hz": 50, "count": 0, "seconds": 0, "seed": 1},
     "status_ms": 5000,
@@ -112,7 +117,11 @@ def validate(cfg):
             raise ConfigError("config key '%s' must not be negative, got %d" % (path, v))
     if not _name_ok(cfg["device_id"]):
         raise ConfigError("config key 'device_id' must be 1-64 letters, digits, '_' or '-'")
-    if "/" in cfg["mqtt"]["prefix"] or "+" in cfg["mqtt"]["prefix"] or "#" in cfg["mqtt"]["prefix"]:
+    if (
+        "/" in cfg["mqtt"]["prefix"]
+        or "+" in cfg["mqtt"]["prefix"]
+        or "#" in cfg["mqtt"]["prefix"]
+    ):
         raise ConfigError("config key 'mqtt.prefix' must not contain '/', '+' or '#'")
     if not 1 <= cfg["mqtt"]["port"] <= 65535:
         raise ConfigError("config key 'mqtt.port' must be 1..65535")

@@ -36,14 +36,16 @@ def hmac_sha256(key, msg):
 def signed_bytes(device, doc):
     """The canonical bytes an update's signature covers (docs/CONSENT.md 4): one line each for
     the scheme, device, version, sorted grants, sorted denies and the issue time."""
-    return "\n".join((
-        "edge-consent/1",
-        device,
-        str(doc.get("version")),
-        ",".join(sorted(doc.get("grant", []))),
-        ",".join(sorted(doc.get("deny", []))),
-        str(doc.get("ts", 0)),
-    )).encode()
+    return "\n".join(
+        (
+            "edge-consent/1",
+            device,
+            str(doc.get("version")),
+            ",".join(sorted(doc.get("grant", []))),
+            ",".join(sorted(doc.get("deny", []))),
+            str(doc.get("ts", 0)),
+        )
+    ).encode()
 
 
 def consent_key(cfg):
@@ -129,10 +131,17 @@ class Consent:
             pass  # no state yet (first boot): only `essential`, as the defaults say
 
     def save(self):
-        st = {"format": _FORMAT, "version": self.version, "grants": self.grants(), "ts": self.ts,
-              "issued": self.issued, "source": self.source,
-              "salt": binascii.hexlify(self.salt).decode(), "receipt": self.receipt,
-              "purged_total": self.purged_total}
+        st = {
+            "format": _FORMAT,
+            "version": self.version,
+            "grants": self.grants(),
+            "ts": self.ts,
+            "issued": self.issued,
+            "source": self.source,
+            "salt": binascii.hexlify(self.salt).decode(),
+            "receipt": self.receipt,
+            "purged_total": self.purged_total,
+        }
         with open(self.tmp, "wb") as f:
             f.write(json.dumps(st))
         os.rename(self.tmp, self.path)

@@ -30,7 +30,9 @@ class Deadband:
             for k in _KEYS:
                 v = ch.get(k, 0)
                 if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                    raise ValueError("config key 'channels[%d].%s' must be an integer >= 0" % (i, k))
+                    raise ValueError(
+                        "config key 'channels[%d].%s' must be an integer >= 0" % (i, k)
+                    )
                 vals.append(v)
             # [deadband, interval, max_silent, last, last_ms, reported?, held?, held value]
             self._pol[ch["id"]] = [vals[0], vals[1], vals[2], 0, 0, False, False, 0]

@@ -67,8 +67,15 @@ class Forwarder:
         self.head = 0
         self.count = 0
         self.gen = -1  # client.stats["connects"] the ring was last (re)sent on
-        self.stats = {"batches": 0, "forwarded": 0, "acked_readings": 0, "resends": 0,
-                      "resent_batches": 0, "unknown_acks": 0, "e2e_acks": 0}
+        self.stats = {
+            "batches": 0,
+            "forwarded": 0,
+            "acked_readings": 0,
+            "resends": 0,
+            "resent_batches": 0,
+            "unknown_acks": 0,
+            "e2e_acks": 0,
+        }
         self.acked_counts = [0] * len(categories)
         self.stamp = None  # edge/clock.py Stamper: unsynced stamps -> wall ms (FORMAT.md 4)
         self.hb = None  # edge/watchdog.py Heartbeat
@@ -98,7 +105,12 @@ class Forwarder:
     def on_ack(self, payload):
         """End-to-end acknowledgements: (first seq u32, last seq u32) big-endian, repeated."""
         for p in range(0, len(payload) - 7, 8):
-            last = (payload[p + 4] << 24) | (payload[p + 5] << 16) | (payload[p + 6] << 8) | payload[p + 7]
+            last = (
+                (payload[p + 4] << 24)
+                | (payload[p + 5] << 16)
+                | (payload[p + 6] << 8)
+                | payload[p + 7]
+            )
             for j in range(self.count):
                 k = (self.head + j) % _RING
                 if self.r_last[k] == last:
@@ -193,7 +205,8 @@ class Forwarder:
             return False
         k = self.head
         return (self.r_flags[k] & (_F_PUBACK | _F_E2E)) == _F_PUBACK and time.ticks_diff(
-            time.ticks_ms(), self.r_t[k]) >= self.ack_timeout_ms
+            time.ticks_ms(), self.r_t[k]
+        ) >= self.ack_timeout_ms
 
     async def run(self):
         """Task: forward committed readings while connected."""

@@ -66,10 +66,16 @@ class Health:
         h["flash_writes"] = st["commits"]
         flash = getattr(a.hal, "flash", None)  # the emulated NOR flash on unix
         if flash is not None:
-            h["flash"] = {"progs": flash.progs, "prog_bytes": flash.prog_bytes,
-                          "erases": flash.erases}
-        h["store_errors"] = {"corrupt_records": st["corrupt_records"],
-                             "torn_tails": st["torn_tails"], "bad_segments": st["bad_segments"]}
+            h["flash"] = {
+                "progs": flash.progs,
+                "prog_bytes": flash.prog_bytes,
+                "erases": flash.erases,
+            }
+        h["store_errors"] = {
+            "corrupt_records": st["corrupt_records"],
+            "torn_tails": st["torn_tails"],
+            "bad_segments": st["bad_segments"],
+        }
         h["inputs"] = {}
         if a.cfg.get("inputs"):  # the only sources with counters (edge/agent.py)
             from edge import inputs  # with its buses: not loaded for the simulated appliance

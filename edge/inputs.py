@@ -60,22 +60,36 @@ def _make(typ, spec, hal, board, path):
         if not isinstance(dps, dict) or not dps:
             raise ValueError("config key '%s.dps' must map DP ids to channels" % path)
         uart = _uart(hal, board, spec, path)[0]
-        mcu = TuyaMCU(dps, uart.write, _int(spec, "heartbeat_ms", 15000, path, 1000),
-                      _int(spec, "max_len", 256, path, 16, 1024))
+        mcu = TuyaMCU(
+            dps,
+            uart.write,
+            _int(spec, "heartbeat_ms", 15000, path, 1000),
+            _int(spec, "max_len", 256, path, 16, 1024),
+        )
         return StreamSource(uart, mcu)
     if typ == "modbus":
         uart, u = _uart(hal, board, spec, path)
-        return ModbusMaster(uart, spec.get("slave"), spec.get("reads"),
-                            _int(spec, "interval_ms", 1000, path, 10),
-                            _int(spec, "timeout_ms", 300, path, 10, 60000),
-                            _int(spec, "retries", 2, path, 0, 10), u.get("baud", 9600))
+        return ModbusMaster(
+            uart,
+            spec.get("slave"),
+            spec.get("reads"),
+            _int(spec, "interval_ms", 1000, path, 10),
+            _int(spec, "timeout_ms", 300, path, 10, 60000),
+            _int(spec, "retries", 2, path, 0, 10),
+            u.get("baud", 9600),
+        )
     interval = _int(spec, "interval_ms", 2000, path, 10)
     if typ == "sht3x":
         from edge.sensors.sht3x import SHT3x
 
         i2c = hal.i2c(boards.resolve(board, "i2c", spec.get("i2c"), path + ".i2c"), [spec])
-        return SHT3x(i2c, spec.get("addr", 0x44), _chan(spec, "temp", path),
-                     _chan(spec, "rh", path, False), interval)
+        return SHT3x(
+            i2c,
+            spec.get("addr", 0x44),
+            _chan(spec, "temp", path),
+            _chan(spec, "rh", path, False),
+            interval,
+        )
     pin = spec.get("pin")
     if isinstance(pin, str):
         pin = (board.get("pins") or {}).get(pin)
@@ -91,14 +105,24 @@ def _make(typ, spec, hal, board, path):
     if typ == "adc":
         from edge.sensors.adc import ADCChannel
 
-        return ADCChannel(hal.adc(pspec, spec), _chan(spec, "value", path), spec.get("cal"),
-                          _int(spec, "samples", 4, path, 1, 64), interval)
+        return ADCChannel(
+            hal.adc(pspec, spec),
+            _chan(spec, "value", path),
+            spec.get("cal"),
+            _int(spec, "samples", 4, path, 1, 64),
+            interval,
+        )
     from edge.sensors.pulse import PulseCounter
 
     pspec["debounce_ms"] = _int(spec, "debounce_ms", 0, path, 0, 1000)
-    return PulseCounter(hal.counter(pspec, spec), _chan(spec, "count", path),
-                        _chan(spec, "delta", path, False), _int(spec, "mul", 1, path, 1),
-                        _int(spec, "div", 1, path, 1), interval)
+    return PulseCounter(
+        hal.counter(pspec, spec),
+        _chan(spec, "count", path),
+        _chan(spec, "delta", path, False),
+        _int(spec, "mul", 1, path, 1),
+        _int(spec, "div", 1, path, 1),
+        interval,
+    )
 
 
 def build(cfg, hal):

@@ -94,8 +94,12 @@ class Watchdog:
                 deinit()
 
     def status(self):
-        return {"timeout_ms": self.timeout_ms, "tasks": len(self.beats),
-                "stale": self.stats["stale"], "feeds": self.stats["feeds"]}
+        return {
+            "timeout_ms": self.timeout_ms,
+            "tasks": len(self.beats),
+            "stale": self.stats["stale"],
+            "feeds": self.stats["feeds"],
+        }
 
 
 def timeout_ms(cfg):
@@ -107,5 +111,7 @@ def timeout_ms(cfg):
         v = board.load(cfg).get("watchdog_ms", 0)
     # the housekeeping task beats once a second: a shorter timeout would reset a healthy agent
     if not isinstance(v, int) or isinstance(v, bool) or not (v == 0 or v >= _MIN_TIMEOUT_MS):
-        raise ValueError("config key 'watchdog_ms' must be 0 (off) or at least %d" % _MIN_TIMEOUT_MS)
+        raise ValueError(
+            "config key 'watchdog_ms' must be 0 (off) or at least %d" % _MIN_TIMEOUT_MS
+        )
     return v

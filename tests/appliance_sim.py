@@ -32,7 +32,9 @@ def modbus_crc(data: bytes) -> bytes:
 
 
 def modbus_response(slave: int, fn: int, regs: list[int]) -> bytes:
-    body = bytes([slave, fn, 2 * len(regs)]) + b"".join(struct.pack(">H", r & 0xFFFF) for r in regs)
+    body = bytes([slave, fn, 2 * len(regs)]) + b"".join(
+        struct.pack(">H", r & 0xFFFF) for r in regs
+    )
     return body + modbus_crc(body)
 
 
@@ -131,8 +133,15 @@ class ModbusSlaveSim(_Responder):
     """Answers fn 3/4 reads from `regs` (address -> u16). `drop_first` requests get no answer
     (timeout path); addresses in `illegal` give exception 2; `busy_first` answers exception 6."""
 
-    def __init__(self, pty: Pty, slave: int, regs: dict[int, int], drop_first: int = 0,
-                 illegal: tuple[int, ...] = (), busy_first: int = 0) -> None:
+    def __init__(
+        self,
+        pty: Pty,
+        slave: int,
+        regs: dict[int, int],
+        drop_first: int = 0,
+        illegal: tuple[int, ...] = (),
+        busy_first: int = 0,
+    ) -> None:
         super().__init__(pty)
         self.slave = slave
         self.regs = regs

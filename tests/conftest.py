@@ -39,13 +39,19 @@ def micropython() -> str:
         pytest.skip(str(e))
 
 
-def run_mp(script: str, *args: str, heap: str = "1M", timeout: float = 120, input: str | None = None):
+def run_mp(
+    script: str, *args: str, heap: str = "1M", timeout: float = 120, input: str | None = None
+):
     """Run a MicroPython script file (path) with the repo's `edge` on the import path."""
     env = mp_env()
     env["MICROPYPATH"] = ".frozen:" + edge_root() + ":" + os.path.join(ROOT, "tests", "mp")
     return subprocess.run(
         [micropython_path(), "-X", f"heapsize={heap}", script, *args],
-        capture_output=True, text=True, timeout=timeout, env=env, input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=input,
     )
 
 

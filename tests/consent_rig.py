@@ -25,15 +25,22 @@ CHANNEL = {"essential": 1, "diagnostics": 3, "usage": 5, "location": 7, "marketi
 
 
 def device_config(port: int, store: str, key: bytes | None = KEY) -> dict:
-    chans = [{"id": 1, "name": "temp", "category": "essential"},
-             {"id": 3, "name": "power", "category": "diagnostics"},
-             {"id": 5, "name": "door", "category": "usage"},
-             {"id": 7, "name": "cell", "category": "location"},
-             {"id": 8, "name": "promo", "category": "marketing"}]
-    cfg = agent_config("unix-sim", device_id=DEVICE, channels=chans,
-                       mqtt={"host": "127.0.0.1", "port": port, "window": 3},
-                       store={"path": store, "flush_n": 16, "flush_ms": 40},
-                       batch={"max_readings": 12, "linger_ms": 5}, status_ms=60000)
+    chans = [
+        {"id": 1, "name": "temp", "category": "essential"},
+        {"id": 3, "name": "power", "category": "diagnostics"},
+        {"id": 5, "name": "door", "category": "usage"},
+        {"id": 7, "name": "cell", "category": "location"},
+        {"id": 8, "name": "promo", "category": "marketing"},
+    ]
+    cfg = agent_config(
+        "unix-sim",
+        device_id=DEVICE,
+        channels=chans,
+        mqtt={"host": "127.0.0.1", "port": port, "window": 3},
+        store={"path": store, "flush_n": 16, "flush_ms": 40},
+        batch={"max_readings": 12, "linger_ms": 5},
+        status_ms=60000,
+    )
     cfg["consent"] = {"local_dir": os.path.dirname(store)}
     if key is not None:
         cfg["consent"]["key"] = key.hex()
@@ -43,8 +50,7 @@ def device_config(port: int, store: str, key: bytes | None = KEY) -> dict:
 class Rig:
     """Broker + collector + one long-running agent. Call close() when done."""
 
-    def __init__(self, key: bytes | None = KEY, workdir: str | None = None,
-                 broker=None) -> None:
+    def __init__(self, key: bytes | None = KEY, workdir: str | None = None, broker=None) -> None:
         self.key = key
         self.own_broker = broker is None
         self.broker = broker or broker_mod.start()
@@ -66,9 +72,21 @@ class Rig:
         self.lines: queue.Queue = queue.Queue()
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [micropython_path(), "-X", "heapsize=1M", os.path.join(HERE, "mp", "consent_driver.py"),
-             path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=env, cwd=self.workdir, text=True, bufsize=1)
+            [
+                micropython_path(),
+                "-X",
+                "heapsize=1M",
+                os.path.join(HERE, "mp", "consent_driver.py"),
+                path,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+            text=True,
+            bufsize=1,
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -90,7 +108,9 @@ class Rig:
         except queue.Empty:
             got = None
         if got is None:
-            raise AssertionError(f"driver gave no answer to {line!r}:\n" + "\n".join(self.output[-20:]))
+            raise AssertionError(
+                f"driver gave no answer to {line!r}:\n" + "\n".join(self.output[-20:])
+            )
         assert got.startswith(line[:1]), got
         return got[2:]
 
@@ -123,8 +143,10 @@ class Rig:
         self.ping_id += 1
         pid = self.ping_id
         nxt = int(self.send(f"s {pid}"))
-        ok = self.col.wait_for(lambda c: any(n == "ping" and r.get("id") == pid
-                                             for _, n, r in list(c.replies)[-5:]), 10)
+        ok = self.col.wait_for(
+            lambda c: any(n == "ping" and r.get("id") == pid for _, n, r in list(c.replies)[-5:]),
+            10,
+        )
         assert ok, "no reply/ping after sync"
         return nxt
 
@@ -146,14 +168,16 @@ class Rig:
     def consent_local(self, payload: str) -> dict:
         return json.loads(self.send("c " + payload))
 
-    def update(self, version: int, grant: list[str], deny: list[str], key: bytes | None = None,
-               **extra) -> str:
+    def update(
+        self, version: int, grant: list[str], deny: list[str], key: bytes | None = None, **extra
+    ) -> str:
         doc = make_update(DEVICE, version, grant, deny, key, ts=int(time.time() * 1000))
         doc.update(extra)
         return json.dumps(doc)
 
     def wait_receipt(self, version: int, timeout: float = 10) -> dict:
-        ok = self.col.wait_for(lambda c: (c.receipts.get(DEVICE) or {}).get("version") == version,
-                               timeout)
+        ok = self.col.wait_for(
+            lambda c: (c.receipts.get(DEVICE) or {}).get("version") == version, timeout
+        )
         assert ok, f"no receipt v{version}: {self.col.receipts.get(DEVICE)}"
         return self.col.receipts[DEVICE]

@@ -11,12 +11,20 @@ from host_tools.paths import edge_root, micropython_path, mp_env
 MP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mp")
 
 
-def mp_run(script: str, *args: str, heap: str = "4M", timeout: float = 300, cwd: str | None = None):
+def mp_run(
+    script: str, *args: str, heap: str = "4M", timeout: float = 300, cwd: str | None = None
+):
     """Run tests/mp/SCRIPT with `edge` and tests/mp importable; returns the CompletedProcess."""
     env = mp_env()
     env["MICROPYPATH"] = ".frozen:" + edge_root() + ":" + MP_DIR
-    return subprocess.run([micropython_path(), "-X", f"heapsize={heap}", os.path.join(MP_DIR, script),
-                           *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run(
+        [micropython_path(), "-X", f"heapsize={heap}", os.path.join(MP_DIR, script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def mp_last_json(script: str, *args: str, **kw) -> dict:

@@ -13,8 +13,23 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FILES = sorted((ROOT / "boards").glob("*.json"))
 REQUIRED = {"esp32-generic", "esp32-s3", "esp32-c3", "unix-sim"}
 CHIPS = {"esp32": "xtensawin", "esp32s3": "xtensawin", "esp32c3": "rv32imc", "unix": "x64"}
-KEYS = {"name", "chip", "description", "mpy_arch", "flash_offset", "flash_size", "fs_offset",
-        "fs_size", "firmware", "pins", "uarts", "i2c", "sensors", "watchdog_ms", "config"}
+KEYS = {
+    "name",
+    "chip",
+    "description",
+    "mpy_arch",
+    "flash_offset",
+    "flash_size",
+    "fs_offset",
+    "fs_size",
+    "firmware",
+    "pins",
+    "uarts",
+    "i2c",
+    "sensors",
+    "watchdog_ms",
+    "config",
+}
 SENSOR_TYPES = {"sht3x", "ds18b20", "adc", "pulse"}
 
 
@@ -109,16 +124,27 @@ def test_every_key_is_documented_in_the_readme():
 
 def test_validator_catches_mistakes():
     good = json.loads((ROOT / "boards" / "esp32-generic.json").read_text())
-    for change, needle in [({"chip": "esp8266"}, "chip"), ({"flash_offset": 0}, "0x1000"),
-                           ({"flash_size": 3000000}, "power of two"), ({"colour": "red"}, "undocumented"),
-                           ({"firmware": {"file": "x.bin", "sha256": "abc"}}, "sha256"),
-                           ({"uarts": {"a": {"id": 1, "tx": 17, "rx": 16}, "b": {"id": 2, "tx": 17, "rx": 5}}}, "twice")]:
+    for change, needle in [
+        ({"chip": "esp8266"}, "chip"),
+        ({"flash_offset": 0}, "0x1000"),
+        ({"flash_size": 3000000}, "power of two"),
+        ({"colour": "red"}, "undocumented"),
+        ({"firmware": {"file": "x.bin", "sha256": "abc"}}, "sha256"),
+        (
+            {"uarts": {"a": {"id": 1, "tx": 17, "rx": 16}, "b": {"id": 2, "tx": 17, "rx": 5}}},
+            "twice",
+        ),
+    ]:
         assert any(needle in p for p in validate({**good, **change}, "esp32-generic")), change
 
 
 def test_board_overrides_merge_over_the_board_file():
-    b = boards.load({"board": "esp32-generic",
-                     "board_overrides": {"uarts": {"appliance": {"baud": 115200}}, "pins": {"led": 5}}})
+    b = boards.load(
+        {
+            "board": "esp32-generic",
+            "board_overrides": {"uarts": {"appliance": {"baud": 115200}}, "pins": {"led": 5}},
+        }
+    )
     assert b["uarts"]["appliance"] == {"id": 2, "tx": 17, "rx": 16, "baud": 115200}
     assert b["uarts"]["meter"]["de"] == 33  # untouched siblings stay
     assert b["pins"]["led"] == 5 and b["pins"]["onewire"] == 4

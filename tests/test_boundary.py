@@ -13,8 +13,20 @@ from tests.conftest import ROOT, run_mp
 EDGE = os.path.join(ROOT, "edge")
 # modules that need hardware modules absent from the unix port (machine.UART, network, esp32)
 ESP32_ONLY = {"edge.hal.esp32"}
-FORBIDDEN = {"typing", "dataclasses", "pathlib", "logging", "abc", "enum", "threading",
-             "subprocess", "paho", "serial", "tinydb", "host_tools"}
+FORBIDDEN = {
+    "typing",
+    "dataclasses",
+    "pathlib",
+    "logging",
+    "abc",
+    "enum",
+    "threading",
+    "subprocess",
+    "paho",
+    "serial",
+    "tinydb",
+    "host_tools",
+}
 
 
 def edge_modules():
@@ -48,7 +60,9 @@ def test_every_edge_module_compiles_with_mpy_cross(tmp_path):
         if not os.path.exists(src):
             src = os.path.join(ROOT, *mod.split("."), "__init__.py")
         out = tmp_path / (mod + ".mpy")
-        r = subprocess.run([exe, "-march=x64", "-o", str(out), src], capture_output=True, text=True)
+        r = subprocess.run(
+            [exe, "-march=x64", "-o", str(out), src], capture_output=True, text=True
+        )
         assert r.returncode == 0, f"{mod}: {r.stderr}"
         assert out.read_bytes()[:2] == b"M\x06"
 
@@ -90,7 +104,8 @@ def test_host_imports_only_the_codec_from_edge(path):
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edge"):
             assert node.module == "edge" and {a.name for a in node.names} <= {"codec"}, (
-                f"{path} imports {node.module}")
+                f"{path} imports {node.module}"
+            )
         if isinstance(node, ast.Import):
             for a in node.names:
                 assert not a.name.startswith("edge.") or a.name == "edge.codec", path

@@ -16,28 +16,54 @@ DEVICE = "washer-e2e"
 
 def test_agent_publishes_readings_from_three_buses(tmp_path):
     line, tuya, meter = Pty(), Pty(), Pty()
-    mcu = TuyaMCUSim(tuya, [tuya_frame(0x07, tuya_dp(1, 1, b"\x01")
-                                       + tuya_dp(2, 2, struct.pack(">i", -183)))],
-                     noise=b"\xff\x55\x00")
+    mcu = TuyaMCUSim(
+        tuya,
+        [tuya_frame(0x07, tuya_dp(1, 1, b"\x01") + tuya_dp(2, 2, struct.pack(">i", -183)))],
+        noise=b"\xff\x55\x00",
+    )
     slave = ModbusSlaveSim(meter, 1, {0: 2304, 1: 0, 2: 51234})
     mcu.start()
     slave.start()
-    channels = [{"id": i, "name": "ch%d" % i, "category": "essential"} for i in (1, 5, 10, 11, 20, 22)]
+    channels = [
+        {"id": i, "name": "ch%d" % i, "category": "essential"} for i in (1, 5, 10, 11, 20, 22)
+    ]
     channels[0]["deadband"] = 0  # report changes only: the repeated T=4.25 is suppressed
     inputs = [
-        {"type": "line", "uart": {"path": line.path},
-         "keys": {"T": {"ch": 1, "scale": 2}, "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}}}},
-        {"type": "tuya", "uart": {"path": tuya.path}, "dps": {"1": 10, "2": {"ch": 11, "mul": 10}}},
-        {"type": "modbus", "uart": {"path": meter.path}, "slave": 1, "interval_ms": 5000,
-         "reads": [{"fn": 4, "addr": 0, "count": 3,
-                    "map": {"0": 20, "1": {"ch": 22, "type": "u32"}}}]},
+        {
+            "type": "line",
+            "uart": {"path": line.path},
+            "keys": {
+                "T": {"ch": 1, "scale": 2},
+                "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
+            },
+        },
+        {
+            "type": "tuya",
+            "uart": {"path": tuya.path},
+            "dps": {"1": 10, "2": {"ch": 11, "mul": 10}},
+        },
+        {
+            "type": "modbus",
+            "uart": {"path": meter.path},
+            "slave": 1,
+            "interval_ms": 5000,
+            "reads": [
+                {"fn": 4, "addr": 0, "count": 3, "map": {"0": 20, "1": {"ch": 22, "type": "u32"}}}
+            ],
+        },
     ]
     agent = None
     with broker_mod.start() as b:
         col = Collector(b.host, b.port).start()
         try:
-            cfg = agent_config("unix-sim", device_id=DEVICE, channels=channels, inputs=inputs,
-                               mqtt={"host": b.host, "port": b.port}, sim={"seconds": 3})
+            cfg = agent_config(
+                "unix-sim",
+                device_id=DEVICE,
+                channels=channels,
+                inputs=inputs,
+                mqtt={"host": b.host, "port": b.port},
+                sim={"seconds": 3},
+            )
             agent = AgentProcess(cfg, workdir=str(tmp_path)).start()
 
             def feed():
@@ -50,8 +76,16 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
 
             threading.Thread(target=feed, daemon=True).start()
             assert agent.wait(60) == 0
-            want = {(1, 425), (5, 1), (1, -50), (5, 0), (10, 1), (11, -1830), (20, 2304),
-                    (22, 51234)}
+            want = {
+                (1, 425),
+                (5, 1),
+                (1, -50),
+                (5, 0),
+                (10, 1),
+                (11, -1830),
+                (20, 2304),
+                (22, 51234),
+            }
             col.wait_for(lambda c: want <= {(r[4], r[5]) for r in c.readings}, 10)
             got = [(r[4], r[5]) for r in col.readings if r[0] == DEVICE]
         finally:

@@ -27,8 +27,13 @@ def test_fuzz_100k_cpython(name):
 def test_fuzz_under_micropython():
     mp = os.path.join(ROOT, ".venv", "bin", "micropython")
     env = dict(os.environ, MICROPYPATH=ROOT + ":" + os.path.join(HERE, "mp"))
-    r = subprocess.run([mp, os.path.join(HERE, "mp", "fuzz_bus.py"), "20000"], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [mp, os.path.join(HERE, "mp", "fuzz_bus.py"), "20000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.split("\n")
     for name in ("line", "tuya", "modbus"):

@@ -5,8 +5,12 @@ import pytest
 
 from edge.bus.line import LineParser
 
-KEYS = {"T1": {"ch": 1, "scale": 2}, "P": 3, "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
-        "E": {"ch": 7, "mul": 3600, "div": 1000}}
+KEYS = {
+    "T1": {"ch": 1, "scale": 2},
+    "P": 3,
+    "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
+    "E": {"ch": 7, "mul": 3600, "div": 1000},
+}
 MSG = b"T1=4.256;P=-12;DOOR=OPEN;E=2500\r\n"
 EXPECT = [(1, 425), (3, -12), (5, 1), (7, 9000)]
 
@@ -30,7 +34,13 @@ def test_split_at_every_byte_gives_the_same_readings():
 
 def test_values_scale_sign_and_truncation():
     p = LineParser({"A": {"ch": 1, "scale": 2}, "B": 2})
-    assert run(p, b"A=+1;A=-0.5;A=3.14159;B=7.9;A=.5\n") == [(1, 100), (1, -50), (1, 314), (2, 7), (1, 50)]
+    assert run(p, b"A=+1;A=-0.5;A=3.14159;B=7.9;A=.5\n") == [
+        (1, 100),
+        (1, -50),
+        (1, 314),
+        (2, 7),
+        (1, 50),
+    ]
 
 
 def test_garbage_is_rejected_with_reasons_and_parsing_resumes():

@@ -7,9 +7,15 @@ from edge.bus.crc import crc16_modbus
 from edge.bus.modbus import ModbusMaster
 from tests.appliance_sim import modbus_crc, modbus_exception, modbus_response
 
-READS = [{"fn": 4, "addr": 0x0100, "count": 4,
-          "map": {"256": 20, "257": {"ch": 21, "type": "i16"}, "258": {"ch": 22, "type": "u32"}}},
-         {"fn": 3, "addr": 10, "count": 2, "map": {"10": {"ch": 23, "type": "i32", "swap": True}}}]
+READS = [
+    {
+        "fn": 4,
+        "addr": 0x0100,
+        "count": 4,
+        "map": {"256": 20, "257": {"ch": 21, "type": "i16"}, "258": {"ch": 22, "type": "u32"}},
+    },
+    {"fn": 3, "addr": 10, "count": 2, "map": {"10": {"ch": 23, "type": "i32", "swap": True}}},
+]
 
 
 class Wire:
@@ -53,8 +59,14 @@ def test_crc16_check_value():
 def test_requests_and_decoding_of_every_word_type():
     w = Wire()
     m = ModbusMaster(w, 7, READS, interval_ms=10000)
-    out = cycle(m, w, [modbus_response(7, 4, [1234, 0xFFF6, 0x0001, 0x0002]),
-                       modbus_response(7, 3, [0xFFFE, 0xFFFF])])
+    out = cycle(
+        m,
+        w,
+        [
+            modbus_response(7, 4, [1234, 0xFFF6, 0x0001, 0x0002]),
+            modbus_response(7, 3, [0xFFFE, 0xFFFF]),
+        ],
+    )
     assert w.tx[0] == bytes([7, 4, 1, 0, 0, 4]) + modbus_crc(bytes([7, 4, 1, 0, 0, 4]))
     assert w.tx[1][:6] == bytes([7, 3, 0, 10, 0, 2])
     assert out == [(20, 1234), (21, -10), (22, 65538), (23, -2)]
@@ -72,8 +84,7 @@ def test_exception_response_is_counted_and_not_retried():
 def test_busy_exception_and_timeout_are_retried_then_given_up():
     w = Wire()
     m = ModbusMaster(w, 7, READS[:1], interval_ms=100000, timeout_ms=50, retries=2)
-    out = cycle(m, w, [modbus_exception(7, 4, 6), None,
-                       modbus_response(7, 4, [1, 2, 3, 4])])
+    out = cycle(m, w, [modbus_exception(7, 4, 6), None, modbus_response(7, 4, [1, 2, 3, 4])])
     assert out[0] == (20, 1) and len(w.tx) == 3
     assert m.exceptions == {6: 1} and m.errors["timeout"] == 1
     w2 = Wire()
@@ -107,12 +118,15 @@ def test_response_split_at_every_byte():
         assert out[0] == (20, 9), i
 
 
-@pytest.mark.parametrize("reads, key", [
-    ([{"fn": 6, "map": {"0": 1}}], "reads[0].fn"),
-    ([{"addr": 0, "count": 1, "map": {"5": 1}}], "reads[0].map.5"),
-    ([{"count": 200, "map": {"0": 1}}], "reads[0].count"),
-    ([{"map": {"0": {"ch": 1, "type": "f32"}}}], "reads[0].map.0.type"),
-])
+@pytest.mark.parametrize(
+    "reads, key",
+    [
+        ([{"fn": 6, "map": {"0": 1}}], "reads[0].fn"),
+        ([{"addr": 0, "count": 1, "map": {"5": 1}}], "reads[0].map.5"),
+        ([{"count": 200, "map": {"0": 1}}], "reads[0].count"),
+        ([{"map": {"0": {"ch": 1, "type": "f32"}}}], "reads[0].map.0.type"),
+    ],
+)
 def test_bad_config_names_the_key(reads, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.").replace("[", r"\[")):
         ModbusMaster(Wire(), 1, reads)

@@ -20,37 +20,72 @@ def run_agent_inputs(tmp_path, cfg, ms):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     env = dict(os.environ, MICROPYPATH=ROOT)
-    return subprocess.Popen([MP, os.path.join(HERE, "mp", "inputs_pty.py"), str(path), str(ms)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [MP, os.path.join(HERE, "mp", "inputs_pty.py"), str(path), str(ms)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def parse(out):
-    readings = [tuple(int(x) for x in ln.split()[1:]) for ln in out.splitlines() if ln.startswith("R ")]
+    readings = [
+        tuple(int(x) for x in ln.split()[1:]) for ln in out.splitlines() if ln.startswith("R ")
+    ]
     stats = [json.loads(ln[2:]) for ln in out.splitlines() if ln.startswith("S ")]
     return readings, stats[0] if stats else None
 
 
 def test_line_tuya_and_modbus_from_ptys(tmp_path):
     line, tuya, meter = Pty(), Pty(), Pty()
-    reports = [tuya_frame(0x07, tuya_dp(1, 1, b"\x01") + tuya_dp(2, 2, struct.pack(">i", 215))),
-               tuya_frame(0x07, tuya_dp(3, 4, b"\x02"))]
+    reports = [
+        tuya_frame(0x07, tuya_dp(1, 1, b"\x01") + tuya_dp(2, 2, struct.pack(">i", 215))),
+        tuya_frame(0x07, tuya_dp(3, 4, b"\x02")),
+    ]
     mcu = TuyaMCUSim(tuya, reports, noise=b"\x00\xffgarbage\x55")
-    slave = ModbusSlaveSim(meter, 3, {0: 2301, 1: 0xFFFF, 2: 0x0001, 3: 0x86A0},
-                           drop_first=1, illegal=(100,))
+    slave = ModbusSlaveSim(
+        meter, 3, {0: 2301, 1: 0xFFFF, 2: 0x0001, 3: 0x86A0}, drop_first=1, illegal=(100,)
+    )
     mcu.start()
     slave.start()
     cfg = {
         "board": "unix-sim",
         "inputs": [
-            {"type": "line", "uart": {"path": line.path},
-             "keys": {"T": {"ch": 1, "scale": 2}, "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}}}},
-            {"type": "tuya", "uart": {"path": tuya.path},
-             "dps": {"1": 10, "2": {"ch": 11, "mul": 10}, "3": 12}},
-            {"type": "modbus", "uart": {"path": meter.path, "baud": 9600}, "slave": 3,
-             "interval_ms": 400, "timeout_ms": 100, "retries": 1,
-             "reads": [{"fn": 4, "addr": 0, "count": 4,
-                        "map": {"0": 20, "1": {"ch": 21, "type": "i16"}, "2": {"ch": 22, "type": "u32"}}},
-                       {"fn": 3, "addr": 100, "count": 1, "map": {"100": 23}}]},
+            {
+                "type": "line",
+                "uart": {"path": line.path},
+                "keys": {
+                    "T": {"ch": 1, "scale": 2},
+                    "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
+                },
+            },
+            {
+                "type": "tuya",
+                "uart": {"path": tuya.path},
+                "dps": {"1": 10, "2": {"ch": 11, "mul": 10}, "3": 12},
+            },
+            {
+                "type": "modbus",
+                "uart": {"path": meter.path, "baud": 9600},
+                "slave": 3,
+                "interval_ms": 400,
+                "timeout_ms": 100,
+                "retries": 1,
+                "reads": [
+                    {
+                        "fn": 4,
+                        "addr": 0,
+                        "count": 4,
+                        "map": {
+                            "0": 20,
+                            "1": {"ch": 21, "type": "i16"},
+                            "2": {"ch": 22, "type": "u32"},
+                        },
+                    },
+                    {"fn": 3, "addr": 100, "count": 1, "map": {"100": 23}},
+                ],
+            },
         ],
     }
     p = run_agent_inputs(tmp_path, cfg, 1500)

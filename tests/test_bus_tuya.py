@@ -8,12 +8,25 @@ import pytest
 from edge.bus.tuya import TuyaMCU
 from tests.appliance_sim import tuya_dp, tuya_frame
 
-DPS = {"1": 10, "2": {"ch": 11, "mul": 10}, "3": {"ch": 12, "map": {"idle": 0, "wash": 1}},
-       "4": 13, "5": 14, "6": {"ch": 15, "raw": {"offset": 1, "size": 2, "signed": True}},
-       "7": 16}
-REPORT = tuya_frame(0x07, tuya_dp(1, 1, b"\x01") + tuya_dp(2, 2, struct.pack(">i", -215))
-                    + tuya_dp(3, 3, b"wash") + tuya_dp(4, 4, b"\x02") + tuya_dp(5, 5, b"\x01\x02")
-                    + tuya_dp(6, 0, b"\x09\xff\x38\x00") + tuya_dp(7, 3, b"-42"))
+DPS = {
+    "1": 10,
+    "2": {"ch": 11, "mul": 10},
+    "3": {"ch": 12, "map": {"idle": 0, "wash": 1}},
+    "4": 13,
+    "5": 14,
+    "6": {"ch": 15, "raw": {"offset": 1, "size": 2, "signed": True}},
+    "7": 16,
+}
+REPORT = tuya_frame(
+    0x07,
+    tuya_dp(1, 1, b"\x01")
+    + tuya_dp(2, 2, struct.pack(">i", -215))
+    + tuya_dp(3, 3, b"wash")
+    + tuya_dp(4, 4, b"\x02")
+    + tuya_dp(5, 5, b"\x01\x02")
+    + tuya_dp(6, 0, b"\x09\xff\x38\x00")
+    + tuya_dp(7, 3, b"-42"),
+)
 EXPECT = [(10, 1), (11, -2150), (12, 1), (13, 2), (14, 258), (15, -200), (16, -42)]
 
 
@@ -106,9 +119,15 @@ def test_every_bit_flip_is_rejected_and_the_next_frame_still_parses():
 
 def test_dp_errors_are_counted():
     m = Module()
-    bad = (tuya_dp(1, 1, b"\x01\x02") + tuya_dp(2, 2, b"\x01") + tuya_dp(3, 3, b"spin")
-           + tuya_dp(5, 5, b"\x01\x02\x03") + tuya_dp(4, 9, b"\x01") + tuya_dp(99, 1, b"\x01")
-           + bytes([4, 4, 0, 9, 1]))
+    bad = (
+        tuya_dp(1, 1, b"\x01\x02")
+        + tuya_dp(2, 2, b"\x01")
+        + tuya_dp(3, 3, b"spin")
+        + tuya_dp(5, 5, b"\x01\x02\x03")
+        + tuya_dp(4, 9, b"\x01")
+        + tuya_dp(99, 1, b"\x01")
+        + bytes([4, 4, 0, 9, 1])
+    )
     m.feed(tuya_frame(0x07, bad))
     e = m.mcu.errors
     assert m.out == []
@@ -122,8 +141,14 @@ def test_oversized_length_is_rejected():
     assert m.mcu.errors["too_long"] == 1 and m.out == [(10, 1)]
 
 
-@pytest.mark.parametrize("dps, key", [({"x": 1}, "dps.x"), ({"0": 1}, "dps.0"),
-                                      ({"1": {"ch": 1, "raw": {"size": 3}}}, "dps.1.raw")])
+@pytest.mark.parametrize(
+    "dps, key",
+    [
+        ({"x": 1}, "dps.x"),
+        ({"0": 1}, "dps.0"),
+        ({"1": {"ch": 1, "raw": {"size": 3}}}, "dps.1.raw"),
+    ],
+)
 def test_bad_config_names_the_key(dps, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         TuyaMCU(dps, lambda b: None)

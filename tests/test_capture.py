@@ -25,14 +25,21 @@ SAMPLES = ROOT / "samples"
 
 def edgectl(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "host_tools", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "host_tools", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"edgectl {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def make_capture(path: Path, chunks: list[tuple[str, int, bytes]], meta: dict | None = None) -> None:
+def make_capture(
+    path: Path, chunks: list[tuple[str, int, bytes]], meta: dict | None = None
+) -> None:
     with capfile.CaptureWriter(str(path), meta or {"port": "test"}) as w:
         for kind, ts, data in chunks:
             w.write(kind, ts, data)
@@ -40,7 +47,12 @@ def make_capture(path: Path, chunks: list[tuple[str, int, bytes]], meta: dict | 
 
 def test_round_trip_binary_and_large_chunks(tmp_path: Path) -> None:
     big = bytes(range(256)) * 300  # 76800 bytes: split into two chunks of <= 65535
-    chunks = [("rx", 0, b"A=1\n"), ("tx", 5, b"\x55\xaa\x00"), ("rx", 10, big), ("note", 11, b"hi")]
+    chunks = [
+        ("rx", 0, b"A=1\n"),
+        ("tx", 5, b"\x55\xaa\x00"),
+        ("rx", 10, big),
+        ("note", 11, b"hi"),
+    ]
     make_capture(tmp_path / "c.ecap", chunks, {"port": "loop://", "baudrate": 9600})
     meta, got, damage = capfile.read_capture(str(tmp_path / "c.ecap"))
     assert damage is None
@@ -136,8 +148,20 @@ def test_capture_cli_from_pty(tmp_path: Path) -> None:
     th = threading.Thread(target=feed)
     th.start()
     out = tmp_path / "c.ecap"
-    proc = edgectl("capture", "--port", str(link), "--out", str(out), "--idle", "0.5",
-                   "--framing", "line", "--meta", "appliance=test", "--json")
+    proc = edgectl(
+        "capture",
+        "--port",
+        str(link),
+        "--out",
+        str(out),
+        "--idle",
+        "0.5",
+        "--framing",
+        "line",
+        "--meta",
+        "appliance=test",
+        "--json",
+    )
     th.join()
     os.close(m)
     os.close(s)
@@ -165,7 +189,10 @@ def test_replay_url_handler(tmp_path: Path) -> None:
 
 
 def test_frame_counter_on_samples() -> None:
-    for name, framing, want in (("fridge-line.ecap", "line", 600), ("tuya-kettle.ecap", "tuya", 680)):
+    for name, framing, want in (
+        ("fridge-line.ecap", "line", 600),
+        ("tuya-kettle.ecap", "tuya", 680),
+    ):
         _, chunks, _ = capfile.read_capture(str(SAMPLES / name))
         fc = FrameCounter("auto")
         for c in chunks:  # byte by byte: framing must survive any chunking
@@ -203,23 +230,46 @@ def test_convert_spy_log_from_real_pyserial(tmp_path: Path) -> None:
     _, chunks, damage = capfile.read_capture(str(tmp_path / "c.ecap"))
     assert damage is None
     assert [(c.kind, c.data) for c in chunks] == [
-        ("rx", rx1), ("tx", b"\x55\xaa\x00\x00\x00\x00\xff"), ("rx", b"X=2\n")]
+        ("rx", rx1),
+        ("tx", b"\x55\xaa\x00\x00\x00\x00\xff"),
+        ("rx", b"X=2\n"),
+    ]
     assert chunks[2].ts_us - chunks[0].ts_us >= 150_000
 
 
 def test_convert_text_logs(tmp_path: Path) -> None:
     chunks = capconvert.text_to_chunks(["[10.5] A=1", "11.0 A=2", "A=3", "", "12:00:00 x"])
-    assert [(c.ts_us, c.data) for c in chunks[:3]] == [(0, b"A=1\n"), (500_000, b"A=2\n"),
-                                                       (1_500_000, b"A=3\n")]
-    iso = capconvert.text_to_chunks(["2024-01-01T00:00:00Z 55 AA 00", "2024-01-01 00:00:02.5 55aa"],
-                                    hex_frames=True)
+    assert [(c.ts_us, c.data) for c in chunks[:3]] == [
+        (0, b"A=1\n"),
+        (500_000, b"A=2\n"),
+        (1_500_000, b"A=3\n"),
+    ]
+    iso = capconvert.text_to_chunks(
+        ["2024-01-01T00:00:00Z 55 AA 00", "2024-01-01 00:00:02.5 55aa"], hex_frames=True
+    )
     assert [(c.ts_us, c.data) for c in iso] == [(0, b"\x55\xaa\x00"), (2_500_000, b"\x55\xaa")]
     (tmp_path / "log.txt").write_text("A=1\nA=2\n")
-    edgectl("capture-convert", "text", str(tmp_path / "log.txt"), "--out", str(tmp_path / "c.ecap"),
-            "--interval", "0.25", "--eol", "crlf")
+    edgectl(
+        "capture-convert",
+        "text",
+        str(tmp_path / "log.txt"),
+        "--out",
+        str(tmp_path / "c.ecap"),
+        "--interval",
+        "0.25",
+        "--eol",
+        "crlf",
+    )
     _, got, _ = capfile.read_capture(str(tmp_path / "c.ecap"))
     assert [(c.ts_us, c.data) for c in got] == [(0, b"A=1\r\n"), (250_000, b"A=2\r\n")]
     (tmp_path / "bad.txt").write_text("zz\n")
-    bad = edgectl("capture-convert", "text", str(tmp_path / "bad.txt"), "--hex", "--out",
-                  str(tmp_path / "b.ecap"), check=False)
+    bad = edgectl(
+        "capture-convert",
+        "text",
+        str(tmp_path / "bad.txt"),
+        "--hex",
+        "--out",
+        str(tmp_path / "b.ecap"),
+        check=False,
+    )
     assert bad.returncode == 2 and "line 1: not hex" in bad.stderr

@@ -22,7 +22,8 @@ DEVICE = "chaos-0001"
 
 def _config(port: int, count: int, rate: int) -> dict:
     return agent_config(
-        "unix-sim", device_id=DEVICE,
+        "unix-sim",
+        device_id=DEVICE,
         mqtt={"host": "127.0.0.1", "port": port, "e2e_ack": True, "e2e_timeout_ms": 2000},
         # one essential channel: every reading is stored and must arrive
         channels=[{"id": 1, "name": "cabinet_temp_cC", "category": "essential"}],

@@ -39,8 +39,16 @@ def test_demo_json_summary(micropython):
     r = _run("demo", "--seconds", "5", "--json", timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
-    for key in ("sampled", "stored", "forwarded", "received_unique", "duplicates",
-                "dropped_by_consent", "lost", "seconds"):
+    for key in (
+        "sampled",
+        "stored",
+        "forwarded",
+        "received_unique",
+        "duplicates",
+        "dropped_by_consent",
+        "lost",
+        "seconds",
+    ):
         assert key in s
     assert s["lost"] == 0 and s["received_unique"] == s["stored"] > 0
     assert s["dropped_by_consent"] > 0  # essential-only at first: the gate is visible

@@ -74,12 +74,15 @@ def test_stamper_converts_only_unsynced_stamps_of_the_current_boot():
     assert s.converted == 1
 
 
-@pytest.mark.parametrize("clock,msg", [
-    ("x", "'clock' must be an object"),
-    ({"synced_at_ms": -1}, "'clock.synced_at_ms'"),
-    ({"synced_at_ms": 10}, "simulated clock"),  # FakeHal has no simulate_ntp
-    ({"ntp_host": ""}, "'clock.ntp_host'"),
-])
+@pytest.mark.parametrize(
+    "clock,msg",
+    [
+        ("x", "'clock' must be an object"),
+        ({"synced_at_ms": -1}, "'clock.synced_at_ms'"),
+        ({"synced_at_ms": 10}, "simulated clock"),  # FakeHal has no simulate_ntp
+        ({"ntp_host": ""}, "'clock.ntp_host'"),
+    ],
+)
 def test_clock_config_errors_name_the_key(clock, msg):
     with pytest.raises(ValueError, match=msg):
         from_config({"clock": clock}, FakeHal(0))
@@ -88,8 +91,9 @@ def test_clock_config_errors_name_the_key(clock, msg):
 def test_collector_maps_boot_relative_stamps_with_the_status_clock():
     col = Collector("127.0.0.1", 1)
     try:
-        col.status["d"] = {"clock": {"synced": True, "boot": 3, "sync_ticks": 100,
-                                     "sync_wall_ms": 10**12}}
+        col.status["d"] = {
+            "clock": {"synced": True, "boot": 3, "sync_ticks": 100, "sync_wall_ms": 10**12}
+        }
         assert col.wall_ms("d", 3, 50) == 10**12 - 50
         assert col.wall_ms("d", 3, (1 << 30) - 10) == 10**12 - 110  # ticks wrapped
         assert col.wall_ms("d", 2, 50) is None  # another boot
@@ -112,15 +116,21 @@ def test_readings_before_the_sync_arrive_as_wall_clock(micropython, tmp_path):
     port = broker_mod.free_port()
     dev = "clock-1"
     t0 = time.time() * 1000
-    cfg = agent_config("unix-sim", device_id=dev, mqtt={"port": port},
-                       sim={"seconds": 3, "rate_hz": 300}, clock={"synced_at_ms": 1000})
+    cfg = agent_config(
+        "unix-sim",
+        device_id=dev,
+        mqtt={"port": port},
+        sim={"seconds": 3, "rate_hz": 300},
+        clock={"synced_at_ms": 1000},
+    )
     agent = AgentProcess(cfg, workdir=str(tmp_path)).start()
     births: list[dict] = []
     try:
         assert _wait_log(agent, "clock: synced after 2 attempts", 15), agent.output
         with broker_mod.start(port=port) as b, Collector(b.host, b.port) as col:
-            col.client.message_callback_add(f"edge/{dev}/status",
-                                            lambda c, u, m: births.append(json.loads(m.payload)))
+            col.client.message_callback_add(
+                f"edge/{dev}/status", lambda c, u, m: births.append(json.loads(m.payload))
+            )
             agent.wait(60)
             t1 = time.time() * 1000
             final = agent.final
@@ -143,8 +153,13 @@ def test_readings_before_the_sync_arrive_as_wall_clock(micropython, tmp_path):
 def test_readings_of_a_past_unsynced_boot_stay_boot_relative(micropython, broker, tmp_path):
     dev = "clock-2"
     # boot 1: the clock never syncs and there is no broker; the process is killed
-    cfg = agent_config("unix-sim", device_id=dev, mqtt={"port": broker_mod.free_port()},
-                       sim={"seconds": 30, "rate_hz": 300}, clock={"synced_at_ms": 10**9})
+    cfg = agent_config(
+        "unix-sim",
+        device_id=dev,
+        mqtt={"port": broker_mod.free_port()},
+        sim={"seconds": 30, "rate_hz": 300},
+        clock={"synced_at_ms": 10**9},
+    )
     a1 = AgentProcess(cfg, workdir=str(tmp_path)).start()
     try:
         end = time.monotonic() + 20
@@ -154,8 +169,12 @@ def test_readings_of_a_past_unsynced_boot_stay_boot_relative(micropython, broker
     finally:
         a1.stop()  # SIGTERM: no clean shutdown
     with Collector(broker.host, broker.port) as col:
-        cfg = agent_config("unix-sim", device_id=dev, mqtt={"port": broker.port},
-                           sim={"seconds": 1, "rate_hz": 300})
+        cfg = agent_config(
+            "unix-sim",
+            device_id=dev,
+            mqtt={"port": broker.port},
+            sim={"seconds": 1, "rate_hz": 300},
+        )
         a2 = AgentProcess(cfg, workdir=str(tmp_path)).start()
         try:
             a2.wait(60)

@@ -80,9 +80,14 @@ def test_records_cpython():
 
 
 readings = st.lists(
-    st.tuples(st.integers(1, 0xFFFF), st.integers(0, 10**6), st.integers(0, 255),
-              st.integers(-(2**31), 2**31 - 1)),
-    min_size=1, max_size=60,
+    st.tuples(
+        st.integers(1, 0xFFFF),
+        st.integers(0, 10**6),
+        st.integers(0, 255),
+        st.integers(-(2**31), 2**31 - 1),
+    ),
+    min_size=1,
+    max_size=60,
 )
 
 

@@ -27,8 +27,15 @@ def test_defaults_are_valid():
         ({"categories": []}, "categories"),
         ({"categories": {"essential": {"evict": "random"}}}, "categories.essential.evict"),
         ({"channels": [{"id": 1, "name": "t", "category": "nope"}]}, "channels[0].category"),
-        ({"channels": [{"id": 1, "name": "t", "category": "essential"},
-                       {"id": 1, "name": "u", "category": "essential"}]}, "channels[1].id"),
+        (
+            {
+                "channels": [
+                    {"id": 1, "name": "t", "category": "essential"},
+                    {"id": 1, "name": "u", "category": "essential"},
+                ]
+            },
+            "channels[1].id",
+        ),
         ({"batch": {"max_readings": 0}}, "batch.max_readings"),
     ],
 )

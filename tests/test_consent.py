@@ -51,7 +51,9 @@ def test_stale_malformed_unsigned_updates_change_nothing():
     assert [c for c, on in got["boot_grants"].items() if on] == ["essential"]
     errors = got["errors"]
     assert None not in errors, errors
-    assert errors[0].startswith("stale version 5 ignored") and errors[1].startswith("stale version 3")
+    assert errors[0].startswith("stale version 5 ignored") and errors[1].startswith(
+        "stale version 3"
+    )
     assert "unsigned update" in errors[2]
     assert errors[3] == "bad signature" and errors[-1] == "bad signature"
     assert "'version'" in errors[6] and "'grant' must be a list" in errors[9]
@@ -137,7 +139,9 @@ def test_collector_refuses_what_the_latest_receipt_denies():
     try:
         col._on_message(None, None, _Msg("edge/dev-1/t/usage", _batch("usage", 1, 5)))
         receipt = {"version": 2, "grants": {"essential": True, "usage": False}, "seq": 10}
-        col._on_message(None, None, _Msg("edge/dev-1/consent/receipt", json.dumps(receipt).encode()))
+        col._on_message(
+            None, None, _Msg("edge/dev-1/consent/receipt", json.dumps(receipt).encode())
+        )
         # sent before the device acknowledged the revocation (seq < 10): accepted
         col._on_message(None, None, _Msg("edge/dev-1/t/usage", _batch("usage", 6, 4)))
         col._on_message(None, None, _Msg("edge/dev-1/t/usage", _batch("usage", 10, 3)))
@@ -146,7 +150,9 @@ def test_collector_refuses_what_the_latest_receipt_denies():
         assert s["unique"] == 11 and s["refused"] == 3
         assert s["refused_by_category"] == {"usage": 3}
         receipt = {"version": 3, "grants": {"essential": True, "usage": True}, "seq": 20}
-        col._on_message(None, None, _Msg("edge/dev-1/consent/receipt", json.dumps(receipt).encode()))
+        col._on_message(
+            None, None, _Msg("edge/dev-1/consent/receipt", json.dumps(receipt).encode())
+        )
         col._on_message(None, None, _Msg("edge/dev-1/t/usage", _batch("usage", 20, 2)))
         assert col.stats()["refused"] == 3 and col.stats()["unique"] == 13
     finally:
@@ -166,9 +172,19 @@ def test_edgectl_consent_signed_round_trip(signed_rig, tmp_path, capsys):
     rig = signed_rig
     keyfile = tmp_path / "device.key"
     keyfile.write_text(KEY.hex() + "\n")
-    base = ["consent", DEVICE, "--host", rig.broker.host, "--port", str(rig.broker.port),
-            "--timeout", "10"]
-    assert cli_main(base + ["--grant", "usage", "--grant", "diagnostics", "--key", str(keyfile)]) == 0
+    base = [
+        "consent",
+        DEVICE,
+        "--host",
+        rig.broker.host,
+        "--port",
+        str(rig.broker.port),
+        "--timeout",
+        "10",
+    ]
+    assert (
+        cli_main(base + ["--grant", "usage", "--grant", "diagnostics", "--key", str(keyfile)]) == 0
+    )
     out = capsys.readouterr().out
     assert f"device {DEVICE} enforces consent v1" in out
     assert "usage        granted" in out and "marketing    denied" in out

@@ -32,11 +32,20 @@ step = st.one_of(
     st.tuples(st.just("pause"), st.sampled_from([0, 3, 15])),
     st.tuples(st.just("consent"), st.sampled_from(["mqtt", "local"]), _subset, _subset),
     # grant, emit, then revoke while the readings are buffered / committed / being sent
-    st.tuples(st.just("race"), st.sampled_from(CATS), st.integers(1, 60),
-              st.sampled_from(["buffered", "committed", "inflight"]), st.sampled_from(["mqtt", "local"])),
-    st.tuples(st.just("bad"), st.sampled_from(["stale", "json", "shape", "unknown", "essential",
-                                               "unsigned", "badsig", "tampered"]),
-              st.sampled_from(["mqtt", "local"])),
+    st.tuples(
+        st.just("race"),
+        st.sampled_from(CATS),
+        st.integers(1, 60),
+        st.sampled_from(["buffered", "committed", "inflight"]),
+        st.sampled_from(["mqtt", "local"]),
+    ),
+    st.tuples(
+        st.just("bad"),
+        st.sampled_from(
+            ["stale", "json", "shape", "unknown", "essential", "unsigned", "badsig", "tampered"]
+        ),
+        st.sampled_from(["mqtt", "local"]),
+    ),
 )
 scenario = st.lists(step, min_size=1, max_size=14)
 
@@ -132,8 +141,11 @@ def _run(rig: Rig, m: Model, steps: list) -> None:
                 bad = "json"  # nothing is older than the first version
             payload = _bad_payload(bad, m, rig)
             before = rig.col.receipts.get(DEVICE)
-            reply = (rig.consent_local(payload) if via == "local"
-                     else rig.consent_mqtt(payload, retain=False))
+            reply = (
+                rig.consent_local(payload)
+                if via == "local"
+                else rig.consent_mqtt(payload, retain=False)
+            )
             assert reply.get("ok") is False and reply.get("error"), reply
             assert bool(reply.get("stale")) == (bad == "stale"), reply
             assert rig.col.receipts.get(DEVICE) is before  # no new receipt: nothing changed
@@ -143,7 +155,12 @@ def _run(rig: Rig, m: Model, steps: list) -> None:
     for cat in ["essential"] + CATS:
         received = sum(1 for r in got if r[3] == cat)
         assert stored[cat] == received + purged.get(cat, 0), (
-            cat, stored[cat], received, purged.get(cat, 0), steps)
+            cat,
+            stored[cat],
+            received,
+            purged.get(cat, 0),
+            steps,
+        )
     ping = [r for _, n, r in rig.col.replies if n == "ping"][-1]
     assert ping["consent_version"] == m.version
     check_order(rig)
@@ -189,8 +206,13 @@ def rig():
 
 
 # No shrinking: the agent is shared across scenarios, so a failure is reported as generated.
-@settings(max_examples=SCENARIOS, deadline=None, database=None, phases=[Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=SCENARIOS,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(steps=scenario)
 def _property(rig, model, steps):
     _run(rig, model, steps)
@@ -202,6 +224,8 @@ def test_revocation_property(rig):
     _property(rig, model)
     assert model.examples >= SCENARIOS
     s = rig.col.stats()
-    print(f"consent property: {model.examples} scenarios, consent v{model.version}, "
-          f"{s['unique']} readings received, {model.revocations} revocations, "
-          f"{model.purged} readings purged, refused {s['refused']}")
+    print(
+        f"consent property: {model.examples} scenarios, consent v{model.version}, "
+        f"{s['unique']} readings received, {model.revocations} revocations, "
+        f"{model.purged} readings purged, refused {s['refused']}"
+    )

@@ -28,21 +28,29 @@ def vboard(tmp_path):
 
 
 def device_json(tmp_path, mqtt_port=1883, **extra):
-    cfg = {"device_id": "vb-0001", "board": "unix-sim",
-           "mqtt": {"host": "127.0.0.1", "port": mqtt_port}, **extra}
+    cfg = {
+        "device_id": "vb-0001",
+        "board": "unix-sim",
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
+        **extra,
+    }
     path = tmp_path / "vb-0001.json"
     path.write_text(json.dumps(cfg))
     return path
 
 
 def board_files(vb):
-    out = vb.mpremote("exec", dp._mp_script("deploy_scan.py", ROOTS=list(dp.ROOTS), TOP=list(dp.TOP_FILES)))
+    out = vb.mpremote(
+        "exec", dp._mp_script("deploy_scan.py", ROOTS=list(dp.ROOTS), TOP=list(dp.TOP_FILES))
+    )
     return json.loads(out.strip().splitlines()[-1])["files"]
 
 
 def test_deploy_run_agent_readings_arrive_then_noop(vboard, tmp_path, capsys):
     with broker_mod.start(prefer="mosquitto") as brk, Collector(brk.host, brk.port) as col:
-        dev = device_json(tmp_path, brk.port, sim={"rate_hz": 200, "count": 0, "seconds": 0, "seed": 3})
+        dev = device_json(
+            tmp_path, brk.port, sim={"rate_hz": 200, "count": 0, "seconds": 0, "seed": 3}
+        )
         argv = ["deploy", "--board", "unix-sim", "--port", str(vboard.link), "--device", str(dev)]
         assert cli.main(argv) == 0
         out = capsys.readouterr().out
@@ -75,7 +83,9 @@ def test_cut_deploy_is_detected_and_repaired(vboard, tmp_path, monkeypatch, caps
         calls["n"] += 1
         if calls["n"] == 3:
             # Half a file, then the cable comes out.
-            self.run(f"f=open({path + dp.TMP_SUFFIX!r},'wb')\nf.write({data[: len(data) // 2]!r})\nf.close()")
+            self.run(
+                f"f=open({path + dp.TMP_SUFFIX!r},'wb')\nf.write({data[: len(data) // 2]!r})\nf.close()"
+            )
             os.close(self.t.serial.fd)  # the cable comes out: every later read/write fails
         return real_write(self, path, data)
 
@@ -132,7 +142,20 @@ def test_mpy_format_matching_and_refusal(tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     dev = device_json(tmp_path)
-    assert cli.main(["deploy", "--board", "unix-sim", "--port", str(tmp_path / "tty"), "--device", str(dev)]) == 2
+    assert (
+        cli.main(
+            [
+                "deploy",
+                "--board",
+                "unix-sim",
+                "--port",
+                str(tmp_path / "tty"),
+                "--device",
+                str(dev),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not found" in err and "cable" in err
     bad = tmp_path / "bad.json"
@@ -148,13 +171,17 @@ def test_frozen_manifest_lists_the_tree(tmp_path):
     out = dp.write_frozen_manifest(tmp_path / "manifest.py")
     assert str(dp.EDGE_DIR / "manifest.py") in out.read_text()
     modules = []
-    ns = {"__file__": str(dp.EDGE_DIR / "manifest.py"),
-          "module": lambda rel, base_path, opt: modules.append(rel)}
+    ns = {
+        "__file__": str(dp.EDGE_DIR / "manifest.py"),
+        "module": lambda rel, base_path, opt: modules.append(rel),
+    }
     exec(compile((dp.EDGE_DIR / "manifest.py").read_text(), "manifest.py", "exec"), ns)
     assert "edge/main.py" in modules and "edge/manifest.py" not in modules
-    assert sorted(modules) == sorted(f"edge/{p.relative_to(dp.EDGE_DIR).as_posix()}"
-                                     for p in dp.source_files(platform="esp32")
-                                     if p.suffix == ".py")
+    assert sorted(modules) == sorted(
+        f"edge/{p.relative_to(dp.EDGE_DIR).as_posix()}"
+        for p in dp.source_files(platform="esp32")
+        if p.suffix == ".py"
+    )
 
 
 def test_platform_modules_stay_off_the_other_platform():
@@ -163,7 +190,13 @@ def test_platform_modules_stay_off_the_other_platform():
     assert "hal/esp32.py" in esp and "hal/unix/hal.py" not in esp
     assert "hal/unix/flashdev.py" not in esp
     assert "hal/unix/hal.py" in unix and "hal/esp32.py" not in unix
-    assert {"agent.py", "codec.py", "store/store.py", "mqtt/client.py", "hal/__init__.py"} <= esp & unix
+    assert {
+        "agent.py",
+        "codec.py",
+        "store/store.py",
+        "mqtt/client.py",
+        "hal/__init__.py",
+    } <= esp & unix
 
 
 def test_bench_deploy_cli(capsys):

@@ -10,8 +10,13 @@ from host_tools.backend.collect import Collector
 def _run(broker, device, count, rate=5000, **extra):
     col = Collector(broker.host, broker.port).start()
     try:
-        cfg = agent_config("unix-sim", device_id=device, mqtt={"port": broker.port},
-                           sim={"count": count, "rate_hz": rate}, **extra)
+        cfg = agent_config(
+            "unix-sim",
+            device_id=device,
+            mqtt={"port": broker.port},
+            sim={"count": count, "rate_hz": rate},
+            **extra,
+        )
         agent = AgentProcess(cfg).start()
         try:
             agent.wait(120)
@@ -51,10 +56,15 @@ def test_consent_grant_lets_a_category_through(micropython, broker):
     col = Collector(broker.host, broker.port).start()
     try:
         topic = "edge/e2e-3/cmd/consent"
-        col.client.publish(topic, json.dumps({"version": 1, "grant": ["usage"]}), qos=1,
-                           retain=True).wait_for_publish(5)
-        cfg = agent_config("unix-sim", device_id="e2e-3", mqtt={"port": broker.port},
-                           sim={"seconds": 3, "rate_hz": 600})
+        col.client.publish(
+            topic, json.dumps({"version": 1, "grant": ["usage"]}), qos=1, retain=True
+        ).wait_for_publish(5)
+        cfg = agent_config(
+            "unix-sim",
+            device_id="e2e-3",
+            mqtt={"port": broker.port},
+            sim={"seconds": 3, "rate_hz": 600},
+        )
         agent = AgentProcess(cfg).start()
         try:
             agent.wait(60)

@@ -12,7 +12,9 @@ import pytest
 from host_tools import cli
 from host_tools.board.flash import BOARDS_DIR, load_board, parse_offset
 
-ESP_BOARDS = sorted(p.stem for p in BOARDS_DIR.glob("*.json") if load_board(p.stem)["chip"].startswith("esp"))
+ESP_BOARDS = sorted(
+    p.stem for p in BOARDS_DIR.glob("*.json") if load_board(p.stem)["chip"].startswith("esp")
+)
 
 
 def run(argv, capsys, monkeypatch):
@@ -29,7 +31,9 @@ def test_every_esp_board_is_covered():
 @pytest.mark.parametrize("name", ESP_BOARDS)
 def test_dry_run_matches_board_file(name, capsys, monkeypatch):
     board = json.loads((BOARDS_DIR / f"{name}.json").read_text())
-    rc, out, _ = run(["flash", "--board", name, "--port", "/dev/ttyUSB9", "--dry-run"], capsys, monkeypatch)
+    rc, out, _ = run(
+        ["flash", "--board", name, "--port", "/dev/ttyUSB9", "--dry-run"], capsys, monkeypatch
+    )
     assert rc == 0
     argv = shlex.split(out.strip().splitlines()[-1])
     assert argv[:2] == ["esptool", "--chip"] and argv[2] == board["chip"]
@@ -63,7 +67,17 @@ def test_sha256_pinned_match_and_mismatch(tmp_path, capsys, monkeypatch):
     path, fw = _pinned_board(tmp_path, None)
     good = hashlib.sha256(fw.read_bytes()).hexdigest()
     path, fw = _pinned_board(tmp_path, good)
-    argv = ["flash", "--board", str(path), "--port", "/dev/x", "--firmware", str(fw), "--erase", "--dry-run"]
+    argv = [
+        "flash",
+        "--board",
+        str(path),
+        "--port",
+        "/dev/x",
+        "--firmware",
+        str(fw),
+        "--erase",
+        "--dry-run",
+    ]
     rc, out, _ = run(argv, capsys, monkeypatch)
     assert rc == 0 and "matches the board file" in out and "--erase-all" in out
     path, fw = _pinned_board(tmp_path, "0" * 64)
@@ -75,14 +89,24 @@ def test_sha256_pinned_match_and_mismatch(tmp_path, capsys, monkeypatch):
 def test_missing_port_one_line_hint(tmp_path, capsys, monkeypatch):
     fw = tmp_path / "fw.bin"
     fw.write_bytes(b"\xe9" + bytes(100))
-    argv = ["flash", "--board", "esp32-s3", "--port", str(tmp_path / "ttyUSB0"), "--firmware", str(fw)]
+    argv = [
+        "flash",
+        "--board",
+        "esp32-s3",
+        "--port",
+        str(tmp_path / "ttyUSB0"),
+        "--firmware",
+        str(fw),
+    ]
     rc, _, err = run(argv, capsys, monkeypatch)
     assert rc == 2 and err.count("\n") == 1
     assert "not found" in err and "cable" in err and "driver" in err
 
 
 def test_board_without_firmware_is_refused(capsys, monkeypatch):
-    rc, _, err = run(["flash", "--board", "unix-sim", "--port", "/dev/null", "--dry-run"], capsys, monkeypatch)
+    rc, _, err = run(
+        ["flash", "--board", "unix-sim", "--port", "/dev/null", "--dry-run"], capsys, monkeypatch
+    )
     assert rc == 2 and "has no firmware to flash" in err
 
 
@@ -100,7 +124,15 @@ def test_silent_port_gives_hint(tmp_path, capsys, monkeypatch):
     fw.write_bytes(b"\xe9" + bytes(100))
     monkeypatch.setenv("ESPTOOL_CONNECT_ATTEMPTS", "1")
     try:
-        argv = ["flash", "--board", "esp32-generic", "--port", os.ttyname(s), "--firmware", str(fw)]
+        argv = [
+            "flash",
+            "--board",
+            "esp32-generic",
+            "--port",
+            os.ttyname(s),
+            "--firmware",
+            str(fw),
+        ]
         rc, _, err = run(argv, capsys, monkeypatch)
     finally:
         os.close(m)

@@ -19,8 +19,13 @@ def test_bench_forward_figures(micropython, monkeypatch):
     monkeypatch.setenv("EDGE_BENCH_SCALE", "0.1")
     r = fwdbench.bench_forward()
     print("bench forward (scale 0.1):", r)
-    for key in ("loopback_readings_per_s", "rtt20_readings_per_s", "rtt20_baseline_readings_per_s",
-                "rtt20_ratio", "wire_bytes_per_reading"):
+    for key in (
+        "loopback_readings_per_s",
+        "rtt20_readings_per_s",
+        "rtt20_baseline_readings_per_s",
+        "rtt20_ratio",
+        "wire_bytes_per_reading",
+    ):
         assert key in r
     # ratios and sizes, not absolute timings (DESIGN.md 6): robust on a loaded machine
     assert r["wire_bytes_per_reading"] <= 20
@@ -38,9 +43,17 @@ def _mpy_tree(micropython: str, dest: str) -> str:
         for f in files:
             if f.endswith(".py"):
                 mpy = os.path.join(out, f[:-3] + ".mpy")
-                subprocess.run([shutil.which("mpy-cross") or os.path.join(
-                    os.path.dirname(micropython), "mpy-cross"), "-march=x64", "-o", mpy,
-                    os.path.join(dirpath, f)], check=True)
+                subprocess.run(
+                    [
+                        shutil.which("mpy-cross")
+                        or os.path.join(os.path.dirname(micropython), "mpy-cross"),
+                        "-march=x64",
+                        "-o",
+                        mpy,
+                        os.path.join(dirpath, f),
+                    ],
+                    check=True,
+                )
     return dest
 
 
@@ -49,12 +62,20 @@ def _run_in_heap(micropython, broker, tmp_path, monkeypatch, headroom):
     env = dict(os.environ, MICROPYPATH=".frozen:" + tree)
     # the code footprint: every module the agent loads, imported as the memory bench does
     probe = os.path.join(os.path.dirname(fwdbench.SCRIPT), "agent_code.py")
-    out = subprocess.run([micropython, "-X", "heapsize=1M", probe], env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [micropython, "-X", "heapsize=1M", probe],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     code = int(out.split()[-1])
     heap = code + headroom
-    cfg = agent_config("unix-sim", mqtt={"host": broker.host, "port": broker.port},
-                       sim={"rate_hz": 5000, "count": 30000})
+    cfg = agent_config(
+        "unix-sim",
+        mqtt={"host": broker.host, "port": broker.port},
+        sim={"rate_hz": 5000, "count": 30000},
+    )
     monkeypatch.setattr("host_tools.paths.edge_root", lambda: tree)  # run the .mpy tree
     a = AgentProcess(cfg, heap=str(heap)).start()
     try:

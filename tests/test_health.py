@@ -31,8 +31,12 @@ def _status_history(col: Collector, device: str) -> list[dict]:
 def _restart_status(broker, device: str, workdir: str) -> dict:
     """Run the agent again on the same store; return its last status message."""
     with Collector(broker.host, broker.port) as col:
-        cfg = agent_config("unix-sim", device_id=device, mqtt={"port": broker.port},
-                           sim={"seconds": 1, "rate_hz": 50})
+        cfg = agent_config(
+            "unix-sim",
+            device_id=device,
+            mqtt={"port": broker.port},
+            sim={"seconds": 1, "rate_hz": 50},
+        )
         agent = AgentProcess(cfg, workdir=workdir).start()
         try:
             agent.wait(60)
@@ -43,8 +47,14 @@ def _restart_status(broker, device: str, workdir: str) -> dict:
 
 
 def _faulty(mode: str, broker, device: str, workdir: str, **extra):
-    cfg = agent_config("unix-sim", device_id=device, mqtt={"port": broker.port},
-                       sim={"seconds": 30, "rate_hz": 50}, watchdog_ms=2000, **extra)
+    cfg = agent_config(
+        "unix-sim",
+        device_id=device,
+        mqtt={"port": broker.port},
+        sim={"seconds": 30, "rate_hz": 50},
+        watchdog_ms=2000,
+        **extra,
+    )
     cfg["store"] = {"path": os.path.join(workdir, "store")}
     path = os.path.join(workdir, "config.json")
     with open(path, "w") as f:
@@ -55,12 +65,21 @@ def _faulty(mode: str, broker, device: str, workdir: str, **extra):
 def test_status_message_content_arrives_at_the_collector(micropython, broker):
     dev = "health-1"
     # two simulated ADC inputs: one essential channel, one `usage` channel (no consent: dropped)
-    inputs = [{"type": "adc", "pin": 34, "sim": 30000, "interval_ms": 50, "channels": {"value": 1}},
-              {"type": "adc", "pin": 35, "sim": 100, "interval_ms": 50, "channels": {"value": 5}}]
+    inputs = [
+        {"type": "adc", "pin": 34, "sim": 30000, "interval_ms": 50, "channels": {"value": 1}},
+        {"type": "adc", "pin": 35, "sim": 100, "interval_ms": 50, "channels": {"value": 5}},
+    ]
     with Collector(broker.host, broker.port) as col:
         history = _status_history(col, dev)
-        cfg = agent_config("unix-sim", device_id=dev, mqtt={"port": broker.port},
-                           sim={"seconds": 3}, inputs=inputs, status_ms=500, watchdog_ms=2000)
+        cfg = agent_config(
+            "unix-sim",
+            device_id=dev,
+            mqtt={"port": broker.port},
+            sim={"seconds": 3},
+            inputs=inputs,
+            status_ms=500,
+            watchdog_ms=2000,
+        )
         agent = AgentProcess(cfg).start()
         try:
             agent.wait(60)

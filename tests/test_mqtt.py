@@ -127,8 +127,9 @@ def auth_broker():
     pw = d / "passwd"
     pw.write_text("")
     for user, password in (("dev1", "pw1"), ("dev2", "pw2"), ("ops", "opspw")):
-        subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(pw), user, password], check=True, capture_output=True
+        )
     acl = d / "acl"
     acl.write_text(
         "user ops\ntopic read edge/#\ntopic write edge/+/cmd/#\ntopic write edge/+/ack\n\n"
@@ -136,8 +137,10 @@ def auth_broker():
     )
     for f in (pw, acl):
         os.chmod(f, 0o644)
-    b = broker_mod.start(prefer="mosquitto", conf_extra=(
-        f"allow_anonymous false\npassword_file {pw}\nacl_file {acl}\n"))
+    b = broker_mod.start(
+        prefer="mosquitto",
+        conf_extra=(f"allow_anonymous false\npassword_file {pw}\nacl_file {acl}\n"),
+    )
     yield b
     b.stop()
     shutil.rmtree(d, ignore_errors=True)
@@ -176,8 +179,9 @@ def test_acl_device_publishes_only_under_its_own_prefix(micropython, auth_broker
 
 
 def test_bad_password_clear_error_and_backoff(micropython, auth_broker):
-    r = mp_json(CLIENT, "auth", "127.0.0.1", str(auth_broker.port), "dev1", "wrong", "6",
-                timeout=60)
+    r = mp_json(
+        CLIENT, "auth", "127.0.0.1", str(auth_broker.port), "dev1", "wrong", "6", timeout=60
+    )
     assert r["connects"] == 0
     assert r["auth_failures"] >= 1
     # no hot loop: a refused login backs off at least half the 4 s cap between attempts

@@ -92,8 +92,12 @@ class ScriptedBroker:
 
 def test_unacknowledged_publishes_are_resent_with_their_ids_and_dup(micropython):
     broker = ScriptedBroker(drop_after=2)
-    cfg = agent_config("unix-sim", device_id="dup-1", mqtt={"port": broker.port, "window": 8},
-                       sim={"count": 1500, "rate_hz": 3000})
+    cfg = agent_config(
+        "unix-sim",
+        device_id="dup-1",
+        mqtt={"port": broker.port, "window": 8},
+        sim={"count": 1500, "rate_hz": 3000},
+    )
     agent = AgentProcess(cfg).start()
     try:
         agent.wait(90)

@@ -41,8 +41,11 @@ def test_broker_enforces_identity_and_prefix(tmp_path, use_tool):
     passwd = (out / "broker" / "passwd").read_text()
     assert passwd.count("$7$") == 3
     # `user root`: pytest tmp dirs are 0700 and mosquitto drops to its own user (TOOLCHAIN 4).
-    conf = ("user root\n" f"allow_anonymous false\npassword_file {out / 'broker' / 'passwd'}\n"
-            f"acl_file {out / 'broker' / 'acl'}\n")
+    conf = (
+        "user root\n"
+        f"allow_anonymous false\npassword_file {out / 'broker' / 'passwd'}\n"
+        f"acl_file {out / 'broker' / 'acl'}\n"
+    )
     with broker_mod.start(prefer="mosquitto", conf_extra=conf) as brk:
         watcher, w = _client(brk.port, "ops", ops["password"])
         assert w["rc"] == 0
@@ -66,7 +69,9 @@ def test_broker_enforces_identity_and_prefix(tmp_path, use_tool):
 
 def test_identity_files_and_certificates(tmp_path, capsys):
     out = tmp_path / "prov"
-    assert cli.main(["provision", "kettle-7", "--out", str(out), "--tls", "--board", "esp32-c3"]) == 0
+    assert (
+        cli.main(["provision", "kettle-7", "--out", str(out), "--tls", "--board", "esp32-c3"]) == 0
+    )
     dev = out / "devices" / "kettle-7"
     cfg = json.loads((dev / "device.json").read_text())
     assert cfg["device_id"] == "kettle-7" and cfg["board"] == "esp32-c3"

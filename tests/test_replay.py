@@ -17,8 +17,13 @@ from tests.test_capture import ROOT, make_capture
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "host_tools", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "host_tools", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_link(link: Path, timeout: float = 10.0) -> None:
@@ -54,8 +59,13 @@ def test_capture_replay_capture_is_byte_identical(tmp_path: Path) -> None:
     tty.setraw(s)
     link = tmp_path / "dev"
     link.symlink_to(os.ttyname(s))
-    bursts = [bytes(range(256)), b"T=4.5;DOOR=CLOSED\n" * 30, b"\x55\xaa\x03\x07\x00\x00\x09",
-              os.urandom(3000), b"\r\n\x00\xff\x11\x13"]
+    bursts = [
+        bytes(range(256)),
+        b"T=4.5;DOOR=CLOSED\n" * 30,
+        b"\x55\xaa\x03\x07\x00\x00\x09",
+        os.urandom(3000),
+        b"\r\n\x00\xff\x11\x13",
+    ]
 
     def feed() -> None:
         time.sleep(0.3)
@@ -104,8 +114,10 @@ def test_timing_error_at_x100_within_5_percent(tmp_path: Path) -> None:
     late = [t[i] - i * interval for i in range(200)]
     shift = statistics.median(late)
     frame_errors = [abs(x - shift) / interval for x in late]
-    print(f"receiver span error {span_error:.4f}, median frame error "
-          f"{statistics.median(frame_errors):.4f}, p95 {sorted(frame_errors)[189]:.4f}")
+    print(
+        f"receiver span error {span_error:.4f}, median frame error "
+        f"{statistics.median(frame_errors):.4f}, p95 {sorted(frame_errors)[189]:.4f}"
+    )
     assert span_error <= 0.05
     assert statistics.median(frame_errors) <= 0.05
 
@@ -122,20 +134,45 @@ def test_damaged_capture_replays_prefix_and_names_offset(tmp_path: Path) -> None
     assert "replaying the 12 intact chunks" in err
     assert rx_bytes(out) == b"".join(b"F=%d\n" % i for i in range(12))
     assert summary["damage"]["offset"] == chunks[12].offset and summary["frames"] == 12
-    strict = subprocess.run([sys.executable, "-m", "host_tools", "replay", str(src), "--pty",
-                             str(tmp_path / "p"), "--strict"], capture_output=True, text=True,
-                            cwd=ROOT, timeout=30)
+    strict = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "host_tools",
+            "replay",
+            str(src),
+            "--pty",
+            str(tmp_path / "p"),
+            "--strict",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
     assert strict.returncode == 2
-    assert strict.stderr.strip() == (f"edgectl: {src}: truncated chunk (15 of 21 bytes) at byte "
-                                     f"offset {chunks[12].offset}")
+    assert strict.stderr.strip() == (
+        f"edgectl: {src}: truncated chunk (15 of 21 bytes) at byte offset {chunks[12].offset}"
+    )
 
 
 def test_schedule_from_to_loop() -> None:
     chunks = [capfile.Chunk("rx", i * 1_000_000, b"%d" % i) for i in range(10)]
     chunks.insert(3, capfile.Chunk("tx", 2_500_000, b"tx"))
     items = replay.schedule(chunks, ("rx",), t_from=2.0, t_to=5.0, loop=2)
-    assert items == [(0, b"2"), (1_000_000, b"3"), (2_000_000, b"4"),
-                     (3_000_000, b"2"), (4_000_000, b"3"), (5_000_000, b"4")]
+    assert items == [
+        (0, b"2"),
+        (1_000_000, b"3"),
+        (2_000_000, b"4"),
+        (3_000_000, b"2"),
+        (4_000_000, b"3"),
+        (5_000_000, b"4"),
+    ]
     assert replay.schedule(chunks, ("tx",)) == [(0, b"tx")]
     assert [replay.parse_time(t) for t in ("90", "1:30", "01:01:30", "1h2m3s", "2.5")] == [
-        90, 90, 3690, 3723, 2.5]
+        90,
+        90,
+        3690,
+        3723,
+        2.5,
+    ]

@@ -24,8 +24,9 @@ def test_two_agent_replays_give_identical_collector_output(tmp_path: Path) -> No
     outs = []
     for run in range(2):
         out = tmp_path / f"run{run}.json"
-        summary, _ = replay_json(str(SAMPLES / "fridge-line.ecap"), "--to", "120",
-                                 "--collector-out", str(out))
+        summary, _ = replay_json(
+            str(SAMPLES / "fridge-line.ecap"), "--to", "120", "--collector-out", str(out)
+        )
         outs.append((summary, out.read_bytes()))
     (s1, o1), (s2, o2) = outs
     assert o1 == o2  # same seqs, timestamps, channels, values
@@ -33,8 +34,11 @@ def test_two_agent_replays_give_identical_collector_output(tmp_path: Path) -> No
     doc = json.loads(o1)
     first = doc["readings"][0]
     # seq 1.., timestamps from the capture's start (2000-01-01T00:00:00Z) plus its own time
-    assert first[0] >= 1 and first[1] == 946684800000 and first[2] in ("essential", "usage",
-                                                                      "diagnostics")
+    assert (
+        first[0] >= 1
+        and first[1] == 946684800000
+        and first[2] in ("essential", "usage", "diagnostics")
+    )
     assert doc["readings"][-1][1] == 946684800000 + 119_000
 
 
@@ -54,8 +58,18 @@ def test_golden_compare_and_update(tmp_path: Path) -> None:
     doc["readings"][3][4] += 1  # one value changed in the golden file
     doc["digest"] = "x"
     golden.write_text(json.dumps(doc))
-    proc = edgectl("replay", src, "--to", "30", "--agent", "unix-sim", "--expect", str(golden),
-                   check=False, timeout=300)
+    proc = edgectl(
+        "replay",
+        src,
+        "--to",
+        "30",
+        "--agent",
+        "unix-sim",
+        "--expect",
+        str(golden),
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert "collector output differs" in proc.stdout
     minus = [ln for ln in proc.stdout.splitlines() if ln.startswith("-seq")]
@@ -74,7 +88,9 @@ def test_24h_capture_replays_through_agent(tmp_path: Path) -> None:
         t0 = time.monotonic()
         summary, _ = replay_json(str(cap), "--config", cfg)
         runs.append((time.monotonic() - t0, summary))
-    print(f"24 h replay: {runs[0][0]:.1f} s and {runs[1][0]:.1f} s, "
-          f"{runs[0][1]['readings']} readings, digest {runs[0][1]['digest'][:16]}")
+    print(
+        f"24 h replay: {runs[0][0]:.1f} s and {runs[1][0]:.1f} s, "
+        f"{runs[0][1]['readings']} readings, digest {runs[0][1]['digest'][:16]}"
+    )
     assert runs[0][1]["digest"] == runs[1][1]["digest"] and runs[0][1]["readings"] == 432000
     assert max(r[0] for r in runs) <= 60

@@ -40,8 +40,16 @@ def test_crc8_vectors():
 
 def test_sht3x_reads_temperature_and_humidity_in_centi_units():
     c = Clock()
-    i2c = unix_sim.SimI2C([{"type": "sht3x", "addr": 0x44,
-                            "sim": {"temp_cC": [[0, 2150], [1500, -1234]], "rh_cP": 4550}}], c)
+    i2c = unix_sim.SimI2C(
+        [
+            {
+                "type": "sht3x",
+                "addr": 0x44,
+                "sim": {"temp_cC": [[0, 2150], [1500, -1234]], "rh_cP": 4550},
+            }
+        ],
+        c,
+    )
     s = SHT3x(i2c, 0x44, 1, 2, interval_ms=1000)
     out = drive(s, c, 2100)
     vals = [(ch, v) for _, ch, v in out]
@@ -103,8 +111,16 @@ def test_pulse_counter_total_and_delta():
     cnt = unix_sim.SimCounter(600, c)  # 600 pulses per minute = 10 per second
     s = PulseCounter(cnt, 9, 10, mul=1, div=1, interval_ms=1000)
     out = drive(s, c, 3005)
-    assert [(ch, v) for _, ch, v in out] == [(9, 0), (10, 0), (9, 10), (10, 10), (9, 20), (10, 10),
-                                             (9, 30), (10, 10)]
+    assert [(ch, v) for _, ch, v in out] == [
+        (9, 0),
+        (10, 0),
+        (9, 10),
+        (10, 10),
+        (9, 20),
+        (10, 10),
+        (9, 30),
+        (10, 10),
+    ]
 
 
 def test_sensors_and_deadband_under_micropython(tmp_path):
@@ -126,10 +142,17 @@ def test_sensors_and_deadband_under_micropython(tmp_path):
         "    for s in srcs:\n"
         "        s.poll(h.ticks_ms(), lambda c, v: out.append((c, v)))\n"
         "    h.advance(10)\n"
-        "print(sorted(set(out)))\n")
+        "print(sorted(set(out)))\n"
+    )
     env = dict(os.environ, MICROPYPATH=ROOT)
-    r = subprocess.run([os.path.join(ROOT, ".venv", "bin", "micropython"), str(script)],
-                       env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = subprocess.run(
+        [os.path.join(ROOT, ".venv", "bin", "micropython"), str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     got = eval(r.stdout.strip())
     temps = sorted(v for c, v in got if c == 1)

@@ -31,15 +31,21 @@ def run(channels, script, until):
 
 
 def test_deadband_reports_only_changes_beyond_the_threshold():
-    out, db = run([{"id": 1, "deadband": 10}],
-                  [(0, 1, 100), (10, 1, 105), (20, 1, 111), (30, 1, 101), (40, 1, 100)], 100)
+    out, db = run(
+        [{"id": 1, "deadband": 10}],
+        [(0, 1, 100), (10, 1, 105), (20, 1, 111), (30, 1, 101), (40, 1, 100)],
+        100,
+    )
     assert out == [(0, 1, 100), (20, 1, 111), (40, 1, 100)]
     assert db.suppressed == 2
 
 
 def test_minimum_interval_holds_the_latest_value():
-    out, _ = run([{"id": 1, "deadband": 0, "interval_ms": 100}],
-                 [(0, 1, 1), (10, 1, 2), (50, 1, 3), (150, 1, 4), (160, 1, 3), (300, 1, 9)], 400)
+    out, _ = run(
+        [{"id": 1, "deadband": 0, "interval_ms": 100}],
+        [(0, 1, 1), (10, 1, 2), (50, 1, 3), (150, 1, 4), (160, 1, 3), (300, 1, 9)],
+        400,
+    )
     # 2 and 3 held; 3 reported at 100 ms; 4 then back to 3 within the interval: cancelled;
     # 9 arrives after the interval: reported at once
     assert out == [(0, 1, 1), (100, 1, 3), (300, 1, 9)]

@@ -19,8 +19,17 @@ def segment(first_seq: int, n: int, cat: int = 0) -> bytes:
     buf = bytearray(8 + n * codec.REC_LEN)
     buf[0:8] = b"ESEG\x01" + bytes([cat]) + b"\0\0"
     for i in range(n):
-        codec.pack_record(buf, 8 + i * codec.REC_LEN, first_seq + i, 1700000000000 + i * 100,
-                          3, 1, cat, 0, (i * 37) % 1000 - 500)
+        codec.pack_record(
+            buf,
+            8 + i * codec.REC_LEN,
+            first_seq + i,
+            1700000000000 + i * 100,
+            3,
+            1,
+            cat,
+            0,
+            (i * 37) % 1000 - 500,
+        )
     return bytes(buf)
 
 
@@ -31,7 +40,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         for _ in range(rng.randint(1, 6)):
             b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
     elif kind == 1:  # torn tail
-        del b[rng.randrange(len(b) + 1):]
+        del b[rng.randrange(len(b) + 1) :]
     elif kind == 2:  # inserted garbage
         at = rng.randrange(len(b) + 1)
         b[at:at] = rng.randbytes(rng.randint(1, 60))
@@ -39,12 +48,12 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         b = bytearray(rng.randbytes(rng.randint(0, 3000)))
     elif kind == 4:  # erased or zeroed run
         at = rng.randrange(len(b) + 1)
-        b[at:at + rng.randint(1, 200)] = bytes([rng.choice((0, 0xFF))]) * len(b[at:at + 200])
+        b[at : at + rng.randint(1, 200)] = bytes([rng.choice((0, 0xFF))]) * len(b[at : at + 200])
     elif kind == 5 and len(b) > 8:  # another format version or category
         b[4 + rng.randrange(2)] = rng.randrange(256)
     elif kind == 6:  # a duplicated chunk (replayed frames)
         at = rng.randrange(len(b) + 1)
-        b[at:at] = b[max(0, at - 56):at]
+        b[at:at] = b[max(0, at - 56) : at]
     elif kind == 7:  # half-written frame appended
         b += segment(99999, 1)[8 : 8 + rng.randrange(1, 28)]
     return bytes(b)  # kind 8: unchanged
@@ -57,12 +66,30 @@ def state_blob(rng: random.Random) -> bytes | None:
     if k == 1:
         return rng.randbytes(rng.randint(0, 80))
     if k == 2:
-        return json.dumps({"v": 1, "boot": rng.randrange(70000), "seq_hi": rng.randrange(2**33),
-                           "acked": {"essential": rng.randrange(-5, 3000)}}).encode()
+        return json.dumps(
+            {
+                "v": 1,
+                "boot": rng.randrange(70000),
+                "seq_hi": rng.randrange(2**33),
+                "acked": {"essential": rng.randrange(-5, 3000)},
+            }
+        ).encode()
     if k == 3:
-        return rng.choice([b"[]", b"{\"acked\": []}", b"{\"seq_hi\": \"x\"}", b"{\"acked\": {\"essential\": true}}",
-                           b"null", b"{" * 300, b"{\"boot\": 1e999}", b"\xff\xfe"])
-    return json.dumps({"v": 1, "boot": 3, "seq_hi": 5000, "acked": {"essential": rng.randrange(0, 200)}}).encode()
+        return rng.choice(
+            [
+                b"[]",
+                b'{"acked": []}',
+                b'{"seq_hi": "x"}',
+                b'{"acked": {"essential": true}}',
+                b"null",
+                b"{" * 300,
+                b'{"boot": 1e999}',
+                b"\xff\xfe",
+            ]
+        )
+    return json.dumps(
+        {"v": 1, "boot": 3, "seq_hi": 5000, "acked": {"essential": rng.randrange(0, 200)}}
+    ).encode()
 
 
 def corpus(rng: random.Random, n: int):
@@ -86,7 +113,11 @@ def test_recovery_and_dump_never_crash_on_10000_mutated_store_files(micropython,
     flagged = 0
     for i, (older, newest, state) in enumerate(cases):
         rep = dump.Report()
-        for name, data in (("00000001.seg", older), ("00000002.seg", newest), ("state.json", state)):
+        for name, data in (
+            ("00000001.seg", older),
+            ("00000002.seg", newest),
+            ("state.json", state),
+        ):
             if data is not None:
                 dump.dump_file(name, data, rep)  # a report for every file, never an exception
         assert rep.lines
@@ -107,7 +138,8 @@ def test_store_frames_are_byte_identical_to_the_codec(micropython, tmp_path):
         "    args = (v, v * 1000 - 2**40, v % 65536, i, i % 5, i % 2, (v % 2**31) - 2**30)\n"
         "    codec.pack_record(a, i * 28, *args)\n"
         "    struct.pack_into(segment.FRAME_FMT, b, i * 28, 0xA5, 1, 21, *args)\n"
-        "segment.seal(b, 40)\nprint(a == b, a.hex()[:56])\n")
+        "segment.seal(b, 40)\nprint(a == b, a.hex()[:56])\n"
+    )
     r = mp_run(str(script))
     assert r.stdout.startswith("True"), r.stdout + r.stderr
 

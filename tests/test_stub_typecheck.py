@@ -47,8 +47,10 @@ def _esp32_stub_dir(sp, dest):
             shutil.copyfile(sp / rel, out)
             names.add(rel.split("/")[0].removesuffix(".pyi"))
     cfg = dest.parent / "mypy.ini"
-    cfg.write_text("[mypy]\n" + "".join("[mypy-%s,%s.*]\nignore_errors = True\n" % (n, n)
-                                         for n in sorted(names)))
+    cfg.write_text(
+        "[mypy]\n"
+        + "".join("[mypy-%s,%s.*]\nignore_errors = True\n" % (n, n) for n in sorted(names))
+    )
     return dest, cfg
 
 
@@ -56,9 +58,22 @@ def run_mypy(tmp_path, files, exclude=()):
     sp = _site_packages()
     stubs, cfg = _esp32_stub_dir(sp, tmp_path / "esp32stubs")
     env = dict(os.environ, MYPYPATH=str(stubs))
-    cmd = [sys.executable, "-m", "mypy", "--custom-typeshed-dir", str(sp), "--no-site-packages",
-           "--explicit-package-bases", "--config-file", str(cfg), "--follow-imports=silent", "--no-incremental", "--check-untyped-defs",
-           "--cache-dir", str(tmp_path / "cache")] + files
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--custom-typeshed-dir",
+        str(sp),
+        "--no-site-packages",
+        "--explicit-package-bases",
+        "--config-file",
+        str(cfg),
+        "--follow-imports=silent",
+        "--no-incremental",
+        "--check-untyped-defs",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ] + files
     for pattern in exclude:
         cmd += ["--exclude", pattern]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -69,15 +84,20 @@ def test_edge_is_clean_against_esp32_stubs(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Success" in r.stdout
     # every module of edge/ outside EXCLUDED was checked, not silently skipped
-    n = sum(1 for p in (ROOT / "edge").rglob("*.py")
-            if not any(re.search(x, p.relative_to(ROOT).as_posix()) for x in EXCLUDED))
+    n = sum(
+        1
+        for p in (ROOT / "edge").rglob("*.py")
+        if not any(re.search(x, p.relative_to(ROOT).as_posix()) for x in EXCLUDED)
+    )
     assert "%d source files" % n in r.stdout, r.stdout
 
 
 def test_the_check_catches_a_wrong_machine_call(tmp_path):
     bad = tmp_path / "bad_hal.py"
-    bad.write_text("import machine\n\n\ndef f():\n    u = machine.UART(1, baudrate=9600)\n"
-                   "    u.readinto(1, 2, 3, 4)\n    machine.ADC(machine.Pin(1)).read_volts()\n")
+    bad.write_text(
+        "import machine\n\n\ndef f():\n    u = machine.UART(1, baudrate=9600)\n"
+        "    u.readinto(1, 2, 3, 4)\n    machine.ADC(machine.Pin(1)).read_volts()\n"
+    )
     r = run_mypy(tmp_path, [str(bad)])
     assert r.returncode == 1
     assert "read_volts" in r.stdout and "readinto" in r.stdout

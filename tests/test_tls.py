@@ -31,10 +31,16 @@ def _name(cn: str) -> x509.Name:
 
 
 def _cert(subject, key, issuer, issuer_key, start, end, ca=False, san=None):
-    b = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(start).not_valid_after(end)
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if san:
         b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
     return b.sign(issuer_key, hashes.SHA256())
@@ -42,8 +48,11 @@ def _cert(subject, key, issuer, issuer_key, start, end, ca=False, san=None):
 
 def _pem(obj) -> bytes:
     if hasattr(obj, "private_bytes"):
-        return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
+        return obj.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     return obj.public_bytes(serialization.Encoding.PEM)
 
 
@@ -53,25 +62,34 @@ def tls_broker():
     d = pathlib.Path(tempfile.mkdtemp(prefix="edge-tls-"))
     os.chmod(d, 0o755)  # mosquitto drops root before it reads the key (TOOLCHAIN.md 4)
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_key, other_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
     ca = _cert("edge test CA", ca_key, "edge test CA", ca_key, now - DAY, now + 30 * DAY, ca=True)
     other = _cert("other CA", other_key, "other CA", other_key, now - DAY, now + 30 * DAY, ca=True)
     srv_key = ec.generate_private_key(ec.SECP256R1())
     san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     good = _cert("localhost", srv_key, "edge test CA", ca_key, now - DAY, now + 30 * DAY, san=san)
     old = _cert("localhost", srv_key, "edge test CA", ca_key, now - 30 * DAY, now - DAY, san=san)
-    files = {"ca.pem": _pem(ca), "srv.key": _pem(srv_key), "good.pem": _pem(good),
-             "old.pem": _pem(old),
-             "ca.der": ca.public_bytes(serialization.Encoding.DER),
-             "other.der": other.public_bytes(serialization.Encoding.DER)}
+    files = {
+        "ca.pem": _pem(ca),
+        "srv.key": _pem(srv_key),
+        "good.pem": _pem(good),
+        "old.pem": _pem(old),
+        "ca.der": ca.public_bytes(serialization.Encoding.DER),
+        "other.der": other.public_bytes(serialization.Encoding.DER),
+    }
     for name, data in files.items():
         (d / name).write_bytes(data)
         os.chmod(d / name, 0o644)
     ports = {"good": free_port(), "old": free_port()}
     extra = ""
     for which, port in ports.items():
-        extra += (f"listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/{which}.pem\n"
-                  f"keyfile {d}/srv.key\n")
+        extra += (
+            f"listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/{which}.pem\n"
+            f"keyfile {d}/srv.key\n"
+        )
     b = broker_mod.start(prefer="mosquitto", conf_extra=extra)
     for port in ports.values():
         assert wait_listening(port, 10, b.proc)
@@ -113,10 +131,16 @@ def test_bad_certificates_refused_never_plaintext(micropython, tls_broker, case)
 def test_agent_forwards_over_tls(micropython, tls_broker):
     """The agent's config wiring: mqtt.tls {ca, server_hostname} end to end."""
     b, ports, d = tls_broker
-    cfg = agent_config("unix-sim", device_id="tls-0001",
-                       mqtt={"host": "127.0.0.1", "port": ports["good"],
-                             "tls": {"ca": str(d / "ca.der"), "server_hostname": "localhost"}},
-                       sim={"rate_hz": 5000, "count": 600})
+    cfg = agent_config(
+        "unix-sim",
+        device_id="tls-0001",
+        mqtt={
+            "host": "127.0.0.1",
+            "port": ports["good"],
+            "tls": {"ca": str(d / "ca.der"), "server_hostname": "localhost"},
+        },
+        sim={"rate_hz": 5000, "count": 600},
+    )
     a = AgentProcess(cfg).start()
     try:
         a.wait(60)

@@ -35,7 +35,9 @@ class VBoard:
     def mpremote(self, *args, check=True, timeout=60):
         r = subprocess.run(
             [MPREMOTE, "connect", str(self.link), *args],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and r.returncode != 0:
             raise AssertionError("mpremote %s failed: %s%s" % (args, r.stdout, r.stderr))
@@ -60,8 +62,15 @@ def test_files_survive_reboot_and_soft_reset_works(vboard, tmp_path):
     src.write_text("X = 42\n")
     vboard.mpremote("fs", "cp", str(src), ":lib/hello.py")
     # Without `resume`, mpremote soft-resets (Ctrl-D): state is cleared, the board comes back.
-    out = vboard.mpremote("exec", "Y=1", "+", "soft-reset", "+", "exec",
-                          "import hello\ntry:\n print(Y)\nexcept NameError:\n print('cleared', hello.X)")
+    out = vboard.mpremote(
+        "exec",
+        "Y=1",
+        "+",
+        "soft-reset",
+        "+",
+        "exec",
+        "import hello\ntry:\n print(Y)\nexcept NameError:\n print('cleared', hello.X)",
+    )
     assert "cleared 42" in out
     vboard.stop()  # power off
     with open(vboard.image, "rb") as f:
@@ -84,9 +93,20 @@ def test_main_runs_at_power_up_and_mpremote_interrupts_it(vboard, tmp_path):
 def test_boots_blank_image_and_tolerates_esptool_probe(vboard):
     # esptool on the pty fails fast; the board must survive it (TOOLCHAIN 5).
     r = subprocess.run(
-        [sys.executable, "-m", "esptool", "--port", str(vboard.link), "--connect-attempts", "1",
-         "--before", "no-reset", "chip-id"],
-        capture_output=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "esptool",
+            "--port",
+            str(vboard.link),
+            "--connect-attempts",
+            "1",
+            "--before",
+            "no-reset",
+            "chip-id",
+        ],
+        capture_output=True,
+        timeout=60,
     )
     assert r.returncode != 0
     assert "ok" in vboard.mpremote("exec", "print('ok')")

@@ -8,8 +8,10 @@
 try:
     from micropython import const
 except ImportError:  # CPython: the host fuzzes these parsers in-process
+
     def const(x):  # type: ignore[misc]
         return x
+
 
 from edge.bus import keys, target
 
@@ -20,8 +22,16 @@ _MAX_KEY = const(16)
 _MAX_LABEL = const(16)
 _LIMIT = const(100000000)  # 9 digits: value * 10**scale stays a small int on the ESP32
 
-REASONS = ("key_too_long", "empty_key", "no_value", "bad_byte", "bad_value", "value_range",
-           "unknown_key", "unknown_label")
+REASONS = (
+    "key_too_long",
+    "empty_key",
+    "no_value",
+    "bad_byte",
+    "bad_value",
+    "value_range",
+    "unknown_key",
+    "unknown_label",
+)
 
 
 class LineParser:
@@ -41,7 +51,7 @@ class LineParser:
             if not isinstance(scale, int) or not 0 <= scale <= 6:
                 raise ValueError("config key '%s.scale' must be 0..6" % path)
             t.scale = scale
-            t.pow = 10 ** scale
+            t.pow = 10**scale
             en = t.extra.get("enum")
             if en is not None:
                 if not isinstance(en, dict):
@@ -49,7 +59,9 @@ class LineParser:
                 for label in en:
                     v = en[label]
                     if not isinstance(v, int) or isinstance(v, bool) or not label:
-                        raise ValueError("config key '%s.enum.%s' must map to an int" % (path, label))
+                        raise ValueError(
+                            "config key '%s.enum.%s' must map to an int" % (path, label)
+                        )
                 en = keys.KeyTable(en)
             t.enum = en
             tmap[k] = t

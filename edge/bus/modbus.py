@@ -10,8 +10,10 @@
 try:
     from micropython import const
 except ImportError:  # CPython: the host fuzzes these parsers in-process
+
     def const(x):  # type: ignore[misc]
         return x
+
 
 from edge.bus import crc, target
 from edge.ticks import ticks_diff
@@ -68,7 +70,9 @@ class _Read:
                 raise ValueError("config key '%s': register must be a number" % p) from None
             off = reg - addr
             if off < 0 or off + TYPES[typ] > count:
-                raise ValueError("config key '%s': register outside %d..%d" % (p, addr, addr + count - 1))
+                raise ValueError(
+                    "config key '%s': register outside %d..%d" % (p, addr, addr + count - 1)
+                )
             self.map.append((off, TYPES[typ], typ[0] == "i", bool(t.extra.get("swap")), t))
         self.map.sort(key=lambda e: e[0])  # emit in register order on every port
 
@@ -76,8 +80,7 @@ class _Read:
 class ModbusMaster:
     """Source: poll(now_ms, emit) -> readings emitted. uart has write(buf) and readinto(buf)."""
 
-    def __init__(self, uart, slave, reads, interval_ms=1000, timeout_ms=300, retries=2,
-                 baud=9600):
+    def __init__(self, uart, slave, reads, interval_ms=1000, timeout_ms=300, retries=2, baud=9600):
         if not isinstance(slave, int) or not 1 <= slave <= 247:
             raise ValueError("config key 'slave' must be 1..247")
         if not isinstance(reads, list) or not reads:
@@ -140,7 +143,7 @@ class ModbusMaster:
             if self._n >= _RX_CAP:
                 self.errors["overflow"] += 1
                 self._n = 0
-            got = self._uart.readinto(self._rxmv[self._n:])
+            got = self._uart.readinto(self._rxmv[self._n :])
             if not got:
                 break
             out += self.take(got, emit, now_ms)

@@ -4,8 +4,10 @@
 try:
     from micropython import const
 except ImportError:  # CPython: the host fuzzes these parsers in-process
+
     def const(x):  # type: ignore[misc]
         return x
+
 
 _MAX_READS = const(8)  # bound the work per poll so one chatty bus cannot starve the loop
 

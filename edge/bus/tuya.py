@@ -15,8 +15,10 @@
 try:
     from micropython import const
 except ImportError:  # CPython: the host fuzzes these parsers in-process
+
     def const(x):  # type: ignore[misc]
         return x
+
 
 from edge.bus import crc, keys, target
 from edge.ticks import ticks_diff

@@ -126,14 +126,24 @@ class Hal:
 
     # -- buses and sensors ---------------------------------------------------------------------
     def uart(self, spec):
-        u = machine.UART(spec["id"], baudrate=spec.get("baud", 9600), tx=spec["tx"],
-                         rx=spec["rx"], timeout=0, rxbuf=512)
+        u = machine.UART(
+            spec["id"],
+            baudrate=spec.get("baud", 9600),
+            tx=spec["tx"],
+            rx=spec["rx"],
+            timeout=0,
+            rxbuf=512,
+        )
         de = spec.get("de")
         return RS485(u, machine.Pin(de, machine.Pin.OUT, value=0)) if de is not None else u
 
     def i2c(self, spec, attached):
-        return machine.I2C(spec.get("id", 0), scl=machine.Pin(spec["scl"]),
-                           sda=machine.Pin(spec["sda"]), freq=spec.get("freq", 400000))
+        return machine.I2C(
+            spec.get("id", 0),
+            scl=machine.Pin(spec["scl"]),
+            sda=machine.Pin(spec["sda"]),
+            freq=spec.get("freq", 400000),
+        )
 
     def onewire(self, spec, attached):
         import onewire
@@ -144,8 +154,10 @@ class Hal:
         return machine.ADC(machine.Pin(spec["pin"]), atten=machine.ADC.ATTN_11DB)
 
     def counter(self, spec, attached):
-        return IrqCounter(machine.Pin(spec["pin"], machine.Pin.IN, machine.Pin.PULL_UP),
-                          spec.get("debounce_ms", 0))
+        return IrqCounter(
+            machine.Pin(spec["pin"], machine.Pin.IN, machine.Pin.PULL_UP),
+            spec.get("debounce_ms", 0),
+        )
 
     def wdt(self, timeout_ms, on_expire=None):
         """The hardware watchdog: it resets the chip itself, so on_expire is never called;

@@ -24,8 +24,14 @@ _RX_BUF = const(2048)
 _CONNECT_TIMEOUT_MS = const(5000)
 
 # 3.2.2.3 CONNACK return codes
-_REFUSED = (None, "unacceptable protocol version", "client identifier rejected",
-            "server unavailable", "bad user name or password", "not authorised")
+_REFUSED = (
+    None,
+    "unacceptable protocol version",
+    "client identifier rejected",
+    "server unavailable",
+    "bad user name or password",
+    "not authorised",
+)
 
 
 class MQTTError(Exception):
@@ -76,8 +82,9 @@ class Client:
     on_puback(pid) is called for every PUBACK; on_message(topic, payload) for every inbound
     PUBLISH. tls: None or (SSLContext, server_hostname): never a plaintext fallback."""
 
-    def __init__(self, client_id, max_packet, window=8, keepalive=30, user=None, password=None,
-                 tls=None):
+    def __init__(
+        self, client_id, max_packet, window=8, keepalive=30, user=None, password=None, tls=None
+    ):
         self.client_id = client_id.encode() if isinstance(client_id, str) else client_id
         self.user = user
         self.password = password
@@ -108,8 +115,17 @@ class Client:
         self.will = None  # (topic, payload, retain)
         self.last_rx = self.last_tx = time.ticks_ms()
         self.ping_due = False
-        self.stats = {"connects": 0, "rx_rejected": 0, "pubacks": 0, "published": 0,  # type: dict
-                      "tx_bytes": 0, "pings": 0, "dead": 0, "suback_fail": 0, "last_reject": ""}
+        self.stats = {  # type: dict
+            "connects": 0,
+            "rx_rejected": 0,
+            "pubacks": 0,
+            "published": 0,
+            "tx_bytes": 0,
+            "pings": 0,
+            "dead": 0,
+            "suback_fail": 0,
+            "last_reject": "",
+        }
 
     async def _open(self, host, port):
         """TCP (+TLS) connection; TCP_NODELAY is set on the raw socket so it holds for TLS."""
@@ -146,8 +162,10 @@ class Client:
         except ValueError as e:
             # Mbed TLS reports verification failures as ValueError (TOOLCHAIN 4)
             self._close()
-            raise MQTTError("TLS handshake failed (certificate not trusted, expired, or wrong "
-                            "hostname): %s" % str(e).strip())
+            raise MQTTError(
+                "TLS handshake failed (certificate not trusted, expired, or wrong "
+                "hostname): %s" % str(e).strip()
+            )
 
     session_present = False
 

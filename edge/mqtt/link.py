@@ -36,11 +36,21 @@ def make_client(cfg, max_packet):
     t = m.get("tls")
     if t:
         # DER only: this MicroPython has no PEM parser (TOOLCHAIN 4); the host converts
-        ctx = tls_context(_read(t["ca"]), _read(t["cert"]) if t.get("cert") else None,
-                          _read(t["key"]) if t.get("key") else None)
+        ctx = tls_context(
+            _read(t["ca"]),
+            _read(t["cert"]) if t.get("cert") else None,
+            _read(t["key"]) if t.get("key") else None,
+        )
         tls = (ctx, t.get("server_hostname") or m["host"])
-    return Client(cfg["device_id"], max_packet, m["window"], m["keepalive"], m.get("user"),
-                  m.get("password"), tls)
+    return Client(
+        cfg["device_id"],
+        max_packet,
+        m["window"],
+        m["keepalive"],
+        m.get("user"),
+        m.get("password"),
+        tls,
+    )
 
 
 class Link:

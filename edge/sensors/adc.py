@@ -10,8 +10,11 @@ class ADCChannel(Periodic):
         Periodic.__init__(self, interval_ms)
         if cal is None:
             cal = [[0, 0], [65535, 65535]]
-        if (not isinstance(cal, list) or len(cal) != 2 or
-                not all(isinstance(p, list) and len(p) == 2 for p in cal)):
+        if (
+            not isinstance(cal, list)
+            or len(cal) != 2
+            or not all(isinstance(p, list) and len(p) == 2 for p in cal)
+        ):
             raise ValueError("config key 'cal' must be [[raw0, value0], [raw1, value1]]")
         (r0, v0), (r1, v1) = cal
         if r0 == r1:

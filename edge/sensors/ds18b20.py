@@ -6,8 +6,10 @@
 try:
     from micropython import const
 except ImportError:  # CPython: the host fuzzes these parsers in-process
+
     def const(x):  # type: ignore[misc]
         return x
+
 
 from edge.bus.crc import crc8_maxim
 from edge.sensors.base import Periodic

@@ -64,8 +64,15 @@ def write_head(buf, cat):
 def head_ok(mv, cat):
     """Case 1: magic, version and category match: readable. Case 2: anything else (another
     format version, another category, garbage): the segment is skipped, never parsed."""
-    return (len(mv) >= SEG_HEAD_LEN and mv[0] == 0x45 and mv[1] == 0x53 and mv[2] == 0x45
-            and mv[3] == 0x47 and mv[4] == SEG_VERSION and mv[5] == cat)
+    return (
+        len(mv) >= SEG_HEAD_LEN
+        and mv[0] == 0x45
+        and mv[1] == 0x53
+        and mv[2] == 0x45
+        and mv[3] == 0x47
+        and mv[4] == SEG_VERSION
+        and mv[5] == cat
+    )
 
 
 def probe(path, cat, buf, full, stats):
@@ -90,8 +97,10 @@ def probe(path, cat, buf, full, stats):
                 if codec.check_record(mv[:n], SEG_HEAD_LEN) == 1:
                     first = codec.unpack_record(mv, SEG_HEAD_LEN)[0]
                     f.seek(size - codec.REC_LEN)
-                    if f.readinto(buf, codec.REC_LEN) == codec.REC_LEN and \
-                            codec.check_record(mv[: codec.REC_LEN], 0) == 1:
+                    if (
+                        f.readinto(buf, codec.REC_LEN) == codec.REC_LEN
+                        and codec.check_record(mv[: codec.REC_LEN], 0) == 1
+                    ):
                         res[FIRST] = first
                         res[LAST] = codec.unpack_record(mv, 0)[0]
                         return res

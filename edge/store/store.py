@@ -67,9 +67,17 @@ class Store:
         self.rmv = memoryview(self.rbuf)
         self.head = bytearray(SEG_HEAD_LEN)
         # counters: every drop by reason and category (DESIGN.md 3, health status)
-        self.stats = {"appended": 0, "committed": 0, "commits": 0, "acked": 0,  # type: dict
-                      "deleted_segments": 0, "corrupt_records": 0, "torn_tails": 0,
-                      "bad_segments": 0, "dropped": {}}
+        self.stats = {  # type: dict
+            "appended": 0,
+            "committed": 0,
+            "commits": 0,
+            "acked": 0,
+            "deleted_segments": 0,
+            "corrupt_records": 0,
+            "torn_tails": 0,
+            "bad_segments": 0,
+            "dropped": {},
+        }
         self.last_commit = hal.ticks_ms()
         self.streams = []
         _mkdir(root)
@@ -104,8 +112,9 @@ class Store:
         nums = segment.list_segments(s.dir)
         top = 0
         for i, segno in enumerate(nums):
-            r = segment.probe(s.dir + "/" + seg_name(segno), s.idx, self.rbuf,
-                              i == len(nums) - 1, self.stats)
+            r = segment.probe(
+                s.dir + "/" + seg_name(segno), s.idx, self.rbuf, i == len(nums) - 1, self.stats
+            )
             s.segs.append([segno, r[0], r[1], r[2], r[3]])
             s.bytes += footprint(r[2])
             top = max(top, r[0], r[1])
@@ -127,8 +136,21 @@ class Store:
             self._save_state()  # reserve the next block of seqs before using it
         if s.buf is None:
             s.buf = bytearray(self.flush_n * codec.REC_LEN)
-        struct.pack_into(_FRAME, s.buf, s.n * codec.REC_LEN, codec.REC_MAGIC, codec.REC_TYPE_READING,
-                         codec.REC_PAYLOAD_LEN, seq, ts, self.boot, channel, cat, flags, value)
+        struct.pack_into(
+            _FRAME,
+            s.buf,
+            s.n * codec.REC_LEN,
+            codec.REC_MAGIC,
+            codec.REC_TYPE_READING,
+            codec.REC_PAYLOAD_LEN,
+            seq,
+            ts,
+            self.boot,
+            channel,
+            cat,
+            flags,
+            value,
+        )
         s.n += 1
         self.stats["appended"] += 1
         if s.n == self.flush_n:
@@ -365,8 +387,9 @@ class Store:
         every state write costs littlefs metadata programs and, in time, erases. Writes only
         when a cursor moved, and then at most every 10 s unless `force`."""
         now = self.hal.ticks_ms()
-        if not force and (self._saved_acked() or
-                          self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS):
+        if not force and (
+            self._saved_acked() or self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS
+        ):
             return
         self._save_state()
 

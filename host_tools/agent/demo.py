@@ -41,8 +41,13 @@ def _table(agent: AgentProcess, col: Collector, events: list[str], elapsed: floa
     totals = receipt.get("purged_total") or {}
     for cat in ("essential", "diagnostics", "usage", "location", "marketing"):
         said = "-" if cat not in grants else ("granted" if grants[cat] else "denied")
-        t.add_row(cat, str(acked.get(cat, 0)), str(cs["by_category"].get(cat, 0)), said,
-                  str(totals.get(cat, 0)))
+        t.add_row(
+            cat,
+            str(acked.get(cat, 0)),
+            str(cs["by_category"].get(cat, 0)),
+            said,
+            str(totals.get(cat, 0)),
+        )
     t.caption = (
         f"sampled {s.get('sampled', 0)}  dropped by consent {s.get('dropped_by_consent', 0)}  "
         f"duplicates {cs['duplicates']}  refused by collector {cs['refused']}  "
@@ -62,14 +67,22 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
         col = Collector(b.host, b.port).start()
         # clear a retained consent document left from another run on this broker
         col.client.publish(f"edge/{DEVICE}/cmd/consent", b"", qos=1, retain=True)
-        cfg = agent_config("unix-sim", device_id=DEVICE, mqtt={"host": b.host, "port": b.port},
-                           sim={"rate_hz": rate, "seconds": seconds})
+        cfg = agent_config(
+            "unix-sim",
+            device_id=DEVICE,
+            mqtt={"host": b.host, "port": b.port},
+            sim={"rate_hz": rate, "seconds": seconds},
+        )
         agent = AgentProcess(cfg).start()
         grant_at, revoke_at = seconds * 0.2, seconds * 0.6
         step = 0
         try:
-            with Live(_table(agent, col, events, 0), console=console, refresh_per_second=4,
-                      transient=not live) as view:
+            with Live(
+                _table(agent, col, events, 0),
+                console=console,
+                refresh_per_second=4,
+                transient=not live,
+            ) as view:
                 while agent.proc.poll() is None:
                     el = time.monotonic() - t_start
                     if step == 0 and el >= grant_at:
@@ -80,11 +93,17 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
                         _consent(col, 2, [], ["usage"])
                         events.append(f"t={el:.1f}s revoke usage (consent v2)")
                         step = 2
-                    if step == 2 and DEVICE in col.receipts and col.receipts[DEVICE].get("version") == 2:
+                    if (
+                        step == 2
+                        and DEVICE in col.receipts
+                        and col.receipts[DEVICE].get("version") == 2
+                    ):
                         r = col.receipts[DEVICE]
                         usage = "granted" if r["grants"]["usage"] else "denied"
-                        events.append(f"receipt v2 (retained): usage {usage}, purged "
-                                      f"{r['purged']} unsent, enforced from seq {r.get('seq')}")
+                        events.append(
+                            f"receipt v2 (retained): usage {usage}, purged "
+                            f"{r['purged']} unsent, enforced from seq {r.get('seq')}"
+                        )
                         step = 3
                     view.update(_table(agent, col, events, el))
                     time.sleep(0.25)

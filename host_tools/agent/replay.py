@@ -100,8 +100,9 @@ def feed_inputs(cfg: dict, feed: str) -> dict:
 def consent_state(cfg: dict, grant: str) -> dict:
     """The consent state the replay HAL writes before the agent boots (edge/consent.py
     format): `grant` is "all", "none" or a comma list of categories."""
-    cats = sorted((cfg.get("categories") or {}) or
-                  {c.get("category") for c in cfg.get("channels", [])})
+    cats = sorted(
+        (cfg.get("categories") or {}) or {c.get("category") for c in cfg.get("channels", [])}
+    )
     if grant == "all":
         chosen = set(cats)
     elif grant == "none":
@@ -112,8 +113,13 @@ def consent_state(cfg: dict, grant: str) -> dict:
         if unknown:
             raise ToolError(f"--grant: unknown categories {', '.join(sorted(unknown))}")
     # format 1 of edge/consent.py; a fixed salt keeps pseudonymised values equal across runs
-    return {"format": 1, "version": 1, "grants": {c: c in chosen for c in cats},
-            "source": "replay", "salt": "00" * 16}
+    return {
+        "format": 1,
+        "version": 1,
+        "grants": {c: c in chosen for c in cats},
+        "source": "replay",
+        "salt": "00" * 16,
+    }
 
 
 def reading_lines(readings: list[list]) -> list[str]:
@@ -134,8 +140,12 @@ def digest(readings: list[list]) -> str:
 
 def golden_doc(device: str, readings: list[list]) -> dict:
     """What `--expect` compares and `--update-golden` writes."""
-    return {"device": device, "count": len(readings), "digest": digest(readings),
-            "readings": readings}
+    return {
+        "device": device,
+        "count": len(readings),
+        "digest": digest(readings),
+        "readings": readings,
+    }
 
 
 def compare_golden(path: str, doc: dict) -> list[str]:
@@ -149,10 +159,14 @@ def compare_golden(path: str, doc: dict) -> list[str]:
         return []
     old = reading_lines(want.get("readings", []))
     new = reading_lines(doc["readings"])
-    diff = list(difflib.unified_diff(old, new, f"{path} (golden)", "collector (this run)",
-                                     lineterm="", n=1))
-    head = [f"collector output differs from {path}: golden {len(old)} readings, "
-            f"this run {len(new)}"]
+    diff = list(
+        difflib.unified_diff(
+            old, new, f"{path} (golden)", "collector (this run)", lineterm="", n=1
+        )
+    )
+    head = [
+        f"collector output differs from {path}: golden {len(old)} readings, this run {len(new)}"
+    ]
     if want.get("device") != doc["device"]:
         head.append(f"device: golden {want.get('device')!r}, this run {doc['device']!r}")
     if len(diff) > DIFF_LINES:
@@ -174,8 +188,9 @@ def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) ->
         with broker_mod.start() as b:
             col = Collector(b.host, b.port, device.get("mqtt", {}).get("prefix", "edge")).start()
             try:
-                cfg = agent_config(args.agent, feed_inputs(device, feed),
-                                   mqtt={"host": b.host, "port": b.port})
+                cfg = agent_config(
+                    args.agent, feed_inputs(device, feed), mqtt={"host": b.host, "port": b.port}
+                )
                 # A replay has no power cuts, so the commit window only costs time: commit by
                 # count (flush_n) rather than every virtual second, unless the device config
                 # sets its own window. The readings, seqs and timestamps are the same either
@@ -183,8 +198,11 @@ def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) ->
                 cfg.setdefault("store", {})
                 if "flush_ms" not in device.get("store", {}):
                     cfg["store"]["flush_ms"] = REPLAY_FLUSH_MS
-                cfg["replay"] = {"wall0_ms": wall0_ms(meta, args.t_from_s), "max_step_ms": 1000,
-                                 "consent": consent_state(cfg, args.grant)}
+                cfg["replay"] = {
+                    "wall0_ms": wall0_ms(meta, args.t_from_s),
+                    "max_step_ms": 1000,
+                    "consent": consent_state(cfg, args.grant),
+                }
                 agent = ReplayAgentProcess(cfg, heap=args.heap, workdir=os.path.join(tmp, "agent"))
                 os.makedirs(agent.workdir, exist_ok=True)
                 agent.start()
@@ -197,12 +215,20 @@ def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) ->
                     raise ToolError(f"collector got {col.stats()['unique']} of {acked} readings")
             finally:
                 col.stop()
-    readings = sorted([seq, ts, cat, ch, val] for dev, seq, ts, cat, ch, val in col.readings
-                      if dev == device["device_id"])
+    readings = sorted(
+        [seq, ts, cat, ch, val]
+        for dev, seq, ts, cat, ch, val in col.readings
+        if dev == device["device_id"]
+    )
     doc = golden_doc(device["device_id"], readings)
-    result = ReplayResult(frames=counter.frames, readings=len(readings),
-                          seconds=time.monotonic() - t_start, digest=doc["digest"],
-                          bytes=sum(len(d) for _, d in items), chunks=len(items))
+    result = ReplayResult(
+        frames=counter.frames,
+        readings=len(readings),
+        seconds=time.monotonic() - t_start,
+        digest=doc["digest"],
+        bytes=sum(len(d) for _, d in items),
+        chunks=len(items),
+    )
     if args.collector_out:
         _write_json(args.collector_out, doc)
     if args.expect:

@@ -20,13 +20,17 @@ class AgentProcess:
 
     module = "edge.main"  # entry module; `edgectl replay --agent` uses edge.hal.unix.replay_main
 
-    def __init__(self, config: dict, heap: str | None = None, workdir: str | None = None,
-                 echo=None) -> None:
+    def __init__(
+        self, config: dict, heap: str | None = None, workdir: str | None = None, echo=None
+    ) -> None:
         self.workdir = workdir or tempfile.mkdtemp(prefix="edge-agent-")
         self.own_workdir = workdir is None
         self.config = dict(config)
         self.config.setdefault("store", {})
-        self.config["store"] = {"path": os.path.join(self.workdir, "store"), **self.config["store"]}
+        self.config["store"] = {
+            "path": os.path.join(self.workdir, "store"),
+            **self.config["store"],
+        }
         self.heap = heap or DEFAULT_HEAP
         self.echo = echo
         self.stats: dict = {}
@@ -41,8 +45,13 @@ class AgentProcess:
             json.dump(self.config, f)
         self.proc = subprocess.Popen(
             [micropython_path(), "-X", f"heapsize={self.heap}", "-m", self.module, path],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env=mp_env(), cwd=self.workdir, text=True, bufsize=1,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=mp_env(),
+            cwd=self.workdir,
+            text=True,
+            bufsize=1,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -133,8 +142,9 @@ def cmd_run(args) -> int:
     if sim:
         over["sim"] = sim
     cfg = agent_config(args.board, device, **over)
-    agent = AgentProcess(cfg, heap=args.heap, workdir=args.workdir,
-                         echo=lambda line: print(line, flush=True))
+    agent = AgentProcess(
+        cfg, heap=args.heap, workdir=args.workdir, echo=lambda line: print(line, flush=True)
+    )
     agent.start()
     try:
         agent.wait()

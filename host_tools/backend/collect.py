@@ -54,8 +54,15 @@ class _DeviceSeqs:
 class Collector:
     """Subscribe to `{prefix}/+/t/#` and friends; `stats()` reports what arrived."""
 
-    def __init__(self, host: str, port: int, prefix: str = "edge", db_path: str | None = None,
-                 keep_readings: bool = True, share_group: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        prefix: str = "edge",
+        db_path: str | None = None,
+        keep_readings: bool = True,
+        share_group: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.prefix = prefix
@@ -63,8 +70,14 @@ class Collector:
         self.keep_readings = keep_readings
         self.lock = threading.Lock()
         self.seqs: dict[str, _DeviceSeqs] = defaultdict(_DeviceSeqs)
-        self.counts = {"batches": 0, "readings": 0, "unique": 0, "duplicates": 0, "rejected": 0,
-                       "refused": 0}
+        self.counts = {
+            "batches": 0,
+            "readings": 0,
+            "unique": 0,
+            "duplicates": 0,
+            "rejected": 0,
+            "refused": 0,
+        }
         self.by_category: dict[str, int] = defaultdict(int)
         self.refused_by_category: dict[str, int] = defaultdict(int)
         self.readings: list[tuple] = []
@@ -84,8 +97,12 @@ class Collector:
         else:
             self.db = TinyDB(storage=MemoryStorage)
         self.writer = threading.Thread(target=self._writer, name="collector-db", daemon=True)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
-                                  client_id="", clean_session=True)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            protocol=mqtt.MQTTv311,
+            client_id="",
+            clean_session=True,
+        )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = lambda *a: self.connected.clear()
@@ -219,8 +236,15 @@ class Collector:
                     break
             if group:
                 table.insert_multiple(
-                    {"device": d, "seq": s, "ts": t, "category": c, "channel": ch, "value": v,
-                     "boot": self.boot_relative.get(d, {}).get(s)}
+                    {
+                        "device": d,
+                        "seq": s,
+                        "ts": t,
+                        "category": c,
+                        "channel": ch,
+                        "value": v,
+                        "boot": self.boot_relative.get(d, {}).get(s),
+                    }
                     for d, s, t, c, ch, v in group
                 )
             if time.monotonic() - last_flush >= _FLUSH_S:
@@ -276,8 +300,9 @@ def _denied_from(receipt: dict | None, category: str) -> float:
 
 
 def cmd_collect(args) -> int:
-    col = Collector(args.host, args.port, args.prefix, args.db, keep_readings=False,
-                    share_group=args.share)
+    col = Collector(
+        args.host, args.port, args.prefix, args.db, keep_readings=False, share_group=args.share
+    )
     col.start()
     print(f"collect: subscribed to {args.prefix}/+/t/# on {args.host}:{args.port}", flush=True)
     t0 = time.monotonic()
@@ -286,8 +311,11 @@ def cmd_collect(args) -> int:
             time.sleep(1.0)
             s = col.stats()
             if not args.json:
-                print(f"collect: {s['unique']} unique readings, {s['duplicates']} duplicates, "
-                      f"{s['rejected']} rejected batches", flush=True)
+                print(
+                    f"collect: {s['unique']} unique readings, {s['duplicates']} duplicates, "
+                    f"{s['rejected']} rejected batches",
+                    flush=True,
+                )
     except KeyboardInterrupt:
         pass
     finally:

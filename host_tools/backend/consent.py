@@ -39,9 +39,14 @@ def load_key(path: str) -> bytes:
 
 def signed_bytes(device: str, doc: dict) -> bytes:
     """The canonical bytes a consent update's signature covers (docs/CONSENT.md 4)."""
-    fields = ["edge-consent/1", device, str(doc.get("version")),
-              ",".join(sorted(doc.get("grant", []))), ",".join(sorted(doc.get("deny", []))),
-              str(doc.get("ts", 0))]
+    fields = [
+        "edge-consent/1",
+        device,
+        str(doc.get("version")),
+        ",".join(sorted(doc.get("grant", []))),
+        ",".join(sorted(doc.get("deny", []))),
+        str(doc.get("ts", 0)),
+    ]
     return "\n".join(fields).encode()
 
 
@@ -52,11 +57,21 @@ def sign(device: str, doc: dict, key: bytes) -> dict:
     return out
 
 
-def make_update(device: str, version: int, grant: list[str], deny: list[str],
-                key: bytes | None = None, ts: int | None = None) -> dict:
+def make_update(
+    device: str,
+    version: int,
+    grant: list[str],
+    deny: list[str],
+    key: bytes | None = None,
+    ts: int | None = None,
+) -> dict:
     """A consent update document (signed when a key is given)."""
-    doc = {"version": version, "grant": sorted(grant), "deny": sorted(deny),
-           "ts": int(time.time() * 1000) if ts is None else ts}
+    doc = {
+        "version": version,
+        "grant": sorted(grant),
+        "deny": sorted(deny),
+        "ts": int(time.time() * 1000) if ts is None else ts,
+    }
     return sign(device, doc, key) if key else doc
 
 
@@ -107,13 +122,23 @@ class _Session:
         self.client.disconnect()
 
 
-def update(device: str, grant: list[str], deny: list[str], key: bytes | None = None,
-           host: str = "127.0.0.1", port: int = 1883, prefix: str = "edge",
-           version: int | None = None, timeout: float = 10.0) -> dict:
+def update(
+    device: str,
+    grant: list[str],
+    deny: list[str],
+    key: bytes | None = None,
+    host: str = "127.0.0.1",
+    port: int = 1883,
+    prefix: str = "edge",
+    version: int | None = None,
+    timeout: float = 10.0,
+) -> dict:
     """Publish the next consent version for a device (retained) and return its receipt.
     Raises ToolError when the device rejects it or no receipt arrives in time."""
     if set(grant) & set(deny):
-        raise ToolError(f"a category cannot be granted and denied: {sorted(set(grant) & set(deny))}")
+        raise ToolError(
+            f"a category cannot be granted and denied: {sorted(set(grant) & set(deny))}"
+        )
     s = _Session(host, port, prefix, device)
     try:
         s.wait(lambda: False, _RETAINED_WAIT_S)  # retained receipt and update, if any
@@ -123,12 +148,16 @@ def update(device: str, grant: list[str], deny: list[str], key: bytes | None = N
         s.client.publish(f"{s.root}cmd/consent", json.dumps(doc), qos=1, retain=True)
 
         def done() -> bool:
-            bad = [r for r in s.replies if not r.get("ok") and r.get("version", version) == version]
+            bad = [
+                r for r in s.replies if not r.get("ok") and r.get("version", version) == version
+            ]
             return bool(bad) or (s.receipt or {}).get("version") == version
 
         if not s.wait(done, timeout):
-            raise ToolError(f"no receipt from {device} within {timeout:g} s; the update is "
-                            f"retained and applies when the device connects")
+            raise ToolError(
+                f"no receipt from {device} within {timeout:g} s; the update is "
+                f"retained and applies when the device connects"
+            )
         bad = [r for r in s.replies if not r.get("ok")]
         if (s.receipt or {}).get("version") != version and bad:
             raise ToolError(f"{device} rejected consent v{version}: {bad[-1].get('error')}")
@@ -139,8 +168,10 @@ def update(device: str, grant: list[str], deny: list[str], key: bytes | None = N
 
 def format_receipt(r: dict) -> str:
     """Human-readable lines of what a receipt says the device enforces."""
-    lines = [f"device {r.get('device')} enforces consent v{r.get('version')} "
-             f"(source {r.get('source')}, from seq {r.get('seq')})"]
+    lines = [
+        f"device {r.get('device')} enforces consent v{r.get('version')} "
+        f"(source {r.get('source')}, from seq {r.get('seq')})"
+    ]
     purged = r.get("purged") or {}
     grants = r.get("grants") or {}
     for cat in sorted(grants, key=lambda c: (c != "essential", c)):
@@ -152,8 +183,17 @@ def format_receipt(r: dict) -> str:
 
 def cmd_consent(args) -> int:
     key = load_key(args.key) if args.key else None
-    r = update(args.device, args.grant, args.deny, key, args.host, args.port, args.prefix,
-               args.version, args.timeout)
+    r = update(
+        args.device,
+        args.grant,
+        args.deny,
+        key,
+        args.host,
+        args.port,
+        args.prefix,
+        args.version,
+        args.timeout,
+    )
     print(json.dumps(r) if args.json else format_receipt(r))
     return 0
 

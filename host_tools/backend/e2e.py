@@ -37,7 +37,8 @@ class AckingCollector(Collector):
         r = batch["readings"]
         if not r:
             return
-        self.client.publish(f"{self.prefix}/{batch['device']}/ack",
-                            ack_payload(r[0][0], r[-1][0]), qos=0)
+        self.client.publish(
+            f"{self.prefix}/{batch['device']}/ack", ack_payload(r[0][0], r[-1][0]), qos=0
+        )
         with self.lock:
             self.counts["acks_sent"] += 1

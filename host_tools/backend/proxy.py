@@ -22,8 +22,14 @@ HOST = "127.0.0.1"
 class FaultProxy:
     """`FaultProxy(target_port, rtt_ms=20).start()`; clients connect to `.port`."""
 
-    def __init__(self, target_port: int, rtt_ms: float = 0.0, bandwidth_bps: int = 0,
-                 target_host: str = HOST, port: int = 0) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        rtt_ms: float = 0.0,
+        bandwidth_bps: int = 0,
+        target_host: str = HOST,
+        port: int = 0,
+    ) -> None:
         self.target = (target_host, target_port)
         self.delay = rtt_ms / 2000.0  # each direction carries half the round trip
         self.bandwidth = bandwidth_bps  # bytes per second per direction, 0 = unlimited
@@ -34,8 +40,13 @@ class FaultProxy:
         self.server: asyncio.base_events.Server | None = None
         self.thread: threading.Thread | None = None
         self.conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self.stats = {"connections": 0, "bytes_up": 0, "bytes_down": 0, "dropped_bytes": 0,
-                      "resets": 0}
+        self.stats = {
+            "connections": 0,
+            "bytes_up": 0,
+            "bytes_down": 0,
+            "dropped_bytes": 0,
+            "resets": 0,
+        }
         self._ready = threading.Event()
 
     # --- life cycle ------------------------------------------------------------------------
@@ -102,8 +113,9 @@ class FaultProxy:
                 sock = w.get_extra_info("socket")
                 try:
                     if sock is not None:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                        struct.pack("ii", 1, 0))
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
                     w.transport.abort()
                 except OSError:
                     pass
@@ -122,8 +134,11 @@ class FaultProxy:
         self.stats["connections"] += 1
         pair = (cw, bw)
         self.conns.add(pair)
-        await asyncio.gather(self._pipe(cr, bw, "bytes_up"), self._pipe(br, cw, "bytes_down"),
-                             return_exceptions=True)
+        await asyncio.gather(
+            self._pipe(cr, bw, "bytes_up"),
+            self._pipe(br, cw, "bytes_down"),
+            return_exceptions=True,
+        )
         self.conns.discard(pair)
         for w in pair:
             w.transport.abort()

@@ -39,6 +39,9 @@ def cmd_bench(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="run a benchmark against its in-run baseline")
-    p.add_argument("name", help="benchmark name: " + ", ".join(sorted(BENCHES)) if BENCHES else "benchmark name")
+    p.add_argument(
+        "name",
+        help="benchmark name: " + ", ".join(sorted(BENCHES)) if BENCHES else "benchmark name",
+    )
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     p.set_defaults(func=cmd_bench)

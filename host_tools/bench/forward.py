@@ -27,15 +27,34 @@ def _scale(n: int) -> int:
     return max(int(n * float(os.environ.get("EDGE_BENCH_SCALE", "1.0"))), 100)
 
 
-def run_mp(mode: str, port: int, readings: int, batch: int, window: int, heap: str = "4M",
-           timeout: float = 600) -> dict:
+def run_mp(
+    mode: str,
+    port: int,
+    readings: int,
+    batch: int,
+    window: int,
+    heap: str = "4M",
+    timeout: float = 600,
+) -> dict:
     """Run the MicroPython bench script once; returns its `@bench` figures."""
     work = tempfile.mkdtemp(prefix="edge-bench-")
-    cmd = [micropython_path(), "-X", f"heapsize={heap}", SCRIPT, mode, "127.0.0.1", str(port),
-           str(readings), str(batch), str(window), work]
+    cmd = [
+        micropython_path(),
+        "-X",
+        f"heapsize={heap}",
+        SCRIPT,
+        mode,
+        "127.0.0.1",
+        str(port),
+        str(readings),
+        str(batch),
+        str(window),
+        work,
+    ]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=mp_env(), timeout=timeout,
-                           cwd=work)
+        p = subprocess.run(
+            cmd, capture_output=True, text=True, env=mp_env(), timeout=timeout, cwd=work
+        )
     except subprocess.TimeoutExpired as e:
         raise ToolError(f"bench {mode} did not finish within {timeout} s") from e
     finally:

@@ -30,9 +30,22 @@ def bench_replay(args) -> dict:
         for _ in range(2):
             t0 = time.monotonic()
             proc = subprocess.run(
-                [sys.executable, "-m", "host_tools", "replay", cap, "--agent", "unix-sim",
-                 "--config", config, "--json"],
-                capture_output=True, text=True, timeout=1800)
+                [
+                    sys.executable,
+                    "-m",
+                    "host_tools",
+                    "replay",
+                    cap,
+                    "--agent",
+                    "unix-sim",
+                    "--config",
+                    config,
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
             if proc.returncode != 0:
                 raise ToolError(f"replay failed: {proc.stderr.strip()[-300:]}")
             runs.append((time.monotonic() - t0, json.loads(proc.stdout.strip().splitlines()[-1])))

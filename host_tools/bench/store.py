@@ -90,8 +90,13 @@ def run_store_bench(readings: int = 30000) -> dict:
         path = os.path.join(d, "bench_store.py")
         with open(path, "w") as f:
             f.write(_MP_SCRIPT)
-        r = subprocess.run([micropython_path(), "-X", "heapsize=8M", path, str(readings)],
-                           capture_output=True, text=True, timeout=600, env=mp_env())
+        r = subprocess.run(
+            [micropython_path(), "-X", "heapsize=8M", path, str(readings)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=mp_env(),
+        )
     if r.returncode != 0:
         raise ToolError(f"store benchmark failed: {(r.stdout + r.stderr)[-2000:]}")
     runs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
@@ -112,7 +117,9 @@ def run_store_bench(readings: int = 30000) -> dict:
         "commits": best["commits"],
         "baseline_appends_per_s": round(base["readings"] * 1e6 / base["us"]),
         "baseline_erases_per_reading": round(base_epr, 4),
-        "baseline_program_bytes_per_record_byte": round(base["prog_bytes"] / base["record_bytes"], 3),
+        "baseline_program_bytes_per_record_byte": round(
+            base["prog_bytes"] / base["record_bytes"], 3
+        ),
         "erase_ratio": round(base_epr / epr, 1),
         "appends_ratio": round(best["readings"] / best["us"] / (base["readings"] / base["us"]), 1),
         "hz10_erases_per_reading": round(slow["erases"] / slow["readings"], 4),

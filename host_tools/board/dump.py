@@ -75,8 +75,10 @@ def dump_segment(name: str, data: bytes, rep: Report) -> None:
     if bad_at is not None:
         rep.problem(f"{name}: corrupt bytes {bad_at}..{p - 1}")
     rep.readings += n
-    rep.lines.append(f"{name}: v{version} category {cat}, {len(data)} bytes, {n} readings"
-                     + (f", seq {first}..{last}" if n else ""))
+    rep.lines.append(
+        f"{name}: v{version} category {cat}, {len(data)} bytes, {n} readings"
+        + (f", seq {first}..{last}" if n else "")
+    )
     if p < len(data):
         rep.problem(f"{name}: torn tail of {len(data) - p} bytes at offset {p}")
     if order:
@@ -99,8 +101,10 @@ def dump_state(name: str, data: bytes, rep: Report) -> None:
         rep.lines.append(f"{name}: {len(data)} bytes")
         rep.problem(f"{name}: unreadable state file ({e})")
         return
-    rep.lines.append(f"{name}: boot {doc.get('boot')}, seq reserved below {seq_hi}, acked "
-                     + ", ".join(f"{k}={v}" for k, v in sorted(acked.items(), key=str)))
+    rep.lines.append(
+        f"{name}: boot {doc.get('boot')}, seq reserved below {seq_hi}, acked "
+        + ", ".join(f"{k}={v}" for k, v in sorted(acked.items(), key=str))
+    )
 
 
 def dump_file(name: str, data: bytes, rep: Report) -> None:
@@ -111,14 +115,19 @@ def dump_file(name: str, data: bytes, rep: Report) -> None:
     elif base == "state.json":
         dump_state(name, data, rep)
     elif base == "state.tmp":
-        rep.lines.append(f"{name}: {len(data)} bytes, a state write cut before its rename (ignored)")
+        rep.lines.append(
+            f"{name}: {len(data)} bytes, a state write cut before its rename (ignored)"
+        )
     else:
         rep.lines.append(f"{name}: {len(data)} bytes")
 
 
 def is_littlefs_image(data: bytes) -> bool:
-    return len(data) >= 2 * BLOCK_SIZE and len(data) % BLOCK_SIZE == 0 and (
-        data[8:16] == LFS_MAGIC or data[BLOCK_SIZE + 8 : BLOCK_SIZE + 16] == LFS_MAGIC)
+    return (
+        len(data) >= 2 * BLOCK_SIZE
+        and len(data) % BLOCK_SIZE == 0
+        and (data[8:16] == LFS_MAGIC or data[BLOCK_SIZE + 8 : BLOCK_SIZE + 16] == LFS_MAGIC)
+    )
 
 
 def dump_image(data: bytes, rep: Report) -> None:
@@ -127,14 +136,17 @@ def dump_image(data: bytes, rep: Report) -> None:
 
     ctx = UserContext(buffer=bytearray(data))
     try:
-        fs = LittleFS(context=ctx, block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE,
-                      mount=False)
+        fs = LittleFS(
+            context=ctx, block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE, mount=False
+        )
         fs.mount()
     except Exception as e:  # littlefs-python raises LittleFSError or OSError kinds
         rep.problem(f"image does not mount as littlefs: {e}")
         return
     used = fs.used_block_count
-    rep.lines.append(f"littlefs image: {len(data) // BLOCK_SIZE} blocks of {BLOCK_SIZE}, {used} in use")
+    rep.lines.append(
+        f"littlefs image: {len(data) // BLOCK_SIZE} blocks of {BLOCK_SIZE}, {used} in use"
+    )
     for root, _dirs, files in fs.walk("/"):
         for fn in sorted(files):
             path = root.rstrip("/") + "/" + fn
@@ -168,13 +180,16 @@ def cmd_dump(args) -> int:
     rep = dump_path(args.path)
     for line in rep.lines:
         print(line)
-    print(f"{rep.readings} readings; " + (f"{len(rep.problems)} problem(s): corrupt" if rep.problems
-                                          else "no corruption"))
+    print(
+        f"{rep.readings} readings; "
+        + (f"{len(rep.problems)} problem(s): corrupt" if rep.problems else "no corruption")
+    )
     return 1 if rep.problems else 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("dump", help="decode store files or a littlefs image (exit 1 on corruption)")
+    p = sub.add_parser(
+        "dump", help="decode store files or a littlefs image (exit 1 on corruption)"
+    )
     p.add_argument("path", help="store directory, a .seg/state.json file, or a littlefs image")
     p.set_defaults(func=cmd_dump)
-

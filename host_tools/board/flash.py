@@ -51,7 +51,9 @@ def parse_offset(value: object) -> int:
             return int(value, 0)
         except ValueError:
             pass
-    raise ToolError(f"board key 'flash_offset' must be an integer or a '0x...' string, got {value!r}")
+    raise ToolError(
+        f"board key 'flash_offset' must be an integer or a '0x...' string, got {value!r}"
+    )
 
 
 def _board_key(board: dict, key: str) -> object:
@@ -96,14 +98,20 @@ def _esptool_size(value) -> str:
 
 
 def plan_flash(
-    board: dict, port: str, firmware: str | None = None, erase: bool = False, baud: int = DEFAULT_BAUD
+    board: dict,
+    port: str,
+    firmware: str | None = None,
+    erase: bool = False,
+    baud: int = DEFAULT_BAUD,
 ) -> FlashPlan:
     """Resolve chip, offset, size and image for `board`; check the image's sha256 when the
     board file pins one for that image. Does not touch the port."""
     chip = str(_board_key(board, "chip"))
     if not chip.startswith("esp"):
-        raise ToolError(f"board {board['name']!r} (chip {chip!r}) has no firmware to flash: "
-                        "use `edgectl run` or `edgectl vboard`")
+        raise ToolError(
+            f"board {board['name']!r} (chip {chip!r}) has no firmware to flash: "
+            "use `edgectl run` or `edgectl vboard`"
+        )
     offset = parse_offset(_board_key(board, "flash_offset"))
     size = _esptool_size(board.get("flash_size"))
     fw = board.get("firmware") or {}

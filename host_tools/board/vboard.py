@@ -55,7 +55,9 @@ def _take_controlling_tty() -> None:
 class VirtualBoard:
     """Own the ptys and the MicroPython child; `serve()` pumps bytes until stopped."""
 
-    def __init__(self, link: Path, image: Path, soft_reset: bool = True, heapsize: str | None = None):
+    def __init__(
+        self, link: Path, image: Path, soft_reset: bool = True, heapsize: str | None = None
+    ):
         self.link, self.image, self.soft_reset, self.heapsize = link, image, soft_reset, heapsize
         self.raw = False  # host has the board in the raw REPL (last of Ctrl-A / Ctrl-B seen)
         self.host_m, self.host_s = pty.openpty()
@@ -83,10 +85,18 @@ class VirtualBoard:
         if self.heapsize:
             argv += ["-X", f"heapsize={self.heapsize}"]
         argv += ["-i", str(BOOT_SCRIPT)]
-        env = dict(os.environ, VBOARD_IMAGE=str(self.image), VBOARD_RUN_MAIN="1" if run_main else "0")
+        env = dict(
+            os.environ, VBOARD_IMAGE=str(self.image), VBOARD_RUN_MAIN="1" if run_main else "0"
+        )
         env.pop("MICROPYPATH", None)
         self.child = subprocess.Popen(
-            argv, stdin=s, stdout=s, stderr=s, env=env, start_new_session=True, close_fds=True,
+            argv,
+            stdin=s,
+            stdout=s,
+            stderr=s,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
             preexec_fn=_take_controlling_tty,
         )
         os.close(s)
@@ -177,7 +187,9 @@ class VirtualBoard:
             self.link.unlink()
 
 
-def run_vboard(link: Path, image: Path, image_bytes: int, soft_reset: bool, heapsize: str | None) -> None:
+def run_vboard(
+    link: Path, image: Path, image_bytes: int, soft_reset: bool, heapsize: str | None
+) -> None:
     """Create the image if needed and serve the board until SIGTERM/SIGINT."""
     make_image(image, image_bytes)
     board = VirtualBoard(link, image, soft_reset, heapsize)
@@ -200,8 +212,17 @@ def spawn(link: Path, image: Path, timeout: float = 10.0) -> subprocess.Popen:
     if link.is_symlink():
         link.unlink()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "host_tools.board.vboard", "--link", str(link), "--image", str(image)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "host_tools.board.vboard",
+            "--link",
+            str(link),
+            "--image",
+            str(image),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     end = time.monotonic() + timeout
     while not link.is_symlink():
@@ -215,17 +236,23 @@ def spawn(link: Path, image: Path, timeout: float = 10.0) -> subprocess.Popen:
 
 def cmd_vboard(args: argparse.Namespace) -> int:
     """CLI handler for `edgectl vboard`."""
-    run_vboard(Path(args.link), Path(args.image), args.image_bytes, not args.no_soft_reset, args.heapsize)
+    run_vboard(
+        Path(args.link), Path(args.image), args.image_bytes, not args.no_soft_reset, args.heapsize
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl vboard`."""
-    p = sub.add_parser("vboard", help="virtual board: unix MicroPython behind a pty, littlefs root")
+    p = sub.add_parser(
+        "vboard", help="virtual board: unix MicroPython behind a pty, littlefs root"
+    )
     p.add_argument("--link", required=True, help="symlink to create for the board's serial port")
     p.add_argument("--image", default="vboard.img", help="flash image file (created if missing)")
     p.add_argument("--image-bytes", type=int, default=DEFAULT_IMAGE_BYTES, help="new image size")
-    p.add_argument("--heapsize", help="MicroPython -X heapsize, e.g. 110wK (default: port default)")
+    p.add_argument(
+        "--heapsize", help="MicroPython -X heapsize, e.g. 110wK (default: port default)"
+    )
     p.add_argument("--no-soft-reset", action="store_true", help="exit when MicroPython exits")
     p.set_defaults(func=cmd_vboard)
 

@@ -184,15 +184,22 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `capture` to the edgectl parser."""
     p = sub.add_parser("capture", help="record a serial port's bytes with timestamps")
-    p.add_argument("--port", required=True, help="pyserial URL or device (/dev/ttyUSB0, rfc2217://...)")
+    p.add_argument(
+        "--port", required=True, help="pyserial URL or device (/dev/ttyUSB0, rfc2217://...)"
+    )
     p.add_argument("--out", required=True, help="capture file to write (.ecap)")
     p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
     p.add_argument("--duration", type=float, help="stop after S seconds")
     p.add_argument("--idle", type=float, help="stop after S seconds without data (once data came)")
     p.add_argument("--rotate-bytes", type=int, help="start a new part file after N bytes")
     p.add_argument("--framing", choices=FRAMINGS, default="auto", help="frame counting")
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra header metadata (repeatable), e.g. appliance=fridge")
+    p.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra header metadata (repeatable), e.g. appliance=fridge",
+    )
     p.add_argument("--quiet", action="store_true", help="no live counts")
     p.add_argument("--json", action="store_true", help="last line of stdout is a JSON summary")
     p.set_defaults(func=cmd_capture)

@@ -57,8 +57,11 @@ def spy_to_chunks(lines: list[str]) -> list[capfile.Chunk]:
         flush()
         cur = None
         if m.group(3) != "<empty>":
-            chunks.append(capfile.Chunk("note", round(float(m.group(1)) * 1e6),
-                                        f"{m.group(2)} {m.group(3)}".encode()))
+            chunks.append(
+                capfile.Chunk(
+                    "note", round(float(m.group(1)) * 1e6), f"{m.group(2)} {m.group(3)}".encode()
+                )
+            )
     flush()
     return _monotonic(chunks)
 
@@ -143,8 +146,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         eol = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r", "none": b""}[args.eol]
         chunks = text_to_chunks(lines, args.interval, eol, args.hex, not args.no_timestamps)
-    meta = {"source": f"{args.source} log {args.input}", "tool": "edgectl capture-convert",
-            "baudrate": args.baud}
+    meta = {
+        "source": f"{args.source} log {args.input}",
+        "tool": "edgectl capture-convert",
+        "baudrate": args.baud,
+    }
     n = write_chunks(args.out, meta, chunks)
     print(f"converted {len(chunks)} chunks, {n} bytes -> {args.out}")
     return 0
@@ -156,12 +162,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", choices=("spy", "text"), help="log kind")
     p.add_argument("input", help="log file")
     p.add_argument("--out", required=True, help="capture file to write")
-    p.add_argument("--interval", type=float, default=1.0,
-                   help="text: seconds between lines without timestamps (default 1)")
-    p.add_argument("--eol", choices=("lf", "crlf", "cr", "none"), default="lf",
-                   help="text: line ending appended to each line (default lf)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="text: seconds between lines without timestamps (default 1)",
+    )
+    p.add_argument(
+        "--eol",
+        choices=("lf", "crlf", "cr", "none"),
+        default="lf",
+        help="text: line ending appended to each line (default lf)",
+    )
     p.add_argument("--hex", action="store_true", help="text: each line is hex bytes")
-    p.add_argument("--no-timestamps", action="store_true",
-                   help="text: do not look for leading timestamps")
+    p.add_argument(
+        "--no-timestamps", action="store_true", help="text: do not look for leading timestamps"
+    )
     p.add_argument("--baud", type=int, default=115200, help="baud rate to record in the header")
     p.set_defaults(func=cmd_convert)

@@ -77,7 +77,9 @@ def schedule(
     the previous one ends)."""
     lo = int((t_from or 0) * 1e6)
     hi = None if t_to is None else int(t_to * 1e6)
-    picked = [c for c in chunks if c.kind in kinds and c.ts_us >= lo and (hi is None or c.ts_us < hi)]
+    picked = [
+        c for c in chunks if c.kind in kinds and c.ts_us >= lo and (hi is None or c.ts_us < hi)
+    ]
     if not picked:
         return []
     base = picked[0].ts_us if t_from is None else lo
@@ -239,8 +241,12 @@ def damage_dict(damage: capfile.CaptureError | None) -> dict | None:
     """The damage as a JSON-friendly dict (file, offset, reason, intact chunks)."""
     if damage is None:
         return None
-    return {"file": damage.path, "offset": damage.offset, "reason": damage.reason,
-            "intact_chunks": damage.intact}
+    return {
+        "file": damage.path,
+        "offset": damage.offset,
+        "reason": damage.reason,
+        "intact_chunks": damage.intact,
+    }
 
 
 def replay_items(
@@ -271,8 +277,13 @@ def replay_items(
 
 
 def replay_to_pty(
-    items: list[tuple[int, bytes]], link: str, speed: float | None, wait: float = 30.0,
-    framing: str = "auto", announce: Callable[[str], None] | None = None, settle: float = 0.2,
+    items: list[tuple[int, bytes]],
+    link: str,
+    speed: float | None,
+    wait: float = 30.0,
+    framing: str = "auto",
+    announce: Callable[[str], None] | None = None,
+    settle: float = 0.2,
 ) -> ReplayResult:
     """Create a pty at `link`, wait for a reader (then `settle` seconds), replay, let the
     reader drain, close."""
@@ -292,7 +303,10 @@ def replay_to_pty(
 
 
 def replay_to_port(
-    items: list[tuple[int, bytes]], url: str, speed: float | None, baudrate: int,
+    items: list[tuple[int, bytes]],
+    url: str,
+    speed: float | None,
+    baudrate: int,
     framing: str = "auto",
 ) -> ReplayResult:
     """Open `url` with pyserial and replay into it."""

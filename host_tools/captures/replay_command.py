@@ -22,8 +22,11 @@ from host_tools.errors import ToolError
 
 
 def _print_damage(damage: capfile.CaptureError, intact: int) -> None:
-    print(f"edgectl: warning: {damage}: {damage.reason.split(' (')[0]}; "
-          f"replaying the {intact} intact chunks before it", file=sys.stderr)
+    print(
+        f"edgectl: warning: {damage}: {damage.reason.split(' (')[0]}; "
+        f"replaying the {intact} intact chunks before it",
+        file=sys.stderr,
+    )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -31,7 +34,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.update_golden and not args.expect:
         raise ToolError("--update-golden needs --expect GOLDEN.json")
     if (args.expect or args.collector_out) and not args.agent:
-        raise ToolError("--expect and --collector-out need --agent (they compare collector output)")
+        raise ToolError(
+            "--expect and --collector-out need --agent (they compare collector output)"
+        )
     speed = None if args.fast else args.speed
     if speed is not None and speed <= 0:
         raise ToolError("--speed must be > 0 (use --fast for no pacing)")
@@ -48,13 +53,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.agent:
         result = replay_agent.run(args, meta, items)
     elif args.pty:
-        result = replay_to_pty(items, args.pty, speed, args.wait, args.framing,
-                               announce=None if args.json else print)
+        result = replay_to_pty(
+            items, args.pty, speed, args.wait, args.framing, announce=None if args.json else print
+        )
     else:
         result = replay_to_port(items, args.port, speed, args.baud, args.framing)
     result.damage = damage_dict(damage)
-    print(f"replayed {result.bytes} bytes, {result.frames} frames in {result.chunks} chunks "
-          f"in {result.seconds:.3f} s")
+    print(
+        f"replayed {result.bytes} bytes, {result.frames} frames in {result.chunks} chunks "
+        f"in {result.seconds:.3f} s"
+    )
     if result.timing is not None and speed:
         print(result.timing.line())
     if args.json:
@@ -65,31 +73,49 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `replay` to the edgectl parser."""
     p = sub.add_parser("replay", help="replay a capture into a pty, a port or the agent")
-    p.add_argument("files", nargs="+", metavar="FILE", help="capture file(s); rotation parts in order")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE", help="capture file(s); rotation parts in order"
+    )
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--pty", metavar="LINK", help="create a pty and link its port at LINK")
     dest.add_argument("--port", metavar="URL", help="pyserial URL or device to write to")
     dest.add_argument("--agent", metavar="BOARD", help="run the agent with a virtual clock")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--speed", type=float, default=1.0, help="time scale (default 1 = real time)")
+    rate.add_argument(
+        "--speed", type=float, default=1.0, help="time scale (default 1 = real time)"
+    )
     rate.add_argument("--fast", action="store_true", help="no pacing: as fast as possible")
     p.add_argument("--loop", type=int, default=1, metavar="N", help="play N times")
     p.add_argument("--from", dest="from_", metavar="T", help="start at capture time T")
     p.add_argument("--to", metavar="T", help="stop before capture time T")
-    p.add_argument("--direction", choices=("rx", "tx", "both"), default="rx",
-                   help="which chunks to send (default rx: what the appliance sent)")
+    p.add_argument(
+        "--direction",
+        choices=("rx", "tx", "both"),
+        default="rx",
+        help="which chunks to send (default rx: what the appliance sent)",
+    )
     p.add_argument("--framing", choices=FRAMINGS, default="auto", help="frame counting")
     p.add_argument("--baud", type=int, default=115200, help="baud rate for --port")
     p.add_argument("--wait", type=float, default=30.0, help="--pty: seconds to wait for a reader")
-    p.add_argument("--strict", action="store_true", help="refuse a damaged capture instead of "
-                   "replaying its intact prefix")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a damaged capture instead of replaying its intact prefix",
+    )
     p.add_argument("--expect", metavar="GOLDEN", help="--agent: compare collector output")
     p.add_argument("--update-golden", action="store_true", help="rewrite GOLDEN instead")
     p.add_argument("--collector-out", metavar="FILE", help="--agent: write collector output")
-    p.add_argument("--config", metavar="DEVICE", help="--agent: device config JSON (default: "
-                   "the capture's sidecar NAME.agent.json)")
-    p.add_argument("--grant", default="all", help="--agent: consent granted before the run: "
-                   "'all', 'none' or a comma list of categories (default all)")
+    p.add_argument(
+        "--config",
+        metavar="DEVICE",
+        help="--agent: device config JSON (default: the capture's sidecar NAME.agent.json)",
+    )
+    p.add_argument(
+        "--grant",
+        default="all",
+        help="--agent: consent granted before the run: "
+        "'all', 'none' or a comma list of categories (default all)",
+    )
     p.add_argument("--heap", default=None, help="--agent: MicroPython heap size")
     p.add_argument("--timeout", type=float, default=600.0, help="--agent: give up after S seconds")
     p.add_argument("--json", action="store_true", help="last line of stdout is a JSON summary")

@@ -43,8 +43,10 @@ def fridge_lines(seconds: float, interval: float, seed: int) -> Iterator[tuple[i
             comp = 0
         power = (85 + rnd.randint(-3, 3)) if comp else rnd.randint(1, 2)
         noise = rnd.randint(-1, 1) / 10
-        line = (f"T_FRIDGE={fridge + noise:.1f};T_FREEZER={freezer:.1f};"
-                f"DOOR={'OPEN' if door_left else 'CLOSED'};COMP={comp};POWER={power}\n")
+        line = (
+            f"T_FRIDGE={fridge + noise:.1f};T_FREEZER={freezer:.1f};"
+            f"DOOR={'OPEN' if door_left else 'CLOSED'};COMP={comp};POWER={power}\n"
+        )
         yield round(i * interval * 1e6), line.encode()
 
 
@@ -80,8 +82,12 @@ def tuya_kettle(seconds: float, interval: float, seed: int) -> Iterator[tuple[st
                 on = 0
         else:
             temp = max(180, temp - rnd.randint(0, 3))
-        dps = (tuya_dp(1, 1, bytes((on,))) + tuya_dp(2, 2, struct.pack(">i", temp))
-               + tuya_dp(3, 2, struct.pack(">i", target)) + tuya_dp(4, 4, bytes((mode,))))
+        dps = (
+            tuya_dp(1, 1, bytes((on,)))
+            + tuya_dp(2, 2, struct.pack(">i", temp))
+            + tuya_dp(3, 2, struct.pack(">i", target))
+            + tuya_dp(4, 4, bytes((mode,)))
+        )
         yield "rx", round(t * 1e6) + 50000, tuya_frame(0x03, 0x07, dps)
 
 
@@ -99,7 +105,7 @@ def simulate(kind: str, out: str, seconds: float, interval: float = 1.0, seed: i
         "appliance": kind,
         "protocol": KINDS[kind],
         "generator": f"edgectl simulate {kind} --duration {seconds:g} --interval {interval:g} "
-                     f"--seed {seed}",
+        f"--seed {seed}",
         "started": "2000-01-01T00:00:00.000Z",  # fixed so the file is reproducible
         "baudrate": 9600,
         "bytesize": 8,
@@ -131,7 +137,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="write a synthetic appliance capture (samples/)")
     p.add_argument("appliance", choices=sorted(KINDS), help="which appliance")
     p.add_argument("--out", required=True, help="capture file to write")
-    p.add_argument("--duration", type=float, default=600.0, help="seconds of traffic (default 600)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between frames (default 1)")
+    p.add_argument(
+        "--duration", type=float, default=600.0, help="seconds of traffic (default 600)"
+    )
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between frames (default 1)"
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.set_defaults(func=cmd_simulate)

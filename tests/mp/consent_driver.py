@@ -43,8 +43,10 @@ async def driver(agent):
                 await asyncio.sleep_ms(2)
                 n += 1
                 if n % 1000 == 0:
-                    print("@debug fwd ring %d client inflight %d"
-                          % (agent.fwd.count, agent.client.inflight))
+                    print(
+                        "@debug fwd ring %d client inflight %d"
+                        % (agent.fwd.count, agent.client.inflight)
+                    )
             agent.cmds.execute("ping", '{"id": %d}' % int(arg), "mqtt")
             agent.cmds.event.set()
             n = 0

@@ -27,11 +27,14 @@ CATS = config.category_ids(CFG)
 CH = {"usage": 5, "diagnostics": 3}
 STEPS = [
     ("consent", {"version": 1, "grant": ["usage", "diagnostics"]}),
-    ("emit", "usage", 20), ("emit", "diagnostics", 5), ("commit",),
+    ("emit", "usage", 20),
+    ("emit", "diagnostics", 5),
+    ("commit",),
     ("consent", {"version": 2, "deny": ["usage"]}),
     ("emit", "diagnostics", 12),
     ("consent", {"version": 3, "grant": ["usage", "marketing"]}),
-    ("emit", "usage", 9), ("commit",),
+    ("emit", "usage", 9),
+    ("commit",),
     ("consent", {"version": 4, "deny": ["usage", "diagnostics", "marketing"]}),
     ("consent", {"version": 5, "grant": ["location"]}),
 ]
@@ -179,8 +182,18 @@ def main():
             continue
         violations += check(mem, vb, va, grants, broken, errs, k)
         versions[vb] = versions.get(vb, 0) + 1
-    print(json.dumps({"ops": total, "cuts": total, "final_version": final, "violations": violations,
-                      "cut_steps_by_version": versions, "errors": errs[:10]}))
+    print(
+        json.dumps(
+            {
+                "ops": total,
+                "cuts": total,
+                "final_version": final,
+                "violations": violations,
+                "cut_steps_by_version": versions,
+                "errors": errs[:10],
+            }
+        )
+    )
 
 
 main()

@@ -71,9 +71,18 @@ def case_rejects(root):
         except ConsentError as e:
             errors.append(str(e))
     again = Consent(root, CATS, DEV, KEY)
-    first.update({"errors": errors, "unchanged": state_bytes(root) == before,
-                  "version": c.version, "grants": c.grants(), "reloaded_version": again.version,
-                  "reloaded_grants": again.grants(), "source": again.source, "ts": again.ts})
+    first.update(
+        {
+            "errors": errors,
+            "unchanged": state_bytes(root) == before,
+            "version": c.version,
+            "grants": c.grants(),
+            "reloaded_version": again.version,
+            "reloaded_grants": again.grants(),
+            "source": again.source,
+            "ts": again.ts,
+        }
+    )
     return first
 
 
@@ -132,8 +141,12 @@ def case_cut(root, where):
     if where == "write":
         consent_mod.open = real_open
     after = Consent(root, CATS, DEV, None)  # the reboot
-    return {"cut": cut, "version": after.version, "grants": after.grants(),
-            "tmp_left": "consent.tmp" in os.listdir(root)}
+    return {
+        "cut": cut,
+        "version": after.version,
+        "grants": after.grants(),
+        "tmp_left": "consent.tmp" in os.listdir(root),
+    }
 
 
 def case_first_boot(root):
@@ -141,19 +154,35 @@ def case_first_boot(root):
     with open(root + "/consent.json", "wb") as f:
         f.write(b'{"format": 1, "version": 3, "grants": {"usage": tr')  # impossible, but safe
     d = Consent(root, CATS, DEV, None)
-    return {"grants": c.grants(), "version": c.version, "corrupt_grants": d.grants(),
-            "corrupt_version": d.version}
+    return {
+        "grants": c.grants(),
+        "version": c.version,
+        "corrupt_grants": d.grants(),
+        "corrupt_version": d.version,
+    }
 
 
 def case_minimise(root):
     from edge.minimise import Minimiser
 
-    cfg = config.load(json.dumps({
-        "categories": {"usage": {"minimise": [
-            {"op": "coarsen", "field": "ts", "step": 60000},
-            {"op": "pseudonymise", "field": "value", "channels": [6]},
-            {"op": "coarsen", "field": "value", "step": 10, "channels": [5]}]},
-            "diagnostics": {"minimise": [{"op": "drop", "field": "value", "channels": [4]}]}}}))
+    cfg = config.load(
+        json.dumps(
+            {
+                "categories": {
+                    "usage": {
+                        "minimise": [
+                            {"op": "coarsen", "field": "ts", "step": 60000},
+                            {"op": "pseudonymise", "field": "value", "channels": [6]},
+                            {"op": "coarsen", "field": "value", "step": 10, "channels": [5]},
+                        ]
+                    },
+                    "diagnostics": {
+                        "minimise": [{"op": "drop", "field": "value", "channels": [4]}]
+                    },
+                }
+            }
+        )
+    )
     c = Consent(root, config.category_ids(cfg), DEV, None)
     m = Minimiser(cfg, c)
     out = {"rules": sorted(m.rules)}
@@ -166,9 +195,13 @@ def case_minimise(root):
     c.apply({"version": 1, "grant": ["usage"]}, "local", 1)
     out["pseudo_rotated"] = p1 != m.apply(m.rules[6], 6, 5, 424242)[1]
     errs = []
-    for bad in ({"op": "blur", "field": "value"}, {"op": "coarsen", "field": "value"},
-                {"op": "pseudonymise", "field": "ts"}, {"op": "drop", "field": "value",
-                                                        "channels": [1]}, "x"):
+    for bad in (
+        {"op": "blur", "field": "value"},
+        {"op": "coarsen", "field": "value"},
+        {"op": "pseudonymise", "field": "ts"},
+        {"op": "drop", "field": "value", "channels": [1]},
+        "x",
+    ):
         try:
             Minimiser(config.merge(cfg, {"categories": {"usage": {"minimise": [bad]}}}), c)
             errs.append(None)
@@ -184,8 +217,9 @@ def case_boot_purge(root, port):
     from edge.agent import Agent
     from edge.hal import load as load_hal
 
-    cfg = config.load(json.dumps({"device_id": DEV, "store": {"path": root},
-                                  "mqtt": {"port": int(port)}}))
+    cfg = config.load(
+        json.dumps({"device_id": DEV, "store": {"path": root}, "mqtt": {"port": int(port)}})
+    )
     a = Agent(cfg, load_hal())
     a.cmds.local("consent", {"version": 1, "grant": ["usage"]})
     for i in range(30):
@@ -209,10 +243,20 @@ def case_boot_purge(root, port):
     a.hal.flash.close()
     b = Agent(cfg, load_hal())  # the reboot
     usage = b.categories.index("usage")
-    return {"version": b.consent.version, "receipt": b.consent.receipt,
-            "unsent": b.store.unsent(usage), "outbox": [o[0].decode() for o in b.cmds.outbox]}
+    return {
+        "version": b.consent.version,
+        "receipt": b.consent.receipt,
+        "unsent": b.store.unsent(usage),
+        "outbox": [o[0].decode() for o in b.cmds.outbox],
+    }
 
 
-CASES = {"hmac": case_hmac, "rejects": case_rejects, "cut": case_cut,
-         "first_boot": case_first_boot, "minimise": case_minimise, "boot_purge": case_boot_purge}
+CASES = {
+    "hmac": case_hmac,
+    "rejects": case_rejects,
+    "cut": case_cut,
+    "first_boot": case_first_boot,
+    "minimise": case_minimise,
+    "boot_purge": case_boot_purge,
+}
 print(json.dumps(CASES[sys.argv[1]](*sys.argv[2:])))

@@ -9,11 +9,38 @@ from edge.bus.line import LineParser
 from edge.bus.modbus import ModbusMaster
 from edge.bus.tuya import TuyaMCU
 
-LINE_KEYS = {"T1": {"ch": 1, "scale": 2}, "P": 3, "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}}}
-TUYA_DPS = {"1": 10, "2": 11, "3": {"ch": 12, "map": {"eco": 1}}, "4": 13, "5": 14,
-            "6": {"ch": 15, "raw": {"offset": 0, "size": 2}}}
-_LINE_TOKENS = (b"T1", b"P", b"DOOR", b"=", b";", b"\n", b"\r", b"-", b".", b"OPEN", b"12",
-                b"99999999999", b"X", b" ", b"\x00", b"\xff", b"=;")
+LINE_KEYS = {
+    "T1": {"ch": 1, "scale": 2},
+    "P": 3,
+    "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
+}
+TUYA_DPS = {
+    "1": 10,
+    "2": 11,
+    "3": {"ch": 12, "map": {"eco": 1}},
+    "4": 13,
+    "5": 14,
+    "6": {"ch": 15, "raw": {"offset": 0, "size": 2}},
+}
+_LINE_TOKENS = (
+    b"T1",
+    b"P",
+    b"DOOR",
+    b"=",
+    b";",
+    b"\n",
+    b"\r",
+    b"-",
+    b".",
+    b"OPEN",
+    b"12",
+    b"99999999999",
+    b"X",
+    b" ",
+    b"\x00",
+    b"\xff",
+    b"=;",
+)
 
 
 def _rbytes(n):
@@ -72,7 +99,7 @@ def fuzz_line(n, seed=1):
 
 
 def _tuya_good_dp():
-    return (bytes((1, 1, 0, 1, 1)) + bytes((2, 2, 0, 4, 0, 0, 1, 44)) + bytes((3, 3, 0, 3)) + b"eco")
+    return bytes((1, 1, 0, 1, 1)) + bytes((2, 2, 0, 4, 0, 0, 1, 44)) + bytes((3, 3, 0, 3)) + b"eco"
 
 
 def fuzz_tuya(n, seed=2):
@@ -89,9 +116,11 @@ def fuzz_tuya(n, seed=2):
         if k == 0:
             case = _rbytes(random.getrandbits(6))
         elif k == 1:  # random DP units inside a valid frame
-            dps = b"".join(bytes((1 + random.getrandbits(3), random.getrandbits(3), 0,
-                                  random.getrandbits(3))) + _rbytes(random.getrandbits(3))
-                           for _ in range(random.getrandbits(2)))
+            dps = b"".join(
+                bytes((1 + random.getrandbits(3), random.getrandbits(3), 0, random.getrandbits(3)))
+                + _rbytes(random.getrandbits(3))
+                for _ in range(random.getrandbits(2))
+            )
             case = tuya_frame(random.choice((0, 1, 2, 7, 0x22, 0x2B, 0x1C, 0x55)), dps)
         else:
             case = _mutate(tuya_frame(7, _tuya_good_dp()))
@@ -161,7 +190,8 @@ def fuzz_modbus(n, seed=3):
             case = _rbytes(random.getrandbits(5))
         elif k == 1:  # CRC-valid frame with random content
             body = bytes((1, random.choice((3, 0x83, 4, 16)), random.getrandbits(3))) + _rbytes(
-                random.getrandbits(3))
+                random.getrandbits(3)
+            )
             case = body + _mb_crc(body)
         else:
             case = _mutate(_mb_resp([random.getrandbits(16), random.getrandbits(16)]))

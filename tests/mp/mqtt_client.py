@@ -77,8 +77,13 @@ async def auth(user, password, secs):
         logs = []
 
         def __init__(self):
-            self.cfg = config.load(None, {"device_id": user, "mqtt": {
-                "host": host, "port": port, "user": user, "password": password}})
+            self.cfg = config.load(
+                None,
+                {
+                    "device_id": user,
+                    "mqtt": {"host": host, "port": port, "user": user, "password": password},
+                },
+            )
             self.client = make_client(self.cfg, 512)
             self.fwd = _Fwd()
 

@@ -20,11 +20,16 @@ from edge.hal.unix.flashdev import FlashDev
 from edge.store.store import Store
 
 BLOCKS = 96  # 384 KiB: small, so quotas, eviction and block reuse happen within the workload
-CFG = config.load(None, {
-    "categories": {"essential": {"quota": 20480, "evict": "drop_oldest"},
-                   "diagnostics": {"quota": 8192, "evict": "drop_oldest"}},
-    "store": {"flush_n": 6, "flush_ms": 1000000, "segment_bytes": 600, "total_bytes": 12288},
-})
+CFG = config.load(
+    None,
+    {
+        "categories": {
+            "essential": {"quota": 20480, "evict": "drop_oldest"},
+            "diagnostics": {"quota": 8192, "evict": "drop_oldest"},
+        },
+        "store": {"flush_n": 6, "flush_ms": 1000000, "segment_bytes": 600, "total_bytes": 12288},
+    },
+)
 CATS = config.category_ids(CFG)  # the workload uses 0 (essential) and 1 (diagnostics)
 
 
@@ -119,7 +124,9 @@ class Run:
                 if seg[1] >= 0:
                     oldest = seg[1]
                     break
-            out.append(set(q for q in committed if q > s.acked and oldest is not None and q >= oldest))
+            out.append(
+                set(q for q in committed if q > s.acked and oldest is not None and q >= oldest)
+            )
         return out
 
 
@@ -147,9 +154,19 @@ def reference(base, wseed):
     run.store.close()
     vfs.umount("/ref")
     st = run.store.stats
-    return ops, musts, steps, {"overwrites": dev.overwrites, "erases": dev.erases,
-                               "deleted_segments": st["deleted_segments"], "dropped": st["dropped"],
-                               "commits": st["commits"], "acks": st["acked"]}
+    return (
+        ops,
+        musts,
+        steps,
+        {
+            "overwrites": dev.overwrites,
+            "erases": dev.erases,
+            "deleted_segments": st["deleted_segments"],
+            "dropped": st["dropped"],
+            "commits": st["commits"],
+            "acks": st["acked"],
+        },
+    )
 
 
 def read_all(store, c):
@@ -203,7 +220,9 @@ def check(mem, run, need, k, errs):
     try:
         st = Store("/r/store", CFG, CATS, HAL)
         if st.next_seq <= run.handed:
-            errs.append("k=%d: seq went backwards: next %d, handed %d" % (k, st.next_seq, run.handed))
+            errs.append(
+                "k=%d: seq went backwards: next %d, handed %d" % (k, st.next_seq, run.handed)
+            )
             bad = 1
         for c in range(2):
             got = read_all(st, c)
@@ -211,7 +230,9 @@ def check(mem, run, need, k, errs):
             known = run.appended[c]
             top = known[-1] if known else 0
             if st.streams[c].acked > top:
-                errs.append("k=%d cat %d: cursor %d past data %d" % (k, c, st.streams[c].acked, top))
+                errs.append(
+                    "k=%d cat %d: cursor %d past data %d" % (k, c, st.streams[c].acked, top)
+                )
                 bad = 1
             for i, r in enumerate(got):
                 if i and r[0] <= got[i - 1][0]:
@@ -271,8 +292,11 @@ def main():
     t0 = time.ticks_ms()
     if mode == "count":
         r = ref(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
-        print(json.dumps({"ops": r[0][-1], "boot_ops": r[0][0], "steps": len(r[2]),
-                          "workload": r[3]}))
+        print(
+            json.dumps(
+                {"ops": r[0][-1], "boot_ops": r[0][0], "steps": len(r[2]), "workload": r[3]}
+            )
+        )
         return
     if mode == "every":
         wseed = int(sys.argv[4]) if len(sys.argv) > 4 else 1
@@ -292,8 +316,18 @@ def main():
         cuts += 1
         torn_ops += 1 if torn else 0
         viol += trial(mem, base, ref(wseed), k, torn, errs)
-    print(json.dumps({"mode": mode, "cuts": cuts, "torn": torn_ops, "violations": viol,
-                      "errors": errs[:10], "ms": time.ticks_diff(time.ticks_ms(), t0)}))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "cuts": cuts,
+                "torn": torn_ops,
+                "violations": viol,
+                "errors": errs[:10],
+                "ms": time.ticks_diff(time.ticks_ms(), t0),
+            }
+        )
+    )
 
 
 main()

@@ -78,7 +78,9 @@ def main():
             os.remove(root + "/essential/" + fn)
         put(root, "state.json", None)
     src.close()
-    print(json.dumps({"cases": len(counts), "crashes": crashes, "errors": errors, "counts": counts}))
+    print(
+        json.dumps({"cases": len(counts), "crashes": crashes, "errors": errors, "counts": counts})
+    )
 
 
 main()

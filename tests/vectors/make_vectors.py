@@ -11,11 +11,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 BATCHES = [
     # name, device, category, boot, flags, readings (seq, ts, channel, value)
-    ("batch_simple.bin", "fridge-0001", "essential", 7, 0,
-     [(1, 1795000000000, 1, 412), (2, 1795000000250, 2, -1834), (5, 1795000001000, 1, 415)]),
+    (
+        "batch_simple.bin",
+        "fridge-0001",
+        "essential",
+        7,
+        0,
+        [(1, 1795000000000, 1, 412), (2, 1795000000250, 2, -1834), (5, 1795000001000, 1, 415)],
+    ),
     ("batch_one.bin", "d", "usage", 1, 0, [(4294967295, 0, 255, -2147483648)]),
-    ("batch_unsynced.bin", "heatpump-17", "diagnostics", 65535, codec.FLAG_CLOCK_UNSYNCED,
-     [(100, 5, 3, 2147483647), (65635, 4294967300, 4, 0)]),
+    (
+        "batch_unsynced.bin",
+        "heatpump-17",
+        "diagnostics",
+        65535,
+        codec.FLAG_CLOCK_UNSYNCED,
+        [(100, 5, 3, 2147483647), (65635, 4294967300, 4, 0)],
+    ),
 ]
 RECORDS = [
     ("records_ok.bin", [(1, 1795000000000, 7, 1, 0, 0, 412), (2, 1795000000250, 7, 5, 2, 0, -3)]),
@@ -32,10 +44,21 @@ def main() -> None:
         data = bytes(w.finish())
         with open(os.path.join(HERE, name), "wb") as f:
             f.write(data)
-        vectors["batches"].append({"file": name, "hex": data.hex(), "expect": {
-            "device": dev, "category": cat, "boot": boot, "flags": flags,
-            "first_seq": readings[0][0], "count": len(readings),
-            "readings": [list(r) for r in readings]}})
+        vectors["batches"].append(
+            {
+                "file": name,
+                "hex": data.hex(),
+                "expect": {
+                    "device": dev,
+                    "category": cat,
+                    "boot": boot,
+                    "flags": flags,
+                    "first_seq": readings[0][0],
+                    "count": len(readings),
+                    "readings": [list(r) for r in readings],
+                },
+            }
+        )
     good = bytes.fromhex(vectors["batches"][0]["hex"])
     bad = [
         ("batch_bad_magic.bin", b"XB" + good[2:]),

@@ -59,8 +59,10 @@ def run(path):
     rx = 0
     for u in hal.uarts:
         rx += u.rx_bytes
-    print("@replay " + json.dumps({"virtual_ms": hal.now, "rx_bytes": rx,
-                                   "mqtt": agent.client.stats}))
+    print(
+        "@replay "
+        + json.dumps({"virtual_ms": hal.now, "rx_bytes": rx, "mqtt": agent.client.stats})
+    )
 
 
 if __name__ == "__main__":

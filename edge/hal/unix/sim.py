@@ -29,7 +29,11 @@ class Script:
                         steps.append((int(parts[0]), int(parts[1])))
             self._steps = steps
         elif isinstance(spec, dict):
-            self._wave = (spec.get("base", 0), spec.get("amp", 0), max(2, spec.get("period_ms", 60000)))
+            self._wave = (
+                spec.get("base", 0),
+                spec.get("amp", 0),
+                max(2, spec.get("period_ms", 60000)),
+            )
         else:
             raise ValueError("sim script must be an int, a list of [t_ms, v], or an object")
 
@@ -48,7 +52,9 @@ class Script:
         ph = t % period
         half = period // 2
         # triangle: base-amp .. base+amp
-        return base - amp + (2 * amp * ph // half if ph < half else 2 * amp * (period - ph) // half)
+        return (
+            base - amp + (2 * amp * ph // half if ph < half else 2 * amp * (period - ph) // half)
+        )
 
 
 class _SHT3x:

@@ -26,15 +26,18 @@ _CHUNK = 25000  # readings per fill: 700 KB of records, inside the store's 1 MiB
 
 
 def make_cfg(host, port, n, batch, window, workdir, rate):
-    return config.load(None, {
-        "device_id": "bench-0001",
-        "mqtt": {"host": host, "port": port, "window": window, "keepalive": 30},
-        "channels": [{"id": 1, "name": "t", "category": "essential"}],
-        "store": {"path": workdir + "/store"},
-        "batch": {"max_readings": batch, "linger_ms": 5},
-        "sim": {"rate_hz": rate, "count": n},
-        "status_ms": 60000,
-    })
+    return config.load(
+        None,
+        {
+            "device_id": "bench-0001",
+            "mqtt": {"host": host, "port": port, "window": window, "keepalive": 30},
+            "channels": [{"id": 1, "name": "t", "category": "essential"}],
+            "store": {"path": workdir + "/store"},
+            "batch": {"max_readings": batch, "linger_ms": 5},
+            "sim": {"rate_hz": rate, "count": n},
+            "status_ms": 60000,
+        },
+    )
 
 
 def quiet(line):
@@ -62,9 +65,15 @@ async def forward(agent, n):
     for t in tasks:
         t.cancel()
     c = agent.client.stats
-    return {"readings": n, "ms": dt, "readings_per_s": n * 1000 // max(dt, 1),
-            "tx_bytes": c["tx_bytes"], "published": c["published"],
-            "reconnects": agent.reconnects, "dropped": agent.store.stats["dropped"]}
+    return {
+        "readings": n,
+        "ms": dt,
+        "readings_per_s": n * 1000 // max(dt, 1),
+        "tx_bytes": c["tx_bytes"],
+        "published": c["published"],
+        "reconnects": agent.reconnects,
+        "dropped": agent.store.stats["dropped"],
+    }
 
 
 def flash_heap_bytes(workdir):
@@ -102,8 +111,9 @@ async def memory(agent, n, flash):
         if src.done():
             agent.store.commit()
         await asyncio.sleep_ms(0)
-        if agent.fwd.stats["acked_readings"] >= mark or (src.done() and not agent.store.pending()
-                                                          and agent.fwd.idle()):
+        if agent.fwd.stats["acked_readings"] >= mark or (
+            src.done() and not agent.store.pending() and agent.fwd.idle()
+        ):
             gc.collect()
             used = gc.mem_alloc() - _BASE - _CODE - flash
             peaks.append(used)
@@ -115,21 +125,34 @@ async def memory(agent, n, flash):
     k = max(len(peaks) // 10, 1)
     first = max(peaks[:k])
     last = max(peaks[-k:])
-    return {"readings": agent.fwd.stats["acked_readings"], "code_heap_bytes": _CODE,
-            "interp_heap_bytes": _BASE, "startup_bytes": start - _BASE - _CODE,
-            "emulated_flash_bytes": flash,
-            "late_imports": sorted(k for k in sys.modules if k not in _MODULES),
-            "working_set_bytes": max(peaks), "working_set_first_bytes": first,
-            "working_set_last_bytes": last, "working_set_growth_bytes": last - first,
-            "samples": peaks}
+    return {
+        "readings": agent.fwd.stats["acked_readings"],
+        "code_heap_bytes": _CODE,
+        "interp_heap_bytes": _BASE,
+        "startup_bytes": start - _BASE - _CODE,
+        "emulated_flash_bytes": flash,
+        "late_imports": sorted(k for k in sys.modules if k not in _MODULES),
+        "working_set_bytes": max(peaks),
+        "working_set_first_bytes": first,
+        "working_set_last_bytes": last,
+        "working_set_growth_bytes": last - first,
+        "samples": peaks,
+    }
 
 
 def main():
     mode, host, port, n, batch, window, workdir = sys.argv[1:8]
     n = int(n)
     flash = flash_heap_bytes(workdir) if mode == "memory" else 0
-    cfg = make_cfg(host, int(port), n, int(batch), int(window), workdir,
-                   1000000 if mode == "forward" else 20000)
+    cfg = make_cfg(
+        host,
+        int(port),
+        n,
+        int(batch),
+        int(window),
+        workdir,
+        1000000 if mode == "forward" else 20000,
+    )
     agent = Agent(cfg, load_hal(), out=quiet)
     try:
         res = asyncio.run(forward(agent, n) if mode == "forward" else memory(agent, n, flash))
