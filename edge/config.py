@@ -169,6 +169,14 @@ def validate(cfg):
             raise ConfigError(
                 "config key '%s.category' names undeclared category %r" % (key, ch.get("category"))
             )
+        # value metadata the collector receives (docs/INPUTS.md 1): the stored integer is the
+        # value in `unit` times 10**decimals
+        unit = ch.get("unit")
+        if unit is not None and (not isinstance(unit, str) or not 0 < len(unit) <= 16):
+            raise ConfigError("config key '%s.unit' must be a string of 1-16 characters" % key)
+        dec = ch.get("decimals", 0)
+        if not isinstance(dec, int) or isinstance(dec, bool) or not 0 <= dec <= 6:
+            raise ConfigError("config key '%s.decimals' must be an integer 0..6" % key)
     return cfg
 
 
