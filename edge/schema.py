@@ -189,7 +189,7 @@ batch obj {} - batching for MQTT
 batch.max_readings int 100 1..1000 readings per batch
 batch.linger_ms int 200 0..600000 wait this long for a batch to fill
 sim obj {} - the simulated fridge (unix, no `inputs`)
-sim.rate_hz int 50 0..100000 readings per second
+sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator at up to 10^6)
 sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit
 sim.seed int 1 0.. random seed
