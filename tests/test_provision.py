@@ -166,11 +166,14 @@ def test_identity_files_modes_keys_and_certificates(tmp_path, capsys):
     conf = (out / "broker" / "mosquitto.conf").read_text()
     assert "listener 1883 127.0.0.1" in conf and "require_certificate true" in conf
     assert "use_username_as_clientid true" in conf
-    # Idempotent: provisioning again keeps the identity; --rotate replaces it.
+    # Idempotent: provisioning again keeps the identity and what the user added; --rotate
+    # replaces the identity.
     before = cfg["mqtt"]["password"]
+    cfg["channels"] = [{"id": 1, "name": "t", "category": "essential"}]
+    (dev / "device.json").write_text(json.dumps(cfg))
     cli.main(["provision", "kettle-7", "--out", str(out)])
     again = json.loads((dev / "device.json").read_text())
-    assert again["mqtt"]["password"] == before
+    assert again["mqtt"]["password"] == before and again["channels"] == cfg["channels"]
     assert (dev / "secrets" / "consent.key").read_text().strip() == key_hex
     cli.main(["provision", "kettle-7", "--out", str(out), "--rotate"])
     assert json.loads((dev / "device.json").read_text())["mqtt"]["password"] != before

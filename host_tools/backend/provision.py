@@ -325,12 +325,16 @@ def provision(
         make_server_cert(out, host, ca_key, ca_cert)
     if fresh or not (sdir / "client.key.der").exists():
         make_client_cert(sdir, device, ca_key, ca_cert)
-    password = None
-    if not fresh:
+    # keys the user added (channels, inputs, ...) survive a re-run; the identity is ours
+    cfg: dict = {}
+    if cfg_p.exists():
         try:
-            password = json.loads(cfg_p.read_text())["mqtt"]["password"]
+            cfg = json.loads(cfg_p.read_text())
+            password = None if fresh else cfg["mqtt"]["password"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ToolError(f"{cfg_p}: cannot read the existing device config ({e})") from e
+    else:
+        password = None
     password = password or secrets.token_urlsafe(18)
     _hex_key(sdir / "consent.key", fresh)
     _hex_key(sdir / "backend.key", fresh)
@@ -350,16 +354,14 @@ def provision(
             "key": f"{secrets_path}/client.key.der",
             "server_hostname": host,
         }
-    cfg: dict = {
-        "device_id": device,
-        "board": board,
-        "mqtt": mqtt,
-        # signed updates required: the agent reads this key (edge/consent.py consent_key)
-        "consent": {"key_file": f"{secrets_path}/consent.key"},
-    }
+    cfg.pop("consent_key", None)  # an older provision's name, which the agent ignored
+    old_mqtt = cfg.get("mqtt") if isinstance(cfg.get("mqtt"), dict) else {}
+    cfg.update(device_id=device, board=board, mqtt=dict(old_mqtt, **mqtt))
+    # signed updates required: the agent reads this key (edge/consent.py consent_key)
+    cfg["consent"] = dict(cfg.get("consent") or {}, key_file=f"{secrets_path}/consent.key")
     if _schema_has("backend.key_file"):  # authenticated acks and receipts (docs/MQTT.md 8)
-        cfg["backend"] = {"key_file": f"{secrets_path}/backend.key"}
-        mqtt["e2e_ack"] = True
+        cfg["backend"] = dict(cfg.get("backend") or {}, key_file=f"{secrets_path}/backend.key")
+        cfg["mqtt"]["e2e_ack"] = True
     write_secret(cfg_p, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     _rebuild_broker(out, prefix, host, port, backend_port, tls)
     return cfg_p
