@@ -23,7 +23,7 @@ from host_tools.backend import connect as conn_mod
 from host_tools.backend import e2e
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.docstore import DocStore
-from host_tools.backend.ingest import Delivery, Worker, WorkerConfig
+from host_tools.backend.ingest import Delivery, Worker, WorkerConfig, channel_meta, scaled
 from host_tools.backend.mqtt_source import MqttSource
 from host_tools.backend.sqlite_sink import SqliteSink
 from host_tools.errors import ToolError
@@ -151,6 +151,10 @@ class Collector:
         return self.worker.replies
 
     @property
+    def channels(self) -> dict[str, dict[int, dict]]:
+        return self.worker.channels
+
+    @property
     def boot_relative(self) -> dict[str, dict[int, int]]:
         return self.worker.boot_relative
 
@@ -241,6 +245,9 @@ class Collector:
                 return True
             time.sleep(0.05)
         return predicate(self)
+
+
+__all__ = ["AckingCollector", "Collector", "channel_meta", "docs_path", "scaled"]
 
 
 class AckingCollector(Collector):

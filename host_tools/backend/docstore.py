@@ -67,7 +67,8 @@ class AtomicJSONStorage(Storage):
 
 
 class DocStore:
-    """Registry (`devices`: one document per device: first/last seen, latest status) and
+    """Registry (`devices`: one document per device: first/last seen, latest status, channel
+    metadata) and
     `receipts` (the latest accepted receipt per device). Thread-safe; flush() makes it durable."""
 
     def __init__(self, path: str | None) -> None:
@@ -103,6 +104,15 @@ class DocStore:
     def set_receipt(self, device: str, receipt: dict, at_ms: int) -> None:
         with self.lock:
             self._upsert(self.receipts, device, {"receipt": receipt, "received_ms": at_ms})
+
+    def set_meta(self, device: str, meta: dict) -> None:
+        """The device's channel metadata (edge/meta.py), kept in its registry document."""
+        with self.lock:
+            self._upsert(self.devices, device, {"meta": meta})
+
+    def all_meta(self) -> dict[str, dict]:
+        with self.lock:
+            return {d["device"]: d["meta"] for d in self.devices.all() if "meta" in d}
 
     def all_receipts(self) -> dict[str, dict]:
         with self.lock:

@@ -17,6 +17,7 @@ import hmac
 import re
 import struct
 
+from edge import codec
 from host_tools.backend.connect import read_json
 from host_tools.errors import ToolError
 
@@ -31,18 +32,19 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def ack_payload(first_seq: int, last_seq: int) -> bytes:
-    """An unauthenticated acknowledgement (device without a backend key): the pair
-    first seq, last seq as u32 big-endian."""
-    return struct.pack(">II", first_seq, last_seq)
+    """An unauthenticated acknowledgement (device without a backend key): the low 32 bits of
+    the first and last seq, u32 big-endian each (docs/FORMAT.md 1: the device matches them
+    against its batches in flight, which never lie 2^32 seqs apart)."""
+    return struct.pack(">II", first_seq & codec.SEQ_LOW, last_seq & codec.SEQ_LOW)
 
 
 def signed_ack(device: str, pairs: list[tuple[int, int]], key: bytes) -> bytes:
-    """`EA` | version | n | n x (first u32, last u32) big-endian | 16-byte tag, where the tag is
-    HMAC-SHA256(key, "edge-ack/1\\n" + device + "\\n" + every byte before the tag)[:16]."""
+    """`EA` | version | n | n x (first u64, last u64) big-endian, whole 48-bit seqs | 16-byte
+    tag = HMAC-SHA256(key, "edge-ack/1\\n" + device + "\\n" + every byte before the tag)[:16]."""
     if not 0 < len(pairs) <= ACK_MAX_PAIRS:
         raise ValueError(f"an acknowledgement holds 1..{ACK_MAX_PAIRS} pairs")
     body = ACK_MAGIC + bytes((ACK_VERSION, len(pairs)))
-    body += b"".join(struct.pack(">II", a, b) for a, b in pairs)
+    body += b"".join(struct.pack(">QQ", a, b) for a, b in pairs)
     tag = hmac.new(key, _ACK_DOMAIN + device.encode() + b"\n" + body, "sha256").digest()
     return body + tag[:ACK_TAG_LEN]
 
@@ -50,18 +52,18 @@ def signed_ack(device: str, pairs: list[tuple[int, int]], key: bytes) -> bytes:
 def verify_ack(device: str, payload: bytes, key: bytes) -> list[tuple[int, int]] | None:
     """The pairs of a signed acknowledgement, or None when it is malformed or its tag is
     wrong (the reference the device's check is tested against)."""
-    if len(payload) < 4 + 8 + ACK_TAG_LEN or payload[:2] != ACK_MAGIC:
+    if len(payload) < 4 + 16 + ACK_TAG_LEN or payload[:2] != ACK_MAGIC:
         return None
     n = payload[3]
     if payload[2] != ACK_VERSION or not 0 < n <= ACK_MAX_PAIRS:
         return None
-    if len(payload) != 4 + 8 * n + ACK_TAG_LEN:
+    if len(payload) != 4 + 16 * n + ACK_TAG_LEN:
         return None
     body, tag = payload[:-ACK_TAG_LEN], payload[-ACK_TAG_LEN:]
     want = hmac.new(key, _ACK_DOMAIN + device.encode() + b"\n" + body, "sha256").digest()
     if not hmac.compare_digest(want[:ACK_TAG_LEN], tag):
         return None
-    return [struct.unpack_from(">II", body, 4 + 8 * i) for i in range(n)]
+    return [struct.unpack_from(">QQ", body, 4 + 16 * i) for i in range(n)]
 
 
 def sign_receipt(device: str, receipt_json: bytes, key: bytes) -> bytes:

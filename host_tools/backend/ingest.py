@@ -28,7 +28,7 @@ from edge import codec
 from host_tools.backend import e2e
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
-SEQ_MAX = 0xFFFFFFFF  # FORMAT.md 1: u32, never wraps
+SEQ_MAX = codec.SEQ_LIMIT - 1  # FORMAT.md 1: 48-bit, never wraps
 GROUP_MESSAGES = 2000  # messages per transaction at most
 GROUP_READINGS = 50_000  # readings per transaction at most
 MAX_DOC = 16384  # bytes of a status, receipt or reply
@@ -98,6 +98,35 @@ def parse_doc(payload: bytes, limit: int = MAX_DOC) -> dict:
     return doc
 
 
+def channel_meta(doc: dict) -> dict[int, dict]:
+    """{channel: {"unit", "decimals"[, "name", "category"]}} from a device's meta document
+    (docs/MQTT.md 2; rows [id, name, category, unit, decimals] or, short form, [id, unit,
+    decimals]). Malformed rows are skipped."""
+    out: dict[int, dict] = {}
+    short = doc.get("form") == "short"
+    rows = doc.get("channels")
+    for row in rows if isinstance(rows, list) else ():
+        try:
+            if short:
+                cid, unit, dec = row
+                out[int(cid)] = {"unit": unit, "decimals": int(dec)}
+            else:
+                cid, name, cat, unit, dec = row
+                out[int(cid)] = {"name": name, "category": cat, "unit": unit, "decimals": int(dec)}
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def scaled(value: int, meta: dict | None) -> str:
+    """A reading as the device meant it: 2150 with 2 decimals and unit degC -> "21.50 degC"."""
+    if not meta:
+        return str(value)
+    dec = meta.get("decimals") or 0
+    text = f"{value / 10**dec:.{dec}f}" if dec else str(value)
+    return f"{text} {meta['unit']}" if meta.get("unit") else text
+
+
 def _bump(d: dict, key: str, n: int = 1) -> None:
     if key not in d and len(d) >= CAP_NAMES:
         key = "(other)"
@@ -145,6 +174,11 @@ class Worker:
         self._logged: set[str] = set()
         self.receipts: dict[str, dict] = docs.all_receipts()
         self.status: dict[str, dict] = docs.all_status()
+        # channel metadata from each device's retained `meta` (edge/meta.py): device ->
+        # {channel: {"unit": u, "decimals": d, ...}}
+        self.channels: dict[str, dict[int, dict]] = {
+            d: channel_meta(m) for d, m in docs.all_meta().items()
+        }
         self.devices: set[str] = set(self.status) | set(self.receipts)
         self._status_ms: dict[str, int] = {}
         # mirrors for in-process readers (tests, the demo): only with keep_readings
@@ -312,6 +346,12 @@ class Worker:
             self._receipt(device, d.payload, mirror)
         elif kind == "status" and len(parts) == 3:
             self._status(device, d.payload)
+        elif kind == "meta" and len(parts) == 3:
+            doc = parse_doc(d.payload)
+            with self.lock:
+                self.channels[device] = channel_meta(doc)
+            self.docs.set_meta(device, doc)
+            self._docs_dirty = True
         elif kind == "reply" and len(parts) == 4:
             doc = parse_doc(d.payload)
             with self.lock:
@@ -336,7 +376,7 @@ class Worker:
         if not readings:
             raise Refused("format", "no readings")
         if readings[-1][0] > SEQ_MAX:
-            raise Refused("format_seq_range", "seq beyond 2^32 - 1")
+            raise Refused("format_seq_range", "seq beyond 2^48 - 1")
         n = len(readings)
         with self.lock:
             self.counts["batches"] += 1

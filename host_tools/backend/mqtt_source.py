@@ -63,7 +63,7 @@ class MqttSource:
         # (MQTT 3.1.1 section 3.8.4), so a collector that lost its document store relearns them
         root = f"{self.prefix}/+/"
         out = []
-        for s in ("t/+", "consent/receipt", "status", "reply/+"):
+        for s in ("t/+", "consent/receipt", "status", "meta", "reply/+"):
             topic = root + s
             if self.share_group and s == "t/+":
                 topic = f"$share/{self.share_group}/{topic}"
