@@ -482,20 +482,7 @@ def decode(mv, device=None, category=None):
     if not first_seq:
         raise codec.FormatError("seq 0")
     if flags & FLAG_NAMES:
-        names = []
-        for _ in range(2):
-            if p >= len(mv):
-                raise codec.FormatError("batch header truncated")
-            n = mv[p]
-            if n == 0 or n > codec.MAX_NAME or p + 1 + n > len(mv):
-                raise codec.FormatError("bad name length %d at offset %d" % (n, p))
-            names.append(bytes(mv[p + 1 : p + 1 + n]).decode())
-            p += 1 + n
-        if device is not None and names[0] != device:
-            raise codec.FormatError("payload names device %r, not %r" % (names[0], device))
-        if category is not None and names[1] != category:
-            raise codec.FormatError("payload names category %r, not %r" % (names[1], category))
-        device, category = names
+        (device, category), p = codec.read_names(mv, p, device, category)
     body = mv[p:]
     if flags & FLAG_DEFLATE:
         body = memoryview(_inflate(body, count * 32 + 64))
@@ -563,29 +550,30 @@ def decode(mv, device=None, category=None):
 
 
 def _inflate(data, limit):
-    """Raw DEFLATE (RFC 1951) body, at most `limit` bytes out."""
+    """The raw DEFLATE (RFC 1951) body, at most `limit` bytes out; the stream must end exactly
+    at the end of the payload."""
+    data = bytes(data)
     try:
-        import zlib  # CPython
-
-        d = zlib.decompressobj(-15)
-        out = d.decompress(bytes(data), limit)
-        if d.unconsumed_tail or not d.eof:
-            raise codec.FormatError("deflated body longer than %d bytes or cut" % limit)
-        if d.unused_data:
-            raise codec.FormatError("bytes after the deflated body")
-        return out
+        import zlib  # CPython (the host)
     except ImportError:
-        import deflate
-        import io
-
+        zlib = None
+    if zlib is not None:
+        d = zlib.decompressobj(-15)
         try:
-            out = deflate.DeflateIO(io.BytesIO(bytes(data)), deflate.RAW).read(limit + 1)
-        except (OSError, ValueError) as e:
+            out = d.decompress(data, limit)
+        except zlib.error as e:
             raise codec.FormatError("bad deflated body: %s" % e)
-        if len(out) > limit:
-            raise codec.FormatError("deflated body longer than %d bytes" % limit)
+        if d.unconsumed_tail or not d.eof or d.unused_data:
+            raise codec.FormatError("deflated body cut, too long or followed by bytes")
         return out
-    except Exception as e:  # zlib.error
-        if isinstance(e, codec.FormatError):
-            raise
-        raise codec.FormatError("bad deflated body: %s" % e)
+    import deflate  # MicroPython: decompression is in every port with "extra features"
+    import io
+
+    src = io.BytesIO(data)
+    try:
+        out = deflate.DeflateIO(src, deflate.RAW).read(limit + 1)
+    except (OSError, ValueError, EOFError) as e:
+        raise codec.FormatError("bad deflated body: %r" % e)
+    if len(out) > limit or src.tell() != len(data):
+        raise codec.FormatError("deflated body cut, too long or followed by bytes")
+    return out

@@ -2,6 +2,7 @@
 topic, and a decoder that refuses every broken payload with FormatError under both
 interpreters (the golden vectors themselves are checked in tests/test_codec.py)."""
 
+import json
 import os
 import random
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge import batchv2, codec
-from tests.conftest import ROOT, mp_json
+from tests.conftest import ROOT, run_mp
 
 VEC = os.path.join(ROOT, "tests", "vectors")
 
@@ -182,19 +183,20 @@ def test_fuzzed_payloads_give_format_errors_only_micropython(micropython, tmp_pa
     script.write_text(
         "import json, sys\nfrom edge import codec\n"
         "data = open(sys.argv[1], 'rb').read()\n"
-        "p = 0\nres = []\n"
+        "p = 0\n"
         "while p < len(data):\n"
         "    n = data[p] | data[p + 1] << 8\n"
         "    d = data[p + 2 : p + 2 + n]\n"
         "    p += 2 + n\n"
         "    try:\n"
         "        b = codec.decode_batch(d)\n"
-        "        res.append([list(r) for r in b['readings']])\n"
+        "        print(json.dumps([list(r) for r in b['readings']]))\n"
         "    except codec.FormatError:\n"
-        "        res.append('E')\n"
-        "print(json.dumps(res))\n"
+        "        print('\"E\"')\n"
     )
-    got = mp_json(str(script), str(cases), timeout=300)
+    r = run_mp(str(script), str(cases), timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:]
+    got = [json.loads(line) for line in r.stdout.splitlines()]
     want = []
     for d in _mutants(2, 3000):
         try:
