@@ -129,11 +129,6 @@ class BatchWriter2:
         self.tab = bytearray(MAX_CHANNELS)  # table index -> channel id, first appearance order
         self.ncnt = array("H", bytes(2 * MAX_CHANNELS))
         self.hist = array("H", bytes(2 * 40))  # bit lengths 0..39 (values < 2^34)
-        # a column's coded values, zigzagged; 'I' because loading from a 'q' array allocates
-        self.zz = array("I", bytes(4 * n))
-        self.bl8 = bytearray(256)  # bit length of a byte value
-        for i in range(1, 256):
-            self.bl8[i] = self.bl8[i >> 1] + 1
         self.count = 0
         self.nch = 0
         self.last_seq = 0
@@ -201,13 +196,13 @@ class BatchWriter2:
         first value, the first difference, then differences of differences; order 1 the first
         value, then differences. Bits go most significant first; the accumulator keeps fewer
         than 8 bits between codes, so it stays a small int on a 32-bit port for every code of
-        up to 22 bits (no allocation while coding)."""
+        up to 22 bits (no allocation while coding). Two passes: bit-length histogram (to
+        choose k), then the codes."""
         h = self.hist
         for b in range(len(h)):
             h[b] = 0
         idx = self.order
-        zz = self.zz
-        bl8 = self.bl8
+        nib = _NIB
         prev = 0
         step = 0
         nonzero = False
@@ -220,18 +215,25 @@ class BatchWriter2:
             if r and j - lo >= order:
                 nonzero = True
             z = r + r if r >= 0 else -r - r - 1  # zigzag
-            if z > 0xFFFFFFFF:  # a value jump of 2^31 or more: sent as format 1
+            if z < 16:
+                h[nib[z]] += 1
+            elif z < 256:
+                h[nib[z >> 4] + 4] += 1
+            elif z > 0xFFFFFFFF:  # a value jump of 2^31 or more: sent as format 1
                 self.pos = self.end
                 return
-            zz[j] = z
-            h[bl8[z] if z < 256 else bitlen(z)] += 1
+            else:
+                h[bitlen(z)] += 1
         regular = hi - lo > order and not nonzero
         if regular:  # only the first `order` values are coded: choose k for them alone
             for b in range(len(h)):
                 h[b] = 0
+            prev = 0
             for j in range(lo, lo + order):
-                z = zz[j]
-                h[bl8[z] if z < 256 else bitlen(z)] += 1
+                x = a[idx[j]]
+                r = x - prev
+                prev = x
+                h[bitlen(r + r if r >= 0 else -r - r - 1)] += 1
             hi = lo + order
         k = _best_k(h)
         one = 1 << k
@@ -240,9 +242,21 @@ class BatchWriter2:
         nacc = self.nacc + _K_BITS + 1
         pos = self.pos
         end = self.end
+        prev = 0
+        step = 0
         for j in range(lo, hi):
-            x = zz[j] + one
-            m = bl8[x] if x < 256 else bitlen(x)
+            x = a[idx[j]]
+            r = x - prev
+            prev = x
+            if order == 2 and j > lo:
+                r, step = r - step, r
+            x = (r + r if r >= 0 else -r - r - 1) + one
+            if x < 16:
+                m = nib[x]
+            elif x < 256:
+                m = nib[x >> 4] + 4
+            else:
+                m = bitlen(x)
             n = m + m - 1 - k  # m - 1 - k zero bits, then x in m bits
             acc = (acc << n) | x
             nacc += n
@@ -253,11 +267,7 @@ class BatchWriter2:
             acc &= (1 << nacc) - 1
             if pos >= end:
                 break  # not smaller than format 1: finish() falls back (buf has room for one code)
-        while nacc >= 8:
-            nacc -= 8
-            buf[pos] = (acc >> nacc) & 0xFF
-            pos += 1
-        self.acc = acc & ((1 << nacc) - 1)
+        self.acc = acc
         self.nacc = nacc
         self.pos = pos
 
