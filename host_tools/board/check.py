@@ -13,23 +13,13 @@ from pathlib import Path
 
 from edge import board as edge_board
 from edge import schema
-from host_tools.errors import ToolError
+from host_tools.errors import ToolError, read_json_object
 from host_tools.paths import board_file
 
 
 def read_config(path: Path) -> dict:
     """The device config JSON; ToolError naming the file and the JSON error's position."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ToolError(f"cannot read device config {path}: {e.strerror}") from None
-    try:
-        cfg = json.loads(text)
-    except ValueError as e:
-        raise ToolError(f"device config {path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ToolError(f"device config {path} must hold a JSON object")
-    return cfg
+    return read_json_object(path, "device config")
 
 
 def problems(cfg: dict, board: dict | None = None) -> list[str]:
