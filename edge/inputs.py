@@ -28,7 +28,15 @@ def _chan(spec, name, path, required=True):
 
 def _uart(hal, board, spec, path):
     u = boards.resolve(board, "uarts", spec.get("uart"), path + ".uart")
-    return hal.uart(u), u
+    key = path + ".uart"
+    try:
+        return hal.uart(u), u
+    except ValueError as e:  # the HAL's message names the UART and its path
+        raise ValueError("config key '%s': %s" % (key, e)) from None
+    except OSError as e:  # a driver's bare errno: say which UART it was
+        raise ValueError(
+            "config key '%s': uart %r (id %s): %s" % (key, u.get("name"), u.get("id"), e)
+        ) from None
 
 
 def _one(spec, hal, board, path, decimals):
@@ -128,11 +136,18 @@ def _make(typ, spec, hal, board, path, decimals):
 
 
 def build(cfg, hal):
-    """Sources for cfg["inputs"]. Raises ValueError naming the config key on a bad entry."""
+    """Sources for cfg["inputs"], each opened (UART, bus, pin). Raises ConfigError (a
+    ValueError) naming the config key on a bad entry or an input that cannot be opened, so
+    the agent stops at boot with that line instead of a bare errno."""
+    from edge.config import ConfigError
+
     specs = cfg.get("inputs")
     if not isinstance(specs, list):
-        raise ValueError("config key 'inputs' must be a list")
-    board = boards.load(cfg)
+        raise ConfigError("config key 'inputs' must be a list")
+    try:
+        board = boards.load(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     decimals = {}  # channel id -> decimals of its fixed-point value (edge/bus/target.py)
     for ch in cfg.get("channels") or ():
         if ch.get("decimals"):
@@ -141,8 +156,11 @@ def build(cfg, hal):
     for i, spec in enumerate(specs):
         path = "inputs[%d]" % i
         if not isinstance(spec, dict):
-            raise ValueError("config key '%s' must be an object" % path)
-        out.append(_one(spec, hal, board, path, decimals))
+            raise ConfigError("config key '%s' must be an object" % path)
+        try:
+            out.append(_one(spec, hal, board, path, decimals))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     db = Deadband(cfg.get("channels") or ())
     if db.active():
         out = [Gate(s, db) for s in out]

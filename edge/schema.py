@@ -13,8 +13,9 @@ import json
 #  PATH     dotted; `[]` is a list item, `*` any key of a map, `$x` a shared group of keys
 #           (used by a row whose RANGE is `$x`); `@a,b` applies the row only inside an input
 #           whose `type` is a or b.
-#  TYPE     int num bool str name topic hex obj map list null any, alternatives joined by `,`
-#           (num: an int or a float).
+#  TYPE     int num bool str file name topic hex obj map list null any, alternatives joined by
+#           `,` (num: an int or a float; file: a str naming a file on the board, which
+#           `edgectl deploy` copies from the device's provisioned secrets or refuses to deploy).
 #  DEFAULT  a JSON literal filled in when the key is absent (`null` is not filled in: absent and
 #           null mean the same, and the device's heap keeps no entry for it); `-` optional, no
 #           default (absence has the meaning given); `!` required; `*` from edge/example.py.
@@ -51,9 +52,9 @@ mqtt.window int 8 1..64 QoS 1 publishes in flight
 mqtt.user str,null null 1..256 MQTT user name; null: anonymous
 mqtt.password str,null null 0..256 MQTT password
 mqtt.tls obj,null null - TLS with CA verification; null: plain TCP
-mqtt.tls.ca str ! 1..255 CA certificate file (DER)
-mqtt.tls.cert str - 1..255 client certificate file (DER), with `key`
-mqtt.tls.key str - 1..255 client private key file (DER)
+mqtt.tls.ca file ! 1..255 CA certificate file (DER)
+mqtt.tls.cert file - 1..255 client certificate file (DER), with `key`
+mqtt.tls.key file - 1..255 client private key file (DER)
 mqtt.tls.server_hostname str - 1..253 name the server certificate must carry; default `mqtt.host`
 mqtt.e2e_ack bool - - wait for the collector's end-to-end ack before a batch counts as delivered; absent: false
 mqtt.e2e_timeout_ms int - 100..600000 resend a batch whose end-to-end ack did not come in this time; absent: 5000
@@ -189,7 +190,7 @@ batch obj {} - batching for MQTT
 batch.max_readings int 100 1..1000 readings per batch
 batch.linger_ms int 200 0..600000 wait this long for a batch to fill
 sim obj {} - the simulated fridge (unix, no `inputs`)
-sim.rate_hz int 50 0..100000 readings per second
+sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator at up to 10^6)
 sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit
 sim.seed int 1 0.. random seed
@@ -199,7 +200,7 @@ clock.ntp_host str - 1..253 NTP server; absent: pool.ntp.org
 clock.synced_at_ms int,null null 0.. unix only: NTP succeeds this long after start
 consent obj - - consent updates (docs/CONSENT.md)
 consent.key hex - 32..128 update signing key; absent (and no `key_file`): unsigned updates
-consent.key_file str - 1..255 file holding the key in hex
+consent.key_file file - 1..255 file holding the key in hex
 consent.local_dir str - 1..255 directory of the consent state; default: the store's
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
 """,
@@ -295,7 +296,7 @@ def _is_type(v, t):
         return (isinstance(v, int) or isinstance(v, float)) and not isinstance(v, bool)
     if t == "bool":
         return isinstance(v, bool)
-    if t == "str":
+    if t in ("str", "file"):
         return isinstance(v, str)
     if t == "name":
         return _is_name(v)
@@ -322,6 +323,7 @@ _WHAT = {
     "num": "a number",
     "bool": "true or false",
     "str": "a string",
+    "file": "a file path on the board",
     "name": "a name (1-64 letters, digits, '_' or '-')",
     "topic": "a topic level (no '/', '+' or '#')",
     "hex": "hex digits",
