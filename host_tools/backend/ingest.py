@@ -360,13 +360,19 @@ class Worker:
             raise Refused("bad_topic", "unknown topic")
 
     def _batch(self, device: str, category: str, payload: bytes, acks: dict, mirror) -> None:
-        if len(payload) > 2 and payload[3:4] == bytes((codec.ENC_JSON,)):
+        if payload[2:4] == bytes((codec.BATCH_VERSION, codec.ENC_JSON)):
             if not json_depth_ok(payload, 3):
                 raise Refused("format_json_depth", "JSON body nested too deep")
         try:
-            b = codec.decode_batch(payload)
+            # the topic's identity: the decoder refuses a payload naming another device or
+            # category, and a format 2 payload without names takes them from the topic
+            b = codec.decode_batch(payload, device, category)
         except (ValueError, TypeError, IndexError, OverflowError, RecursionError) as e:
-            raise Refused("format", str(e)) from None  # FormatError, UnicodeError too
+            why = str(e)  # FormatError, UnicodeError too
+            for what in ("device", "category"):
+                if why.startswith("payload names " + what):
+                    raise Refused("identity_" + what, why) from None
+            raise Refused("format", why) from None
         # identity is the channel: the payload must name the topic's device and category
         if b["device"] != device:
             raise Refused("identity_device", f"payload says {b['device'][:64]!r}")
