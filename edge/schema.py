@@ -204,6 +204,9 @@ consent obj - - consent updates (docs/CONSENT.md)
 consent.key hex - 32..128 update signing key; absent (and no `key_file`): unsigned updates
 consent.key_file file - 1..255 file holding the key in hex
 consent.local_dir str - 1..255 directory of the consent state; default: the store's
+backend obj - - the key this device shares with its collector (docs/MQTT.md 8)
+backend.key hex - 32..128 authenticates the collector's end-to-end acks and signs consent receipts; absent (and no `key_file`): acks are taken unauthenticated, receipts go unsigned
+backend.key_file file - 1..255 file holding the key in hex
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
 """,
 )
