@@ -11,12 +11,15 @@ flag: the walkthrough then runs once per mode."""
 
 import json
 import os
+import pathlib
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -29,14 +32,34 @@ EDGECTL = os.path.join(os.path.dirname(sys.executable), "edgectl")
 
 
 def section(path, title):
-    text = open(os.path.join(ROOT, path)).read()
-    start = text.index(title)
-    end = text.find("\n#", start + len(title))
-    return text[start : end if end > 0 else len(text)]
+    """From the heading `title` to the next heading of its level or above (not counting `#`
+    lines inside code blocks)."""
+    lines = open(os.path.join(ROOT, path)).read().split("\n")
+    start = lines.index(title) if title in lines else [x.startswith(title) for x in lines].index(1)
+    level = len(title) - len(title.lstrip("#"))
+    fenced = False
+    for i in range(start + 1, len(lines)):
+        if lines[i].startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,%d} " % level, lines[i]):
+            return "\n".join(lines[start:i])
+    return "\n".join(lines[start:])
 
 
 def blocks(text, lang):
-    return re.findall(r"```%s\n(.*?)```" % lang, text, re.S)
+    """The contents of the fenced code blocks opened with ```lang (lang "" : no language)."""
+    out, cur, want = [], None, False
+    for line in text.split("\n"):
+        if line.startswith("```"):
+            if cur is None:
+                cur, want = [], line[3:].strip() == lang
+            else:
+                if want:
+                    out.append("\n".join(cur) + "\n")
+                cur = None
+        elif cur is not None:
+            cur.append(line)
+    return out
 
 
 def free_port_pair():
@@ -97,8 +120,19 @@ def stored(line):
     return int(m.group(1)) if m else 0
 
 
+@pytest.fixture
+def workdir():
+    """The user's directory. mosquitto, started as root, reads its password files as the
+    `mosquitto` user: unlike pytest's 0700 tmp_path, a user's directory lets it in."""
+    path = tempfile.mkdtemp(prefix="edge-walkthrough-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.parametrize("mode", sorted(DEPLOY_MODES))
-def test_deploy_md_heat_pump_walkthrough(tmp_path, mode):
+def test_deploy_md_heat_pump_walkthrough(workdir, mode):
+    tmp_path = workdir
     sec = section("docs/DEPLOY.md", "## 8. The whole sequence on the virtual board")
     (regs,) = blocks(sec, "json")
     script, expected = blocks(sec, "sh")[0], blocks(sec, "")[0]
