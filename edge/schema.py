@@ -197,7 +197,7 @@ sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit
 sim.seed int 1 0.. random seed
 status_ms int 5000 0..86400000 status message period; 0 = 5000
-clock obj - - the wall clock (docs/INPUTS.md 5)
+clock obj - - the wall clock (docs/INPUTS.md 6)
 clock.ntp_host str - 1..253 NTP server; absent: pool.ntp.org
 clock.synced_at_ms int,null null 0.. unix only: NTP succeeds this long after start
 consent obj - - consent updates (docs/CONSENT.md)
@@ -462,15 +462,17 @@ class _Checker:
 
     def value(self, v, row, key, kind, fill):
         types = row[1]
-        ok = False
+        ok = None
         for t in types:
             if _is_type(v, t):
-                ok = True
+                ok = t
                 break
         rng = row[3]
-        if not ok:
+        if ok is None:
             self.bad(key, "must be %s, got %s" % (_describe(types, rng), _show(v)))
             return
+        if ok == "any":
+            return  # free-form (a unix sensor's `sim` script): its driver checks it
         if isinstance(v, dict):
             grp = _group(rng)
             if "map" in types and grp is None:
