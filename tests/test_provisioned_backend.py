@@ -33,7 +33,7 @@ def test_provisioned_device_collector_and_consent_over_tls(micropython, tmp_path
     with broker_mod.start_config(conf, extra="user root\n"):
         col = CollectProcess(
             backend, db, "--credentials", str(b_dir / "collector.json"), *tls,
-            "--device-keys", str(out / "backend" / "device_keys.json"), "--e2e-ack",
+            "--device-keys", str(out / "backend" / "device_keys.json"),
         ).ready()  # fmt: skip
         cfg = agent_config(
             "unix-sim",
