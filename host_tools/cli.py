@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "host_tools.captures.convert",
     "host_tools.captures.replay_command",
     "host_tools.captures.simulate",
+    "host_tools.ota.release",
 ]
 
 

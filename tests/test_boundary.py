@@ -83,6 +83,11 @@ def test_edge_imports_only_device_modules(mod):
             assert n.split(".")[0] not in FORBIDDEN, f"{mod} imports {n}"
 
 
+# The shared contract modules: written in the common subset, imported by both sides from the
+# same file. bundle and lms: the update bundle format and its signature (docs/OTA.md).
+SHARED = {"codec", "bundle", "lms"}
+
+
 def host_modules():
     """Every .py under host_tools/, recursively (board-side `mp/` scripts excluded: they run
     under MicroPython and import the agent on purpose)."""
@@ -103,9 +108,9 @@ def test_host_imports_only_the_codec_from_edge(path):
     tree = ast.parse(open(path).read())
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edge"):
-            assert node.module == "edge" and {a.name for a in node.names} <= {"codec"}, (
+            assert node.module == "edge" and {a.name for a in node.names} <= SHARED, (
                 f"{path} imports {node.module}"
             )
         if isinstance(node, ast.Import):
             for a in node.names:
-                assert not a.name.startswith("edge.") or a.name == "edge.codec", path
+                assert not a.name.startswith("edge.") or a.name[5:] in SHARED, path
