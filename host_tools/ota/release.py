@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from host_tools.board.deploy import ARCHS, CACHE_DIR, agent_files, board_platfor
 from host_tools.board.flash import load_board
 from host_tools.errors import ToolError
 from host_tools.ota.keys import ReleaseKey, load_public
-from host_tools.paths import micropython_path
+from host_tools.paths import local_mpy
 
 
 @dataclass
@@ -53,17 +52,7 @@ def target_mpy(board: dict, mpy: int | None = None, port: str | None = None) -> 
         finally:
             b.close()
     if board_platform(board) == "unix":
-        r = subprocess.run(
-            [micropython_path(), "-c", "import sys;print(sys.implementation._mpy)"],
-            capture_output=True,
-            text=True,
-        )
-        try:
-            return int(r.stdout.strip())
-        except ValueError:
-            raise ToolError(
-                f"cannot read the unix MicroPython's .mpy format: {r.stdout}"
-            ) from None
+        return local_mpy()
     arch = board.get("mpy_arch")
     if arch not in ARCHS:
         raise ToolError(f"board {board.get('name')} has no known mpy_arch: pass --mpy or --port")
