@@ -20,6 +20,7 @@ from edge.store.store import Store
 
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
+_REBOOT_DRAIN_MS = const(2000)  # before a reset: what is not acked yet is on flash anyway
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
 
@@ -71,6 +72,15 @@ class Agent:
             "forwarder", lambda: not self.client.connected.is_set() or bool(self.fwd.count)
         )  # batches in flight
         self.healthmon = Health(self)
+        self.ota_root = None  # set by edge/main.py when the boot selector started us
+        self.ota = None  # boot state summary for the status (edge/ota/trial.py)
+        self.reboot = None  # why a reset was asked for; main() then ends early
+        self.updater = None  # the download of cmd/update while one runs (edge/ota/updater.py)
+
+    def request_reboot(self, why):
+        """End this run soon (what is committed stays on flash) and reset the board."""
+        self.reboot = why
+        self.sampling = False
 
     def _build_sources(self):
         if self.cfg.get("inputs"):
@@ -232,13 +242,18 @@ class Agent:
         ]
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
+        if self.ota_root is not None:
+            from edge.ota import trial  # report the last trial; confirm this one (OTA.md 4)
+
+            watch = trial.start(self)
+            if watch is not None:
+                tasks.append(asyncio.create_task(watch))
         await self.sampler()
         self.fwd.flush = True  # no more readings come: send partial batches without linger
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
-        while (
-            not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < _DRAIN_TIMEOUT_MS
-        ):
+        drain = _REBOOT_DRAIN_MS if self.reboot else _DRAIN_TIMEOUT_MS
+        while not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < drain:
             await asyncio.sleep_ms(20)
         self.store.close()
         try:

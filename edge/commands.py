@@ -16,6 +16,7 @@ _OUTBOX_MAX = const(16)  # replies and receipts waiting for the connection
 _POLL_MS = const(200)  # local file hook and outbox retry period
 _LOCAL_CMD = "/local.cmd"  # unix hook for the appliance UI (docs/CONSENT.md 3)
 _LOCAL_REPLY = "/local.reply"
+_OTA_COMMANDS = ("update", "config", "config/get", "reboot")  # edge/ota/remote.py
 
 
 class Commands:
@@ -30,12 +31,19 @@ class Commands:
         dev = agent.cfg["device_id"]
         self.device = dev
         self.topic_reply = codec.topic(agent.prefix, dev, "reply", "")
+        self.topic_cmd = codec.topic(agent.prefix, dev, "cmd", "")
         self.topic_receipt = codec.topic(agent.prefix, dev, "consent", "receipt")
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
         self.event = asyncio.Event()
-        self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
+        self.stats = {
+            "commands": 0,
+            "rejected": 0,
+            "queue_full": 0,
+            "outbox_full": 0,
+            "foreign": 0,
+        }
         self.conn = -1
         self._fwd_puback = self.client.on_puback
         self.client.on_puback = self._on_puback
@@ -61,7 +69,11 @@ class Commands:
         if len(self.queue) >= _QUEUE_MAX:
             self.stats["queue_full"] += 1
             return
-        self.queue.append((topic.split(b"/")[-1].decode(), payload))
+        if not topic.startswith(self.topic_cmd):
+            self.stats["foreign"] += 1  # e.g. a chunk of a finished update, still subscribed
+            return
+        # the name is the rest of the topic after cmd/: "ping", "config/get"
+        self.queue.append((topic[len(self.topic_cmd) :].decode(), payload))
         self.event.set()
 
     def local(self, name, doc):
@@ -116,6 +128,10 @@ class Commands:
                 }
             elif name == "consent":
                 reply = self._consent(doc, source)
+            elif name in _OTA_COMMANDS:
+                from edge.ota import remote  # on first use only (docs/OTA.md sections 7-8)
+
+                reply = remote.execute(self.agent, name, doc)
             else:
                 raise ValueError("unknown command %r" % name)
         except StaleVersion as e:
@@ -174,6 +190,10 @@ class Commands:
         return r
 
     # --- output ----------------------------------------------------------------------------
+    def reply(self, name, doc):
+        """Queue a reply on reply/{name} outside a command (an update's progress or outcome)."""
+        self._queue(self.topic_reply + name, doc, False, -1)
+
     def _queue(self, topic, doc, retain, release):
         if len(self.outbox) >= _OUTBOX_MAX:
             self.outbox.pop(0)  # the oldest; receipts carry cumulative purged totals

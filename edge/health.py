@@ -84,6 +84,8 @@ class Health:
         h["clock"] = a.clock.status(a.store.boot)
         h["clock"]["converted"] = a.fwd.stamp.converted  # unsynced stamps sent as wall ms
         h["watchdog"] = a.wd.status()
+        if a.ota is not None:
+            h["ota"] = a.ota  # slot, release, config, trial and last outcome (docs/OTA.md)
         return h
 
     def drops(self):

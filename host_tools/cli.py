@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "host_tools.captures.replay_command",
     "host_tools.captures.simulate",
     "host_tools.ota.release",
+    "host_tools.ota.update",
 ]
 
 

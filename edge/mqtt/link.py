@@ -70,8 +70,11 @@ class Link:
         self.client.on_message = self._dispatch
 
     def _dispatch(self, topic, payload):
+        up = self.agent.updater
         if topic == self.fwd.ack_topic:
             self.fwd.on_ack(payload)
+        elif up is not None and up.owns(topic):
+            up.on_chunk(topic, payload)  # a bundle chunk (edge/ota/updater.py)
         elif self.inner:
             self.inner(topic, payload)
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 STATE = "/ota/state.json"
+DOWNLOAD = "/ota/download.json"  # an update's request while it downloads (edge/ota/updater.py)
 # slot -> directory holding its `edge` package; "a" is where `edgectl deploy` puts the agent
 SLOTS = {"a": "/lib", "b": "/ota/b"}
 RESET_EXIT = 75  # unix: exit code that asks the supervisor (vboard, edgectl run) to reboot us
@@ -130,7 +131,7 @@ def boot(root=""):
     try:
         from edge import main as agent_main
 
-        agent = agent_main.run(root + cfg)
+        agent = agent_main.run(root + cfg, root)
     except KeyboardInterrupt:
         raise
     except Exception as e:

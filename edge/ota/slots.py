@@ -38,8 +38,9 @@ def stage(root, st, kind, slot, cfg, cid=None, version=None, min_version=None, c
     write_state(root, st)
 
 
-def confirm(root, st):
-    """The running trial passed: it becomes the confirmed pair. Returns the outcome record."""
+def confirm(root, st, reported=False):
+    """The running trial passed: it becomes the confirmed pair. Returns the outcome record
+    (`reported`: the caller replies at once, so the next boot need not)."""
     t = st["trial"]
     st["slot"] = t["slot"]
     st["cfg"] = t["cfg"]
@@ -54,6 +55,7 @@ def confirm(root, st):
         "version": t.get("version"),
         "cfg_hash": t.get("cfg_hash"),
         "result": "confirmed",
+        "reported": reported,
     }
     st["trial"] = None
     write_state(root, st)
