@@ -279,7 +279,7 @@ def _canonical(x, out):
 
 def config_hash(cfg):
     """First 16 hex digits of the SHA-256 of the canonical JSON of the redacted config."""
-    parts = []
+    parts = []  # type: list
     _canonical(redact(cfg), parts)
     h = hashlib.sha256()
     for p in parts:
@@ -295,7 +295,7 @@ def _widening(old, new, consent):
     was = {}
     for ch in old["channels"]:
         was[ch["id"]] = ch["category"]
-    wider = {}
+    wider = {}  # type: dict
     for ch in new["channels"]:
         if was.get(ch["id"]) != ch["category"]:
             wider.setdefault(ch["category"], []).append(ch["id"])

@@ -17,16 +17,24 @@ _ALIVE_MS = const(10000)  # a task silent this long fails the check (without a w
 
 
 def summary(st):
-    """The boot state as the status reports it (docs/HEALTH.md)."""
+    """The boot state as the status reports it, kept short (docs/HEALTH.md): slot, release,
+    anti-rollback floor, the trial in progress and how the last one ended."""
     t = st.get("trial")
-    return {
-        "slot": st["slot"],
-        "version": st["versions"].get(st["slot"]),
-        "cfg": st["cfg"],
-        "floor": st.get("floor"),
-        "trial": (t.get("kind") + " " + str(t.get("version") or t.get("cfg"))) if t else None,
-        "last": st.get("last"),
-    }
+    last = st.get("last")
+    doc = {"slot": st["slot"], "version": st["versions"].get(st["slot"])}
+    if st.get("floor"):
+        doc["floor"] = st["floor"]
+    if st["cfg"] != "/config.json":
+        doc["cfg"] = st["cfg"]
+    if t:
+        doc["trial"] = t.get("kind")
+    if isinstance(last, dict):
+        doc["last"] = "%s %s %s" % (
+            last.get("kind"),
+            last.get("version") or "",
+            last.get("result"),
+        )
+    return doc
 
 
 def outcome(last):

@@ -172,19 +172,22 @@ class Updater:
                     i += 1
             except (OSError, MQTTError):
                 continue  # the link supervisor reconnects
+            # no await between the clear and the check: a chunk that came while we subscribed
+            # is in self.got already, one that comes later sets the event
             self.event.clear()
-            try:
-                await asyncio.wait_for_ms(self.event.wait(), 500)
-            except asyncio.TimeoutError:
-                stalled += 500
-                quiet += 500
-                if quiet >= _GIVE_UP_MS:
-                    raise InstallError(
-                        "stalled: chunk %d of %s did not arrive in %d s (is the bundle "
-                        "published there, retained?)"
-                        % (self.next, self.req["topic"], quiet // 1000)
-                    )
-                continue
+            if self.next not in self.got:
+                try:
+                    await asyncio.wait_for_ms(self.event.wait(), 500)
+                except asyncio.TimeoutError:
+                    stalled += 500
+                    quiet += 500
+                    if quiet >= _GIVE_UP_MS:
+                        raise InstallError(
+                            "stalled: chunk %d of %s did not arrive in %d s (is the bundle "
+                            "published there, retained?)"
+                            % (self.next, self.req["topic"], quiet // 1000)
+                        )
+                    continue
             while self.next in self.got:
                 data = self.got.pop(self.next)
                 want = min(self.chunk, self.size - self.next * self.chunk)
