@@ -51,9 +51,6 @@ DEFAULTS = {
     "batch": {"max_readings": 100, "linger_ms": 200},
     "sim": {"rate_hz": 50, "count": 0, "seconds": 0, "seed": 1},
     "status_ms": 5000,
-    # over-the-air updates and remote config (docs/OTA.md): the release public key, how long a
-    # trial may take to prove itself, how soon it may be confirmed, chunks subscribed at once
-    "ota": {"key": "/secrets/release.pub", "trial_ms": 120000, "settle_ms": 3000, "window": 4},
 }
 
 _REQUIRED_TYPES = {  # type: dict
