@@ -65,16 +65,19 @@ class Commands:
 
     # --- input -----------------------------------------------------------------------------
     def on_message(self, topic, payload):
-        """MQTT callback (read loop): queue only; the command task executes."""
+        """MQTT callback (read loop): queue only; the command task executes. topic and payload
+        are views into the receive buffer: copied here. False: no room (backpressure)."""
+        n = len(self.topic_cmd)
+        if len(topic) <= n or bytes(topic[:n]) != self.topic_cmd:
+            self.stats["foreign"] += 1  # e.g. a chunk of a finished update, still subscribed
+            return True
         if len(self.queue) >= _QUEUE_MAX:
             self.stats["queue_full"] += 1
-            return
-        if not topic.startswith(self.topic_cmd):
-            self.stats["foreign"] += 1  # e.g. a chunk of a finished update, still subscribed
-            return
+            return False
         # the name is the rest of the topic after cmd/: "ping", "config/get"
-        self.queue.append((topic[len(self.topic_cmd) :].decode(), payload))
+        self.queue.append((bytes(topic[n:]).decode(), bytes(payload)))
         self.event.set()
+        return True
 
     def local(self, name, doc):
         """The appliance UI's local call: same checks as cmd/{name}; returns the reply."""

@@ -1,5 +1,5 @@
 """The device boundary (DESIGN.md 2): every edge/ module imports under unix MicroPython
-and compiles with mpy-cross; the host imports nothing of edge/ but the codec."""
+and compiles with mpy-cross; the host imports nothing of edge/ but the shared contract modules."""
 
 import ast
 import os
@@ -83,9 +83,11 @@ def test_edge_imports_only_device_modules(mod):
             assert n.split(".")[0] not in FORBIDDEN, f"{mod} imports {n}"
 
 
-# The shared contract modules: written in the common subset, imported by both sides from the
-# same file. bundle and lms: the update bundle format and its signature (docs/OTA.md).
-SHARED = {"codec", "bundle", "lms"}
+# The shared contract modules: the host imports these files of edge/ and nothing else.
+# codec: records and batches; schema: the device config (example: its embedded defaults);
+# board: board files and bus names; bundle and lms: the update bundle format and its
+# signature (docs/OTA.md).
+CONTRACT = {"codec", "schema", "board", "example", "bundle", "lms"}
 
 
 def host_modules():
@@ -104,13 +106,13 @@ def test_host_tree_is_walked_recursively():
 
 
 @pytest.mark.parametrize("path", host_modules(), ids=lambda p: os.path.relpath(p, ROOT))
-def test_host_imports_only_the_codec_from_edge(path):
+def test_host_imports_only_the_contract_modules_from_edge(path):
     tree = ast.parse(open(path).read())
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edge"):
-            assert node.module == "edge" and {a.name for a in node.names} <= SHARED, (
+            assert node.module == "edge" and {a.name for a in node.names} <= CONTRACT, (
                 f"{path} imports {node.module}"
             )
         if isinstance(node, ast.Import):
             for a in node.names:
-                assert not a.name.startswith("edge.") or a.name[5:] in SHARED, path
+                assert not a.name.startswith("edge.") or a.name[5:] in CONTRACT, path

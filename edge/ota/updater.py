@@ -52,18 +52,19 @@ class Updater:
 
     # --- from the read loop ----------------------------------------------------------------
     def owns(self, topic):
-        return (
-            topic.startswith(self.topic) and topic[len(self.topic) : len(self.topic) + 1] == b"/"
-        )
+        """topic: a view into the receive buffer (edge/mqtt/link.py)."""
+        n = len(self.topic)
+        return len(topic) > n + 1 and bytes(topic[: n + 1]) == self.topic + b"/"
 
     def on_chunk(self, topic, payload):
-        """A retained chunk arrived; kept only if it is one we wait for (bounded by window)."""
+        """A retained chunk arrived; kept (copied out of the receive buffer) only if it is one
+        we wait for, so at most `window` chunks are held."""
         try:
-            i = int(topic[len(self.topic) + 1 :])
+            i = int(bytes(topic[len(self.topic) + 1 :]))
         except ValueError:
             return
         if i in self.subscribed and i not in self.got and i >= self.next:
-            self.got[i] = payload
+            self.got[i] = bytes(payload)
             self.event.set()
         else:
             self.stats["duplicates"] += 1

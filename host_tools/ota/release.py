@@ -18,10 +18,10 @@ from pathlib import Path
 
 from edge import bundle
 from host_tools.board.deploy import ARCHS, CACHE_DIR, agent_files, board_platform, compiler_for
-from host_tools.board.flash import load_board
+
 from host_tools.errors import ToolError
 from host_tools.ota.keys import ReleaseKey, load_public
-from host_tools.paths import local_mpy
+from host_tools.paths import board_file, local_mpy
 
 
 @dataclass
@@ -88,7 +88,7 @@ def build_bundle(
             bundle.parse_version(min_version)
     except bundle.BundleError as e:
         raise ToolError(str(e)) from None
-    board = load_board(board_name)
+    board = board_file(board_name)
     key = ReleaseKey.load(key_path)
     m = target_mpy(board, mpy, port)
     files = agent_files(compiler_for(m), board, cache)
