@@ -121,7 +121,7 @@ def _cause():
 
 def boot(root=""):
     """Choose a slot and config, put the slot first on sys.path (ahead of frozen and ROMFS
-    modules), run the agent; a crash or a requested reboot resets the board."""
+    modules), run the agent; a crash of a trial or a requested reboot resets the board."""
     st = read_state(root)
     slot, cfg = select(root, st, _cause())
     path = root + SLOTS[slot]
@@ -135,9 +135,11 @@ def boot(root=""):
     except KeyboardInterrupt:
         raise
     except Exception as e:
+        if not st.get("trial"):
+            raise  # the confirmed agent: as before updates (the REPL on a board, exit 1 on unix)
         note_failure(root, "crash: %s: %s" % (type(e).__name__, e))
         sys.print_exception(e)
-        _reset()
+        _reset()  # the trial failed: the next boot rolls back
         return
     if getattr(agent, "reboot", None):
         _reset()

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from host_tools.board.deploy import CACHE_DIR, MANIFEST, agent_files, compiler_for, main_py
-from host_tools.paths import local_mpy
+from host_tools.paths import board_file, local_mpy
 
 UNIX_BOARD = {"name": "unix-sim", "chip": "unix"}
 
@@ -24,6 +24,12 @@ def make_root(root: Path, config: dict, secrets: dict[str, bytes] | None = None)
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
     (root / "main.py").write_bytes(main_py())
+    # the board file where deploy puts it, and where the agent's loader finds it on unix
+    # (boards/ in the working directory, edge/board.py)
+    board = json.dumps(board_file("unix-sim"), sort_keys=True)
+    (root / "board.json").write_text(board)
+    (root / "boards").mkdir(exist_ok=True)
+    (root / "boards" / "unix-sim.json").write_text(board)
     (root / "config.json").write_text(json.dumps(config))
     (root / MANIFEST.lstrip("/")).write_text(json.dumps({"board": "unix-sim", "files": {}}))
     for name, data in (secrets or {}).items():
