@@ -1,4 +1,4 @@
-"""Deploy you can trust (docs/DEPLOY.md 4): the on-board self-test boots the deployed config as
+"""Deploy you can trust (docs/DEPLOY.md 5): the on-board self-test boots the deployed config as
 far as opening every input, the network and the broker login, and fails with the agent's own
 error when it cannot; a secret the config names is copied or the deploy stops before the port
 is opened, naming the key. Against the virtual board with the real mpremote."""
