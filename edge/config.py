@@ -8,7 +8,7 @@ class ConfigError(ValueError):
     pass
 
 
-# The embedded defaults: a simulated fridge on the unix port talking to a loopback broker.
+# The embedded defaults: the unix board talking to a loopback broker.
 DEFAULTS = {
     "device_id": "sim-0001",
     "board": "unix-sim",
@@ -49,7 +49,9 @@ DEFAULTS = {
         "total_bytes": 1572864,
     },
     "batch": {"max_readings": 100, "linger_ms": 200},
-    "sim": {"rate_hz": 50, "count": 0, "seconds": 0, "seed": 1},
+    # the simulated appliance (edge/sensors/simfridge.py) runs only when asked for: a board
+    # with no inputs and no simulator is a config error at boot, never made-up readings
+    "sim": {"enabled": False, "rate_hz": 50, "count": 0, "seconds": 0, "seed": 1},
     "status_ms": 5000,
 }
 
@@ -67,6 +69,7 @@ _REQUIRED_TYPES = {  # type: dict
     "store.total_bytes": int,
     "batch.max_readings": int,
     "batch.linger_ms": int,
+    "sim.enabled": bool,
     "sim.rate_hz": int,
     "sim.count": int,
     "sim.seconds": int,

@@ -34,7 +34,7 @@ def make_cfg(host, port, n, batch, window, workdir, rate):
             "channels": [{"id": 1, "name": "t", "category": "essential"}],
             "store": {"path": workdir + "/store"},
             "batch": {"max_readings": batch, "linger_ms": 5},
-            "sim": {"rate_hz": rate, "count": n},
+            "sim": {"enabled": True, "rate_hz": rate, "count": n},
             "status_ms": 60000,
         },
     )
@@ -71,7 +71,7 @@ async def forward(agent, n):
         "readings_per_s": n * 1000 // max(dt, 1),
         "tx_bytes": c["tx_bytes"],
         "published": c["published"],
-        "reconnects": agent.reconnects,
+        "reconnects": agent.link.stats["sessions"],
         "dropped": agent.store.stats["dropped"],
     }
 
