@@ -60,7 +60,7 @@ class Forwarder:
         self.max_readings = cfg["batch"]["max_readings"]
         self.linger_ms = cfg["batch"]["linger_ms"]
         self.writer = codec.BatchWriter(
-            dev, codec.batch_header_len(dev, "x" * 64) + self.max_readings * codec.ENTRY_LEN
+            dev, codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN
         )
         self.cap = _Cap(self.writer)
         # the ring of sent batches, oldest first: preallocated, nothing allocated per batch
@@ -117,7 +117,9 @@ class Forwarder:
         self.stats["unknown_acks"] += 1
 
     def on_ack(self, payload):
-        """End-to-end acknowledgements: (first seq u32, last seq u32) big-endian, repeated."""
+        """End-to-end acknowledgements: (first seq u32, last seq u32) big-endian, repeated: the
+        low 32 bits of whole seqs (docs/FORMAT.md 1); the batches in flight never lie 2^32
+        seqs apart, so the low bits name one of them."""
         for p in range(0, len(payload) - 7, 8):
             last = (
                 (payload[p + 4] << 24)
@@ -142,7 +144,7 @@ class Forwarder:
                 continue
             if not self._delivered(k):
                 break
-            self.store.ack(cat, self.r_last[k], self.r_seg[k], self.r_off[k])
+            self.store.ack(cat, self.store.whole(self.r_last[k]), self.r_seg[k], self.r_off[k])
             self.r_flags[k] |= _F_STORED
             self.stats["acked_readings"] += self.r_n[k]
             self.acked_counts[cat] += self.r_n[k]
@@ -203,7 +205,7 @@ class Forwarder:
                 self.r_flags[k] |= _F_PUBACK | _F_STORED
                 continue
             n, _seg, _off = self._fill(cat, self.r_n[k])
-            if n != self.r_n[k] or w.last_seq != self.r_last[k]:
+            if n != self.r_n[k] or w.last_seq & 0xFFFFFFFF != self.r_last[k]:
                 self._restart()
                 return
             if self.r_flags[k] & _F_PUBACK:
@@ -268,7 +270,7 @@ class Forwarder:
         self.r_cat[k] = cat
         self.r_flags[k] = 0
         self.r_n[k] = n
-        self.r_last[k] = self.writer.last_seq
+        self.r_last[k] = self.writer.last_seq & 0xFFFFFFFF  # low bits (FORMAT.md 1): store.whole()
         self.r_seg[k] = seg
         self.r_off[k] = off
         self.r_pid[k] = 0

@@ -9,21 +9,19 @@ import time
 from host_tools.agent.run import AgentProcess, agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
-from tests.appliance_sim import ModbusSlaveSim, Pty, TuyaMCUSim, tuya_dp, tuya_frame
+from host_tools.captures.appliances import ModbusSlave, Pty, TuyaMCU, serve, tuya_dp, tuya_frame
 
 DEVICE = "washer-e2e"
 
 
 def test_agent_publishes_readings_from_three_buses(tmp_path):
     line, tuya, meter = Pty(), Pty(), Pty()
-    mcu = TuyaMCUSim(
-        tuya,
+    mcu = TuyaMCU(
         [tuya_frame(0x07, tuya_dp(1, 1, b"\x01") + tuya_dp(2, 2, struct.pack(">i", -183)))],
         noise=b"\xff\x55\x00",
     )
-    slave = ModbusSlaveSim(meter, 1, {0: 2304, 1: 0, 2: 51234})
-    mcu.start()
-    slave.start()
+    slave = ModbusSlave(1, {0: 2304, 1: 0, 2: 51234})
+    servers = [serve(mcu, tuya), serve(slave, meter)]
     channels = [
         {"id": i, "name": "ch%d" % i, "category": "essential"} for i in (1, 5, 10, 11, 20, 22)
     ]
@@ -90,8 +88,8 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
             got = [(r[4], r[5]) for r in col.readings if r[0] == DEVICE]
         finally:
             col.stop()
-            mcu.stop.set()
-            slave.stop.set()
+            for s in servers:
+                s.stop()
             for p in (line, tuya, meter):
                 p.close()
     assert want <= set(got), (got, agent.output[-10:])

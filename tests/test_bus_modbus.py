@@ -5,7 +5,7 @@ import pytest
 
 from edge.bus.crc import crc16_modbus
 from edge.bus.modbus import ModbusMaster
-from tests.appliance_sim import modbus_crc, modbus_exception, modbus_response
+from host_tools.captures.appliances import modbus_crc, modbus_exception, modbus_response
 
 READS = [
     {

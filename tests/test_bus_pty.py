@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from tests.appliance_sim import ModbusSlaveSim, Pty, TuyaMCUSim, tuya_dp, tuya_frame
+from host_tools.captures.appliances import ModbusSlave, Pty, TuyaMCU, serve, tuya_dp, tuya_frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -43,12 +43,11 @@ def test_line_tuya_and_modbus_from_ptys(tmp_path):
         tuya_frame(0x07, tuya_dp(1, 1, b"\x01") + tuya_dp(2, 2, struct.pack(">i", 215))),
         tuya_frame(0x07, tuya_dp(3, 4, b"\x02")),
     ]
-    mcu = TuyaMCUSim(tuya, reports, noise=b"\x00\xffgarbage\x55")
-    slave = ModbusSlaveSim(
-        meter, 3, {0: 2301, 1: 0xFFFF, 2: 0x0001, 3: 0x86A0}, drop_first=1, illegal=(100,)
+    mcu = TuyaMCU(reports, noise=b"\x00\xffgarbage\x55")
+    slave = ModbusSlave(
+        3, {0: 2301, 1: 0xFFFF, 2: 0x0001, 3: 0x86A0}, drop_first=1, illegal=(100,)
     )
-    mcu.start()
-    slave.start()
+    servers = [serve(mcu, tuya), serve(slave, meter)]
     cfg = {
         "board": "unix-sim",
         "inputs": [
@@ -98,8 +97,8 @@ def test_line_tuya_and_modbus_from_ptys(tmp_path):
 
     threading.Thread(target=feed_lines, daemon=True).start()
     out = p.communicate(timeout=30)[0]
-    mcu.stop.set()
-    slave.stop.set()
+    for s in servers:
+        s.stop()
     for x in (line, tuya, meter):
         x.close()
     assert p.returncode == 0, out

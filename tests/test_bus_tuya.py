@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from edge.bus.tuya import TuyaMCU
-from tests.appliance_sim import tuya_dp, tuya_frame
+from host_tools.captures.appliances import tuya_dp, tuya_frame
 
 DPS = {
     "1": 10,

@@ -15,6 +15,7 @@ _READ_BUF = const(2048)
 _ENOSPC = const(28)
 _FRAME = segment.FRAME_FMT
 _CURSOR_MS = const(10000)  # cursor writes at most this often (save_cursor)
+_LOW = const(0xFFFFFFFF)  # a record holds a seq's low 32 bits; its segment the epoch (FORMAT 1)
 
 # A segment is a 5-slot list, named by these indices: a class instance (even with __slots__)
 # costs a third more heap per segment on MicroPython and an attribute lookup per access.
@@ -31,6 +32,7 @@ class StoreError(Exception):
 
 class _Stream:
     """The segments of one category, oldest first (each a list indexed by the SEG_* slots).
+    Seqs here are whole (48-bit, FORMAT 1); a segment's records share first_seq's epoch.
     `bytes` is the flash footprint (whole blocks) of all its segments."""
 
     def __init__(self, idx, name, policy, root):
@@ -141,6 +143,9 @@ class Store:
             self._drop("quota", s, 1)
             return -1
         seq = self.next_seq
+        if not seq & _LOW and not self._new_epoch(seq):
+            self._drop("seq_exhausted", s, 1)
+            return -1
         self.next_seq = seq + 1
         if self.next_seq >= self.seq_hi:
             self._save_state()  # reserve the next block of seqs before using it
@@ -153,7 +158,7 @@ class Store:
             codec.REC_MAGIC,
             codec.REC_TYPE_READING,
             codec.REC_PAYLOAD_LEN,
-            seq,
+            seq & _LOW,  # the segment header holds the epoch (FORMAT 2.2)
             ts,
             self.boot,
             channel,
@@ -166,6 +171,29 @@ class Store:
         if s.n == self.flush_n:
             self._commit_stream(s)
         return seq
+
+    def _new_epoch(self, seq):
+        """seq is the first of a seq epoch (FORMAT 1): a segment holds one epoch, so everything
+        buffered is committed and every open segment closed; appends then open new segments
+        whose headers name the new epoch. False at 2^48: seqs are exhausted, never reused."""
+        if seq >= codec.SEQ_LIMIT:
+            return False
+        self.commit()
+        for s in self.streams:
+            self._close_active(s)
+        return True
+
+    def _epoch(self):
+        """epoch << 32 of the readings being committed: by _new_epoch, that of the last seq."""
+        last = self.next_seq - 1
+        return last - (last & _LOW)
+
+    def whole(self, low):
+        """The whole seq whose low 32 bits are `low`, among the last 2^32 handed out (the
+        forwarder keeps only the low bits of the batches in flight, FORMAT 1)."""
+        n = self.next_seq
+        seq = n - (n & _LOW) + low
+        return seq if seq < n else seq - _LOW - 1
 
     def tick(self, now):
         """Group commit by time (default every 1 s, DESIGN.md 3)."""
@@ -201,11 +229,12 @@ class Store:
                 self._close_active(s)
                 if not self._evict_any(s, "nospace"):
                     raise
+        hi = self._epoch()
         last = struct.unpack_from("<I", s.buf, (s.n - 1) * codec.REC_LEN + codec.REC_HEAD_LEN)[0]
         seg = s.segs[-1]
         if seg[SEG_FIRST] < 0:
-            seg[SEG_FIRST] = struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
-        seg[SEG_LAST] = last
+            seg[SEG_FIRST] = hi | struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
+        seg[SEG_LAST] = hi | last
         s.bytes += footprint(seg[SEG_SIZE] + nbytes) - footprint(seg[SEG_SIZE])
         seg[SEG_SIZE] += nbytes
         self.stats["committed"] += s.n
@@ -240,7 +269,7 @@ class Store:
     def _open_segment(self, s):
         segno = s.next_segno
         s.next_segno += 1
-        segment.write_head(self.head, s.idx)
+        segment.write_head(self.head, s.idx, self._epoch() >> 32)
         s.active = open(s.dir + "/" + seg_name(segno), "wb")
         s.segs.append([segno, -1, -1, SEG_HEAD_LEN, True])
         s.bytes += footprint(SEG_HEAD_LEN)
@@ -336,6 +365,8 @@ class Store:
             p = 0
             full = False
             bad = False
+            # the segment's epoch << 32
+            hi = seg[SEG_FIRST] - (seg[SEG_FIRST] & _LOW) if seg[SEG_FIRST] > 0 else 0
             mv = self.rmv[:n]  # one view per read, not one per record (issue 4 memory)
             while p < n:
                 r = codec.check_record(mv, p)
@@ -349,6 +380,7 @@ class Store:
                     continue
                 bad = False
                 seq, ts, boot, ch, _cat, flags, val = codec.unpack_record(self.rmv, p)
+                seq |= hi
                 if seq > s.acked:
                     if not writer.add(seq, ts, boot, flags, ch, val):
                         full = True

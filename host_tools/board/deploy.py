@@ -24,7 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host_tools.board.flash import PORT_HINT, load_board
+from host_tools.board.check import problems, read_config
+from host_tools.board.flash import PORT_HINT
+from host_tools.paths import board_file
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root
 
@@ -201,20 +203,14 @@ def build_files(
 
 
 def device_config(device: Path, board: dict) -> bytes:
-    """The device JSON, checked for shape and for the board it names (full validation is
-    the board's own, in the self-test: the host does not import agent internals)."""
-    try:
-        cfg = json.loads(device.read_text())
-    except OSError as e:
-        raise ToolError(f"cannot read device config {device}: {e.strerror}") from None
-    except ValueError as e:
-        raise ToolError(f"device config {device} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("device_id"), str):
-        raise ToolError(f"device config {device}: key 'device_id' must be a string")
-    if cfg.setdefault("board", board["name"]) != board["name"]:
-        raise ToolError(
-            f"device config {device} is for board {cfg['board']!r}, not {board['name']!r}"
-        )
+    """The device JSON, checked against the config schema and the board's names with the
+    agent's own schema (edge/schema.py) before anything is copied; ToolError lists every
+    problem. The file goes over as written (the agent fills in defaults at boot)."""
+    cfg = read_config(device)
+    found = problems(json.loads(json.dumps(cfg)), board)
+    if found:
+        raise ToolError(f"{device}: " + "; ".join(found))
+    cfg.setdefault("board", board["name"])
     return json.dumps(cfg, sort_keys=True).encode()
 
 
@@ -313,7 +309,8 @@ def deploy(
 ) -> DeployReport:
     """Deploy the agent and device config to the board on `port`; see the module docstring."""
     t0 = time.monotonic()
-    board = load_board(board_name)
+    board = board_file(board_name)
+    device_config(device, board)  # a config the agent would refuse stops the deploy here
     rep = DeployReport(board)
     b = Board(port)
     try:
