@@ -137,6 +137,7 @@ async def memory(agent, n, flash):
         "working_set_last_bytes": last,
         "working_set_growth_bytes": last - first,
         "samples": peaks,
+        "dropped": agent.store.stats["dropped"],
     }
 
 
@@ -151,7 +152,8 @@ def main():
         int(batch),
         int(window),
         workdir,
-        1000000 if mode == "forward" else 20000,
+        # forward mode appends directly (the simulator is not polled): any valid rate will do
+        100000 if mode == "forward" else 20000,
     )
     agent = Agent(cfg, load_hal(), out=quiet)
     try:
