@@ -9,7 +9,7 @@ import sys
 
 from micropython import const
 
-from edge import clock, codec, config, watchdog
+from edge import clock, codec, config, meta, watchdog
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
@@ -108,6 +108,9 @@ class Agent:
         subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, "cmd", "#"), 1)]
         if self.fwd.e2e:
             subs.append((self.fwd.ack_topic, 0))
+        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, "meta")
+        # channel units and decimals for the backend (edge/meta.py); built once
+        self.meta = meta.payload(cfg, len(c.tx) - 80 - len(self.meta_topic))
         self.link = Link(c, cfg, subs, self._birth, self.log)
         # Every inbound event goes to its owner from here, and only from here.
         c.on_connect = self._on_connect
@@ -131,7 +134,11 @@ class Agent:
             self.cmds.on_message(topic, payload)  # cmd/# is the only other subscription
 
     async def _birth(self):
+        """The birth messages of every new session: the retained status, then the retained
+        channel metadata (QoS 0 like the status; docs/MQTT.md 2)."""
         await self.health.publish("online")
+        if self.meta is not None:
+            await self.client.publish(self.meta_topic, self.meta, 0, True)
 
     def _clock_status(self):
         d = self.clock.status(self.store.boot)

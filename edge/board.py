@@ -127,7 +127,7 @@ def resolve(board, kind, ref, path):
             % (path, board.get("name"), kind, name, ", ".join(sorted(table)) or "none")
         )
     if isinstance(ref, str):
-        return table[ref]
+        return merge(table[ref], {"name": ref})  # the name travels with the spec (errors, vboard)
     if isinstance(ref, dict):
         base = table.get(ref["name"], {}) if "name" in ref else {}
         return merge(base, ref)

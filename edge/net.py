@@ -86,6 +86,16 @@ class Station:
             await asyncio.sleep_ms(_POLL_MS)
         return False
 
+    async def join(self, hb=None):
+        """One association attempt within the timeout; True (and `up` set) when associated.
+        The supervisor's step, and the deploy self-test's network check."""
+        if not await self._associate(hb):
+            return False
+        self.up.set()
+        self.connects += 1
+        self.attempts = 0
+        return True
+
     async def run(self, hb=None):
         """Task: associate, watch the link, re-associate with backoff after a drop."""
         while True:
@@ -100,10 +110,7 @@ class Station:
                 self.up.clear()
                 self.drops += 1
                 self.log("wifi: link lost")
-            if await self._associate(hb):
-                self.up.set()
-                self.connects += 1
-                self.attempts = 0
+            if await self.join(hb):
                 self.log("wifi: connected to %s, rssi %s" % (self.creds[0], self.rssi))
                 continue
             self.attempts += 1

@@ -13,7 +13,9 @@ import json
 #  PATH     dotted; `[]` is a list item, `*` any key of a map, `$x` a shared group of keys
 #           (used by a row whose RANGE is `$x`); `@a,b` applies the row only inside an input
 #           whose `type` is a or b.
-#  TYPE     int bool str name topic hex obj map list null any, alternatives joined by `,`.
+#  TYPE     int num bool str file name topic hex obj map list null any, alternatives joined by
+#           `,` (num: an int or a float; file: a str naming a file on the board, which
+#           `edgectl deploy` copies from the device's provisioned secrets or refuses to deploy).
 #  DEFAULT  a JSON literal filled in when the key is absent (`null` is not filled in: absent and
 #           null mean the same, and the device's heap keeps no entry for it); `-` optional, no
 #           default (absence has the meaning given); `!` required; `*` from edge/example.py.
@@ -50,9 +52,9 @@ mqtt.window int 8 1..64 QoS 1 publishes in flight
 mqtt.user str,null null 1..256 MQTT user name; null: anonymous
 mqtt.password str,null null 0..256 MQTT password
 mqtt.tls obj,null null - TLS with CA verification; null: plain TCP
-mqtt.tls.ca str ! 1..255 CA certificate file (DER)
-mqtt.tls.cert str - 1..255 client certificate file (DER), with `key`
-mqtt.tls.key str - 1..255 client private key file (DER)
+mqtt.tls.ca file ! 1..255 CA certificate file (DER)
+mqtt.tls.cert file - 1..255 client certificate file (DER), with `key`
+mqtt.tls.key file - 1..255 client private key file (DER)
 mqtt.tls.server_hostname str - 1..253 name the server certificate must carry; default `mqtt.host`
 mqtt.e2e_ack bool - - wait for the collector's end-to-end ack before a batch counts as delivered; absent: false
 mqtt.e2e_timeout_ms int - 100..600000 resend a batch whose end-to-end ack did not come in this time; absent: 5000
@@ -71,8 +73,10 @@ categories.*.minimise[].channels list - - channel ids of this category the rule 
 channels list * 1..256 every value the device may report (docs/INPUTS.md 1); replaces the default list
 channels[] obj ! - one channel
 channels[].id int ! 0..255 channel id on flash and on the wire
-channels[].name str ! 1..64 name, with its unit (`cabinet_temp_cC`)
+channels[].name str ! 1..64 name (`cabinet_temp`)
 channels[].category name ! - consent category (declared in `categories`)
+channels[].unit str - 1..16 unit of the value (`°C`), sent to the collector (docs/INPUTS.md 1)
+channels[].decimals int - 0..6 the stored integer is the value times 10^decimals; absent: 0
 channels[].deadband int - 0.. report only moves larger than this; 0 = every change
 channels[].interval_ms int - 0.. at most one report per interval
 channels[].max_silent_ms int - 0.. re-report an unchanged value after this long
@@ -82,10 +86,27 @@ inputs list [] 0..32 appliance buses and sensors (docs/INPUTS.md 2); empty: the 
 inputs[] obj ! - one input
 inputs[].type str ! line|tuya|modbus|sht3x|ds18b20|adc|pulse the kind of input
 inputs[].uart@line,tuya,modbus str,obj ! $uart a board UART name or a UART object
-inputs[].keys@line map ! 1..16 `{"KEY": target}` line protocol keys
+inputs[].format@line str - kv|fields|csv|json|regex line format (docs/INPUTS.md 3.1); absent: kv
+inputs[].prefix@line str - 1..32 only lines starting with this are parsed, from after it
+inputs[].max_line@line int - 16..2048 longest line in bytes; absent: 256
+inputs[].sep@line str - 1..1 kv: pair separator (absent `;`), fields: field separator (absent: spaces), csv: cell separator (absent `,`)
+inputs[].assign@line str - 1..1 kv: key / value separator; absent `=`; `" "`: words alternate key and value
+inputs[].keys@line map - 1..64 kv and json (`a.b`: nested): `{"KEY": target}`
 inputs[].keys.*@line int,obj ! 0..255|$target channel id or target object
+inputs[].fields@line map - n:0..255 fields: `{"index": target}`
+inputs[].fields.*@line int,obj ! 0..255|$target channel id or target object
+inputs[].columns@line map - 1..64 csv: `{"column name": target}`
+inputs[].columns.*@line int,obj ! 0..255|$target channel id or target object
+inputs[].header@line list - 1..64 csv: fixed column names; absent: learned from a header line
+inputs[].header[] str ! 1..64 a column name
+inputs[].pattern@line str - 1..255 regex: pattern searched in each line; `(?P<name>...)` groups allowed
+inputs[].groups@line map - 1..32 regex: `{"group name or number": target}`
+inputs[].groups.*@line int,obj ! 0..255|$target channel id or target object
 inputs[].dps@tuya map ! n:1..255 `{"dpid": target}` Tuya datapoints
-inputs[].dps.*@tuya int,obj ! 0..255|$target channel id or target object
+inputs[].dps.*@tuya int,obj,list ! 0..255|1..8|$target channel id, target object, or a list of targets (slices of one DP)
+inputs[].dps.*[] int,obj ! 0..255|$target one target of the DP
+inputs[].protocol@tuya str - auto|normal|low_power protocol variant (docs/INPUTS.md 3.2); absent: auto
+inputs[].tz_offset_min@tuya int - -900..900 minutes added to UTC in the local time answered to the MCU; absent: 0
 inputs[].heartbeat_ms@tuya int 15000 1000..600000 heartbeat period once the MCU answers
 inputs[].max_len@tuya int 256 16..1024 largest frame data accepted
 inputs[].slave@modbus int ! 1..247 Modbus slave address
@@ -95,7 +116,8 @@ inputs[].reads[].fn int 3 3|4 3 holding registers, 4 input registers
 inputs[].reads[].addr int 0 0..65535 first register
 inputs[].reads[].count int 1 1..125 registers read
 inputs[].reads[].map map ! n:0..65535 `{"register": target}` inside the read
-inputs[].reads[].map.* int,obj ! 0..255|$target channel id or target object
+inputs[].reads[].map.* int,obj,list ! 0..255|1..16|$target channel id, target object, or a list of targets (bit fields of one register)
+inputs[].reads[].map.*[] int,obj ! 0..255|$target one target of the register
 inputs[].interval_ms@modbus int 1000 10..86400000 poll period
 inputs[].timeout_ms@modbus int 300 10..60000 reply timeout
 inputs[].retries@modbus int 2 0..10 retries after a timeout or busy reply
@@ -132,19 +154,29 @@ $i2c.scl int - 0..48 SCL GPIO
 $i2c.sda int - 0..48 SDA GPIO
 $i2c.freq int - 1000..1000000 clock in Hz
 $target.ch int ! 0..255 channel id
-$target.mul int 1 ..-1|1.. value = raw * mul // div
+$target.mul int 1 ..-1|1.. value = raw * mul // div (integer maths)
 $target.div int 1 ..-1|1.. see `mul`
-$target.scale@line int - 0..6 decimal places kept (`4.256` with scale 2 gives 425)
+$target.scale num - - value = raw * mul / div * scale + offset, in the channel's unit (docs/INPUTS.md 2.1)
+$target.offset num - - see `scale`
 $target.enum@line map - 1..16 text values to integers `{"OPEN": 1}`
 $target.enum.*@line int ! - integer for the label
 $target.map@tuya map - 1..64 string DP labels to integers
 $target.map.*@tuya int ! - integer for the label
-$target.raw@tuya obj - - where a number sits in a raw DP
-$target.raw.offset@tuya int 0 0..255 byte offset
-$target.raw.size@tuya int 4 1|2|4 bytes, big-endian
-$target.raw.signed@tuya bool false - two's complement
-$target.type@modbus str "u16" u16|i16|u32|i32 register word type
-$target.swap@modbus bool false - 32-bit values: low word first
+$target.slice@tuya obj - $slice a value taken from the DP's bytes (docs/INPUTS.md 2.2)
+$target.raw@tuya obj - $slice older name of `slice`
+$target.type@modbus str - u16|i16|u32|i32|u64|i64|f32|f64 register value type (docs/INPUTS.md 2.2); absent: u16
+$target.swap@modbus bool,str - none|byte|word|word_byte byte order; true: word (low word first)
+$target.bits@modbus list - 2 bit field `[lowest bit, count]`
+$target.bits[] int ! 0..63 -
+$target.bit@modbus int - 0..63 one bit
+$slice.offset int - 0..1023 byte offset in the DP value; absent: 0
+$slice.type str - u8|i8|u16|i16|u24|i24|u32|i32|u64|i64|f32|f64 value type; absent: u32
+$slice.swap bool,str - none|byte|word|word_byte byte order
+$slice.bits list - 2 bit field `[lowest bit, count]`
+$slice.bits[] int ! 0..63 -
+$slice.bit int - 0..63 one bit
+$slice.size int - 1|2|4 older form: bytes, big-endian
+$slice.signed bool - - older form: two's complement
 """,
     """
 store obj {} - the flash store (docs/FORMAT.md)
@@ -158,7 +190,7 @@ batch.max_readings int 100 1..1000 readings per batch
 batch.linger_ms int 200 0..600000 wait this long for a batch to fill
 sim obj {} - the simulated fridge (unix, no `inputs`)
 sim.enabled bool false - run the simulated fridge when `inputs` is empty (the `unix-sim` board and `edgectl demo` set it); never on by default, so a board with no inputs never sends made-up readings
-sim.rate_hz int 50 0..100000 readings per second
+sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator at up to 10^6)
 sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit
 sim.seed int 1 0.. random seed
@@ -168,7 +200,7 @@ clock.ntp_host str - 1..253 NTP server; absent: pool.ntp.org
 clock.synced_at_ms int,null null 0.. unix only: NTP succeeds this long after start
 consent obj - - consent updates (docs/CONSENT.md)
 consent.key hex - 32..128 update signing key; absent (and no `key_file`): unsigned updates
-consent.key_file str - 1..255 file holding the key in hex
+consent.key_file file - 1..255 file holding the key in hex
 consent.local_dir str - 1..255 directory of the consent state; default: the store's
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
 """,
@@ -260,9 +292,11 @@ def _is_name(v):
 def _is_type(v, t):
     if t == "int":
         return isinstance(v, int) and not isinstance(v, bool)
+    if t == "num":
+        return (isinstance(v, int) or isinstance(v, float)) and not isinstance(v, bool)
     if t == "bool":
         return isinstance(v, bool)
-    if t == "str":
+    if t in ("str", "file"):
         return isinstance(v, str)
     if t == "name":
         return _is_name(v)
@@ -286,8 +320,10 @@ def _is_type(v, t):
 
 _WHAT = {
     "int": "an integer",
+    "num": "a number",
     "bool": "true or false",
     "str": "a string",
+    "file": "a file path on the board",
     "name": "a name (1-64 letters, digits, '_' or '-')",
     "topic": "a topic level (no '/', '+' or '#')",
     "hex": "hex digits",
@@ -481,8 +517,9 @@ class _Checker:
     def obj(self, v, spath, key, kind, fill):
         kids = self.kids(spath)
         trow = kids.get("type")
-        if trow is not None and trow[0][4] is None:
-            # the input's type decides its other keys: check it first, alone if it is bad
+        if trow is not None and trow[0][4] is None and trow[0][2] == "!":
+            # a required `type` (an input's) decides its other keys: check it first, alone if
+            # it is bad (an optional `type`, a value layout's, is an ordinary key)
             trow = trow[0]
             kind = v.get("type")
             if kind is None or not _in_range(kind, trow[3]):
@@ -540,26 +577,37 @@ def _target_ch(t):
     return t
 
 
+def _add(out, key, t):
+    if isinstance(t, list):  # several targets of one DP / register
+        for j in range(len(t)):
+            out.append(("%s[%d]" % (key, j), t[j]))
+    else:
+        out.append((key, t))
+
+
 def _targets(spec):
     """(key suffix, target) of every channel an input writes."""
-    out = []
-    for m in ("keys", "dps"):
+    out = []  # type: list
+    for m in ("keys", "dps", "fields", "columns", "groups"):
         d = spec.get(m)
         if isinstance(d, dict):
             for k in d:
-                out.append(("%s.%s" % (m, k), d[k]))
+                _add(out, "%s.%s" % (m, k), d[k])
     reads = spec.get("reads")
     if isinstance(reads, list):
         for i in range(len(reads)):
             d = reads[i].get("map") if isinstance(reads[i], dict) else None
             if isinstance(d, dict):
                 for k in d:
-                    out.append(("reads[%d].map.%s" % (i, k), d[k]))
+                    _add(out, "reads[%d].map.%s" % (i, k), d[k])
     ch = spec.get("channels")
     if isinstance(ch, dict):
         for k in ch:
             out.append(("channels." + k, ch[k]))
     return out
+
+
+_WORDS = {"u32": 2, "i32": 2, "f32": 2, "u64": 4, "i64": 4, "f64": 4}
 
 
 def _modbus_windows(c, spec, key):
@@ -573,8 +621,11 @@ def _modbus_windows(c, spec, key):
         addr = rd.get("addr", 0)
         count = rd.get("count", 1)
         for k in rd["map"]:
-            t = rd["map"][k]
-            words = 2 if isinstance(t, dict) and t.get("type") in ("u32", "i32") else 1
+            ts = rd["map"][k] if isinstance(rd["map"][k], list) else [rd["map"][k]]
+            words = 1
+            for t in ts:
+                typ = t.get("type") if isinstance(t, dict) else None
+                words = max(words, _WORDS.get(str(typ), 1))
             try:
                 reg = int(k)
             except ValueError:

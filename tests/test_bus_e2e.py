@@ -26,12 +26,14 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
         {"id": i, "name": "ch%d" % i, "category": "essential"} for i in (1, 5, 10, 11, 20, 22)
     ]
     channels[0]["deadband"] = 0  # report changes only: the repeated T=4.25 is suppressed
+    channels[0]["decimals"] = 2
+    channels[0]["unit"] = "°C"
     inputs = [
         {
             "type": "line",
             "uart": {"path": line.path},
             "keys": {
-                "T": {"ch": 1, "scale": 2},
+                "T": 1,
                 "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
             },
         },
@@ -86,6 +88,9 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
             }
             col.wait_for(lambda c: want <= {(r[4], r[5]) for r in c.readings}, 10)
             got = [(r[4], r[5]) for r in col.readings if r[0] == DEVICE]
+            # the retained meta message carried what channel 1's integers mean
+            col.wait_for(lambda c: DEVICE in c.channels, 10)
+            meta = col.channels[DEVICE]
         finally:
             col.stop()
             for s in servers:
@@ -96,3 +101,5 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
     assert got.count((1, 425)) == 1  # deadband suppressed the repeat
     assert mcu.cmds[:5] == [0x00, 0x01, 0x02, 0x03, 0x08]
     assert slave.requests >= 1
+    assert meta[1] == {"name": "ch1", "category": "essential", "unit": "°C", "decimals": 2}
+    assert meta[5]["unit"] is None and meta[5]["decimals"] == 0

@@ -50,12 +50,13 @@ def test_line_tuya_and_modbus_from_ptys(tmp_path):
     servers = [serve(mcu, tuya), serve(slave, meter)]
     cfg = {
         "board": "unix-sim",
+        "channels": [{"id": 1, "name": "t_cC", "category": "essential", "decimals": 2}],
         "inputs": [
             {
                 "type": "line",
                 "uart": {"path": line.path},
                 "keys": {
-                    "T": {"ch": 1, "scale": 2},
+                    "T": 1,
                     "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
                 },
             },
@@ -114,5 +115,13 @@ def test_line_tuya_and_modbus_from_ptys(tmp_path):
     assert not [r for r in mb if r[0] == 23]
     s = stats["inputs[2]"]
     assert s["timeout"] >= 1 and s["exception"] >= 1 and s["accepted"] >= 2, s
-    assert stats["inputs[0]"]["unknown_key"] == 0 and stats["inputs[0]"]["no_value"] >= 1
+    line_st = stats["inputs[0]"]
+    assert "unknown_key" not in line_st and line_st["no_value"] >= 1  # zero counters left out
+    for i in range(3):  # every byte each input read is accounted for
+        b = stats["inputs[%d]" % i]["bytes"]
+        assert (
+            b["fed"] == b["decoded"] + b["unhandled"] + b["rejected"] + b["garbage"] + b["pending"]
+        ), b
+    # the line break goes with its line; "BAD" is rejected
+    assert line_st["bytes"]["decoded"] == len(b"T=4.25;DOOR=OPEN\nT=-1.5;\n")
     assert stats["inputs[1]"]["accepted"] >= 2

@@ -100,7 +100,7 @@ def test_cut_deploy_is_detected_and_repaired(vboard, tmp_path, monkeypatch, caps
     assert dp.MANIFEST not in files and any(p.endswith(dp.TMP_SUFFIX) for p in files)
     monkeypatch.setattr(dp.Board, "write", real_write)
 
-    rep = dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None)
+    rep = dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None, network=False)
     assert rep.repaired and rep.selftest["ok"], rep
     files = board_files(vboard)
     want = dp.build_files(dp.compiler_for(2822), dev, dp.board_file("unix-sim"))
@@ -116,14 +116,14 @@ def test_stale_source_that_would_shadow_is_removed(vboard, tmp_path):
     vboard.mpremote("mkdir", ":lib", check=False)
     vboard.mpremote("mkdir", ":lib/edge")
     vboard.mpremote("fs", "cp", str(stale), ":lib/edge/codec.py")
-    rep = dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None)
+    rep = dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None, network=False)
     assert "/lib/edge/codec.py" in rep.removed and rep.selftest["ok"]
     assert "codec.mpy" in vboard.mpremote("exec", "import edge.codec;print(edge.codec.__file__)")
 
 
 def test_incomplete_deploy_main_refuses_to_start(vboard, tmp_path):
     dev = device_json(tmp_path)
-    dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None)
+    dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None, network=False)
     vboard.mpremote("rm", ":.deploy.json")
     out = vboard.mpremote("exec", "exec(open('/main.py').read())")
     assert "incomplete deploy" in out

@@ -112,7 +112,7 @@ BROKEN = [
     (
         "line key too long",
         "inputs[1]",
-        {"type": "line", "uart": "appliance", "keys": {"K" * 20: 1}},
+        {"type": "line", "uart": "appliance", "keys": {"K" * 70: 1}},
         "inputs[1].keys",
     ),
     (

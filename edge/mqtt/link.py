@@ -55,7 +55,7 @@ def make_client(cfg, max_packet):
 class Link:
     """Owns the connection life cycle of `client`; `run()` is the supervisor task.
     subscriptions: [(topic filter, qos)] made on every new session; birth: coroutine function
-    that publishes the birth message (the retained `online` status)."""
+    that publishes the birth messages (the retained `online` status and channel metadata)."""
 
     def __init__(self, client, cfg, subscriptions, birth, log):
         self.client = client

@@ -13,23 +13,13 @@ from pathlib import Path
 
 from edge import board as edge_board
 from edge import schema
-from host_tools.errors import ToolError
+from host_tools.errors import ToolError, read_json_object
 from host_tools.paths import board_file
 
 
 def read_config(path: Path) -> dict:
     """The device config JSON; ToolError naming the file and the JSON error's position."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ToolError(f"cannot read device config {path}: {e.strerror}") from None
-    try:
-        cfg = json.loads(text)
-    except ValueError as e:
-        raise ToolError(f"device config {path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ToolError(f"device config {path} must hold a JSON object")
-    return cfg
+    return read_json_object(path, "device config")
 
 
 def problems(cfg: dict, board: dict | None = None) -> list[str]:
@@ -53,6 +43,21 @@ def problems(cfg: dict, board: dict | None = None) -> list[str]:
     return schema.check(cfg, effective, False)
 
 
+def referenced_files(cfg: dict) -> list[tuple[str, str]]:
+    """(key, board path) of every config key of schema type `file` that is set, in table
+    order: the files the agent will open (TLS certificates, the consent key)."""
+    out = []
+    for row in schema.rows():
+        if "file" not in row[1]:
+            continue
+        v: object = cfg
+        for part in row[0].split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if isinstance(v, str):
+            out.append((row[0], v))
+    return out
+
+
 def check_file(path: Path, board: dict | None = None) -> dict:
     """The checked config with defaults filled in; ToolError listing every problem."""
     cfg = read_config(path)
@@ -74,7 +79,10 @@ name, and every problem is reported at once (exit 2).
 Notation: `a.b` is key `b` inside object `a`; `a[]` is an item of list `a`; `a.*` is any key of
 map `a`; a key marked *(line, tuya)* exists only in inputs of those types. **Default**: filled in
 when the key is absent; *required*: must be given; *optional*: no default, absence has the
-meaning given. **Range**: `lo..hi` bounds a number, or the length of a string or list.
+meaning given. **Range**: `lo..hi` bounds a number, or the length of a string or list. Type
+**file**: a path on the board; `edgectl deploy` copies `/secrets/NAME` from the `secrets/`
+directory beside the device config and stops, naming the key, when that file is missing or the
+path is not under `/secrets/` (docs/DEPLOY.md 4).
 """
 
 _TAIL = """

@@ -152,8 +152,7 @@ def main():
         int(batch),
         int(window),
         workdir,
-        # forward mode appends directly (the simulator is not polled): any valid rate will do
-        100000 if mode == "forward" else 20000,
+        1000000 if mode == "forward" else 20000,
     )
     agent = Agent(cfg, load_hal(), out=quiet)
     try:

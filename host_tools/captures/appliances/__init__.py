@@ -16,12 +16,13 @@ from host_tools.captures.appliances.framing import (
 from host_tools.captures.appliances.line import LineAppliance, fridge_lines
 from host_tools.captures.appliances.link import Pty, SerialLink, Server, serve
 from host_tools.captures.appliances.modbus import ModbusSlave
-from host_tools.captures.appliances.tuya import TuyaMCU
+from host_tools.captures.appliances.tuya import LowPowerSensor, TuyaMCU
 
 __all__ = [
     "FAULT_KINDS",
     "Faults",
     "LineAppliance",
+    "LowPowerSensor",
     "ModbusSlave",
     "Pty",
     "SerialLink",
