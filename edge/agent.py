@@ -128,10 +128,12 @@ class Agent:
             self.fwd.on_puback(pid)
 
     def _on_message(self, topic, payload):
+        # topic and payload are views into the receive buffer, valid during the call; the
+        # owner's answer (False: no room) is the client's backpressure (docs/MQTT.md 2)
         if topic == self.fwd.ack_topic:
             self.fwd.on_ack(payload)  # end-to-end acks (docs/MQTT.md 4)
-        else:
-            self.cmds.on_message(topic, payload)  # cmd/# is the only other subscription
+            return True
+        return self.cmds.on_message(topic, payload)  # cmd/# is the only other subscription
 
     async def _birth(self):
         """The birth messages of every new session: the retained status, then the retained

@@ -24,12 +24,12 @@ _RETAINED_WAIT_S = 0.5
 def load_key(path: str) -> bytes:
     """Read a per-device key file: hex digits (at least 32), whitespace ignored."""
     try:
-        with open(path) as f:
-            text = "".join(f.read().split())
+        with open(path, "rb") as f:
+            raw = f.read(4096)
     except OSError as e:
         raise ToolError(f"cannot read key file {path}: {e}") from e
     try:
-        key = binascii.unhexlify(text)
+        key = binascii.unhexlify(b"".join(raw.split()))
     except (binascii.Error, ValueError) as e:
         raise ToolError(f"key file {path} must hold hex digits: {e}") from e
     if len(key) < 16:
