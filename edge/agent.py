@@ -35,7 +35,7 @@ def _no_input_stats():
     return {}
 
 
-def _check_sources(cfg):
+def check_sources(cfg):
     """A board must never send made-up readings because its inputs are missing: no inputs
     and no simulator asked for is a config error, raised before anything touches flash."""
     if not cfg.get("inputs") and not cfg["sim"].get("enabled"):
@@ -64,7 +64,7 @@ class Agent:
         self.hal = hal
         self.out = out
         self.stats_skipped = 0
-        _check_sources(cfg)
+        check_sources(cfg)
         self.categories = config.category_ids(cfg)
         self.chan_cat = {}
         for ch in cfg["channels"]:
