@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "host_tools.board.vboard",
     "host_tools.board.logs",
     "host_tools.backend.provision",
+    "host_tools.backend.subject",
     "host_tools.captures.capture",
     "host_tools.captures.convert",
     "host_tools.captures.replay_command",
