@@ -258,6 +258,7 @@ def test_selftest_on_an_esp32_brings_up_wifi_first(
         "board": "esp32-generic",
         "mqtt": {"host": "127.0.0.1", "port": broker.port},
         "store": {"path": str(tmp_path / "store")},
+        "sim": {"enabled": True},  # no appliance here: the inputs check passes on the simulator
     }
     if wifi:
         cfg["wifi"] = wifi
