@@ -103,7 +103,7 @@ def _check_update(agent, doc):
     except ValueError:
         raise ValueError("'sha256' must be the bundle's SHA-256 as 64 hex digits")
     topic = doc.get("topic")
-    root = agent.prefix + "/"
+    root = agent.cfg["mqtt"]["prefix"] + "/"
     if (
         not isinstance(topic, str)
         or not topic.startswith(root)

@@ -156,12 +156,12 @@ class Updater:
             if not client.connected.is_set():
                 await asyncio.sleep_ms(200)
                 continue
-            if conn != a.reconnects or stalled >= _STALL_MS:
+            if conn != a.link.stats["sessions"] or stalled >= _STALL_MS:
                 # a new session, or silence: subscribe again to what we wait for; MQTT 3.8.4
                 # re-sends the retained message of a filter that is subscribed again
-                if conn == a.reconnects:
+                if conn == a.link.stats["sessions"]:
                     self.stats["resubscribes"] += 1
-                conn = a.reconnects
+                conn = a.link.stats["sessions"]
                 stalled = 0
                 self.subscribed = {}
             try:
