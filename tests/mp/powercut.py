@@ -13,11 +13,11 @@ import sys
 import time
 
 import vfs
-from cutlib import abandon
+from cutlib import Hal, abandon
 
 from edge import codec, config
 from edge.hal.unix.flashdev import FlashDev
-from edge.store.store import Store
+from edge.store.store import SEG_FIRST, Store
 
 BLOCKS = 96  # 384 KiB: small, so quotas, eviction and block reuse happen within the workload
 CFG = config.load(
@@ -31,14 +31,6 @@ CFG = config.load(
     },
 )
 CATS = config.category_ids(CFG)  # the workload uses 0 (essential) and 1 (diagnostics)
-
-
-class Hal:
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
 
 
 HAL = Hal()
@@ -121,8 +113,8 @@ class Run:
             committed = self.appended[c][: len(self.appended[c]) - s.n]
             oldest = None
             for seg in s.segs:
-                if seg[1] >= 0:
-                    oldest = seg[1]
+                if seg[SEG_FIRST] >= 0:
+                    oldest = seg[SEG_FIRST]
                     break
             out.append(
                 set(q for q in committed if q > s.acked and oldest is not None and q >= oldest)
