@@ -429,7 +429,9 @@ def bench_deploy(args: argparse.Namespace | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="edge-bench-deploy-") as tmp:
         t = Path(tmp)
         dev = t / "device.json"
-        dev.write_text(json.dumps({"device_id": "bench-0001", "board": "unix-sim"}))
+        dev.write_text(
+            json.dumps({"device_id": "bench-0001", "board": "unix-sim", "sim": {"enabled": True}})
+        )
         proc = spawn(t / "ttyVB", t / "flash.img")
         try:
             kw = {"log": lambda m: None, "cache": t / "cache", "network": False}
