@@ -21,6 +21,7 @@ from edge.store.store import Store
 
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
+_REBOOT_DRAIN_MS = const(2000)  # before a reset: what is not acked yet is on flash anyway
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
 
@@ -131,6 +132,23 @@ class Agent:
         c.on_connect = self._on_connect
         c.on_puback = self._on_puback
         c.on_message = self._on_message
+        self.cmds.lifecycle = self._lifecycle
+        self.ota_root = None  # set by edge/main.py when the boot selector started us
+        self.ota = None  # boot state summary for the status (edge/ota/trial.py)
+        self.reboot = None  # why a reset was asked for; main() then ends early
+        self.updater = None  # the download of cmd/update while one runs (edge/ota/updater.py)
+
+    def request_reboot(self, why):
+        """End this run soon (what is committed stays on flash) and reset the board."""
+        self.reboot = why
+        self.sampling = False
+
+    def _lifecycle(self, name, doc):
+        # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
+        # and run), so they get it; imported on the first such command only (docs/OTA.md)
+        from edge.ota import remote
+
+        return remote.execute(self, name, doc)
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):
@@ -147,6 +165,10 @@ class Agent:
         # owner's answer (False: no room) is the client's backpressure (docs/MQTT.md 2)
         if topic == self.fwd.ack_topic:
             self.fwd.on_ack(payload)  # end-to-end acks (docs/MQTT.md 4)
+            return True
+        up = self.updater
+        if up is not None and up.owns(topic):
+            up.on_chunk(topic, payload)  # a chunk of cmd/update's bundle (edge/ota/updater.py)
             return True
         return self.cmds.on_message(topic, payload)  # cmd/# is the only other subscription
 
@@ -209,7 +231,7 @@ class Agent:
     # --- health ----------------------------------------------------------------------------
     def counters(self):
         st = self.store.stats
-        return {
+        d = {
             "sampled": self.sampled,
             "dropped_by_consent": sum(self.consent.stats["dropped"]),
             "appended": st["appended"],
@@ -226,6 +248,9 @@ class Agent:
             "tx_bytes": self.client.stats["tx_bytes"],
             "mqtt": self.mqtt_counters(),
         }
+        if self.ota is not None:
+            d["ota"] = self.ota  # slot, release, trial, last outcome (docs/OTA.md)
+        return d
 
     def mqtt_counters(self):
         c = self.client.stats
@@ -317,13 +342,18 @@ class Agent:
             tasks.append(asyncio.create_task(station.run(wd.add("wifi", self._wifi_down))))
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
+        if self.ota_root is not None:
+            from edge.ota import trial  # report the last trial; confirm this one (OTA.md 4)
+
+            watch = trial.start(self)
+            if watch is not None:
+                tasks.append(asyncio.create_task(watch))
         await self.sampler()
         self.fwd.flush = True  # no more readings come: send partial batches without linger
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
-        while (
-            not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < _DRAIN_TIMEOUT_MS
-        ):
+        drain = _REBOOT_DRAIN_MS if self.reboot else _DRAIN_TIMEOUT_MS
+        while not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < drain:
             await asyncio.sleep_ms(20)
         self.store.close()
         try:
