@@ -9,7 +9,7 @@ import sys
 
 from micropython import const
 
-from edge import clock, codec, config, meta, watchdog
+from edge import clock, codec, config, meta, net, watchdog
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
@@ -46,6 +46,19 @@ def check_sources(cfg):
         )
 
 
+def _station(cfg, hal, log):
+    """The Wi-Fi station (edge/net.py) of a board with a radio (its HAL can associate) and
+    credentials (config `wifi` or the provisioned secrets file); None otherwise: the network
+    is the host's, or left as boot.py set it up."""
+    if not hasattr(hal, "wifi_connect"):
+        return None
+    try:
+        creds = net.credentials(cfg)
+    except ValueError as e:
+        raise config.ConfigError(str(e)) from None
+    return None if creds is None else net.Station(hal, creds, log)
+
+
 def _sources(cfg, hal):
     """The data sources and their counters for the status: the configured inputs, else the
     simulated appliance (`sim.enabled`)."""
@@ -53,7 +66,7 @@ def _sources(cfg, hal):
         from edge import inputs
 
         sources = inputs.build(cfg, hal)
-        return sources, lambda: inputs.stats(sources)
+        return sources, lambda: inputs.health_stats(sources)
     from edge.sensors.simfridge import SimFridge
 
     return [SimFridge(cfg, hal)], _no_input_stats
@@ -89,6 +102,7 @@ class Agent:
         self.t0 = hal.ticks_ms()
         self.cmds = Commands(cfg, root, self.consent, self.store, c, hal, self.t0, self.log)
         self.sources, input_stats = _sources(cfg, hal)
+        self.station = _station(cfg, hal, self.log)
         self.sampled = 0
         self.unknown_channel = 0
         self.sampling = True
@@ -104,6 +118,7 @@ class Agent:
             self._clock_status,
             self.wd.status,
             self.log,
+            self.station.status if self.station is not None else None,
         )
         c.will = (self.health.topic, b'{"state":"offline"}', True)
         subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, "cmd", "#"), 1)]
@@ -289,6 +304,9 @@ class Agent:
     def _offline(self):
         return not self.client.connected.is_set()
 
+    def _wifi_down(self):
+        return not self.station.up.is_set()
+
     def _forwarder_parked(self):
         # waiting for the network, or for a window slot while batches are in flight
         return self._offline() or bool(self.fwd.count)
@@ -305,9 +323,12 @@ class Agent:
             gc.threshold(free // 4)
         wd = self.wd
         offline = self._offline
+        station = self.station
         tasks = [
-            # the link waits (connect timeout, backoff) only while offline: parked then
-            asyncio.create_task(self.link.run(wd.add("link", offline))),
+            # the link waits (no network, connect timeout, backoff) only while offline: parked
+            asyncio.create_task(
+                self.link.run(wd.add("link", offline), station.up if station else None)
+            ),
             # store -> batches -> PUBLISH
             asyncio.create_task(self.fwd.run(wd.add("forwarder", self._forwarder_parked))),
             # commands, replies and consent receipts
@@ -316,6 +337,10 @@ class Agent:
             asyncio.create_task(self.health.run(wd.add("health"))),  # retained status
             asyncio.create_task(self.clock.run(self.log, wd.add("clock"))),  # NTP
         ]
+        if station is not None:
+            # Wi-Fi: associate, watch, re-associate with backoff; only polls the radio and
+            # sleeps, so the sampler never waits on it (parked while not associated)
+            tasks.append(asyncio.create_task(station.run(wd.add("wifi", self._wifi_down))))
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
         if self.ota_root is not None:
