@@ -66,7 +66,7 @@ def _sources(cfg, hal):
         from edge import inputs
 
         sources = inputs.build(cfg, hal)
-        return sources, lambda: inputs.stats(sources)
+        return sources, lambda: inputs.health_stats(sources)
     from edge.sensors.simfridge import SimFridge
 
     return [SimFridge(cfg, hal)], _no_input_stats
