@@ -394,14 +394,16 @@ class Worker:
         with self.lock:
             self.counts["batches"] += 1
             self.counts["readings"] += n
-        if self.cfg.e2e_ack:
-            acks.setdefault(device, []).append((readings[0][0], readings[-1][0]))
         if not self._consented(device, category):
+            # not acknowledged either: a device in end-to-end mode keeps them and sends them
+            # again, so a receipt that arrives late (or a key fixed later) loses nothing
             with self.lock:
                 self.counts["refused"] += n
                 _bump(self.refused_by_category, category, n)
             self.note("consent", f"{device}/{category}: {n} readings the receipt does not grant")
             return
+        if self.cfg.e2e_ack:
+            acks.setdefault(device, []).append((readings[0][0], readings[-1][0]))
         boot = b["boot"] if b["flags"] & codec.FLAG_CLOCK_UNSYNCED else None
         now = int(time.time() * 1000)
         rows = [(device, s, ts, boot, category, ch, v, now) for s, ts, ch, v in readings]
