@@ -7,7 +7,7 @@ import os
 
 from micropython import const
 
-from edge import codec
+from edge import codec, wire
 from edge.consent import StaleVersion
 from edge.mqtt.client import MQTTError
 
@@ -35,9 +35,9 @@ class Commands:
         dev = cfg["device_id"]
         self.device = dev
         prefix = cfg["mqtt"]["prefix"]
-        self.topic_reply = codec.topic(prefix, dev, "reply", "")
-        self.topic_cmd = codec.topic(prefix, dev, "cmd", "")
-        self.topic_receipt = codec.topic(prefix, dev, "consent", "receipt")
+        self.topic_reply = codec.topic(prefix, dev, wire.T_REPLY, "")
+        self.topic_cmd = codec.topic(prefix, dev, wire.T_CMD, "")
+        self.topic_receipt = codec.topic(prefix, dev, wire.T_RECEIPT)
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
