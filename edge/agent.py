@@ -9,7 +9,7 @@ import sys
 
 from micropython import const
 
-from edge import clock, codec, config, meta, watchdog, wire
+from edge import clock, codec, config, meta, net, watchdog, wire
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
@@ -21,6 +21,7 @@ from edge.store.store import Store
 
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
+_REBOOT_DRAIN_MS = const(2000)  # before a reset: what is not acked yet is on flash anyway
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
 
@@ -45,6 +46,19 @@ def check_sources(cfg):
         )
 
 
+def _station(cfg, hal, log):
+    """The Wi-Fi station (edge/net.py) of a board with a radio (its HAL can associate) and
+    credentials (config `wifi` or the provisioned secrets file); None otherwise: the network
+    is the host's, or left as boot.py set it up."""
+    if not hasattr(hal, "wifi_connect"):
+        return None
+    try:
+        creds = net.credentials(cfg)
+    except ValueError as e:
+        raise config.ConfigError(str(e)) from None
+    return None if creds is None else net.Station(hal, creds, log)
+
+
 def _sources(cfg, hal):
     """The data sources and their counters for the status: the configured inputs, else the
     simulated appliance (`sim.enabled`)."""
@@ -52,7 +66,7 @@ def _sources(cfg, hal):
         from edge import inputs
 
         sources = inputs.build(cfg, hal)
-        return sources, lambda: inputs.stats(sources)
+        return sources, lambda: inputs.health_stats(sources)
     from edge.sensors.simfridge import SimFridge
 
     return [SimFridge(cfg, hal)], _no_input_stats
@@ -88,6 +102,7 @@ class Agent:
         self.t0 = hal.ticks_ms()
         self.cmds = Commands(cfg, root, self.consent, self.store, c, hal, self.t0, self.log)
         self.sources, input_stats = _sources(cfg, hal)
+        self.station = _station(cfg, hal, self.log)
         self.sampled = 0
         self.unknown_channel = 0
         self.sampling = True
@@ -103,6 +118,7 @@ class Agent:
             self._clock_status,
             self.wd.status,
             self.log,
+            self.station.status if self.station is not None else None,
         )
         c.will = (self.health.topic, b'{"state":"offline"}', True)
         subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_CMD, "#"), 1)]
@@ -116,6 +132,23 @@ class Agent:
         c.on_connect = self._on_connect
         c.on_puback = self._on_puback
         c.on_message = self._on_message
+        self.cmds.lifecycle = self._lifecycle
+        self.ota_root = None  # set by edge/main.py when the boot selector started us
+        self.ota = None  # boot state summary for the status (edge/ota/trial.py)
+        self.reboot = None  # why a reset was asked for; main() then ends early
+        self.updater = None  # the download of cmd/update while one runs (edge/ota/updater.py)
+
+    def request_reboot(self, why):
+        """End this run soon (what is committed stays on flash) and reset the board."""
+        self.reboot = why
+        self.sampling = False
+
+    def _lifecycle(self, name, doc):
+        # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
+        # and run), so they get it; imported on the first such command only (docs/OTA.md)
+        from edge.ota import remote
+
+        return remote.execute(self, name, doc)
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):
@@ -132,6 +165,10 @@ class Agent:
         # owner's answer (False: no room) is the client's backpressure (docs/MQTT.md 2)
         if topic == self.fwd.ack_topic:
             self.fwd.on_ack(payload)  # end-to-end acks (docs/MQTT.md 4)
+            return True
+        up = self.updater
+        if up is not None and up.owns(topic):
+            up.on_chunk(topic, payload)  # a chunk of cmd/update's bundle (edge/ota/updater.py)
             return True
         return self.cmds.on_message(topic, payload)  # cmd/# is the only other subscription
 
@@ -194,7 +231,7 @@ class Agent:
     # --- health ----------------------------------------------------------------------------
     def counters(self):
         st = self.store.stats
-        return {
+        d = {
             "sampled": self.sampled,
             "dropped_by_consent": sum(self.consent.stats["dropped"]),
             "appended": st["appended"],
@@ -211,6 +248,9 @@ class Agent:
             "tx_bytes": self.client.stats["tx_bytes"],
             "mqtt": self.mqtt_counters(),
         }
+        if self.ota is not None:
+            d["ota"] = self.ota  # slot, release, trial, last outcome (docs/OTA.md)
+        return d
 
     def mqtt_counters(self):
         c = self.client.stats
@@ -263,6 +303,9 @@ class Agent:
     def _offline(self):
         return not self.client.connected.is_set()
 
+    def _wifi_down(self):
+        return not self.station.up.is_set()
+
     def _forwarder_parked(self):
         # waiting for the network, or for a window slot while batches are in flight
         return self._offline() or bool(self.fwd.count)
@@ -279,9 +322,12 @@ class Agent:
             gc.threshold(free // 4)
         wd = self.wd
         offline = self._offline
+        station = self.station
         tasks = [
-            # the link waits (connect timeout, backoff) only while offline: parked then
-            asyncio.create_task(self.link.run(wd.add("link", offline))),
+            # the link waits (no network, connect timeout, backoff) only while offline: parked
+            asyncio.create_task(
+                self.link.run(wd.add("link", offline), station.up if station else None)
+            ),
             # store -> batches -> PUBLISH
             asyncio.create_task(self.fwd.run(wd.add("forwarder", self._forwarder_parked))),
             # commands, replies and consent receipts
@@ -290,15 +336,24 @@ class Agent:
             asyncio.create_task(self.health.run(wd.add("health"))),  # retained status
             asyncio.create_task(self.clock.run(self.log, wd.add("clock"))),  # NTP
         ]
+        if station is not None:
+            # Wi-Fi: associate, watch, re-associate with backoff; only polls the radio and
+            # sleeps, so the sampler never waits on it (parked while not associated)
+            tasks.append(asyncio.create_task(station.run(wd.add("wifi", self._wifi_down))))
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
+        if self.ota_root is not None:
+            from edge.ota import trial  # report the last trial; confirm this one (OTA.md 4)
+
+            watch = trial.start(self)
+            if watch is not None:
+                tasks.append(asyncio.create_task(watch))
         await self.sampler()
         self.fwd.flush = True  # no more readings come: send partial batches without linger
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
-        while (
-            not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < _DRAIN_TIMEOUT_MS
-        ):
+        drain = _REBOOT_DRAIN_MS if self.reboot else _DRAIN_TIMEOUT_MS
+        while not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < drain:
             await asyncio.sleep_ms(20)
         self.store.close()
         try:

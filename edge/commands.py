@@ -16,6 +16,7 @@ _OUTBOX_MAX = const(16)  # replies and receipts waiting for the connection
 _POLL_MS = const(200)  # local file hook and outbox retry period
 _LOCAL_CMD = "/local.cmd"  # unix hook for the appliance UI (docs/CONSENT.md 3)
 _LOCAL_REPLY = "/local.reply"
+_OTA_COMMANDS = ("update", "config", "config/get", "reboot")  # docs/OTA.md sections 7-8
 
 
 class Commands:
@@ -42,8 +43,17 @@ class Commands:
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
         self.event = asyncio.Event()
-        self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
+        self.stats = {
+            "commands": 0,
+            "rejected": 0,
+            "queue_full": 0,
+            "outbox_full": 0,
+            "foreign": 0,
+        }
         self.new_session = False
+        # cmd/update, config, config/get, reboot: a callable (name, doc) -> reply dict that
+        # raises ValueError, set by the composition root (edge/agent.py, edge/ota/remote.py)
+        self.lifecycle = None
         self._boot()
 
     # --- boot: finish a revocation a power cut interrupted, republish the receipt ----------
@@ -64,11 +74,15 @@ class Commands:
     def on_message(self, topic, payload):
         """MQTT callback (read loop): queue only; the command task executes. topic and payload
         are views into the receive buffer: copied here. False: no room (backpressure)."""
+        n = len(self.topic_cmd)
+        if len(topic) <= n or bytes(topic[:n]) != self.topic_cmd:
+            self.stats["foreign"] += 1  # e.g. a chunk of a finished update, still subscribed
+            return True
         if len(self.queue) >= _QUEUE_MAX:
             self.stats["queue_full"] += 1
             return False
-        name = bytes(topic[len(self.topic_cmd) :]) if len(topic) > len(self.topic_cmd) else b"?"
-        self.queue.append((name.decode(), bytes(payload)))
+        # the name is the rest of the topic after cmd/: "ping", "config/get"
+        self.queue.append((bytes(topic[n:]).decode(), bytes(payload)))
         self.event.set()
         return True
 
@@ -123,6 +137,8 @@ class Commands:
                 }
             elif name == "consent":
                 reply = self._consent(doc, source)
+            elif name in _OTA_COMMANDS and self.lifecycle is not None:
+                reply = self.lifecycle(name, doc)
             else:
                 raise ValueError("unknown command %r" % name)
         except StaleVersion as e:
@@ -181,6 +197,10 @@ class Commands:
         return r
 
     # --- output ----------------------------------------------------------------------------
+    def reply(self, name, doc):
+        """Queue a reply on reply/{name} outside a command (an update's progress or outcome)."""
+        self._queue(self.topic_reply + name, doc, False, -1)
+
     def _queue(self, topic, doc, retain, release):
         if len(self.outbox) >= _OUTBOX_MAX:
             self.outbox.pop(0)  # the oldest; receipts carry cumulative purged totals

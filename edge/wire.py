@@ -37,6 +37,7 @@ T_CMD = "cmd"  # cmd/{name}: commands in
 T_REPLY = "reply"  # reply/{name}: their replies
 T_RECEIPT = "consent/receipt"  # retained consent receipt
 T_ACK = "ack"  # end-to-end acknowledgements from the collector
+T_OTA = "ota"  # ota/...: retained update chunks (docs/OTA.md)
 
 
 # --- ticks: an ESP32's millisecond ticks wrap at 2^30 (MicroPython time.ticks_ms; the 64-bit

@@ -105,10 +105,11 @@ def acl_devices(prefix: str) -> str:
             f"pattern write {own}{wire.T_TELEMETRY}/+",
             f"pattern write {own}{wire.T_STATUS}",
             f"pattern write {own}{wire.T_META}",
-            f"pattern write {own}{wire.T_REPLY}/+",
+            f"pattern write {own}{wire.T_REPLY}/#",  # reply/config/get has two levels
             f"pattern write {own}{wire.T_RECEIPT}",
             f"pattern read {own}{wire.T_CMD}/#",
             f"pattern read {own}{wire.T_ACK}",
+            f"pattern read {own}{wire.T_OTA}/#",  # update chunks (docs/OTA.md 7)
             "",
         ]
     )
@@ -126,6 +127,7 @@ def acl_backend(prefix: str) -> str:
             "",
             f"user {OPS_USER}",
             f"topic readwrite {prefix}/+/{wire.T_CMD}/#",
+            f"topic readwrite {prefix}/+/{wire.T_OTA}/#",  # retained update chunks (edgectl update)
             f"topic read {prefix}/+/{wire.T_REPLY}/#",
             f"topic read {prefix}/+/{wire.T_RECEIPT}",
             f"topic read {prefix}/+/{wire.T_STATUS}",
