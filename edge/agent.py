@@ -266,6 +266,7 @@ class Agent:
             "resent_batches": f["resent_batches"],
             "e2e_acks": f["e2e_acks"],
             "unknown_acks": f["unknown_acks"],
+            "bad_acks": f["bad_acks"],
             "connect_failures": self.link.stats["connect_failures"],
             "auth_failures": self.link.stats["auth_failures"],
             "tls_failures": self.link.stats["tls_failures"],
