@@ -17,6 +17,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 
+from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.ingest import Delivery
@@ -63,9 +64,10 @@ class MqttSource:
         # (MQTT 3.1.1 section 3.8.4), so a collector that lost its document store relearns them
         root = f"{self.prefix}/+/"
         out = []
-        for s in ("t/+", "consent/receipt", "status", "meta", "reply/+"):
+        batches = wire.T_TELEMETRY + "/+"
+        for s in (batches, wire.T_RECEIPT, wire.T_STATUS, wire.T_META, wire.T_REPLY + "/+"):
             topic = root + s
-            if self.share_group and s == "t/+":
+            if self.share_group and s == batches:
                 topic = f"$share/{self.share_group}/{topic}"
             out.append((topic, 1))
         return out
