@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from edge import codec
 from host_tools.backend import e2e
@@ -48,6 +48,41 @@ class Delivery:
     topic: str
     payload: bytes
     token: Any = None
+
+
+class Source(Protocol):
+    """Where messages come from (docs/BACKEND.md 2): MqttSource today; a NATS JetStream durable
+    consumer implements the same methods."""
+
+    def start(self, deliver: Callable[[Delivery], None]) -> None: ...
+    def ack(self, token: Any) -> None: ...
+    def send(self, device: str, suffix: str, payload: bytes) -> None: ...
+    def pause(self) -> None: ...
+    def stop(self) -> None: ...
+    def alive(self) -> bool: ...
+
+
+class Sink(Protocol):
+    """Where readings go (docs/BACKEND.md 2, 3): SqliteSink today; a PostgreSQL sink keeps the
+    key (device, seq) and ON CONFLICT DO NOTHING. A transaction starts with the first write."""
+
+    def insert_readings(self, rows: list[tuple]) -> tuple[list[tuple], int, list[tuple]]: ...
+    def add_status(self, device: str, received_ms: int, doc_text: str) -> None: ...
+    def count_category(self, device: str, category: str) -> int: ...
+    def erase_category(self, device: str, category: str) -> int: ...
+    def ledger(
+        self,
+        device: str,
+        version: int,
+        event: str,
+        category: str,
+        seq: int | None,
+        readings: int,
+        action: str,
+        detail: dict | None = None,
+    ) -> bool: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
 
 
 class Refused(Exception):
@@ -147,7 +182,7 @@ class WorkerConfig:
 class Worker:
     """One worker thread over one source, one sink and one document store."""
 
-    def __init__(self, source, sink, docs, cfg: WorkerConfig) -> None:
+    def __init__(self, source: Source, sink: Sink, docs, cfg: WorkerConfig) -> None:
         self.source = source
         self.sink = sink
         self.docs = docs

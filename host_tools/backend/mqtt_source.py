@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -21,6 +22,11 @@ from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.ingest import Delivery
+
+
+def _not_started(d: Delivery) -> None:
+    raise RuntimeError("the source is not started")
+
 
 MAX_TOPIC = 200  # bytes; `{prefix}/{64-char id}/t/{64-char category}` fits with room
 
@@ -50,7 +56,7 @@ class MqttSource:
         # paho's client, known from the first callback: a kept session may deliver messages
         # (and the worker acknowledge them) before connect() has returned
         self._paho: mqtt.Client | None = None
-        self.deliver = None
+        self.deliver: Callable[[Delivery], None] = _not_started
         self.closing = threading.Event()
 
     @property
@@ -141,9 +147,9 @@ class QueueSource:
     def __init__(self) -> None:
         self.acked: list = []
         self.sent: list[tuple[str, str, bytes]] = []
-        self.deliver = None
+        self.deliver: Callable[[Delivery], None] = _not_started
 
-    def start(self, deliver) -> None:
+    def start(self, deliver: Callable[[Delivery], None]) -> None:
         self.deliver = deliver
 
     def put(self, topic: str, payload: bytes, token=None) -> None:
