@@ -81,6 +81,9 @@ class Sink(Protocol):
         action: str,
         detail: dict | None = None,
     ) -> bool: ...
+    def savepoint(self) -> None: ...
+    def release(self) -> None: ...
+    def rollback_to(self) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
 
@@ -310,14 +313,19 @@ class Worker:
         with self.db_lock:
             try:
                 for d in group:
+                    self.sink.savepoint()
                     try:
                         self._handle(d, acks, mirror)
                     except Refused as r:
+                        self.sink.rollback_to()
                         self._refuse(d, r)
                     except sqlite3.Error:
                         raise
                     except Exception as e:  # a bug or an input nobody foresaw: one message
+                        self.sink.rollback_to()  # nothing half-written of it stays
                         self.note("internal", f"{d.topic[:80]}: {type(e).__name__}: {e}")
+                    else:
+                        self.sink.release()
                 self.sink.commit()
             except sqlite3.Error:
                 self.sink.rollback()

@@ -116,6 +116,19 @@ class SqliteSink:
             except sqlite3.Error:
                 pass
 
+    def savepoint(self) -> None:
+        """Mark the start of one message's writes inside the group's transaction."""
+        self.begin()
+        self.db.execute("SAVEPOINT message")
+
+    def release(self) -> None:
+        self.db.execute("RELEASE message")
+
+    def rollback_to(self) -> None:
+        """Undo what the current message wrote (it failed half-way); the group goes on."""
+        self.db.execute("ROLLBACK TO message")
+        self.db.execute("RELEASE message")
+
     def close(self) -> None:
         self.rollback()
         self.db.close()
