@@ -51,9 +51,15 @@ class Forwarder:
         self.ack_timeout_ms = cfg["mqtt"].get("e2e_timeout_ms", 5000)
         self.max_readings = cfg["batch"]["max_readings"]
         self.linger_ms = cfg["batch"]["linger_ms"]
-        self.writer = codec.BatchWriter(
-            dev, codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN
-        )
+        if cfg["batch"]["format"] == 2:  # columns per channel (docs/FORMAT.md 3.8)
+            from edge.batchv2 import BatchWriter2
+
+            self.writer = BatchWriter2(dev, self.max_readings, cfg["batch"]["names"])
+        else:
+            self.writer = codec.BatchWriter(
+                dev,
+                codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN,
+            )
         self.cap = _Cap(self.writer)
         # the ring of sent batches, oldest first: preallocated, nothing allocated per batch
         self.r_pid = array("H", bytes(2 * _RING))

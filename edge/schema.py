@@ -188,6 +188,8 @@ store.total_bytes int 1572864 4096.. bytes all categories together may use
 batch obj {} - batching for MQTT
 batch.max_readings int 100 1..1000 readings per batch
 batch.linger_ms int 200 0..600000 wait this long for a batch to fill
+batch.format int 1 1..2 payload format (docs/FORMAT.md 3): 1 = fixed 11-byte entries; 2 = columns per channel (3.8), sent as format 1 when that is not smaller
+batch.names bool false - format 2: also name the device and category in the payload (the topic always does)
 sim obj {} - the simulated fridge (unix, no `inputs`)
 sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator at up to 10^6)
 sim.count int 0 0.. stop after this many readings; 0 = no limit

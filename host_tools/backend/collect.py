@@ -161,7 +161,9 @@ class Collector:
             return
         device, kind = parts[1], parts[2]
         if kind == "t":
-            self._on_batch(device, msg.payload)
+            # identity is the channel: the decoder refuses a payload naming another device or
+            # category, and takes them from here when it names none (docs/FORMAT.md 3.8.1)
+            self._on_batch(device, "/".join(parts[3:]), msg.payload)
             return
         try:
             doc = json.loads(msg.payload) if msg.payload else {}
@@ -178,9 +180,9 @@ class Collector:
             elif kind == "reply":
                 self.replies.append((device, parts[-1], doc))
 
-    def _on_batch(self, device: str, payload: bytes) -> None:
+    def _on_batch(self, device: str, category: str, payload: bytes) -> None:
         try:
-            batch = codec.decode_batch(payload)
+            batch = codec.decode_batch(payload, device, category)
         except (codec.FormatError, ValueError) as e:
             with self.lock:
                 self.counts["rejected"] += 1

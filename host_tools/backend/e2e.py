@@ -30,10 +30,10 @@ class AckingCollector(Collector):
         super().__init__(*args, **kwargs)
         self.counts["acks_sent"] = 0
 
-    def _on_batch(self, device: str, payload: bytes) -> None:
-        super()._on_batch(device, payload)
+    def _on_batch(self, device: str, category: str, payload: bytes) -> None:
+        super()._on_batch(device, category, payload)
         try:
-            batch = codec.decode_batch(payload)
+            batch = codec.decode_batch(payload, device, category)
         except (codec.FormatError, ValueError):
             return
         r = batch["readings"]
