@@ -144,6 +144,7 @@ $uart.name str - 1..32 a board UART whose keys this object overrides
 $uart.path str - 1..255 unix: the pty or tty
 $uart.id int - 0..2 ESP32: UART number
 $uart.feed str - 1..255 unix replay only: the capture file the replay HAL plays into this UART (docs/REPLAY.md)
+$uart.serve str - 1..255 unix replay only: the Modbus exchanges the replay HAL answers requests with (docs/REPLAY.md 3.1)
 $uart.tx int - 0..48 ESP32: TX GPIO
 $uart.rx int - 0..48 ESP32: RX GPIO
 $uart.baud int - 300..5000000 baud rate (board file: 9600)

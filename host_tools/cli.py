@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "host_tools.board.check",
     "host_tools.board.deploy",
     "host_tools.board.vboard",
+    "host_tools.board.logs",
     "host_tools.backend.provision",
     "host_tools.captures.capture",
     "host_tools.captures.convert",
