@@ -219,7 +219,11 @@ class Agent:
         zero, so a quiet device's status stays small (docs/SECURITY.md 2, docs/HEALTH.md)."""
         d = self.cmds.status()
         c = self.client.stats
-        for k, v in (("skipped", c["rx_skipped"]), ("stalls", c["rx_stalls"])):
+        for k, v in (
+            ("skipped", c["rx_skipped"]),
+            ("stalls", c["rx_stalls"]),
+            ("read_errors", c["rx_errors"]),
+        ):
             if v:
                 d[k] = v
         if self.restarts:

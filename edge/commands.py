@@ -100,16 +100,29 @@ class Commands:
             refuse = 1  # bad_name
         elif len(payload) > _PAYLOAD_MAX:
             refuse = 0  # too_large
-        if name == b"consent" and refuse is None:
-            if len(self.consents) >= _CONSENT_MAX:
-                self.stats["waits"] += 1
-                return False
-            self.consents.append(bytes(payload))
+        consent = name == b"consent" and refuse is None
+        if len(self.consents if consent else self.queue) >= (
+            _CONSENT_MAX if consent else _QUEUE_MAX
+        ):
+            self.stats["waits"] += 1
+            return False
+        copy = None
+        if refuse is None:
+            try:
+                copy = bytes(payload)
+            except MemoryError:
+                gc.collect()
+                try:
+                    copy = bytes(payload)
+                except MemoryError:
+                    if len(self.queue) >= _QUEUE_MAX:
+                        return False  # retried when the queue has room
+                    consent = False
+                    refuse = 5  # taken and answered "out of memory": never a dead reader
+        if consent:
+            self.consents.append(copy)
         else:
-            if len(self.queue) >= _QUEUE_MAX:
-                self.stats["waits"] += 1
-                return False
-            self.queue.append((name, None if refuse is not None else bytes(payload), refuse))
+            self.queue.append((name, copy, refuse))
         self.event.set()
         return True
 
@@ -196,6 +209,8 @@ class Commands:
             self._refuse(refuse)
             if refuse == 0:
                 raise ValueError("command larger than %d bytes refused unread" % _PAYLOAD_MAX)
+            if refuse == 5:
+                raise ValueError("out of memory: command refused unread")
             raise ValueError("command name must be 1-%d letters, digits, '_' or '-'" % _NAME_MAX)
         if name == b"consent" and not payload:
             raise ValueError("empty consent document ignored (a retained update was cleared)")

@@ -1,6 +1,9 @@
 # Replies and consent receipts on their way to the broker (docs/MQTT.md 2, docs/CONSENT.md 6).
 # Bounded: the command task stops taking commands while replies wait, so a flood of commands
 # backs up into the broker (docs/SECURITY.md 2) instead of growing this queue or losing replies.
+# Replies are QoS 0: they never wait for a PUBACK, because those come through the read loop,
+# which a full command queue holds (a QoS 1 reply could then wait for ever). The receipt is
+# QoS 1 and retained: the broker keeps it, and its PUBACK releases new grants.
 
 import asyncio
 import json
@@ -11,21 +14,21 @@ from edge.mqtt.client import MQTTError
 
 OUTBOX_MAX = const(8)  # replies waiting; commands are not executed while it is full
 _ROOM = const(4)  # extra room a consent reply may take beyond OUTBOX_MAX
-_SLOT_WAIT_MS = const(50)  # a full window is waited for this long, then commands run again
+_SLOT_WAIT_MS = const(20)  # a full window is waited for this long, then replies go first
 
 
 class Outbox:
-    """Publishes QoS 1 replies (FIFO) and the latest consent receipt (retained, before any
-    reply). `on_receipt_acked(version)` runs when the broker holds a receipt."""
+    """Publishes replies (FIFO, QoS 0) and the latest consent receipt (QoS 1, retained, before
+    any reply when the window has room). `on_receipt_acked(version)` runs when the broker
+    holds a receipt."""
 
     def __init__(self, client, log):
         self.client = client
         self.log = log
         self.replies = []  # [topic, payload bytes]
         self.receipt = None  # [topic, payload bytes, version]: only the latest matters
-        self.unacked = []  # [pid, item] in publish order, until the broker's PUBACK
+        self.unacked = None  # [pid, receipt item] until the broker's PUBACK
         self.on_receipt_acked = None
-        self.new_session = False
         self.stats = {"too_large": 0, "no_memory": 0}
 
     def waiting(self):
@@ -33,8 +36,8 @@ class Outbox:
         return ([self.receipt] if self.receipt is not None else []) + self.replies
 
     def busy(self):
-        """Something waits, or was published and has no PUBACK yet."""
-        return self.receipt is not None or bool(self.replies) or bool(self.unacked)
+        """Something waits, or a receipt was published and has no PUBACK yet."""
+        return self.receipt is not None or bool(self.replies) or self.unacked is not None
 
     def full(self):
         return len(self.replies) >= OUTBOX_MAX
@@ -52,58 +55,62 @@ class Outbox:
         self.receipt = [topic, json.dumps(doc).encode(), version]
 
     def on_puback(self, pid):
-        for i in range(len(self.unacked)):
-            if self.unacked[i][0] == pid:
-                item = self.unacked.pop(i)[1]
-                if len(item) == 3 and self.on_receipt_acked:
-                    # the broker holds the receipt: the newly granted categories may be sent
-                    self.on_receipt_acked(item[2])
-                return True
-        return False
+        u = self.unacked
+        if u is None or u[0] != pid:
+            return False
+        self.unacked = None
+        if self.on_receipt_acked:
+            # the broker holds the receipt: the newly granted categories may be sent
+            self.on_receipt_acked(u[1][2])
+        return True
 
     def on_connect(self):
-        self.new_session = True
+        """A new session: a receipt without its PUBACK goes again (unless a newer waits)."""
+        if self.unacked is not None:
+            if self.receipt is None:
+                self.receipt = self.unacked[1]
+            self.unacked = None
 
     async def send(self):
-        """Publish what waits, receipt first; returns when done, offline, or the window stayed
-        full for _SLOT_WAIT_MS (the caller then runs commands and calls again)."""
+        """Publish what waits; returns when done or offline (the caller runs commands and
+        calls again). The receipt waits for a window slot at most _SLOT_WAIT_MS per call."""
         c = self.client
-        if self.new_session:
-            # a new session: PUBACKs of the old one never come, so those go again
-            self.new_session = False
-            for _pid, item in self.unacked:
-                if len(item) == 3:
-                    if self.receipt is None:
-                        self.receipt = item
-                else:
-                    self.replies.insert(0, item)
-            self.unacked = []
-        while (self.receipt is not None or self.replies) and c.connected.is_set():
-            item = self.receipt if self.receipt is not None else self.replies[0]
+        if not c.connected.is_set():
+            return
+        if self.receipt is not None and self.unacked is None:
             try:
                 await asyncio.wait_for_ms(c.wait_slot(), _SLOT_WAIT_MS)
+                item = self.receipt
+                pid = self._publish(item, 1)
+                if pid is not None:
+                    self.unacked = [pid, item]
+                if pid is not False:
+                    self.receipt = None
             except asyncio.TimeoutError:
-                return
-            except MQTTError:
-                return
-            try:
-                # recorded before yielding: on loopback its PUBACK may be parsed next
-                pid = c.send_publish(item[0], item[1], 1, len(item) == 3)
-                self.unacked.append([pid, item])
-            except ValueError:
-                # larger than the packet buffer: it can never go; dropped and counted
-                self.stats["too_large"] += 1
-                self.log("outbox: %d-byte message dropped: too large" % len(item[1]))
-            except MemoryError:
-                self.stats["no_memory"] += 1
-                return
+                pass  # the window is full: the replies go first this time
             except (OSError, MQTTError):
-                return  # the connection went: sent again on the next session
-            if item is self.receipt:
-                self.receipt = None
-            else:
-                self.replies.pop(0)
+                return
+        while self.replies and c.connected.is_set():
+            if self._publish(self.replies[0], 0) is False:
+                return
+            self.replies.pop(0)
             try:
                 await c.drain()
             except (OSError, MQTTError):
-                return  # the link supervisor reconnects; unacked items are sent again
+                return  # a reply lost with its connection is not sent again (QoS 0)
+
+    def _publish(self, item, qos):
+        """The packet id (0 for QoS 0), None when the item was dropped (too large for the
+        packet buffer: it never could go), False when it must wait (no memory, offline)."""
+        try:
+            # recorded by the caller before yielding: on loopback its PUBACK may come next
+            return self.client.send_publish(item[0], item[1], qos, qos == 1)
+        except ValueError:
+            self.stats["too_large"] += 1
+            self.log("outbox: %d-byte message dropped: too large" % len(item[1]))
+            return None
+        except MemoryError:
+            self.stats["no_memory"] += 1
+            return False
+        except (OSError, MQTTError):
+            return False

@@ -146,6 +146,7 @@ class Client:
             "last_reject": "",
             "rx_skipped": 0,  # PUBLISHes too large for the receive buffer, read past
             "rx_stalls": 0,  # times the read loop waited for the consumer or the socket
+            "rx_errors": 0,  # read loops ended by an error in a callback (a bug)
         }
 
     async def _open(self, host, port):
@@ -444,6 +445,9 @@ class Client:
                     self.last_rx = time.ticks_ms()
         except (OSError, MQTTError):
             pass
+        except Exception:  # noqa: BLE001 - a failing callback must not leave a dead reader
+            # the connection is dropped (the link reconnects) rather than left unread
+            self.stats["rx_errors"] += 1
         self._close()
 
     # --- parser callbacks (no allocation on the PUBACK path) ------------------------------
