@@ -255,8 +255,10 @@ class Agent:
         stdout, so no line-sized string is allocated on a tight heap."""
         if self.out is print:
             sys.stdout.write(tag)
-            json.dump(doc, sys.stdout)
-            sys.stdout.write("\n")
+            try:
+                json.dump(doc, sys.stdout)
+            finally:
+                sys.stdout.write("\n")  # a line cut by MemoryError still ends
         else:
             self.out(tag + json.dumps(doc))
 

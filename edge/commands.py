@@ -19,6 +19,9 @@ from edge.outbox import Outbox
 
 _QUEUE_MAX = const(8)  # other commands waiting; when full, the broker holds the next one
 _CONSENT_MAX = const(4)  # consent updates waiting, applied in order before any other command
+# bytes each queue may hold: with the limits above, at most 4 KiB of the heap for commands
+# waiting, however they are sized (a full queue holds the broker back, like a full count)
+_QUEUE_BYTES = const(2048)
 _PAYLOAD_MAX = const(1024)  # bytes of a command; larger is refused without being parsed
 _NAME_MAX = const(24)  # bytes of a command name (the topic level after cmd/)
 _DEPTH_MAX = const(6)  # JSON nesting of a command (consent needs 2)
@@ -36,6 +39,16 @@ def _name_ok(name):
         if not (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c in b"_-"):
             return False
     return True
+
+
+def _held(q, consent):
+    """Payload bytes a queue holds."""
+    n = 0
+    for item in q:
+        p = item if consent else item[1]
+        if p is not None:
+            n += len(p)
+    return n
 
 
 class Commands:
@@ -101,8 +114,9 @@ class Commands:
         elif len(payload) > _PAYLOAD_MAX:
             refuse = 0  # too_large
         consent = name == b"consent" and refuse is None
-        if len(self.consents if consent else self.queue) >= (
-            _CONSENT_MAX if consent else _QUEUE_MAX
+        q = self.consents if consent else self.queue
+        if len(q) >= (_CONSENT_MAX if consent else _QUEUE_MAX) or (
+            q and _held(q, consent) + len(payload) > _QUEUE_BYTES
         ):
             self.stats["waits"] += 1
             return False
@@ -302,12 +316,8 @@ class Commands:
     def status(self):
         """The non-zero counters of the command path (status `inbound`)."""
         d = {}
-        refused = {}
-        for i, k in enumerate(_REFUSALS):
-            if self.refused[i]:
-                refused[k] = self.refused[i]
-        if refused:
-            d["refused"] = refused
+        if sum(self.refused):
+            d["refused"] = self.refused  # counts in the order of _REFUSALS (docs/HEALTH.md)
         for k in ("waits", "unanswered"):
             if self.stats[k]:
                 d[k] = self.stats[k]

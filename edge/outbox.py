@@ -6,13 +6,14 @@
 # QoS 1 and retained: the broker keeps it, and its PUBACK releases new grants.
 
 import asyncio
+import gc
 import json
 
 from micropython import const
 
 from edge.mqtt.client import MQTTError
 
-OUTBOX_MAX = const(8)  # replies waiting; commands are not executed while it is full
+OUTBOX_MAX = const(6)  # replies waiting; commands are not executed while it is full
 _ROOM = const(4)  # extra room a consent reply may take beyond OUTBOX_MAX
 _SLOT_WAIT_MS = const(20)  # a full window is waited for this long, then replies go first
 
@@ -92,6 +93,12 @@ class Outbox:
                 return
         while self.replies and c.connected.is_set():
             if self._publish(self.replies[0], 0) is False:
+                if c.connected.is_set():
+                    # no memory for it now: a reply is best effort (QoS 0), so it is dropped
+                    # and counted rather than holding every command behind it
+                    self.replies.pop(0)
+                    self.stats["no_memory"] += 1
+                    gc.collect()
                 return
             self.replies.pop(0)
             try:
