@@ -26,6 +26,8 @@ _PAYLOAD_MAX = const(1024)  # bytes of a command; larger is refused without bein
 _NAME_MAX = const(24)  # bytes of a command name (the topic level after cmd/)
 _DEPTH_MAX = const(6)  # JSON nesting of a command (consent needs 2)
 _POLL_MS = const(200)  # local file hook and outbox retry period
+_RETRY_MS = const(20)  # a consent update that met MemoryError is tried again this soon
+_RETRIES = const(100)  # ... this many times (2 s) before it is refused "out of memory"
 _LOCAL_CMD = "/local.cmd"  # unix hook for the appliance UI (docs/CONSENT.md 3)
 _LOCAL_REPLY = "/local.reply"
 # refusals counted by reason (status `inbound.refused`)
@@ -79,6 +81,9 @@ class Commands:
         self.refused = [0] * len(_REFUSALS)
         self.stats = {"commands": 0, "rejected": 0, "waits": 0, "unanswered": 0}
         self.polled = t0
+        self.receipt_due = None  # (purged, source, first_seq) of an applied update
+        self.retry = False  # execute(): the consent update met MemoryError, changed nothing
+        self.retries = 0
         self._boot()
 
     def register(self, name, handler):
@@ -96,6 +101,7 @@ class Commands:
                 n = self.store.purge(i)  # normally 0: leftovers of a cut before the purge
                 if n:
                     purged[name] = n
+                    c.purged_total[name] = c.purged_total.get(name, 0) + n
         if c.receipt is None or purged or c.receipt.get("version") != c.version:
             self._receipt(purged, "boot")
         else:
@@ -129,8 +135,11 @@ class Commands:
                 try:
                     copy = bytes(payload)
                 except MemoryError:
-                    if len(self.queue) >= _QUEUE_MAX:
-                        return False  # retried when the queue has room
+                    if consent or len(self.queue) >= _QUEUE_MAX:
+                        # a consent update is never refused for memory: the broker holds it
+                        # and the read loop offers it again in a moment
+                        self.stats["waits"] += 1
+                        return False
                     consent = False
                     refuse = 5  # taken and answered "out of memory": never a dead reader
         if consent:
@@ -187,8 +196,9 @@ class Commands:
 
     # --- execution -------------------------------------------------------------------------
     def execute(self, name, payload, source, refuse=None):
-        """Check and run one command (name bytes); returns the reply dict. Never raises: a
-        command that fails, in any way, is refused, counted and answered."""
+        """Check and run one command (name bytes); returns the reply dict, or None when a
+        consent update met MemoryError and is to be tried again (self.retry). Never raises:
+        a command that fails, in any way, is refused, counted and answered."""
         self.stats["commands"] += 1
         doc = None
         try:
@@ -212,6 +222,12 @@ class Commands:
         except MemoryError:
             doc = None
             gc.collect()
+            if name == b"consent" and source == "mqtt" and self.retries < _RETRIES:
+                # a consent update is never refused for memory while it can wait: the task
+                # tries it again (it changed nothing; an applied one owes only its receipt)
+                self.retries += 1
+                self.retry = True
+                return None
             self._refuse(5)
             reply = {"ok": False, "error": "out of memory"}
         if source != "local":
@@ -267,17 +283,30 @@ class Commands:
             raise
         first_seq = self.store.next_seq  # every reading from here on was gated by this version
         purged = {}
+        self.receipt_due = (purged, source, first_seq)  # owed from here on, whatever happens
         for cat in revoked:
-            purged[c.categories[cat]] = self.store.purge(cat)  # durable when it returns
+            name = c.categories[cat]
+            purged[name] = n = self.store.purge(cat)  # durable when it returns
+            c.purged_total[name] = c.purged_total.get(name, 0) + n
         self.store.save_cursor()
-        r = self._receipt(purged, source, first_seq)
-        return {"ok": True, "version": c.version, "grants": r["grants"], "purged": purged}
+        self._owed_receipt()
+        return {"ok": True, "version": c.version, "grants": c.grants(), "purged": purged}
+
+    def _owed_receipt(self):
+        """Queue the receipt of the update applied last; on MemoryError the task tries again
+        (the update is enforced already: only its receipt waits)."""
+        due = self.receipt_due
+        if due is None:
+            return
+        try:
+            self._receipt(due[0], due[1], due[2])
+            self.receipt_due = None
+        except MemoryError:
+            gc.collect()
 
     def _receipt(self, purged, source, first_seq=None):
         """Record the receipt with the state (second atomic write) and queue it, retained."""
         c = self.consent
-        for name in purged:
-            c.purged_total[name] = c.purged_total.get(name, 0) + purged[name]
         r = {
             "device": self.device,
             "version": c.version,
@@ -353,10 +382,18 @@ class Commands:
                 self.polled = now  # the local hook, also while commands keep coming
                 self._poll_local()
             while True:
+                self._owed_receipt()
                 item = self._next()
                 if item is None:
                     break
+                self.retry = False
                 self.execute(item[0], item[1], "mqtt", item[2])
+                if self.retry:
+                    self.consents.insert(0, item[1])  # first again, after a pause
+                    await asyncio.sleep_ms(_RETRY_MS)
+                    continue
+                if item[0] == b"consent":
+                    self.retries = 0
                 if hb is not None:
                     hb.beat()
             await self.out.send()

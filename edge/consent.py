@@ -269,12 +269,16 @@ class Consent:
         self.ts = now
         self.issued = doc.get("ts")
         self.source = source
-        self.salt = self._rand(16)  # pseudonyms change with every version (issue 5.4)
+        self.salt = self._rand(16)  # pseudonyms change with every version (docs/CONSENT.md 7)
         try:
             self.save()
         except OSError as e:
             self.version, self.ingest, self.ts, self.issued, self.source, self.salt = old
             raise ConsentError("cannot persist consent state: %s" % e) from None
+        except MemoryError:
+            # nothing changed: the caller retries the update once memory is free
+            self.version, self.ingest, self.ts, self.issued, self.source, self.salt = old
+            raise
         for i in revoked:
             self.allowed[i] = False  # the forwarder stops at once; grants wait for release()
         self.stats["updates"] += 1

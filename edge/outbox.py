@@ -33,7 +33,7 @@ class Outbox:
         self.stats = {"too_large": 0, "no_memory": 0}
 
     def waiting(self):
-        """What waits to be published, receipt first ([topic, payload, ...] items)."""
+        """What waits to be published, receipt first ([topic, payload or document, ...])."""
         return ([self.receipt] if self.receipt is not None else []) + self.replies
 
     def busy(self):
@@ -52,8 +52,10 @@ class Outbox:
         self.replies.append([topic, json.dumps(doc).encode()])
 
     def put_receipt(self, topic, doc, version):
-        """The latest receipt replaces one not yet sent: receipts carry cumulative totals."""
-        self.receipt = [topic, json.dumps(doc).encode(), version]
+        """The latest receipt replaces one not yet sent: receipts carry cumulative totals.
+        Kept as the document and encoded when it goes, so running out of memory delays a
+        receipt (retried) but never loses it."""
+        self.receipt = [topic, doc, version]
 
     def on_puback(self, pid):
         u = self.unacked
@@ -81,10 +83,16 @@ class Outbox:
         if self.receipt is not None and self.unacked is None:
             try:
                 await asyncio.wait_for_ms(c.wait_slot(), _SLOT_WAIT_MS)
-                item = self.receipt
+                r = self.receipt
+                try:
+                    item = [r[0], json.dumps(r[1]).encode(), r[2]]
+                except MemoryError:
+                    self.stats["no_memory"] += 1
+                    gc.collect()
+                    return  # retried on the next call
                 pid = self._publish(item, 1)
                 if pid is not None:
-                    self.unacked = [pid, item]
+                    self.unacked = [pid, r]  # the document: sent again after a reconnect
                 if pid is not False:
                     self.receipt = None
             except asyncio.TimeoutError:
@@ -118,6 +126,7 @@ class Outbox:
             return None
         except MemoryError:
             self.stats["no_memory"] += 1
+            gc.collect()  # the next call retries (a receipt is never dropped)
             return False
         except (OSError, MQTTError):
             return False

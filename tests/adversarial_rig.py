@@ -162,7 +162,7 @@ def start_agent(port: int, heap: str = "512K", **over) -> AgentProcess:
             "seconds": over.pop("seconds", 60),
         },
         batch={"linger_ms": 50},
-        status_ms=1000,
+        status_ms=over.pop("status_ms", 5000),
         **over,
     )
     return AgentProcess(cfg, heap=heap).start()

@@ -5,6 +5,7 @@ its figures (`ADV name: ...`), which the before/after table of docs/SECURITY.md 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import threading
@@ -26,6 +27,7 @@ pytestmark = [
     pytest.mark.skipif(not broker_mod.mosquitto_path(), reason="needs mosquitto"),
 ]
 REVOKE_S = 5.0  # every revocation applied and receipted within 5 s of arriving
+PROPERTY_HEADROOM = int(os.environ.get("EDGE_ADV_HEADROOM_KIB", "96")) * 1024
 
 
 class Scene:
@@ -157,13 +159,13 @@ def test_c_retained_commands_straddling_the_buffer_end_keep_the_link(scene):
     assert len(s.obs.replies("ping")) >= 1 and len(s.obs.replies("x1")) >= 1
 
 
-def _tight_heap(micropython, tmp_path, monkeypatch) -> str:
+def _tight_heap(micropython, tmp_path, monkeypatch, headroom: int = 48 * 1024) -> str:
     """code footprint (precompiled, as a device carries it) + 48 KiB, the documented heap."""
     from tests.test_forward import _mpy_tree
 
     tree = _mpy_tree(micropython, str(tmp_path / "lib"))
     monkeypatch.setattr("host_tools.paths.edge_root", lambda: tree)
-    return str(code_heap(micropython, tree) + 48 * 1024)
+    return str(code_heap(micropython, tree) + headroom)
 
 
 def test_d_nested_json_at_the_documented_heap(scene, micropython, tmp_path, monkeypatch):
@@ -346,7 +348,7 @@ def test_property_random_hostile_traffic_never_stops_a_revocation(
     retained.append(("cmd/big", "b" * 5000))
     retained.append(("cmd/deep", "[" * 500))
     s = scene(
-        heap=_tight_heap(micropython, tmp_path, monkeypatch),
+        heap=_tight_heap(micropython, tmp_path, monkeypatch, PROPERTY_HEADROOM),
         retained=retained,
         seconds=3600,
         rate_hz=50,
