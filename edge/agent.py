@@ -21,6 +21,7 @@ from edge.store.store import Store
 
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
+_REBOOT_DRAIN_MS = const(2000)  # before a reset: what is not acked yet is on flash anyway
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
 
@@ -35,7 +36,7 @@ def _no_input_stats():
     return {}
 
 
-def _check_sources(cfg):
+def check_sources(cfg):
     """A board must never send made-up readings because its inputs are missing: no inputs
     and no simulator asked for is a config error, raised before anything touches flash."""
     if not cfg.get("inputs") and not cfg["sim"].get("enabled"):
@@ -64,7 +65,7 @@ class Agent:
         self.hal = hal
         self.out = out
         self.stats_skipped = 0
-        _check_sources(cfg)
+        check_sources(cfg)
         self.categories = config.category_ids(cfg)
         self.chan_cat = {}
         for ch in cfg["channels"]:
@@ -118,6 +119,23 @@ class Agent:
         c.on_message = self._on_message
         c.on_skipped = self.cmds.on_skipped  # too large to read: only commands get answers
         self.restarts = {}  # task name -> times it died and was started again
+        self.cmds.lifecycle = self._lifecycle
+        self.ota_root = None  # set by edge/main.py when the boot selector started us
+        self.ota = None  # boot state summary for the status (edge/ota/trial.py)
+        self.reboot = None  # why a reset was asked for; main() then ends early
+        self.updater = None  # the download of cmd/update while one runs (edge/ota/updater.py)
+
+    def request_reboot(self, why):
+        """End this run soon (what is committed stays on flash) and reset the board."""
+        self.reboot = why
+        self.sampling = False
+
+    def _lifecycle(self, name, doc):
+        # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
+        # and run), so they get it; imported on the first such command only (docs/OTA.md)
+        from edge.ota import remote
+
+        return remote.execute(self, name, doc)
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):
@@ -130,9 +148,14 @@ class Agent:
             self.fwd.on_puback(pid)
 
     def _on_message(self, topic, payload):
-        """Views into the receive buffer; False (no room) holds the PUBLISH (backpressure)."""
+        # topic and payload are views into the receive buffer, valid during the call; the
+        # owner's answer (False: no room) is the client's backpressure (docs/MQTT.md 2)
         if topic == self.fwd.ack_topic:
             self.fwd.on_ack(payload)  # end-to-end acks (docs/MQTT.md 4)
+            return True
+        up = self.updater
+        if up is not None and up.owns(topic):
+            up.on_chunk(topic, payload)  # a chunk of cmd/update's bundle (edge/ota/updater.py)
             return True
         return self.cmds.on_message(topic, payload)  # cmd/# is the only other subscription
 
@@ -195,7 +218,7 @@ class Agent:
     # --- health ----------------------------------------------------------------------------
     def counters(self):
         st = self.store.stats
-        return {
+        d = {
             "sampled": self.sampled,
             "dropped_by_consent": sum(self.consent.stats["dropped"]),
             "appended": st["appended"],
@@ -213,6 +236,9 @@ class Agent:
             "tx_bytes": self.client.stats["tx_bytes"],
             "mqtt": self.mqtt_counters(),
         }
+        if self.ota is not None:
+            d["ota"] = self.ota  # slot, release, trial, last outcome (docs/OTA.md)
+        return d
 
     def inbound(self):
         """Every refusal and wait on the inbound path, and task restarts: only what is not
@@ -335,13 +361,18 @@ class Agent:
         ]
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
+        if self.ota_root is not None:
+            from edge.ota import trial  # report the last trial; confirm this one (OTA.md 4)
+
+            watch = trial.start(self)
+            if watch is not None:
+                tasks.append(asyncio.create_task(watch))
         await self.sampler()
         self.fwd.flush = True  # no more readings come: send partial batches without linger
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
-        while (
-            not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < _DRAIN_TIMEOUT_MS
-        ):
+        drain = _REBOOT_DRAIN_MS if self.reboot else _DRAIN_TIMEOUT_MS
+        while not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < drain:
             await asyncio.sleep_ms(20)
         self.store.close()
         try:

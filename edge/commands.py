@@ -30,16 +30,23 @@ _RETRY_MS = const(20)  # a consent update that met MemoryError is tried again th
 _RETRIES = const(100)  # ... this many times (2 s) before it is refused "out of memory"
 _LOCAL_CMD = "/local.cmd"  # unix hook for the appliance UI (docs/CONSENT.md 3)
 _LOCAL_REPLY = "/local.reply"
+_OTA_COMMANDS = ("update", "config", "config/get", "reboot")  # docs/OTA.md sections 7-8
 # refusals counted by reason (status `inbound.refused`)
 _REFUSALS = ("too_large", "bad_name", "too_deep", "not_json", "unknown", "no_memory", "error")
 
 
 def _name_ok(name):
-    if not 0 < len(name) <= _NAME_MAX:
+    """1-24 letters, digits, '_', '-', and '/' between two of those ("config/get")."""
+    if not 0 < len(name) <= _NAME_MAX or name[0] == 0x2F or name[-1] == 0x2F:
         return False
+    prev = 0
     for c in name:
-        if not (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c in b"_-"):
+        if c == 0x2F:
+            if prev == 0x2F:
+                return False
+        elif not (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c in b"_-"):
             return False
+        prev = c
     return True
 
 
@@ -78,8 +85,11 @@ class Commands:
         self.out.on_receipt_acked = consent.release
         self.event = asyncio.Event()
         self.handlers = {"ping": self._ping, "consent": self._consent}
+        # cmd/update, config, config/get, reboot: a callable (name, doc) -> reply dict that
+        # raises ValueError, set by the composition root (edge/agent.py, edge/ota/remote.py)
+        self.lifecycle = None
         self.refused = [0] * len(_REFUSALS)
-        self.stats = {"commands": 0, "rejected": 0, "waits": 0, "unanswered": 0}
+        self.stats = {"commands": 0, "rejected": 0, "waits": 0, "unanswered": 0, "foreign": 0}
         self.polled = t0
         self.receipt_due = None  # (purged, source, first_seq) of an applied update
         self.retry = False  # execute(): the consent update met MemoryError, changed nothing
@@ -113,6 +123,9 @@ class Commands:
         Returns False when there is no room: the client then leaves the PUBLISH unacknowledged
         in its buffer and reads nothing more until there is (backpressure)."""
         n = len(self.topic_cmd)
+        if len(topic) <= n or topic[:n] != self.topic_cmd:
+            self.stats["foreign"] += 1  # e.g. a chunk of a finished update, still subscribed
+            return True
         name = bytes(topic[n : n + _NAME_MAX + 1])
         refuse = None
         if not _name_ok(name) or len(topic) > n + _NAME_MAX:
@@ -255,11 +268,14 @@ class Commands:
         if not isinstance(doc, dict):
             self._refuse(3)
             raise ValueError("payload must be a JSON object")
-        handler = self.handlers.get(name.decode())
-        if handler is None:
-            self._refuse(4)
-            raise ValueError("unknown command %s" % echo(name.decode()))
-        return handler(doc, source), doc
+        cmd = name.decode()
+        handler = self.handlers.get(cmd)
+        if handler is not None:
+            return handler(doc, source), doc
+        if cmd in _OTA_COMMANDS and self.lifecycle is not None:
+            return self.lifecycle(cmd, doc), doc
+        self._refuse(4)
+        raise ValueError("unknown command %s" % echo(cmd))
 
     def _refuse(self, why):
         self.stats["rejected"] += 1
@@ -326,6 +342,10 @@ class Commands:
             self.log("consent: cannot persist the receipt: %s" % e)
         self.out.put_receipt(self.topic_receipt, r, c.version)
         return r
+
+    def reply(self, name, doc):
+        """Queue a reply on reply/{name} outside a command (an update's progress or outcome)."""
+        self._reply(name.encode() if isinstance(name, str) else name, doc, False)
 
     def _reply(self, name, reply, priority):
         try:

@@ -24,10 +24,13 @@ COMMAND_MODULES = [
     "host_tools.board.vboard",
     "host_tools.board.logs",
     "host_tools.backend.provision",
+    "host_tools.backend.subject",
     "host_tools.captures.capture",
     "host_tools.captures.convert",
     "host_tools.captures.replay_command",
     "host_tools.captures.simulate",
+    "host_tools.ota.release",
+    "host_tools.ota.update",
 ]
 
 

@@ -15,6 +15,7 @@ _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBSCRIBE = const(0x82)  # 3.8.1: reserved flag bits 0010
+_UNSUBSCRIBE = const(0xA2)  # 3.10.1: reserved flag bits 0010
 _PINGREQ = const(0xC0)
 _DISCONNECT = const(0xE0)
 _IPPROTO_TCP = const(6)
@@ -361,6 +362,15 @@ class Client:
         p = _put_str(b, p + 2, topic)
         b[p] = qos
         await self._send(p + 1)
+
+    async def unsubscribe(self, topic):
+        """UNSUBSCRIBE (3.10) from one filter; the UNSUBACK is consumed by the read loop."""
+        b = self.tx
+        b[0] = _UNSUBSCRIBE
+        p = _put_varlen(b, 1, 2 + 2 + len(topic))
+        struct.pack_into(">H", b, p, self.next_pid())
+        p = _put_str(b, p + 2, topic)
+        await self._send(p)
 
     async def keepalive_check(self):
         """Called about every 100 ms by the link task. 3.1.2.10: PINGREQ when nothing was sent

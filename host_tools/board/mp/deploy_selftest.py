@@ -1,4 +1,4 @@
-# Board-side self-test after `edgectl deploy` (docs/DEPLOY.md 4), run after a soft reset.
+# Board-side self-test after `edgectl deploy` (docs/DEPLOY.md 5), run after a soft reset.
 # Preceded by lines setting CONFIG (device config path), ENTRY (agent module with run()),
 # NETWORK (bring up the network and log in to the broker) and LISTEN_MS (how long to sample).
 # It boots the deployed config as far as the agent's start does: the agent imports, the config
@@ -77,11 +77,13 @@ def _inputs():
     # The agent's own builder: a UART that cannot be opened, an unknown bus or pin fails
     # here exactly as it would stop the agent at boot (ConfigError naming the key).
     from edge import inputs
+    from edge.agent import check_sources
 
     cfg = _state["cfg"]
     specs = cfg["inputs"]
     if not specs:
-        return "none configured (the simulated fridge runs)"
+        check_sources(cfg)  # no inputs and no simulator asked for: the agent's boot error
+        return "none configured (the simulated fridge runs: sim.enabled)"
     hal = _hal()
     sources = inputs.build(cfg, hal)
     counts = [0] * len(sources)
