@@ -85,6 +85,7 @@ class Commands:
         self.out.on_receipt_acked = consent.release
         self.event = asyncio.Event()
         self.handlers = {"ping": self._ping, "consent": self._consent}
+        self.doc = None  # the command being executed, parsed (execute())
         # cmd/update, config, config/get, reboot: a callable (name, doc) -> reply dict that
         # raises ValueError, set by the composition root (edge/agent.py, edge/ota/remote.py)
         self.lifecycle = None
@@ -214,15 +215,17 @@ class Commands:
         a command that fails, in any way, is refused, counted and answered."""
         self.stats["commands"] += 1
         doc = None
+        self.doc = None  # the parsed command, for its id also when it is refused
         try:
             try:
-                reply, doc = self._run(name, payload, source, refuse)
+                reply = self._run(name, payload, source, refuse)
             except StaleVersion as e:
                 reply = {"ok": False, "stale": True, "error": str(e), "version": e.version}
                 reply["enforced"] = e.enforced
             except (ValueError, OSError) as e:  # ConsentError too; OSError: flash trouble
                 self._refuse(6 if refuse is None and isinstance(e, OSError) else -1)
                 reply = {"ok": False, "error": str(e)}
+            doc = self.doc
             if isinstance(doc, dict):
                 i = doc.get("id")
                 if isinstance(i, int) and not isinstance(i, bool) and -(1 << 53) < i < 1 << 53:
@@ -268,12 +271,13 @@ class Commands:
         if not isinstance(doc, dict):
             self._refuse(3)
             raise ValueError("payload must be a JSON object")
+        self.doc = doc
         cmd = name.decode()
         handler = self.handlers.get(cmd)
         if handler is not None:
-            return handler(doc, source), doc
+            return handler(doc, source)
         if cmd in _OTA_COMMANDS and self.lifecycle is not None:
-            return self.lifecycle(cmd, doc), doc
+            return self.lifecycle(cmd, doc)
         self._refuse(4)
         raise ValueError("unknown command %s" % echo(cmd))
 
