@@ -9,7 +9,7 @@ import sys
 
 from micropython import const
 
-from edge import clock, codec, config, meta, watchdog
+from edge import clock, codec, config, meta, net, watchdog, wire
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
@@ -46,6 +46,19 @@ def check_sources(cfg):
         )
 
 
+def _station(cfg, hal, log):
+    """The Wi-Fi station (edge/net.py) of a board with a radio (its HAL can associate) and
+    credentials (config `wifi` or the provisioned secrets file); None otherwise: the network
+    is the host's, or left as boot.py set it up."""
+    if not hasattr(hal, "wifi_connect"):
+        return None
+    try:
+        creds = net.credentials(cfg)
+    except ValueError as e:
+        raise config.ConfigError(str(e)) from None
+    return None if creds is None else net.Station(hal, creds, log)
+
+
 def _sources(cfg, hal):
     """The data sources and their counters for the status: the configured inputs, else the
     simulated appliance (`sim.enabled`)."""
@@ -53,7 +66,7 @@ def _sources(cfg, hal):
         from edge import inputs
 
         sources = inputs.build(cfg, hal)
-        return sources, lambda: inputs.stats(sources)
+        return sources, lambda: inputs.health_stats(sources)
     from edge.sensors.simfridge import SimFridge
 
     return [SimFridge(cfg, hal)], _no_input_stats
@@ -89,6 +102,7 @@ class Agent:
         self.t0 = hal.ticks_ms()
         self.cmds = Commands(cfg, root, self.consent, self.store, c, hal, self.t0, self.log)
         self.sources, input_stats = _sources(cfg, hal)
+        self.station = _station(cfg, hal, self.log)
         self.sampled = 0
         self.unknown_channel = 0
         self.sampling = True
@@ -104,12 +118,13 @@ class Agent:
             self._clock_status,
             self.wd.status,
             self.log,
+            self.station.status if self.station is not None else None,
         )
         c.will = (self.health.topic, b'{"state":"offline"}', True)
-        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, "cmd", "#"), 1)]
+        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_CMD, "#"), 1)]
         if self.fwd.e2e:
             subs.append((self.fwd.ack_topic, 0))
-        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, "meta")
+        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_META)
         # channel units and decimals for the backend (edge/meta.py); built once
         self.meta = meta.payload(cfg, len(c.tx) - 80 - len(self.meta_topic))
         self.link = Link(c, cfg, subs, self._birth, self.log)
@@ -270,6 +285,7 @@ class Agent:
             "resent_batches": f["resent_batches"],
             "e2e_acks": f["e2e_acks"],
             "unknown_acks": f["unknown_acks"],
+            "bad_acks": f["bad_acks"],
             "connect_failures": self.link.stats["connect_failures"],
             "auth_failures": self.link.stats["auth_failures"],
             "tls_failures": self.link.stats["tls_failures"],
@@ -325,6 +341,9 @@ class Agent:
     def _offline(self):
         return not self.client.connected.is_set()
 
+    def _wifi_down(self):
+        return not self.station.up.is_set()
+
     def _forwarder_parked(self):
         # waiting for the network, or for a window slot while batches are in flight
         return self._offline() or bool(self.fwd.count)
@@ -348,9 +367,11 @@ class Agent:
         clock_hb = wd.add("clock")
         house_hb = wd.add("housekeeping")
         sup = self._supervised
+        station = self.station
+        net_up = station.up if station else None
         tasks = [
-            # the link waits (connect timeout, backoff) only while offline: parked then
-            asyncio.create_task(sup("link", lambda: self.link.run(link_hb))),
+            # the link waits (no network, connect timeout, backoff) only while offline: parked
+            asyncio.create_task(sup("link", lambda: self.link.run(link_hb, net_up))),
             # store -> batches -> PUBLISH
             asyncio.create_task(sup("forwarder", lambda: self.fwd.run(fwd_hb))),
             # commands, replies and consent receipts
@@ -359,6 +380,10 @@ class Agent:
             asyncio.create_task(sup("health", lambda: self.health.run(health_hb))),  # status
             asyncio.create_task(sup("clock", lambda: self.clock.run(self.log, clock_hb))),  # NTP
         ]
+        if station is not None:
+            # Wi-Fi: associate, watch, re-associate with backoff; only polls the radio and
+            # sleeps, so the sampler never waits on it (parked while not associated)
+            tasks.append(asyncio.create_task(station.run(wd.add("wifi", self._wifi_down))))
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
         if self.ota_root is not None:

@@ -12,7 +12,7 @@ import os
 
 from micropython import const
 
-from edge import codec
+from edge import auth, codec, wire
 from edge.consent import StaleVersion
 from edge.inbound import ECHO_MAX, echo, json_depth
 from edge.outbox import Outbox
@@ -76,13 +76,18 @@ class Commands:
         dev = cfg["device_id"]
         self.device = dev
         prefix = cfg["mqtt"]["prefix"]
-        self.topic_cmd = codec.topic(prefix, dev, "cmd", "")
-        self.topic_reply = codec.topic(prefix, dev, "reply", "")
-        self.topic_receipt = codec.topic(prefix, dev, "consent", "receipt")
+        self.topic_cmd = codec.topic(prefix, dev, wire.T_CMD, "")
+        self.topic_reply = codec.topic(prefix, dev, wire.T_REPLY, "")
+        self.topic_receipt = codec.topic(prefix, dev, wire.T_RECEIPT)
         self.queue = []  # (name bytes, payload bytes or None, refusal reason or None)
         self.consents = []  # cmd/consent payloads, oldest first
         self.out = Outbox(client, log)
         self.out.on_receipt_acked = consent.release
+        # receipts are signed with the backend key, so the collector can trust them
+        # (docs/CONSENT.md 6, docs/MQTT.md 8)
+        key = auth.backend_key(cfg)
+        if key is not None:
+            self.out.sign_receipt = lambda body: auth.sign_receipt(key, dev, body)
         self.event = asyncio.Event()
         self.handlers = {"ping": self._ping, "consent": self._consent}
         self.doc = None  # the command being executed, parsed (execute())

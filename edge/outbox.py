@@ -30,6 +30,7 @@ class Outbox:
         self.receipt = None  # [topic, payload bytes, version]: only the latest matters
         self.unacked = None  # [pid, receipt item] until the broker's PUBACK
         self.on_receipt_acked = None
+        self.sign_receipt = None  # body -> signed body (edge/auth.py), when a key is set
         self.stats = {"too_large": 0, "no_memory": 0}
 
     def waiting(self):
@@ -85,7 +86,10 @@ class Outbox:
                 await asyncio.wait_for_ms(c.wait_slot(), _SLOT_WAIT_MS)
                 r = self.receipt
                 try:
-                    item = [r[0], json.dumps(r[1]).encode(), r[2]]
+                    body = json.dumps(r[1]).encode()
+                    if self.sign_receipt is not None:
+                        body = self.sign_receipt(body)
+                    item = [r[0], body, r[2]]
                 except MemoryError:
                     self.stats["no_memory"] += 1
                     gc.collect()

@@ -146,3 +146,44 @@ def test_csv_console_log_maps_from_config(tmp_path: Path):
     assert [(r[3], r[4]) for r in sorted(readings)] == [
         (1, 2150), (2, 40), (3, 1), (1, 2175), (2, 41), (3, 0),
     ]  # fmt: skip
+
+
+def test_why_a_replay_produced_no_readings():
+    """The sentences of the summary's `why`, one per cause (host_tools/agent/replay.py)."""
+    from host_tools.agent.replay import explain
+
+    garbled = {
+        "inputs": {
+            "inputs[0]": {
+                "accepted": 0,
+                "bytes": {"fed": 500, "decoded": 0, "rejected": 120, "garbage": 380},
+                "checksum": 9,
+            }
+        }
+    }
+    why = explain(0, garbled, None, {}, 500)
+    assert len(why) == 1 and "500 bytes read, none decoded" in why[0] and "checksum 9" in why[0]
+    unmapped = {
+        "inputs": {
+            "inputs[0]": {
+                "accepted": 40,
+                "bytes": {"fed": 900, "decoded": 0, "unhandled": 900},
+                "unmapped_dp": 120,
+            }
+        }
+    }
+    assert "none decoded" in explain(0, unmapped, None, {}, 900)[0]
+    mapped_nothing = {"inputs": {"inputs[0]": {"bytes": {"fed": 9, "decoded": 4, "unhandled": 5}}}}
+    assert "nothing maps" in explain(0, mapped_nothing, None, {}, 9)[0]
+    denied = {"counters": {"sampled": 50, "dropped_by_consent": 50}}
+    assert "consent" in explain(0, denied, None, {}, 10)[0]
+    strays = {"counters": {"unknown_channel": 7}}
+    assert "7 readings went to channels" in explain(0, strays, None, {}, 10)[0]
+    assert "no rx bytes" in explain(0, {}, None, {}, 0)[0]
+    assert explain(0, {}, None, {}, 10) == [
+        "the agent produced no readings and no counter explains it (see --json)"
+    ]
+    assert (
+        explain(5, {"inputs": {"inputs[0]": {"bytes": {"fed": 9, "decoded": 9}}}}, None, {}, 9)
+        == []
+    )
