@@ -7,7 +7,7 @@ import os
 
 from micropython import const
 
-from edge import codec
+from edge import auth, codec, wire
 from edge.consent import StaleVersion
 from edge.mqtt.client import MQTTError
 
@@ -36,9 +36,12 @@ class Commands:
         dev = cfg["device_id"]
         self.device = dev
         prefix = cfg["mqtt"]["prefix"]
-        self.topic_reply = codec.topic(prefix, dev, "reply", "")
-        self.topic_cmd = codec.topic(prefix, dev, "cmd", "")
-        self.topic_receipt = codec.topic(prefix, dev, "consent", "receipt")
+        self.topic_reply = codec.topic(prefix, dev, wire.T_REPLY, "")
+        self.topic_cmd = codec.topic(prefix, dev, wire.T_CMD, "")
+        self.topic_receipt = codec.topic(prefix, dev, wire.T_RECEIPT)
+        # receipts are signed with the backend key, so the collector can trust them
+        # (docs/CONSENT.md 6, docs/MQTT.md 8)
+        self.backend_key = auth.backend_key(cfg)
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
@@ -205,7 +208,10 @@ class Commands:
         if len(self.outbox) >= _OUTBOX_MAX:
             self.outbox.pop(0)  # the oldest; receipts carry cumulative purged totals
             self.stats["outbox_full"] += 1
-        self.outbox.append([topic, json.dumps(doc).encode(), retain, release])
+        body = json.dumps(doc).encode()
+        if topic is self.topic_receipt and self.backend_key is not None:
+            body = auth.sign_receipt(self.backend_key, self.device, body)
+        self.outbox.append([topic, body, retain, release])
 
     def on_puback(self, pid):
         """A PUBACK (read loop). Returns True when it was for a reply or receipt of ours."""

@@ -1,68 +1,39 @@
 # Consent state and gate (issue 5, DESIGN.md 3): version, grant/deny per category, when and
 # from where it was set; persisted atomically; default deny except `essential`.
-# Signed updates: HMAC-SHA256 over the canonical bytes of docs/CONSENT.md 4.
+# Signed updates: HMAC-SHA256 over the canonical bytes of docs/CONSENT.md 4 (edge/wire.py).
 
 import binascii
-import hashlib
 import json
 import os
 
-_STATE = "/consent.json"
+from edge import wire
+from edge.wire import hmac_sha256
+
+_STATE = "/" + wire.CONSENT_STATE
 _TMP = "/consent.tmp"
-_FORMAT = 1
 
 
 class ConsentError(ValueError):
     pass
 
 
-def hmac_sha256(key, msg):
-    """HMAC-SHA256 (RFC 2104) from hashlib.sha256: MicroPython has no hmac module."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    ipad = bytearray(64)
-    opad = bytearray(64)
-    for i in range(64):
-        k = key[i] if i < len(key) else 0
-        ipad[i] = k ^ 0x36
-        opad[i] = k ^ 0x5C
-    inner = hashlib.sha256(ipad)
-    inner.update(msg)
-    outer = hashlib.sha256(opad)
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def signed_bytes(device, doc):
-    """The canonical bytes an update's signature covers (docs/CONSENT.md 4): one line each for
-    the scheme, device, version, sorted grants, sorted denies and the issue time."""
-    return "\n".join(
-        (
-            "edge-consent/1",
-            device,
-            str(doc.get("version")),
-            ",".join(sorted(doc.get("grant", []))),
-            ",".join(sorted(doc.get("deny", []))),
-            str(doc.get("ts", 0)),
-        )
-    ).encode()
-
-
-def consent_key(cfg):
-    """The per-device update key from config `consent.key` (hex) or `consent.key_file` (a file
-    holding the hex), or None: then unsigned updates are accepted. Raises ConfigError."""
+def config_key(cfg, section):
+    """A per-device key from config `SECTION.key` (hex) or `SECTION.key_file` (a file holding
+    the hex), or None when neither is set. Raises ConfigError."""
     from edge.config import ConfigError
 
-    c = cfg.get("consent") or {}
+    c = cfg.get(section) or {}
     if not isinstance(c, dict):
-        raise ConfigError("config key 'consent' must be an object")
+        raise ConfigError("config key '%s' must be an object" % section)
     text = c.get("key")
     if c.get("key_file"):
         try:
             with open(c["key_file"]) as f:
                 text = f.read().strip()
         except OSError as e:
-            raise ConfigError("config key 'consent.key_file': cannot read it: %s" % e) from None
+            raise ConfigError(
+                "config key '%s.key_file': cannot read it: %s" % (section, e)
+            ) from None
     if text is None:
         return None
     try:
@@ -70,12 +41,21 @@ def consent_key(cfg):
     except (ValueError, TypeError):
         key = b""
     if len(key) < 16:
-        raise ConfigError("config key 'consent.key' must be at least 32 hex digits (16 bytes)")
+        raise ConfigError(
+            "config key '%s.key' must be at least 32 hex digits (16 bytes)" % section
+        )
     return key
 
 
-def _equal(a, b):
-    # compare every byte so the time does not tell how many leading bytes matched
+def consent_key(cfg):
+    """The update key (`consent.key` / `consent.key_file`), or None: then unsigned updates
+    are accepted (docs/CONSENT.md 4)."""
+    return config_key(cfg, "consent")
+
+
+def equal(a, b):
+    """Constant-time comparison: every byte is compared, so the time does not tell how many
+    leading bytes matched."""
     if len(a) != len(b):
         return False
     d = 0
@@ -117,7 +97,7 @@ class Consent:
         try:
             with open(self.path, "rb") as f:
                 st = json.loads(f.read())
-            if st.get("format") != _FORMAT:
+            if st.get("format") != wire.CONSENT_STATE_FORMAT:
                 return
             grants = st["grants"]
             ingest = [name == "essential" or grants.get(name) is True for name in self.categories]
@@ -133,17 +113,16 @@ class Consent:
             pass  # no state yet (first boot): only `essential`, as the defaults say
 
     def save(self):
-        st = {
-            "format": _FORMAT,
-            "version": self.version,
-            "grants": self.grants(),
-            "ts": self.ts,
-            "issued": self.issued,
-            "source": self.source,
-            "salt": binascii.hexlify(self.salt).decode(),
-            "receipt": self.receipt,
-            "purged_total": self.purged_total,
-        }
+        st = wire.consent_state(
+            self.version,
+            self.grants(),
+            self.source,
+            binascii.hexlify(self.salt).decode(),
+            self.ts,
+            self.issued,
+            self.receipt,
+            self.purged_total,
+        )
         with open(self.tmp, "wb") as f:
             f.write(json.dumps(st))
         os.rename(self.tmp, self.path)
@@ -205,7 +184,7 @@ class Consent:
                 got = binascii.unhexlify(sig)
             except ValueError:
                 raise ConsentError("'sig' must be 64 hex digits") from None
-            if not _equal(got, hmac_sha256(self.key, signed_bytes(self.device, doc))):
+            if not equal(got, hmac_sha256(self.key, wire.consent_signed_bytes(self.device, doc))):
                 raise ConsentError("bad signature")
         if v <= self.version:
             raise StaleVersion(v, self.version)
