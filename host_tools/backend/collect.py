@@ -184,6 +184,9 @@ class Collector:
         if self._stopped:
             return
         self._stopped = True
+        pause = getattr(self.source, "pause", None)
+        if pause is not None:
+            pause()  # nothing new is queued; the broker keeps it for the next session
         self.worker.stop()
         self.source.stop()
         self.close()

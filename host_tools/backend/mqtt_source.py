@@ -122,6 +122,10 @@ class MqttSource:
         by the device's re-send, which the key de-duplicates and the worker acks again."""
         self.client.publish(f"{self.prefix}/{device}/{suffix}", payload, qos=0)
 
+    def pause(self) -> None:
+        """Deliver nothing more; what arrives from now on stays unacknowledged."""
+        self.closing.set()
+
     def stop(self) -> None:
         self.closing.set()
         if self.conn is not None:
@@ -156,6 +160,9 @@ class QueueSource:
 
     def send(self, device: str, suffix: str, payload: bytes) -> None:
         self.sent.append((device, suffix, payload))
+
+    def pause(self) -> None:
+        pass
 
     def stop(self) -> None:
         pass
