@@ -362,7 +362,7 @@ def provision(
             "server_hostname": host,
         }
     cfg.pop("consent_key", None)  # an older provision's name, which the agent ignored
-    old_mqtt = cfg.get("mqtt") if isinstance(cfg.get("mqtt"), dict) else {}
+    old_mqtt: dict = cfg["mqtt"] if isinstance(cfg.get("mqtt"), dict) else {}
     cfg.update(device_id=device, board=board, mqtt=dict(old_mqtt, **mqtt))
     # signed updates required: the agent reads this key (edge/consent.py consent_key)
     cfg["consent"] = dict(cfg.get("consent") or {}, key_file=f"{secrets_path}/consent.key")
