@@ -32,6 +32,12 @@ def _all_done(sources):
     return True
 
 
+def _unload_ota():
+    from edge import ota
+
+    ota.unload("edge.ota.trial", "edge.ota.remote", "edge.ota.slots", "edge.ota.boot")
+
+
 def _no_input_stats():
     return {}
 
@@ -133,7 +139,11 @@ class Agent:
         # and run), so they get it; imported on the first such command only (docs/OTA.md)
         from edge.ota import remote
 
-        return remote.execute(self, name, doc)
+        try:
+            return remote.execute(self, name, doc)
+        finally:
+            if self.updater is None:  # nothing of it runs on: let its code go
+                _unload_ota()
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):
@@ -323,6 +333,8 @@ class Agent:
             watch = trial.start(self)
             if watch is not None:
                 tasks.append(asyncio.create_task(watch))
+            elif self.updater is None:
+                _unload_ota()
         await self.sampler()
         self.fwd.flush = True  # no more readings come: send partial batches without linger
         # drain: everything committed is acknowledged, or give up after a timeout

@@ -122,6 +122,20 @@ class Updater:
             self.ins.close()
             self.done = True
             await self._unsubscribe_all()
+            if self.a.updater is self:
+                self.a.updater = None
+            # the code of an update is not needed until the next one (docs/OTA.md 10)
+            from edge import ota
+
+            ota.unload(
+                "edge.ota.updater",
+                "edge.ota.install",
+                "edge.ota.remote",
+                "edge.ota.slots",
+                "edge.ota.boot",
+                "edge.bundle",
+                "edge.lms",
+            )
 
     def fail(self, why, final):
         """A refused bundle forgets the download; a flash or memory error keeps it (resume)."""
