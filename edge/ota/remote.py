@@ -188,11 +188,17 @@ def update(agent, doc):
     key = release_key(agent)
     free = _free_bytes(root)
     if free is not None:
-        store_room = max(agent.cfg["store"]["total_bytes"] - agent.store.used_bytes(), 0)
-        if free < req["size"] + store_room + _RESERVE:
+        # the store must keep room for its whole quota: a slot that eats into it would make
+        # the store drop readings for want of flash (docs/OTA.md section 7)
+        total = agent.cfg["store"]["total_bytes"]
+        store_room = max(total - agent.store.used_bytes(), 0)
+        short = req["size"] + store_room + _RESERVE - free
+        if short > 0:
             raise ValueError(
-                "not enough flash: bundle %d B + the store's free quota %d B + %d B reserve, "
-                "%d B free" % (req["size"], store_room, _RESERVE, free)
+                "not enough flash: the bundle (%d B), the store's unused quota (%d B) and %d B "
+                "reserve need %d B more than the %d B free; lower store.total_bytes to %d or less "
+                "(edgectl config DEVICE --set store.total_bytes=N)"
+                % (req["size"], store_room, _RESERVE, short, free, (total - short) // 4096 * 4096)
             )
     was = pending(root)
     resume = bool(was) and was.get("sha256") == req["sha256"]
