@@ -137,13 +137,17 @@ class Agent:
     def _lifecycle(self, name, doc):
         # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
         # and run), so they get it; imported on the first such command only (docs/OTA.md)
-        from edge.ota import remote
-
         try:
+            from edge.ota import remote
+
             return remote.execute(self, name, doc)
+        except MemoryError:
+            # a tight heap: the command is refused, the agent goes on (docs/OTA.md 10)
+            raise ValueError("out of memory for cmd/%s (%d B free)" % (name, gc.mem_free()))
         finally:
             if self.updater is None:  # nothing of it runs on: let its code go
                 _unload_ota()
+                gc.collect()
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):

@@ -116,7 +116,10 @@ class Updater:
             self.fail(str(e), True)
         except OSError as e:
             self.fail("flash error: %s" % e, False)
-        except MemoryError:
+        except MemoryError as e:
+            import sys
+
+            sys.print_exception(e)
             self.fail("out of memory while installing", False)
         finally:
             self.ins.close()
