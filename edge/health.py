@@ -9,7 +9,7 @@ import json
 
 from micropython import const
 
-from edge import codec
+from edge import codec, wire
 from edge.mqtt.client import MQTTError
 
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
@@ -37,7 +37,8 @@ class _Sink(io.IOBase):
 class Health:
     """The status document and its publisher. Receives what it reads: the store, consent and
     the client, the root's `counters()` and one callable per status section it does not own
-    (`input_stats`, `clock_status`, `watchdog_status`)."""
+    (`input_stats`, `clock_status`, `watchdog_status`, and `net_status` on a board that runs
+    its own Wi-Fi station)."""
 
     def __init__(
         self,
@@ -52,10 +53,11 @@ class Health:
         clock_status,
         watchdog_status,
         log,
+        net_status=None,
     ):
         self.device = cfg["device_id"]
         self.period = cfg["status_ms"] or 5000
-        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, "status")
+        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, wire.T_STATUS)
         self.hal = hal
         self.client = client
         self.store = store
@@ -65,6 +67,7 @@ class Health:
         self.input_stats = input_stats
         self.clock_status = clock_status
         self.watchdog_status = watchdog_status
+        self.net_status = net_status
         self.log = log
         self.published = 0
         self.too_large = 0
@@ -81,7 +84,7 @@ class Health:
         h["uptime_ms"] = hal.ticks_diff(hal.ticks_ms(), self.t0)
         h["reset_cause"] = hal.reset_cause
         h["reset_detail"] = getattr(hal, "reset_detail", None)
-        h["heap_free"] = gc.mem_free()
+        h["heap_free"] = hal.free_heap()
         h["heap_alloc"] = gc.mem_alloc()
         h["store_bytes"] = store.used_bytes()
         depth, age, age_boot = self.backlog()
@@ -106,6 +109,8 @@ class Health:
         h["inputs"] = self.input_stats()
         h["clock"] = self.clock_status()
         h["watchdog"] = self.watchdog_status()
+        if self.net_status is not None:
+            h["wifi"] = self.net_status()  # edge/net.py Station.status()
         return h
 
     def drops(self, unknown_channel):
@@ -192,5 +197,5 @@ class Health:
             try:
                 await self.publish("online")
                 self.published += 1
-            except (OSError, MQTTError, ValueError) as e:
+            except (OSError, MQTTError, ValueError, MemoryError) as e:
                 self.log("status not sent: %s" % e)

@@ -178,11 +178,16 @@ class TuyaMCU:
         return 0
 
     def wake_ms(self, now_ms):
-        """Tick by which poll() must run again (heartbeat, answer deadline, stall)."""
-        t = self._next_hb if self._next_hb is not None else now_ms
-        if self._hb_sent is not None and ticks_diff(self._hb_sent + _HB_REPLY_MS, t) < 0:
-            t = self._hb_sent + _HB_REPLY_MS
-        if self._n and ticks_diff(self._last_rx + _STALL_MS, t) < 0:
+        """Tick by which poll() must run again (heartbeat, answer deadline, product query
+        retry, stall), or None when no timer runs."""
+        t = None
+        if self.variant == "normal":
+            t = self._next_hb if self._next_hb is not None else now_ms
+            if self._hb_sent is not None and ticks_diff(self._hb_sent + _HB_REPLY_MS, t) < 0:
+                t = self._hb_sent + _HB_REPLY_MS
+        elif self.product is None:
+            t = self._next_hb if self._next_hb is not None else now_ms
+        if self._n and (t is None or ticks_diff(self._last_rx + _STALL_MS, t) < 0):
             t = self._last_rx + _STALL_MS
         return t
 
