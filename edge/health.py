@@ -6,13 +6,11 @@ import asyncio
 import gc
 import io
 import json
-import struct
 
 from micropython import const
 
 from edge import codec
 from edge.mqtt.client import MQTTError
-from edge.store.segment import SEG_HEAD_LEN, seg_name
 
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
 _STEP_MS = const(500)  # heartbeat interval, well inside any watchdog timeout (>= 2000 ms)
@@ -39,7 +37,6 @@ class _Sink(io.IOBase):
 class Health:
     def __init__(self, agent):
         self.a = agent
-        self.rec = bytearray(codec.REC_LEN)
         self.published = 0
         self.too_large = 0
 
@@ -113,7 +110,7 @@ class Health:
         other_boot = None
         for i in range(len(store.streams)):
             depth += max(store.backlog(i), 0) // codec.REC_LEN + store.streams[i].n
-            r = self._first_unacked(store.streams[i])
+            r = store.first_unacked(i)
             if r is None:
                 continue
             ts, boot, flags = r
@@ -130,32 +127,6 @@ class Health:
             if age is not None and (oldest is None or age > oldest):
                 oldest = age
         return depth, oldest, other_boot
-
-    def _first_unacked(self, s):
-        """(ts, boot, flags) of the first reading after the ack position, from flash or from
-        the commit buffer; None when there is none or it cannot be read."""
-        i = s.seg_index(s.aseg)
-        off = s.aoff
-        while i < len(s.segs):
-            seg = s.segs[i]
-            if seg[0] != s.aseg:
-                off = SEG_HEAD_LEN
-            if seg[4] and off + codec.REC_LEN <= seg[3]:
-                try:
-                    with open(s.dir + "/" + seg_name(seg[0]), "rb") as f:
-                        f.seek(off)
-                        n = f.readinto(self.rec)
-                except OSError:
-                    n = 0
-                if n == codec.REC_LEN and codec.check_record(self.rec, 0) == 1:
-                    r = codec.unpack_record(self.rec, 0)
-                    return r[1], r[2], r[5]
-                return None
-            i += 1
-        if s.n:  # buffered, not yet committed (its CRC is written at commit)
-            r = struct.unpack_from(codec.REC_PAYLOAD_FMT, s.buf, codec.REC_HEAD_LEN)
-            return r[1], r[2], r[5]
-        return None
 
     # --- publishing -------------------------------------------------------------------------
     def place(self, state):

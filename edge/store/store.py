@@ -8,13 +8,13 @@ from micropython import const
 
 from edge import codec
 from edge.store import segment
+from edge.store.base import StoreBase, new_stats
 from edge.store.segment import BLOCK, SEG_HEAD_LEN, footprint, seg_name
 
 _SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never reused
 _READ_BUF = const(2048)
 _ENOSPC = const(28)
 _FRAME = segment.FRAME_FMT
-_CURSOR_MS = const(10000)  # cursor writes at most this often (save_cursor)
 
 
 class StoreError(Exception):
@@ -54,7 +54,9 @@ class _Stream:
         return len(self.segs)
 
 
-class Store:
+class Store(StoreBase):
+    backend = "segments"
+
     def __init__(self, root, cfg, categories, hal):
         sc = cfg["store"]
         self.root = root
@@ -66,18 +68,7 @@ class Store:
         self.rbuf = bytearray(_READ_BUF)
         self.rmv = memoryview(self.rbuf)
         self.head = bytearray(SEG_HEAD_LEN)
-        # counters: every drop by reason and category (DESIGN.md 3, health status)
-        self.stats = {  # type: dict
-            "appended": 0,
-            "committed": 0,
-            "commits": 0,
-            "acked": 0,
-            "deleted_segments": 0,
-            "corrupt_records": 0,
-            "torn_tails": 0,
-            "bad_segments": 0,
-            "dropped": {},
-        }
+        self.stats = new_stats()  # type: dict
         self.last_commit = hal.ticks_ms()
         self.streams = []
         _mkdir(root)
@@ -157,24 +148,6 @@ class Store:
             self._commit_stream(s)
         return seq
 
-    def tick(self, now):
-        """Group commit by time (default every 1 s, DESIGN.md 3)."""
-        if self.hal.ticks_diff(now, self.last_commit) >= self.flush_ms:
-            self.commit()
-
-    def commit(self):
-        """Make every buffered reading durable."""
-        for s in self.streams:
-            if s.n:
-                self._commit_stream(s)
-        self.last_commit = self.hal.ticks_ms()
-
-    def pending(self):
-        n = 0
-        for s in self.streams:
-            n += s.n
-        return n
-
     def _commit_stream(self, s):
         nbytes = s.n * codec.REC_LEN
         segment.seal(s.buf, s.n)  # the frames' CRCs (FORMAT 2.3)
@@ -239,31 +212,11 @@ class Store:
             s.roff = s.aoff = SEG_HEAD_LEN
         s.active.write(self.head)
 
-    def _enforce_quota(self, s):
-        while s.quota and s.bytes > s.quota and len(s.segs) > 1:
-            self._delete_oldest(s, "quota")
-        while self.total_bytes and self.used_bytes() > self.total_bytes:
-            if not self._evict_any(None, "full"):
-                break
+    def _units(self, s):
+        return len(s.segs)
 
-    def _evict_any(self, keep, reason):
-        """Delete the oldest segment of the biggest category (never the active segment of
-        `keep`). Returns False when there is nothing to delete."""
-        big = None
-        for t in self.streams:
-            n = len(t.segs) - (1 if t.active is not None or t is keep else 0)
-            if n > 0 and (big is None or t.bytes > big.bytes):
-                big = t
-        if big is None:
-            return False
-        self._delete_oldest(big, reason)
-        return True
-
-    def used_bytes(self):
-        n = 0
-        for s in self.streams:
-            n += s.bytes
-        return n
+    def _evictable(self, t, keep):
+        return len(t.segs) - (1 if t.active is not None or t is keep else 0)
 
     def _delete_oldest(self, s, reason):
         seg = s.segs[0]
@@ -294,11 +247,6 @@ class Store:
             s.rseg, s.roff = nxt, SEG_HEAD_LEN
         if s.aseg <= seg[0]:
             s.aseg, s.aoff = nxt, SEG_HEAD_LEN
-
-    def _drop(self, reason, s, n):
-        d = self.stats["dropped"]
-        key = reason + ":" + s.name
-        d[key] = d.get(key, 0) + n
 
     # --- forwarding ----------------------------------------------------------------------
     def fill(self, cat, writer):
@@ -382,23 +330,6 @@ class Store:
         s = self.streams[cat]
         s.rseg, s.roff = s.aseg, s.aoff
 
-    def save_cursor(self, force=False):
-        """Persist the ack cursors, lazily: an unsaved ack only means duplicates later, and
-        every state write costs littlefs metadata programs and, in time, erases. Writes only
-        when a cursor moved, and then at most every 10 s unless `force`."""
-        now = self.hal.ticks_ms()
-        if not force and (
-            self._saved_acked() or self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS
-        ):
-            return
-        self._save_state()
-
-    def _saved_acked(self):
-        for s in self.streams:
-            if s.acked != s.saved:
-                return False
-        return True
-
     def backlog(self, cat):
         """Committed bytes of a category not yet acknowledged (an upper bound)."""
         s = self.streams[cat]
@@ -424,6 +355,41 @@ class Store:
         s = self.streams[cat]
         i = s.seg_index(s.rseg)
         return i < len(s.segs) and (i < len(s.segs) - 1 or s.roff < s.segs[i][3])
+
+    def first_unacked(self, cat):
+        """(ts, boot, flags) of the first reading after the ack position, from flash or from
+        the commit buffer; None when there is none or it cannot be read."""
+        s = self.streams[cat]
+        rec = self.rmv[: codec.REC_LEN]
+        i = s.seg_index(s.aseg)
+        off = s.aoff
+        while i < len(s.segs):
+            seg = s.segs[i]
+            if seg[0] != s.aseg:
+                off = SEG_HEAD_LEN
+            if seg[4] and off + codec.REC_LEN <= seg[3]:
+                try:
+                    with open(s.dir + "/" + seg_name(seg[0]), "rb") as f:
+                        f.seek(off)
+                        n = f.readinto(rec)
+                except OSError:
+                    n = 0
+                if n == codec.REC_LEN and codec.check_record(rec, 0) == 1:
+                    r = codec.unpack_record(rec, 0)
+                    return r[1], r[2], r[5]
+                return None
+            i += 1
+        if s.n:  # buffered, not yet committed (its CRC is written at commit)
+            r = struct.unpack_from(codec.REC_PAYLOAD_FMT, s.buf, codec.REC_HEAD_LEN)
+            return r[1], r[2], r[5]
+        return None
+
+    def oldest_seq(self, cat):
+        """The seq of the first reading still held for the category, -1 when none."""
+        for seg in self.streams[cat].segs:
+            if seg[1] >= 0:
+                return seg[1]
+        return -1
 
     def purge(self, cat):
         """Delete every unsent reading of a category (consent revoked): buffered, committed
