@@ -41,6 +41,9 @@ DEFAULTS = {
         {"id": 6, "name": "ice_maker_uses", "category": "usage"},
     ],
     "store": {
+        # auto: the raw record log when the board has a log partition, else littlefs
+        # segments (docs/FORMAT.md 6.7); rawlog / segments: exactly that backend
+        "backend": "auto",
         "path": "store",
         "flush_ms": 1000,
         "flush_n": 50,
@@ -129,6 +132,8 @@ def validate(cfg):
         raise ConfigError("config key 'mqtt.window' must be 1..64")
     if not 1 <= cfg["batch"]["max_readings"] <= 1000:
         raise ConfigError("config key 'batch.max_readings' must be 1..1000")
+    if cfg["store"].get("backend", "auto") not in ("auto", "rawlog", "segments"):
+        raise ConfigError("config key 'store.backend' must be 'auto', 'rawlog' or 'segments'")
     if cfg["store"]["flush_n"] < 1:
         raise ConfigError("config key 'store.flush_n' must be at least 1")
     cats = cfg.get("categories")

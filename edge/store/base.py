@@ -24,72 +24,94 @@ def new_stats():
     }
 
 
+def _tick(st, now):
+    """Group commit by time (default every 1 s)."""
+    if st.hal.ticks_diff(now, st.last_commit) >= st.flush_ms:
+        st.commit()
+
+
+def _commit(st):
+    """Make every buffered reading durable."""
+    for s in st.streams:
+        if s.n:
+            st._commit_stream(s)
+    st.last_commit = st.hal.ticks_ms()
+
+
+def _pending(st):
+    n = 0
+    for s in st.streams:
+        n += s.n
+    return n
+
+
+def _used_bytes(st):
+    n = 0
+    for s in st.streams:
+        n += s.bytes
+    return n
+
+
+def _drop(st, reason, s, n):
+    d = st.stats["dropped"]
+    key = reason + ":" + s.name
+    d[key] = d.get(key, 0) + n
+
+
+def _whole(st, low):
+    """The whole seq whose low 32 bits are `low`, among the last 2^32 handed out (the
+    forwarder keeps only the low bits of the batches in flight, docs/FORMAT.md 1)."""
+    n = st.next_seq
+    seq = n - (n & _LOW) + low
+    return seq if seq < n else seq - _LOW - 1
+
+
+def _save_cursor(st, force=False):
+    """Persist the ack cursors, lazily: an unsaved ack only means duplicates later, and
+    every state write costs flash programs and, in time, erases. Writes only when a
+    cursor moved, and then at most every 10 s unless `force`."""
+    now = st.hal.ticks_ms()
+    if not force:
+        moved = False
+        for s in st.streams:
+            if s.acked != s.saved:
+                moved = True
+        if not moved or st.hal.ticks_diff(now, st.last_save) < _CURSOR_MS:
+            return
+    st._save_state()
+
+
+def _enforce_quota(st, s):
+    while s.quota and s.bytes > s.quota and st._units(s) > 1:
+        st._delete_oldest(s, "quota")
+    while st.total_bytes and st.used_bytes() > st.total_bytes:
+        if not st._evict_any(None, "full"):
+            break
+
+
+def _evict_any(st, keep, reason):
+    """Delete the oldest segment or block of the biggest category (never one taking
+    appends, nor the last one of `keep`). False when there is nothing to delete."""
+    big = None
+    for t in st.streams:
+        if st._evictable(t, keep) > 0 and (big is None or t.bytes > big.bytes):
+            big = t
+    if big is None:
+        return False
+    st._delete_oldest(big, reason)
+    return True
+
+
 class StoreBase:
-    def tick(self, now):
-        """Group commit by time (default every 1 s)."""
-        if self.hal.ticks_diff(now, self.last_commit) >= self.flush_ms:
-            self.commit()
+    """The methods both backends share, written as functions of an untyped `st`: the
+    attributes they use are the backend's, set in its __init__."""
 
-    def commit(self):
-        """Make every buffered reading durable."""
-        for s in self.streams:
-            if s.n:
-                self._commit_stream(s)
-        self.last_commit = self.hal.ticks_ms()
-
-    def pending(self):
-        n = 0
-        for s in self.streams:
-            n += s.n
-        return n
-
-    def used_bytes(self):
-        n = 0
-        for s in self.streams:
-            n += s.bytes
-        return n
-
-    def _drop(self, reason, s, n):
-        d = self.stats["dropped"]
-        key = reason + ":" + s.name
-        d[key] = d.get(key, 0) + n
-
-    def whole(self, low):
-        """The whole seq whose low 32 bits are `low`, among the last 2^32 handed out (the
-        forwarder keeps only the low bits of the batches in flight, docs/FORMAT.md 1)."""
-        n = self.next_seq
-        seq = n - (n & _LOW) + low
-        return seq if seq < n else seq - _LOW - 1
-
-    def save_cursor(self, force=False):
-        """Persist the ack cursors, lazily: an unsaved ack only means duplicates later, and
-        every state write costs flash programs and, in time, erases. Writes only when a
-        cursor moved, and then at most every 10 s unless `force`."""
-        now = self.hal.ticks_ms()
-        if not force:
-            moved = False
-            for s in self.streams:
-                if s.acked != s.saved:
-                    moved = True
-            if not moved or self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS:
-                return
-        self._save_state()
-
-    def _enforce_quota(self, s):
-        while s.quota and s.bytes > s.quota and self._units(s) > 1:
-            self._delete_oldest(s, "quota")
-        while self.total_bytes and self.used_bytes() > self.total_bytes:
-            if not self._evict_any(None, "full"):
-                break
-
-    def _evict_any(self, keep, reason):
-        """Delete the oldest segment or block of the biggest category (never one taking
-        appends, nor the last one of `keep`). False when there is nothing to delete."""
-        big = None
-        for t in self.streams:
-            if self._evictable(t, keep) > 0 and (big is None or t.bytes > big.bytes):
-                big = t
-        if big is None:
-            return False
-        self._delete_oldest(big, reason)
-        return True
+    tick = _tick
+    commit = _commit
+    pending = _pending
+    used_bytes = _used_bytes
+    _drop = _drop
+    whole = _whole
+    save_cursor = _save_cursor
+    _enforce_quota = _enforce_quota
+    _evict_any = _evict_any

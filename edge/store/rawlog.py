@@ -10,13 +10,14 @@ from micropython import const
 from edge import codec
 from edge.store import rawfmt, rawread
 from edge.store.base import StoreBase, new_stats
-from edge.store.rawfmt import BLOCK, CHUNK_HEAD, ENTRY_LEN, HEAD_LEN, MAX_N
+from edge.store.rawfmt import BLOCK, CHUNK_HEAD, ENTRY_LEN, HEAD_LEN
 from edge.store.ring import META, NONE, Ring, RingError
 
 _SEQ_RESERVE = const(1024)  # seqs reserved per meta write, so a seq is never reused
 _ENOSPC = const(28)
 _U32 = const(0xFFFFFFFF)
 _CHUNK_ROOM = const(25)  # a chunk's header and CRC (rawfmt.chunk_len(0))
+_FULL_CHUNK = const(1011)  # CHUNK_HEAD + MAX_N * ENTRY_LEN: the open chunk takes no more
 _SEQ_LIMIT = 1 << 48  # seqs are 48-bit and never wrap (docs/FORMAT.md 1)
 
 
@@ -37,7 +38,6 @@ class _Stream:
         self.reject_new = policy.get("evict", "drop_oldest") == "reject_new"
         self.first = NONE
         self.last = NONE
-        self.nblocks = 0
         self.bytes = 0  # flash footprint: whole blocks
         self.wblk = NONE  # the block taking this boot's commits (always `last`), else NONE
         # commit buffer, allocated by the first append (a category without consent never
@@ -46,8 +46,6 @@ class _Stream:
         self.n = 0  # readings pending in buf (not yet durable)
         self.wpos = 0  # bytes of buf in use
         self.cpos = -1  # start of the open chunk in buf, -1 when none is open
-        self.cn = 0  # entries in the open chunk
-        self.cflags = 0
         self.lseq = 0  # seq and timestamp of the last reading appended
         self.lts = 0
         self.total = 0  # readings in the live blocks
@@ -77,7 +75,7 @@ class RawStore(StoreBase):
         self.stats["orphan_blocks"] = 0  # live blocks of a category the config no longer has
         self.last_commit = hal.ticks_ms()
         self.streams = []
-        tags = {}
+        tags = {}  # type: dict
         for i, name in enumerate(categories):
             s = _Stream(i, name, cfg["categories"][name])
             if s.tag in tags:
@@ -99,6 +97,7 @@ class RawStore(StoreBase):
         metas = rawread.meta_blocks(self.ring)
         boot, seq_hi, acked = rawread.load_meta(self.ring, metas)
         top = rawread.load_streams(self, acked)
+        self.ring.order = None  # whole sequence numbers are needed only to link at boot
         self.boot = (boot + 1) & 0xFFFF
         self.next_seq = max(seq_hi, top + 1, 1)
         self.seq_hi = self.next_seq
@@ -147,15 +146,20 @@ class RawStore(StoreBase):
             s.buf = bytearray(self.buf_len)
         ds = seq - s.lseq
         dt = ts - s.lts
-        if s.cpos < 0 or flags != s.cflags or s.cn == MAX_N or ds > 0xFFFF or not 0 <= dt <= _U32:
+        c = s.cpos
+        if (
+            c < 0
+            or flags != s.buf[c + 2]
+            or s.wpos - c == _FULL_CHUNK
+            or ds > 0xFFFF
+            or not 0 <= dt <= _U32
+        ):
             # a new chunk: the first reading, a flags change, or deltas that do not fit
             if s.cpos >= 0:
                 self._close_chunk(s)
             if s.wpos + _CHUNK_ROOM + ENTRY_LEN > len(s.buf):
                 self._commit_stream(s)
             s.cpos = s.wpos
-            s.cn = 0
-            s.cflags = flags
             struct.pack_into(
                 rawfmt.CHUNK_FMT, s.buf, s.wpos, rawfmt.CHUNK_TYPE, 0, flags, self.boot, seq, ts
             )
@@ -164,7 +168,6 @@ class RawStore(StoreBase):
             dt = 0
         struct.pack_into(rawfmt.ENTRY_FMT, s.buf, s.wpos, channel, ds, dt, value)
         s.wpos += ENTRY_LEN
-        s.cn += 1
         s.n += 1
         s.lseq = seq
         s.lts = ts
@@ -181,7 +184,7 @@ class RawStore(StoreBase):
     def _close_chunk(self, s):
         """Write the open chunk's count and CRC-32 (docs/FORMAT.md 6.3)."""
         buf = s.buf
-        buf[s.cpos + 1] = s.cn
+        buf[s.cpos + 1] = (s.wpos - s.cpos - CHUNK_HEAD) // ENTRY_LEN
         crc = crc32(memoryview(buf)[s.cpos : s.wpos]) & 0xFFFFFFFF
         struct.pack_into("<I", buf, s.wpos, crc)
         s.wpos += 4
@@ -246,14 +249,13 @@ class RawStore(StoreBase):
             self.ring.next[s.last] = b
         s.last = b
         s.wblk = b
-        s.nblocks += 1
         s.bytes += BLOCK
 
     def _units(self, s):
-        return s.nblocks
+        return s.bytes // BLOCK
 
     def _evictable(self, t, keep):
-        return t.nblocks - (1 if t.wblk != NONE or t is keep else 0)
+        return t.bytes // BLOCK - (1 if t.wblk != NONE or t is keep else 0)
 
     def _delete_oldest(self, s, reason):
         b = s.first
@@ -272,7 +274,6 @@ class RawStore(StoreBase):
         if s.first == NONE:
             s.last = NONE
             s.wblk = NONE
-        s.nblocks -= 1
         s.bytes -= BLOCK
         self.stats["deleted_segments"] += 1
         if s.rblk == b:
@@ -284,8 +285,8 @@ class RawStore(StoreBase):
     def fill(self, cat, writer):
         return rawread.fill(self, self.streams[cat], writer)
 
-    def ack(self, cat, seq, bseq, off):
-        rawread.ack(self, self.streams[cat], seq, bseq, off)
+    def ack(self, cat, seq, pos, off):
+        rawread.ack(self, self.streams[cat], seq, pos, off)
 
     def rewind(self, cat):
         """Re-send from the first unacknowledged reading (after a reconnect)."""

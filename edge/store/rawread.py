@@ -13,7 +13,7 @@ from edge.store.ring import FREED_DATA, META, NONE
 def meta_blocks(ring):
     """Live meta blocks, newest first."""
     out = [b for b in range(ring.n) if ring.owner[b] == META]
-    out.sort(key=lambda b: -ring.bseq[b])
+    out.sort(key=lambda b: -ring.order[b])
     return out
 
 
@@ -73,7 +73,6 @@ def load_streams(st, acked):
                 else:
                     ring.next[prev] = nb
             else:
-                s.nblocks += 1
                 s.bytes += BLOCK
                 s.total += ring.count[b]
                 prev = b
@@ -87,13 +86,13 @@ def _link_sorted(ring, s, b):
     ring.next[b] = NONE
     if s.last == NONE:
         s.first = s.last = b
-    elif ring.bseq[b] > ring.bseq[s.last]:
+    elif ring.order[b] > ring.order[s.last]:
         ring.next[s.last] = b
         s.last = b
     else:  # a block the allocator skipped over while it was live: older than its neighbours
         prev = NONE
         c = s.first
-        while c != NONE and ring.bseq[c] < ring.bseq[b]:
+        while c != NONE and ring.order[c] < ring.order[b]:
             prev = c
             c = ring.next[c]
         ring.next[b] = c
@@ -154,7 +153,7 @@ def _chunks(st, b, off, end):
 
 def fill(st, s, writer):
     """Add committed readings after the reader position to a codec.BatchWriter until it is
-    full. Returns (count, block sequence number, offset): the position to acknowledge."""
+    full. Returns (count, block, offset): the position to acknowledge (block: ring.pos())."""
     ring = st.ring
     mv = ring.rmv
     added = 0
@@ -190,26 +189,25 @@ def fill(st, s, writer):
         b = ring.next[b]
         s.rblk = b
         s.roff = HEAD_LEN
-    return added, (ring.bseq[s.rblk] if s.rblk != NONE else 0), s.roff
+    return added, (ring.pos(s.rblk) if s.rblk != NONE else 0), s.roff
 
 
-def ack(st, s, seq, bseq, off):
-    """The broker acknowledged the stream up to seq; (bseq, off) is the reader position
-    fill() returned after it. Blocks wholly before that position are freed."""
+def ack(st, s, seq, pos, off):
+    """The broker acknowledged the stream up to seq; (pos, off) is the reader position fill()
+    returned after it. Blocks before that position are freed."""
     if seq <= s.acked:
         return
     st.stats["acked"] += 1
     s.acked = seq
     ring = st.ring
-    while s.first != NONE and s.first != s.rblk and ring.bseq[s.first] < bseq:
-        st.unlink_first(s)
     b = s.first
-    while b != NONE and ring.bseq[b] != bseq:
+    while b != NONE and ring.pos(b) != pos and b != s.rblk:
         b = ring.next[b]
-    if b != NONE:
-        s.ablk, s.aoff = b, off
-    elif s.ablk != s.first:  # its block is gone (evicted): acknowledged up to the oldest
-        s.ablk, s.aoff = s.first, HEAD_LEN
+    if b == NONE or ring.pos(b) != pos:
+        return  # Case 1: its block is gone (evicted, purged): nothing before it is left
+    while s.first != b:  # Case 2: free everything before the acknowledged position
+        st.unlink_first(s)
+    s.ablk, s.aoff = b, off
 
 
 def count_after(st, b, off, thr):
@@ -321,7 +319,7 @@ def purge(st, s):
         if ring.owner[b] == FREED_DATA | s.idx:
             ring.zero(b)
     s.first = s.last = s.wblk = s.rblk = s.ablk = NONE
-    s.nblocks = s.bytes = s.total = 0
+    s.bytes = s.total = 0
     s.roff = s.aoff = HEAD_LEN
     s.rthr = s.acked
     if n:

@@ -40,12 +40,16 @@ class Ring:
         if dev.ioctl(_IOCTL_BLOCK_SIZE, 0) != BLOCK or not 4 <= n < NONE:
             raise RingError("log partition must have 4 .. 65534 blocks of 4096 bytes")
         self.n = n
-        # per block, preallocated: about 11 bytes of RAM per 4 KiB of flash
+        # per block, preallocated: 9 bytes of RAM per 4 KiB of flash
         self.owner = bytearray(n)
-        self.bseq = _zeros("I", n)  # block sequence numbers (u64 on flash; < 2^32 here)
-        self.next = _zeros("H", n)
-        self.count = _zeros("H", n)  # readings in the block (data) as far as known
-        self.used = _zeros("H", n)  # bytes from the block start to the end of its records
+        # low 16 bits of the block sequence number: with the index, it names a block in the
+        # positions the forwarder holds (pos()); the whole number orders blocks only at boot
+        # (`order`, dropped once the streams are linked)
+        self.seq16 = array("H", bytes(2 * n))
+        self.next = array("H", bytes(2 * n))
+        self.count = array("H", bytes(2 * n))  # readings in the block (data)
+        self.used = array("H", bytes(2 * n))  # bytes from the block start to its records' end
+        self.order = None
         self.top = 0  # highest block sequence number on the partition
         self.ptr = 0  # where the next allocation starts looking
         self.head = bytearray(HEAD_LEN)
@@ -78,18 +82,20 @@ class Ring:
         index) get that index as owner; freed ones FREED_DATA | index; live meta blocks META;
         everything else FREE. The allocation pointer follows the newest block."""
         newest = -1
+        self.order = array("I", bytes(4 * self.n))
         for b in range(self.n):
             self.read(b, 0, self.head)
             state, kind, bseq, tag = rawfmt.parse_head(self.head)
             self.owner[b] = FREE
             self.next[b] = NONE
-            if state == rawfmt.BAD or bseq > 0xFFFFFFFF:
+            if state == rawfmt.BAD or bseq > 0xFFFFFFFF:  # 2^32 allocations: 500 GB written
                 if any(x for x in self.head):  # a zeroed header is a purged block, not damage
                     self.stats["bad_segments"] += 1
                 continue
             if state == rawfmt.ERASED:
                 continue
-            self.bseq[b] = bseq
+            self.order[b] = bseq
+            self.seq16[b] = bseq & 0xFFFF
             if bseq > self.top:
                 self.top = bseq
                 newest = b
@@ -134,12 +140,17 @@ class Ring:
         rawfmt.pack_head(self.head, kind, self.top, tag)
         self.program(b, 0, memoryview(self.head)[: rawfmt.FREED_OFF])
         self.owner[b] = owner
-        self.bseq[b] = self.top
+        self.seq16[b] = self.top & 0xFFFF
         self.next[b] = NONE
         self.count[b] = 0
         self.used[b] = HEAD_LEN
         self.ptr = (b + 1) % self.n
         return b
+
+    def pos(self, b):
+        """The block as a u32 the forwarder keeps with a batch: index and low sequence bits,
+        so a block freed and allocated again in the meantime is not taken for it."""
+        return (b << 16) | self.seq16[b]
 
     def free(self, b):
         """Program the block's freed marker (no erase: it is erased when next allocated)."""
@@ -171,7 +182,8 @@ class Ring:
             self.wblk = b
             self.woff = off
             self.wlen = k
-            if not _all_ff(self.rbuf, k):
+            # viper takes any buffer for a ptr8 argument; the stubs type ptr8 as a class
+            if not _all_ff(self.rbuf, k):  # type: ignore[arg-type]
                 return False
             off += k
         return True
@@ -213,10 +225,3 @@ def _all_ff(buf: ptr8, n: int) -> bool:
             return False
         i += 1
     return True
-
-
-def _zeros(code, n):
-    a = array(code)
-    for _ in range(n):
-        a.append(0)
-    return a
