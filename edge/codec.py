@@ -24,7 +24,8 @@ class FormatError(ValueError):
 # --- Flash record (FORMAT.md section 2) -------------------------------------------------
 REC_MAGIC = const(0xA5)
 REC_TYPE_READING = const(1)
-# payload: seq u32, ts i64 (ms), boot u16, channel u8, category u8, flags u8, value i32
+# payload: seq u32 (low bits; the segment header holds the epoch), ts i64 (ms), boot u16,
+# channel u8, category u8, flags u8, value i32
 REC_PAYLOAD_FMT = "<IqHBBBi"
 REC_PAYLOAD_LEN = const(21)
 # frame: magic u8, type u8, len u8, payload, crc32 u32 (over magic..payload)
@@ -32,14 +33,22 @@ REC_HEAD_LEN = const(3)
 REC_LEN = const(28)  # 3 + 21 + 4
 
 FLAG_CLOCK_UNSYNCED = const(0x01)  # ts is ms since boot `boot`, not Unix time (FORMAT.md 2.3)
+FLAG_SEQ_EPOCH = const(0x02)  # batch header: a u16 seq epoch follows the names (FORMAT.md 3.1)
+# seqs are 48-bit: the low 32 bits in the fixed-width fields, the epoch (upper 16) once per
+# segment or batch (FORMAT.md 1)
+SEQ_LIMIT = 1 << 48
+SEQ_LOW = 0xFFFFFFFF
 
 
 def pack_record(buf, off, seq, ts, boot, channel, category, flags, value):
-    """Write one framed reading record into buf at off; returns the frame length."""
+    """Write one framed reading record into buf at off; returns the frame length. Only the
+    low 32 bits of seq are written: the segment header holds its epoch (FORMAT.md 2.2)."""
     buf[off] = REC_MAGIC
     buf[off + 1] = REC_TYPE_READING
     buf[off + 2] = REC_PAYLOAD_LEN
-    struct.pack_into(REC_PAYLOAD_FMT, buf, off + 3, seq, ts, boot, channel, category, flags, value)
+    struct.pack_into(
+        REC_PAYLOAD_FMT, buf, off + 3, seq & SEQ_LOW, ts, boot, channel, category, flags, value
+    )
     end = off + 3 + REC_PAYLOAD_LEN
     struct.pack_into("<I", buf, end, crc32(memoryview(buf)[off:end]) & 0xFFFFFFFF)
     return REC_LEN
@@ -71,8 +80,9 @@ BATCH_MAGIC = b"EB"
 BATCH_VERSION = const(1)
 ENC_BINARY = const(0)
 ENC_JSON = const(1)
-# fixed part after the magic: version u8, encoding u8, flags u8, boot u16, first_seq u32,
-# count u16, base_ts i64, then device id and category as (u8 length, ASCII bytes)
+# fixed part after the magic: version u8, encoding u8, flags u8, boot u16, first_seq u32 (low),
+# count u16, base_ts i64, then device id and category as (u8 length, ASCII bytes), then the
+# seq epoch u16 when flags bit 1 is set
 BATCH_FIXED_FMT = "<BBBHIHq"
 BATCH_FIXED_LEN = const(19)
 # one entry: channel u8, seq delta u16, ts delta u32 (ms), value i32
@@ -83,8 +93,8 @@ MAX_TS_DELTA = 0xFFFFFFFF
 MAX_NAME = const(64)
 
 
-def batch_header_len(device, category):
-    return 2 + BATCH_FIXED_LEN + 2 + len(device) + len(category)
+def batch_header_len(device, category, epoch=0):
+    return 2 + BATCH_FIXED_LEN + 2 + len(device) + len(category) + (2 if epoch else 0)
 
 
 class BatchWriter:
@@ -99,6 +109,7 @@ class BatchWriter:
         self.count = 0
         self.last_seq = 0  # set by add(); read only once count > 0
         self.last_ts = 0
+        self.epoch = 0
 
     def start(self, category, boot, flags):
         if isinstance(category, str):
@@ -123,10 +134,12 @@ class BatchWriter:
                 self.flags = flags
             self.first_seq = seq
             self.base_ts = ts
+            self.epoch = seq >> 32
+            self.pos = batch_header_len(self.device, self.category, self.epoch)
             ds = 0
             dt = 0
         else:
-            if boot != self.boot or flags != self.flags:
+            if boot != self.boot or flags != self.flags or seq >> 32 != self.epoch:
                 return False
             ds = seq - self.last_seq
             dt = ts - self.last_ts
@@ -151,9 +164,9 @@ class BatchWriter:
             2,
             BATCH_VERSION,
             ENC_BINARY,
-            self.flags,
+            self.flags | (FLAG_SEQ_EPOCH if self.epoch else 0),
             self.boot,
-            self.first_seq,
+            self.first_seq & SEQ_LOW,
             self.count,
             self.base_ts,
         )
@@ -162,6 +175,8 @@ class BatchWriter:
             b[p] = len(name)
             b[p + 1 : p + 1 + len(name)] = name
             p += 1 + len(name)
+        if self.epoch:
+            struct.pack_into("<H", b, p, self.epoch)
         return self.mv[: self.pos]
 
 
@@ -178,6 +193,8 @@ def decode_batch(data):
     )
     if version != BATCH_VERSION:
         raise FormatError("unknown batch version %d" % version)
+    if flags & ~(FLAG_CLOCK_UNSYNCED | FLAG_SEQ_EPOCH):
+        raise FormatError("unknown flag bits 0x%02x" % flags)
     p = 2 + BATCH_FIXED_LEN
     names = []
     for _ in range(2):
@@ -188,6 +205,16 @@ def decode_batch(data):
             raise FormatError("bad name length %d at offset %d" % (n, p))
         names.append(bytes(mv[p + 1 : p + 1 + n]).decode())
         p += 1 + n
+    epoch = 0
+    if flags & FLAG_SEQ_EPOCH:
+        if p + 2 > len(mv):
+            raise FormatError("batch header truncated: no seq epoch")
+        epoch = struct.unpack_from("<H", mv, p)[0]
+        p += 2
+        if not epoch:
+            raise FormatError("seq epoch 0 with the epoch flag set")
+        flags &= ~FLAG_SEQ_EPOCH
+    first_seq |= epoch << 32
     if enc == ENC_JSON:
         import json
 
@@ -210,6 +237,8 @@ def decode_batch(data):
             seq += ds
             ts += dt
             readings.append((seq, ts, ch, val))
+        if seq >> 32 != epoch:
+            raise FormatError("entries leave seq epoch %d" % epoch)
     else:
         raise FormatError("unknown encoding %d" % enc)
     if readings and readings[0][0] != first_seq:

@@ -105,3 +105,14 @@ class Gate:
 
     def stats(self):
         return self.source.stats()
+
+    def wake_ms(self, now_ms):
+        f = getattr(self.source, "wake_ms", None)
+        return f(now_ms) if f is not None else None
+
+    def flush(self, emit):
+        f = getattr(self.source, "flush", None)
+        if f is None:
+            return 0
+        self._db.down = emit
+        return f(self._db.filter)

@@ -52,7 +52,7 @@ class Forwarder:
         self.max_readings = cfg["batch"]["max_readings"]
         self.linger_ms = cfg["batch"]["linger_ms"]
         self.writer = codec.BatchWriter(
-            dev, codec.batch_header_len(dev, "x" * 64) + self.max_readings * codec.ENTRY_LEN
+            dev, codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN
         )
         self.cap = _Cap(self.writer)
         # the ring of sent batches, oldest first: preallocated, nothing allocated per batch
@@ -103,7 +103,9 @@ class Forwarder:
         self.stats["unknown_acks"] += 1
 
     def on_ack(self, payload):
-        """End-to-end acknowledgements: (first seq u32, last seq u32) big-endian, repeated."""
+        """End-to-end acknowledgements: (first seq u32, last seq u32) big-endian, repeated: the
+        low 32 bits of whole seqs (docs/FORMAT.md 1); the batches in flight never lie 2^32
+        seqs apart, so the low bits name one of them."""
         for p in range(0, len(payload) - 7, 8):
             last = (
                 (payload[p + 4] << 24)
@@ -128,7 +130,7 @@ class Forwarder:
                 continue
             if not self._delivered(k):
                 break
-            self.store.ack(cat, self.r_last[k], self.r_seg[k], self.r_off[k])
+            self.store.ack(cat, self.store.whole(self.r_last[k]), self.r_seg[k], self.r_off[k])
             self.r_flags[k] |= _F_STORED
             self.stats["acked_readings"] += self.r_n[k]
             self.acked_counts[cat] += self.r_n[k]
@@ -188,7 +190,7 @@ class Forwarder:
             self.cap.left = self.r_n[k]
             self.cap.w = self.stamp or w
             n, _seg, _off = self.store.fill(cat, self.cap)
-            if n != self.r_n[k] or w.last_seq != self.r_last[k]:
+            if n != self.r_n[k] or w.last_seq & 0xFFFFFFFF != self.r_last[k]:
                 self._restart()
                 return
             if self.r_flags[k] & _F_PUBACK:
@@ -264,7 +266,7 @@ class Forwarder:
                 self.r_cat[k] = cat
                 self.r_flags[k] = 0
                 self.r_n[k] = n
-                self.r_last[k] = w.last_seq
+                self.r_last[k] = w.last_seq & 0xFFFFFFFF  # low bits (FORMAT.md 1): store.whole()
                 self.r_seg[k] = seg
                 self.r_off[k] = off
                 self.r_pid[k] = 0

@@ -1,6 +1,6 @@
-# Builds the agent's input sources from config "inputs": [...] (issue 6; schema in
-# docs/INPUTS.md). Each source has poll(now_ms, emit) -> int and never blocks. Channels with a
-# deadband / interval policy are wrapped in a shared deadband Gate.
+# Builds the agent's input sources from config "inputs": [...] (schema in docs/INPUTS.md).
+# Each source has poll(now_ms, emit) -> int and never blocks. Channels with a deadband /
+# interval policy are wrapped in a shared deadband Gate.
 
 from edge import board as boards
 from edge.bus.modbus import ModbusMaster
@@ -28,15 +28,23 @@ def _chan(spec, name, path, required=True):
 
 def _uart(hal, board, spec, path):
     u = boards.resolve(board, "uarts", spec.get("uart"), path + ".uart")
-    return hal.uart(u), u
+    key = path + ".uart"
+    try:
+        return hal.uart(u), u
+    except ValueError as e:  # the HAL's message names the UART and its path
+        raise ValueError("config key '%s': %s" % (key, e)) from None
+    except OSError as e:  # a driver's bare errno: say which UART it was
+        raise ValueError(
+            "config key '%s': uart %r (id %s): %s" % (key, u.get("name"), u.get("id"), e)
+        ) from None
 
 
-def _one(spec, hal, board, path):
+def _one(spec, hal, board, path, decimals):
     typ = spec.get("type")
     if typ not in TYPES:
         raise ValueError("config key '%s.type' must be one of %s" % (path, ", ".join(TYPES)))
     try:
-        return _make(typ, spec, hal, board, path)
+        return _make(typ, spec, hal, board, path, decimals)
     except ValueError as e:
         msg = str(e)
         if msg.startswith("config key '") and not msg.startswith("config key '" + path):
@@ -44,14 +52,11 @@ def _one(spec, hal, board, path):
         raise ValueError(msg) from None
 
 
-def _make(typ, spec, hal, board, path):
+def _make(typ, spec, hal, board, path, decimals):
     if typ == "line":
         from edge.bus.line import LineParser
 
-        keys = spec.get("keys")
-        if not isinstance(keys, dict) or not keys:
-            raise ValueError("config key '%s.keys' must map keys to channels" % path)
-        parser = LineParser(keys)
+        parser = LineParser(spec, decimals, path)
         return StreamSource(_uart(hal, board, spec, path)[0], parser)
     if typ == "tuya":
         from edge.bus.tuya import TuyaMCU
@@ -65,6 +70,10 @@ def _make(typ, spec, hal, board, path):
             uart.write,
             _int(spec, "heartbeat_ms", 15000, path, 1000),
             _int(spec, "max_len", 256, path, 16, 1024),
+            spec.get("protocol", "auto"),
+            hal.wall_ms,
+            spec.get("tz_offset_min", 0),
+            decimals,
         )
         return StreamSource(uart, mcu)
     if typ == "modbus":
@@ -77,6 +86,7 @@ def _make(typ, spec, hal, board, path):
             _int(spec, "timeout_ms", 300, path, 10, 60000),
             _int(spec, "retries", 2, path, 0, 10),
             u.get("baud", 9600),
+            decimals,
         )
     interval = _int(spec, "interval_ms", 2000, path, 10)
     if typ == "sht3x":
@@ -126,17 +136,31 @@ def _make(typ, spec, hal, board, path):
 
 
 def build(cfg, hal):
-    """Sources for cfg["inputs"]. Raises ValueError naming the config key on a bad entry."""
+    """Sources for cfg["inputs"], each opened (UART, bus, pin). Raises ConfigError (a
+    ValueError) naming the config key on a bad entry or an input that cannot be opened, so
+    the agent stops at boot with that line instead of a bare errno."""
+    from edge.config import ConfigError
+
     specs = cfg.get("inputs")
     if not isinstance(specs, list):
-        raise ValueError("config key 'inputs' must be a list")
-    board = boards.load(cfg)
+        raise ConfigError("config key 'inputs' must be a list")
+    try:
+        board = boards.load(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    decimals = {}  # channel id -> decimals of its fixed-point value (edge/bus/target.py)
+    for ch in cfg.get("channels") or ():
+        if ch.get("decimals"):
+            decimals[ch["id"]] = ch["decimals"]
     out = []
     for i, spec in enumerate(specs):
         path = "inputs[%d]" % i
         if not isinstance(spec, dict):
-            raise ValueError("config key '%s' must be an object" % path)
-        out.append(_one(spec, hal, board, path))
+            raise ConfigError("config key '%s' must be an object" % path)
+        try:
+            out.append(_one(spec, hal, board, path, decimals))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     db = Deadband(cfg.get("channels") or ())
     if db.active():
         out = [Gate(s, db) for s in out]
@@ -144,7 +168,8 @@ def build(cfg, hal):
 
 
 def stats(sources):
-    """Counters per source for the health message: {"inputs[0]": {"accepted": n, reason: n}}."""
+    """Counters per source for the health message: {"inputs[0]": {"accepted": n, "bytes":
+    {...}, reason: n}} (docs/HEALTH.md; byte ledger: edge/bus/ledger.py)."""
     d = {}
     for i, s in enumerate(sources):
         f = getattr(s, "stats", None)

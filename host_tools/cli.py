@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "host_tools.bench.cli",
     "host_tools.board.dump",
     "host_tools.board.flash",
+    "host_tools.board.check",
     "host_tools.board.deploy",
     "host_tools.board.vboard",
     "host_tools.backend.provision",

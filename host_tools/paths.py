@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 
 import edge
+from edge import board as edge_board
 from host_tools.errors import ToolError
 
 
@@ -37,15 +37,12 @@ def boards_dir() -> str:
 
 
 def board_file(name: str) -> dict:
-    """Load boards/NAME.json."""
-    path = os.path.join(boards_dir(), f"{name}.json")
+    """A board file by name (`boards/NAME.json`) or by path, with the agent's own loader
+    (edge/board.py); ToolError naming the board and the known ones when it is missing or bad."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError as e:
-        raise ToolError(f"unknown board {name!r}: no {path}") from e
-    except ValueError as e:
-        raise ToolError(f"board file {path} is not valid JSON: {e}") from e
+        return edge_board.read(name)
+    except edge_board.BoardError as e:
+        raise ToolError(str(e).replace("config key 'board': ", "")) from None
 
 
 def mp_env() -> dict:

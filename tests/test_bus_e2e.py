@@ -9,31 +9,31 @@ import time
 from host_tools.agent.run import AgentProcess, agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
-from tests.appliance_sim import ModbusSlaveSim, Pty, TuyaMCUSim, tuya_dp, tuya_frame
+from host_tools.captures.appliances import ModbusSlave, Pty, TuyaMCU, serve, tuya_dp, tuya_frame
 
 DEVICE = "washer-e2e"
 
 
 def test_agent_publishes_readings_from_three_buses(tmp_path):
     line, tuya, meter = Pty(), Pty(), Pty()
-    mcu = TuyaMCUSim(
-        tuya,
+    mcu = TuyaMCU(
         [tuya_frame(0x07, tuya_dp(1, 1, b"\x01") + tuya_dp(2, 2, struct.pack(">i", -183)))],
         noise=b"\xff\x55\x00",
     )
-    slave = ModbusSlaveSim(meter, 1, {0: 2304, 1: 0, 2: 51234})
-    mcu.start()
-    slave.start()
+    slave = ModbusSlave(1, {0: 2304, 1: 0, 2: 51234})
+    servers = [serve(mcu, tuya), serve(slave, meter)]
     channels = [
         {"id": i, "name": "ch%d" % i, "category": "essential"} for i in (1, 5, 10, 11, 20, 22)
     ]
     channels[0]["deadband"] = 0  # report changes only: the repeated T=4.25 is suppressed
+    channels[0]["decimals"] = 2
+    channels[0]["unit"] = "°C"
     inputs = [
         {
             "type": "line",
             "uart": {"path": line.path},
             "keys": {
-                "T": {"ch": 1, "scale": 2},
+                "T": 1,
                 "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
             },
         },
@@ -88,13 +88,18 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
             }
             col.wait_for(lambda c: want <= {(r[4], r[5]) for r in c.readings}, 10)
             got = [(r[4], r[5]) for r in col.readings if r[0] == DEVICE]
+            # the retained meta message carried what channel 1's integers mean
+            col.wait_for(lambda c: DEVICE in c.channels, 10)
+            meta = col.channels[DEVICE]
         finally:
             col.stop()
-            mcu.stop.set()
-            slave.stop.set()
+            for s in servers:
+                s.stop()
             for p in (line, tuya, meter):
                 p.close()
     assert want <= set(got), (got, agent.output[-10:])
     assert got.count((1, 425)) == 1  # deadband suppressed the repeat
     assert mcu.cmds[:5] == [0x00, 0x01, 0x02, 0x03, 0x08]
     assert slave.requests >= 1
+    assert meta[1] == {"name": "ch1", "category": "essential", "unit": "°C", "decimals": 2}
+    assert meta[5]["unit"] is None and meta[5]["decimals"] == 0

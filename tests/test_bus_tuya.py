@@ -1,12 +1,14 @@
 """Tuya MCU serial protocol (edge/bus/tuya.py), module side: DP types, the init handshake,
-splits at every byte, garbage, bit flips, stalled frames."""
+splits at every byte, garbage, bit flips, stalled frames, the byte ledger. The protocol
+variants (low power, record-type reports, working modes) are in test_bus_tuya_variants.py."""
 
+import re
 import struct
 
 import pytest
 
 from edge.bus.tuya import TuyaMCU
-from tests.appliance_sim import tuya_dp, tuya_frame
+from host_tools.captures.appliances import tuya_dp, tuya_frame
 
 DPS = {
     "1": 10,
@@ -32,6 +34,7 @@ EXPECT = [(10, 1), (11, -2150), (12, 1), (13, 2), (14, 258), (15, -200), (16, -4
 
 class Module:
     def __init__(self, **kw):
+        kw.setdefault("protocol", "normal")
         self.sent = []
         self.mcu = TuyaMCU(DPS, lambda b: self.sent.append(bytes(b)), **kw)
         self.out = []
@@ -98,11 +101,21 @@ def test_split_at_every_byte():
         assert m.out == EXPECT, i
 
 
+def ledger_adds_up(mcu):
+    b = mcu.ledger.stats()
+    assert b["fed"] == b["decoded"] + b["unhandled"] + b["rejected"] + b["garbage"] + b["pending"]
+    return b
+
+
 def test_garbage_between_frames_is_skipped_and_counted():
     m = Module()
-    m.feed(b"\x00\x55\x55\xaa\xffjunk" + REPORT + b"\x55" + REPORT)
+    noise = b"\x00\x55\x55\xaa\xffjunk"
+    m.feed(noise + REPORT + b"\x55" + REPORT)
     assert m.out == EXPECT + EXPECT
-    assert m.mcu.garbage_bytes > 0
+    b = ledger_adds_up(m.mcu)
+    assert b["decoded"] == 2 * len(REPORT) and b["pending"] == 0
+    # "55 aa ff 6a" reads as a header with a 0x6a75-byte length: rejected, not garbage
+    assert b["garbage"] + b["rejected"] == len(noise) + 1 and m.mcu.errors["too_long"] == 1
 
 
 def test_every_bit_flip_is_rejected_and_the_next_frame_still_parses():
@@ -114,7 +127,12 @@ def test_every_bit_flip_is_rejected_and_the_next_frame_still_parses():
         m.tick(1000)  # a corrupted length may hold a partial frame until the line goes quiet
         assert m.out == EXPECT, (i, m.out)
         e = m.mcu.errors
-        assert e["checksum"] + e["too_long"] + e["timeout"] + m.mcu.garbage_bytes > 0, i
+        b = ledger_adds_up(m.mcu)
+        assert b["decoded"] == len(REPORT) and b["pending"] == 0, (i, b)
+        # one broken frame: at most one rejection, its bytes rejected or (a flipped header)
+        # passed over as garbage
+        assert e["checksum"] + e["too_long"] + e["timeout"] <= 1, (i, e)
+        assert b["rejected"] + b["garbage"] == len(REPORT), (i, b)
 
 
 def test_dp_errors_are_counted():
@@ -129,7 +147,7 @@ def test_dp_errors_are_counted():
         + bytes([4, 4, 0, 9, 1])
     )
     m.feed(tuya_frame(0x07, bad))
-    e = m.mcu.errors
+    e = m.mcu.table.errors
     assert m.out == []
     assert e["dp_len"] == 2 + 1 and e["dp_value"] == 1 and e["dp_type"] == 1
     assert e["dp_truncated"] == 1 and m.mcu.unmapped_dp == 1
@@ -146,9 +164,12 @@ def test_oversized_length_is_rejected():
     [
         ({"x": 1}, "dps.x"),
         ({"0": 1}, "dps.0"),
-        ({"1": {"ch": 1, "raw": {"size": 3}}}, "dps.1.raw"),
+        ({"1": {"ch": 1, "raw": {"size": 3}}}, "dps.1.raw.size"),
+        ({"1": {"ch": 1, "slice": {"type": "u12"}}}, "dps.1.slice.type"),
+        ({"1": [{"ch": 1}, {"ch": 2, "slice": {"bits": [30, 4]}}]}, "dps.1[1].slice.bits"),
+        ({"1": []}, "dps.1"),
     ],
 )
 def test_bad_config_names_the_key(dps, key):
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(key)):
         TuyaMCU(dps, lambda b: None)

@@ -92,8 +92,13 @@ readings = st.lists(
 
 
 @settings(max_examples=200, deadline=None)
-@given(readings, st.integers(0, 2**32 - 2**22), st.integers(10**12, 2 * 10**12))
+@given(
+    readings,
+    st.integers(0, 2**16 - 1).flatmap(lambda e: st.integers(e << 32, (e << 32) + 2**32 - 2**22)),
+    st.integers(10**12, 2 * 10**12),
+)
 def test_batch_roundtrip(rs, seq0, ts0):
+    """Whole 48-bit seqs survive the trip, in every epoch (FORMAT.md 1)."""
     w = codec.BatchWriter("dev-1", 4096)
     w.start("usage", 3, 0)
     seq, ts, want = seq0, ts0, []
@@ -102,7 +107,9 @@ def test_batch_roundtrip(rs, seq0, ts0):
         ts += dt
         assert w.add(seq, ts, 3, 0, ch, val)
         want.append((seq, ts, ch, val))
-    b = codec.decode_batch(bytes(w.finish()))
+    data = bytes(w.finish())
+    assert bool(data[4] & codec.FLAG_SEQ_EPOCH) == bool(seq0 >> 32)
+    b = codec.decode_batch(data)
     assert b["readings"] == want and b["device"] == "dev-1" and b["category"] == "usage"
     assert b["first_seq"] == want[0][0] and b["count"] == len(want)
 
@@ -118,3 +125,18 @@ def test_writer_refuses_what_does_not_fit():
     assert w.add(11, 1000, 1, 0, 1, 5)
     assert not w.add(12, 1000, 1, 0, 1, 5)  # full
     assert codec.decode_batch(bytes(w.finish()))["count"] == 2
+
+
+def test_a_batch_never_crosses_a_seq_epoch():
+    """FORMAT.md 1 rule 1: the reading after 2^32 - 1 starts a new batch, whose header says
+    epoch 1; the decoder gives back the whole seqs, not the wrapped low bits."""
+    w = codec.BatchWriter("dev", 4096)
+    w.start("usage", 1, 0)
+    assert w.add(2**32 - 1, 1000, 1, 0, 1, 5)
+    assert not w.add(2**32, 1001, 1, 0, 1, 6)
+    first = codec.decode_batch(bytes(w.finish()))
+    w.start("usage", 1, 0)
+    assert w.add(2**32, 1001, 1, 0, 1, 6)
+    second = codec.decode_batch(bytes(w.finish()))
+    assert first["readings"] == [(2**32 - 1, 1000, 1, 5)]
+    assert second["readings"] == [(2**32, 1001, 1, 6)] and second["first_seq"] == 2**32

@@ -101,10 +101,10 @@ def test_cut_deploy_is_detected_and_repaired(vboard, tmp_path, monkeypatch, caps
     assert dp.MANIFEST not in files and any(p.endswith(dp.TMP_SUFFIX) for p in files)
     monkeypatch.setattr(dp.Board, "write", real_write)
 
-    rep = dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None)
+    rep = dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None, network=False)
     assert rep.repaired and rep.selftest["ok"], rep
     files = board_files(vboard)
-    want = dp.build_files(dp.compiler_for(2822), dev, dp.load_board("unix-sim"))
+    want = dp.build_files(dp.compiler_for(2822), dev, dp.board_file("unix-sim"))
     assert {p: hashlib.sha256(v).hexdigest() for p, v in want.items()} == {
         p: h for p, h in files.items() if p != dp.MANIFEST
     }
@@ -117,14 +117,14 @@ def test_stale_source_that_would_shadow_is_removed(vboard, tmp_path):
     vboard.mpremote("mkdir", ":lib", check=False)
     vboard.mpremote("mkdir", ":lib/edge")
     vboard.mpremote("fs", "cp", str(stale), ":lib/edge/codec.py")
-    rep = dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None)
+    rep = dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None, network=False)
     assert "/lib/edge/codec.py" in rep.removed and rep.selftest["ok"]
     assert "codec.mpy" in vboard.mpremote("exec", "import edge.codec;print(edge.codec.__file__)")
 
 
 def test_incomplete_deploy_main_refuses_to_start(vboard, tmp_path):
     dev = device_json(tmp_path)
-    dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None)
+    dp.deploy("unix-sim", str(vboard.link), dev, log=lambda m: None, network=False)
     vboard.mpremote("rm", ":.deploy.json")
     out = vboard.mpremote("exec", "exec(open('/main.py').read())")
     assert "incomplete deploy" in out
@@ -164,10 +164,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")
     with pytest.raises(ToolError, match="not valid JSON"):
-        dp.device_config(bad, dp.load_board("unix-sim"))
+        dp.device_config(bad, dp.board_file("unix-sim"))
     other = device_json(tmp_path, board="esp32-s3")
-    with pytest.raises(ToolError, match="for board 'esp32-s3'"):
-        dp.device_config(other, dp.load_board("unix-sim"))
+    with pytest.raises(ToolError, match="is 'esp32-s3', but the board is 'unix-sim'"):
+        dp.device_config(other, dp.board_file("unix-sim"))
 
 
 def test_frozen_manifest_lists_the_tree(tmp_path):
@@ -207,3 +207,16 @@ def test_bench_deploy_cli(capsys):
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"full_deploy_s", "noop_deploy_s", "ratio"} <= figures.keys()
     assert figures["files"] > 5 and figures["noop_deploy_s"] > 0
+
+
+def test_deploy_refuses_a_broken_config_before_opening_the_port(tmp_path, capsys):
+    """The schema check runs first: a misspelled key stops the deploy with no port touched
+    (the port does not even exist here, and the error is the config's, not the port's)."""
+    dev = tmp_path / "device.json"
+    dev.write_text(json.dumps({"device_id": "d1", "mqtt": {"prot": 1883}, "inputz": []}))
+    argv = ["deploy", "--board", "unix-sim", "--port", str(tmp_path / "tty"), "--device", str(dev)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "config key 'mqtt.prot' is unknown; did you mean 'mqtt.port'?" in err
+    assert "config key 'inputz' is unknown; did you mean 'inputs'?" in err
+    assert "not found" not in err and err.count("\n") == 1

@@ -8,9 +8,13 @@ import pty
 import shlex
 
 import pytest
+from pathlib import Path
 
 from host_tools import cli
-from host_tools.board.flash import BOARDS_DIR, load_board, parse_offset
+from host_tools.board.flash import parse_offset
+from host_tools.paths import board_file as load_board, boards_dir
+
+BOARDS_DIR = Path(boards_dir())
 
 ESP_BOARDS = sorted(
     p.stem for p in BOARDS_DIR.glob("*.json") if load_board(p.stem)["chip"].startswith("esp")

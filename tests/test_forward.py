@@ -54,6 +54,8 @@ def _mpy_tree(micropython: str, dest: str) -> str:
                     ],
                     check=True,
                 )
+    # the board files beside the package, where edge/board.py looks on the host
+    shutil.copytree(os.path.join(edge_root(), "boards"), os.path.join(dest, "boards"))
     return dest
 
 

@@ -76,9 +76,12 @@ def test_identity_files_and_certificates(tmp_path, capsys):
     cfg = json.loads((dev / "device.json").read_text())
     assert cfg["device_id"] == "kettle-7" and cfg["board"] == "esp32-c3"
     assert cfg["mqtt"]["user"] == "kettle-7" and cfg["mqtt"]["tls"]["ca"] == "/secrets/ca.der"
-    assert len((dev / "secrets" / "consent.key").read_bytes()) == 32
+    # the agent reads the key with config `consent.key_file`: 64 hex digits (32 bytes)
+    key_hex = (dev / "secrets" / "consent.key").read_text().strip()
+    assert len(bytes.fromhex(key_hex)) == 32
+    assert cfg["consent"] == {"key_file": "/secrets/consent.key"} and "consent_key" not in cfg
     keys = json.loads((out / "backend" / "consent_keys.json").read_text())
-    assert bytes.fromhex(keys["kettle-7"]) == (dev / "secrets" / "consent.key").read_bytes()
+    assert keys["kettle-7"] == key_hex
     ca = x509.load_der_x509_certificate((dev / "secrets" / "ca.der").read_bytes())
     client = x509.load_der_x509_certificate((dev / "secrets" / "client.der").read_bytes())
     server = x509.load_pem_x509_certificate((out / "broker" / "server.crt").read_bytes())

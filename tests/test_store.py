@@ -174,3 +174,16 @@ def test_flash_image_survives_restarts_and_dumps_with_littlefs_python(micropytho
     rep = dump.dump_path(img)
     assert not rep.problems and rep.readings == 360
     assert any(line.startswith("littlefs image: 512 blocks") for line in rep.lines)
+
+
+def test_seqs_cross_2_to_the_32_without_wrapping(tmp_path):
+    """docs/FORMAT.md 1: the store's seqs are 48-bit. Ten readings from 2^32 - 5 land in two
+    segments (epoch 0 and epoch 1 in their headers), come back whole after a reboot, leave as
+    one batch per epoch, and the next seq after the reboot lies above all of them. Before the
+    epoch rule the 32-bit field wrapped: readings 2^32.. came back as seqs 0..4, below the
+    ack cursor, and were never forwarded."""
+    start = 2**32 - 5
+    out = mp_last_json("store_epoch.py", str(tmp_path), str(start))
+    assert [s[1] for s in out["segments"]] == [0, 1]
+    assert out["batches"] == [[start, 2**32 - 1, 5], [2**32, 2**32 + 4, 5]]
+    assert out["next_seq"] > 2**32 + 4

@@ -17,13 +17,14 @@ MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 class VBoard:
     """A `python -m host_tools.board.vboard` subprocess (same code as `edgectl vboard`)."""
 
-    def __init__(self, tmp: Path, image: Path | None = None):
+    def __init__(self, tmp: Path, image: Path | None = None, uarts: tuple[str, ...] = ()):
         self.link = tmp / "ttyVB0"
         self.image = image or tmp / "flash.img"
+        self.uarts = uarts  # `--uart NAME=TARGET` arguments
         self.proc = None
 
     def start(self):
-        self.proc = spawn(self.link, self.image)
+        self.proc = spawn(self.link, self.image, uarts=self.uarts)
         return self
 
     def stop(self):

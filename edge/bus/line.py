@@ -1,9 +1,16 @@
-# Line protocol parser: `KEY=VALUE;KEY=VALUE\n` (issue 6 item 2). Streaming, one byte at a time,
-# no allocation per byte: keys are hashed as they arrive and numbers accumulated as integers.
+# Line protocols: an appliance console printing one record per text line, mapped to channels
+# from config alone (docs/INPUTS.md section 3.1). Bytes are collected into a preallocated line
+# buffer; each complete line (ended by LF or CR) is parsed by its format:
 #
-# Grammar (docs/INPUTS.md): pairs separated by ';', lines ended by '\n' or '\r'. VALUE is a
-# decimal number (optional sign, optional '.'), or a label the key's "enum" table maps to an int.
-# A bad pair is rejected and counted; parsing resumes at the next ';' or end of line.
+#   kv      KEY=VALUE;KEY=VALUE (sep and assign configurable; assign " " = key value key value)
+#   fields  positional fields split by whitespace or one separator byte
+#   csv     cells named by a header line learned from the stream (or given in config)
+#   json    one JSON object per line (edge/bus/line_text.py)
+#   regex   a pattern with named groups (edge/bus/line_text.py)
+#
+# A value is a decimal number (edge/bus/target.py: truncated to the channel's decimals) or a
+# label of the target's "enum" table. A bad field is counted by reason and skipped; every byte
+# lands in the ledger (edge/bus/ledger.py) with its line (kv: with its pair).
 
 try:
     from micropython import const
@@ -14,193 +21,381 @@ except ImportError:  # CPython: the host fuzzes these parsers in-process
 
 
 from edge.bus import keys, target
+from edge.bus.ledger import Ledger, source_stats
 
-_KEY = const(0)
-_VAL = const(1)
-_SKIP = const(2)
-_MAX_KEY = const(16)
-_MAX_LABEL = const(16)
-_LIMIT = const(100000000)  # 9 digits: value * 10**scale stays a small int on the ESP32
+_DECODED = const(0)
+_UNHANDLED = const(1)
+_REJECTED = const(2)
 
+FORMATS = ("kv", "fields", "csv", "json", "regex")
 REASONS = (
-    "key_too_long",
+    "too_long",
     "empty_key",
     "no_value",
-    "bad_byte",
     "bad_value",
     "value_range",
     "unknown_key",
     "unknown_label",
+    "missing_field",
+    "no_header",
+    "bad_json",
+    "no_match",
 )
+TARGET_KEYS = ("enum",)
+
+
+def _space(b):
+    return b == 0x20 or b == 0x09
+
+
+def make_target(spec, path, decimals):
+    t = target.parse(spec, path, TARGET_KEYS, decimals)
+    en = t.extra.get("enum")
+    if en is not None:
+        if not isinstance(en, dict):
+            raise ValueError("config key '%s.enum' must be an object" % path)
+        for label in en:
+            v = en[label]
+            if not isinstance(v, int) or isinstance(v, bool) or not label:
+                raise ValueError("config key '%s.enum.%s' must map to an int" % (path, label))
+        en = keys.KeyTable(en)
+    t.enum = en
+    return t
+
+
+def table(spec, key, path, decimals):
+    """{name: target} from config as a KeyTable of targets (and the names in order)."""
+    m = spec.get(key)
+    if not isinstance(m, dict) or not m:
+        raise ValueError("config key '%s.%s' must map names to channels" % (path, key))
+    out = {}
+    for k in m:
+        if not k:
+            raise ValueError("config key '%s.%s.': empty name" % (path, key))
+        out[k] = make_target(m[k], "%s.%s.%s" % (path, key, k), decimals)
+    return keys.KeyTable(out), out
+
+
+def _sep(spec, key, default, path):
+    v = spec.get(key, default)
+    if not isinstance(v, str) or len(v) != 1:
+        raise ValueError("config key '%s.%s' must be one character" % (path, key))
+    return ord(v)
 
 
 class LineParser:
-    """Feed bytes; calls emit(channel, int) per accepted pair.
+    """Feed bytes; calls emit(channel, int) per mapped field. spec: the input's config
+    (format and its keys); decimals: {channel id: decimals}."""
 
-    keymap: {"KEY": target spec}; a spec may carry "scale" (decimal places kept, default 0)
-    and "enum" ({"LABEL": int}). See edge/bus/target.py for ch/mul/div."""
+    def __init__(self, spec, decimals=None, path="line"):
+        fmt = spec.get("format", "kv")
+        if fmt not in FORMATS:
+            raise ValueError(
+                "config key '%s.format' must be one of %s" % (path, " ".join(FORMATS))
+            )
+        self.fmt = fmt
+        n = spec.get("max_line", 256)
+        if not isinstance(n, int) or isinstance(n, bool) or not 16 <= n <= 2048:
+            raise ValueError("config key '%s.max_line' must be 16..2048" % path)
+        self._buf = bytearray(n)
+        self._n = 0
+        self._len = 0
+        self._over = False  # the line outgrew the buffer: rejected up to its end
+        prefix = spec.get("prefix")
+        if prefix is not None and (not isinstance(prefix, str) or not prefix):
+            raise ValueError("config key '%s.prefix' must be a non-empty string" % path)
+        self._prefix = prefix.encode() if prefix else None
+        self.sep = _sep(spec, "sep", {"kv": ";", "csv": ","}.get(fmt, " "), path)
+        self.assign = _sep(spec, "assign", "=", path)
+        self.header = None  # csv: targets per column, once known
+        if fmt == "kv":
+            self.keys = table(spec, "keys", path, decimals)[0]
+        elif fmt == "fields":
+            self.fields = []
+            for k, t in table(spec, "fields", path, decimals)[1].items():
+                try:
+                    self.fields.append((int(k), t))
+                except ValueError:
+                    raise ValueError(
+                        "config key '%s.fields.%s' must be a field index" % (path, k)
+                    ) from None
+            self.fields.sort(key=lambda e: e[0])  # in field order on every port
+        elif fmt == "csv":
+            self.keys, named = table(spec, "columns", path, decimals)
+            self._ncols = len(named)
+            fixed = spec.get("header")
+            if fixed is not None:
+                if not isinstance(fixed, list) or not all(isinstance(c, str) for c in fixed):
+                    raise ValueError("config key '%s.header' must be a list of names" % path)
+                self.header = [named.get(c) for c in fixed]
+            self._fixed = fixed is not None
+        else:
+            from edge.bus import line_text
 
-    def __init__(self, keymap):
-        tmap = {}
-        for k in keymap:
-            path = "keys.%s" % k
-            if not k or len(k) > _MAX_KEY:
-                raise ValueError("config key '%s': key must be 1..%d bytes" % (path, _MAX_KEY))
-            t = target.parse(keymap[k], path, ("scale", "enum"))
-            scale = t.extra.get("scale", 0)
-            if not isinstance(scale, int) or not 0 <= scale <= 6:
-                raise ValueError("config key '%s.scale' must be 0..6" % path)
-            t.scale = scale
-            t.pow = 10**scale
-            en = t.extra.get("enum")
-            if en is not None:
-                if not isinstance(en, dict):
-                    raise ValueError("config key '%s.enum' must be an object" % path)
-                for label in en:
-                    v = en[label]
-                    if not isinstance(v, int) or isinstance(v, bool) or not label:
-                        raise ValueError(
-                            "config key '%s.enum.%s' must map to an int" % (path, label)
-                        )
-                en = keys.KeyTable(en)
-            t.enum = en
-            tmap[k] = t
-        self._keys = keys.KeyTable(tmap)
-        self._kbuf = bytearray(_MAX_KEY)
-        self._lbuf = bytearray(_MAX_LABEL)
+            self.text = line_text.TextFormat(fmt, spec, path, decimals)
         self.accepted = 0
+        self.lines = 0
+        self.ledger = Ledger()
         self.errors = {}
         for r in REASONS:
             self.errors[r] = 0
-        self._reset()
 
-    def _reset(self):
-        self._state = _KEY
-        self._klen = 0
-        self._khash = keys.seed()
-        self._t = None
-        self._scale = 0
+    def stats(self):
+        d = source_stats(self.accepted, self.ledger, self.errors)
+        d["lines"] = self.lines
+        return d
 
-    def _reject(self, reason):
-        self.errors[reason] += 1
-        self._state = _SKIP
-
-    def _start_value(self):
-        self._acc = 0
-        self._neg = False
-        self._digits = 0
-        self._frac = -1  # -1: no '.', else digits after it
-        self._llen = 0
-        self._lhash = keys.seed()
-        self._label = False
-
-    def _finish(self, emit):
-        """End of a value: convert and emit. Returns 1 if a reading was emitted."""
-        t = self._t
-        if t is None:
-            return 0  # unknown key: counted when the '=' arrived
-        if self._label:
-            if t.enum is None:
-                self.errors["bad_value"] += 1
-                return 0
-            v = t.enum.get(self._lbuf, self._llen, self._lhash)
-            if v is None:
-                self.errors["unknown_label"] += 1
-                return 0
-            t.emit(emit, v)
-            self.accepted += 1
-            return 1
-        if self._digits == 0:
-            self.errors["no_value"] += 1
-            return 0
-        v = self._acc
-        frac = self._frac if self._frac > 0 else 0
-        while frac < t.scale:
-            v *= 10
-            frac += 1
-        if v >= _LIMIT * 10:
-            self.errors["value_range"] += 1
-            return 0
-        t.emit(emit, -v if self._neg else v)
-        self.accepted += 1
-        return 1
+    # -- input ---------------------------------------------------------------------------------
 
     def feed(self, buf, n, emit, now_ms=0):
         """Parse buf[0:n]. Returns the number of readings emitted."""
         out = 0
+        lb = self._buf
+        cap = len(lb)
+        self.ledger.fed += n
         for i in range(n):
             b = buf[i]
-            if b == 0x0A or b == 0x0D:  # end of line ends any pair
-                if self._state == _VAL:
-                    out += self._finish(emit)
-                elif self._state == _KEY and self._klen:
-                    self.errors["no_value"] += 1
-                self._reset()
-                continue
-            st = self._state
-            if st == _SKIP:
-                if b == 0x3B:  # ';'
-                    self._reset()
-            elif st == _KEY:
-                if b == 0x3D:  # '='
-                    if not self._klen:
-                        self._reject("empty_key")
-                        continue
-                    self._t = self._keys.get(self._kbuf, self._klen, self._khash)
-                    if self._t is None:
-                        self._reject("unknown_key")
-                        continue
-                    self._state = _VAL
-                    self._scale = self._t.scale
-                    self._start_value()
-                elif b == 0x3B:
-                    if self._klen:
-                        self.errors["no_value"] += 1
-                    self._reset()
-                elif b < 0x21 or b > 0x7E:
-                    self._reject("bad_byte")
-                elif self._klen >= _MAX_KEY:
-                    self._reject("key_too_long")
-                else:
-                    self._kbuf[self._klen] = b
-                    self._klen += 1
-                    self._khash = keys.step(self._khash, b)
-            else:  # _VAL
-                if b == 0x3B:
-                    out += self._finish(emit)
-                    self._reset()
-                elif b < 0x21 or b > 0x7E:
-                    self._reject("bad_byte")
-                else:
-                    self._value_byte(b)
+            if b == 0x0A or b == 0x0D:
+                out += self._end_line(emit)
+            elif self._over:
+                self.ledger.rejected += 1
+            elif self._n < cap:
+                lb[self._n] = b
+                self._n += 1
+            else:
+                self._over = True
+                self.errors["too_long"] += 1
+                self.ledger.rejected += self._n + 1
+                self._n = 0
         return out
 
-    def _value_byte(self, b):
-        # Every byte also goes into the label buffer so "ON"/"OPEN" can match an enum table.
-        if self._llen < _MAX_LABEL:
-            self._lbuf[self._llen] = b
-            self._llen += 1
-            self._lhash = keys.step(self._lhash, b)
-        elif self._label:
-            self._reject("bad_value")
-            return
-        if self._label:
-            return
-        if 0x30 <= b <= 0x39:
-            if self._frac >= 0:
-                if self._frac >= self._scale:
-                    return  # digits beyond the configured scale are truncated
-                self._frac += 1
-            if self._acc >= _LIMIT:
-                self._reject("value_range")
-                return
-            self._acc = self._acc * 10 + (b - 0x30)
-            self._digits += 1
-        elif b == 0x2D and self._llen == 1:  # leading '-'
-            self._neg = True
-        elif b == 0x2B and self._llen == 1:  # leading '+'
-            pass
-        elif b == 0x2E and self._frac < 0:  # '.'
-            self._frac = 0
+    def flush(self, emit):
+        """End of input: a last line without its line break is parsed as it is."""
+        if self._n or self._over:
+            return self._line(emit, 0)
+        return 0
+
+    def _end_line(self, emit):
+        if self._over:
+            self._over = False
+            self.ledger.rejected += 1  # the line break of the over-long line
+            return 0
+        if not self._n:
+            self.ledger.garbage += 1  # an empty line, or the LF of a CR LF pair
+            return 0
+        return self._line(emit, 1)
+
+    def _line(self, emit, term):
+        n = self._n
+        self._n = 0
+        self._len = n
+        self._over = False
+        self.lines += 1
+        s = 0
+        p = self._prefix
+        if p is not None:
+            lb = self._buf
+            while s < n and _space(lb[s]):
+                s += 1
+            k = len(p)
+            if n - s < k or lb[s : s + k] != p:
+                self.ledger.unhandled += n + term  # another kind of line
+                return 0
+            s += k
+        self._kind = _UNHANDLED
+        self._pair = 0  # kv: bytes of this line already put in the ledger pair by pair
+        before = self.accepted
+        if self.fmt == "kv":
+            self._kv(s, n, emit)
+        elif self.fmt == "fields":
+            self._fields(s, n, emit)
+        elif self.fmt == "csv":
+            self._csv(s, n, emit)
         else:
-            self._label = True
+            self.text.line(self, self._buf, s, n, emit)
+        out = self.accepted - before
+        rest = n + term - self._pair
+        if self._kind == _DECODED or out:
+            self.ledger.decoded += rest
+        elif self._kind == _REJECTED:
+            self.ledger.rejected += rest
+        else:
+            self.ledger.unhandled += rest
+        return out
+
+    # -- values --------------------------------------------------------------------------------
+
+    def mark_decoded(self):
+        self._kind = _DECODED
+
+    def reject(self, reason):
+        self.errors[reason] += 1
+        if self._kind != _DECODED:
+            self._kind = _REJECTED
+
+    def value(self, t, buf, s, e, emit):
+        """The text buf[s:e] (spaces and quotes trimmed) into target t. True when emitted."""
+        while s < e and (_space(buf[s]) or buf[s] == 0x22):
+            s += 1
+        while e > s and (_space(buf[e - 1]) or buf[e - 1] == 0x22):
+            e -= 1
+        if s == e:
+            self.reject("no_value")
+            return False
+        d = target.decimal(buf, s, e)
+        if d is not None:
+            ok = t.emit_decimal(emit, d[0], d[1])
+        elif t.enum is None:
+            self.reject("bad_value")
+            return False
+        else:
+            v = t.enum.get_bytes(buf, s, e)
+            if v is None:
+                self.reject("unknown_label")
+                return False
+            ok = t.emit(emit, v)
+        if not ok:
+            self.reject("value_range")
+            return False
+        self.accepted += 1
+        self._kind = _DECODED
+        return True
+
+    # -- formats -------------------------------------------------------------------------------
+
+    def _kv(self, s, n, emit):
+        lb = self._buf
+        sep = self.sep
+        words = self.assign == 0x20  # key value key value ...
+        if words or sep == 0x20:
+            return self._kv_words(s, n, emit, words)
+        while s < n:
+            e = s
+            while e < n and lb[e] != sep:
+                e += 1
+            self._kv_pair(s, e, emit)
+            s = e + 1
+
+    def _kv_pair(self, s, e, emit):
+        """One KEY=VALUE pair in buf[s:e]; its bytes (and its separator) go to the ledger."""
+        lb = self._buf
+        a = s
+        while a < e and lb[a] != self.assign:
+            a += 1
+        k0, k1 = s, a
+        while k0 < k1 and _space(lb[k0]):
+            k0 += 1
+        while k1 > k0 and _space(lb[k1 - 1]):
+            k1 -= 1
+        kind = _UNHANDLED
+        if k0 == k1:
+            if a < e:  # "=value": a pair without a key
+                self.errors["empty_key"] += 1
+                kind = _REJECTED
+        elif a == e:
+            self.errors["no_value"] += 1
+            kind = _REJECTED
+        else:
+            t = self.keys.get_bytes(lb, k0, k1)
+            if t is None:
+                self.errors["unknown_key"] += 1
+            else:
+                was = self._kind
+                self._kind = _UNHANDLED
+                kind = _DECODED if self.value(t, lb, a + 1, e, emit) else _REJECTED
+                self._kind = was
+        k = e - s + (1 if e < self._len else 0)  # its separator
+        self._pair += k
+        if kind == _DECODED:
+            self.ledger.decoded += k
+            self._kind = _DECODED
+        elif kind == _REJECTED:
+            self.ledger.rejected += k
+            if self._kind != _DECODED:
+                self._kind = _REJECTED
+        else:
+            self.ledger.unhandled += k
+
+    def _tokens(self, s, n, sep):
+        """(start, end) of each field of buf[s:n]; sep 0x20 splits on runs of spaces/tabs."""
+        lb = self._buf
+        out = []
+        if sep == 0x20:
+            while s < n:
+                while s < n and _space(lb[s]):
+                    s += 1
+                if s == n:
+                    break
+                e = s
+                while e < n and not _space(lb[e]):
+                    e += 1
+                out.append((s, e))
+                s = e
+            return out
+        while True:
+            e = s
+            while e < n and lb[e] != sep:
+                e += 1
+            out.append((s, e))
+            if e >= n:
+                return out
+            s = e + 1
+
+    def _kv_words(self, s, n, emit, words):
+        lb = self._buf
+        toks = self._tokens(s, n, 0x20)
+        if not words:  # whitespace-separated KEY=VALUE pairs
+            for a, e in toks:
+                self._kv_pair(a, e, emit)
+            return
+        for i in range(0, len(toks) - 1, 2):
+            t = self.keys.get_bytes(lb, toks[i][0], toks[i][1])
+            if t is None:
+                self.errors["unknown_key"] += 1
+            else:
+                self.value(t, lb, toks[i + 1][0], toks[i + 1][1], emit)
+        if len(toks) % 2:
+            self.reject("no_value")
+
+    def _fields(self, s, n, emit):
+        toks = self._tokens(s, n, self.sep)
+        for i, t in self.fields:
+            if i < len(toks):
+                self.value(t, self._buf, toks[i][0], toks[i][1], emit)
+            else:
+                self.reject("missing_field")
+
+    def _csv(self, s, n, emit):
+        lb = self._buf
+        toks = self._tokens(s, n, self.sep)
+        cells = []
+        numeric = False
+        named = 0
+        for a, e in toks:
+            while a < e and (_space(lb[a]) or lb[a] == 0x22):
+                a += 1
+            while e > a and (_space(lb[e - 1]) or lb[e - 1] == 0x22):
+                e -= 1
+            if target.decimal(lb, a, e) is not None:
+                numeric = True
+            t = self.keys.get_bytes(lb, a, e)
+            if t is not None and t not in cells:
+                named += 1
+            cells.append(t)
+        if named == self._ncols and not numeric and not self._fixed:
+            # a header line: every configured column named, no number (again after an
+            # appliance restart; a noisy line cannot re-map the columns)
+            self.header = cells
+            self._kind = _DECODED
+            return
+        if self.header is None:
+            self.reject("no_header")
+            return
+        h = self.header
+        for i in range(len(h)):
+            if h[i] is None:
+                continue
+            if i < len(toks):
+                self.value(h[i], lb, toks[i][0], toks[i][1], emit)
+            else:
+                self.reject("missing_field")

@@ -15,7 +15,8 @@ except ImportError:  # CPython: the host fuzzes these parsers in-process
         return x
 
 
-from edge.bus import crc, target
+from edge.bus import crc, target, value
+from edge.bus.ledger import Ledger, source_stats
 from edge.ticks import ticks_diff
 
 _IDLE = const(0)
@@ -24,14 +25,13 @@ _WAIT = const(2)
 _EXC_BUSY = const(6)  # "server device busy": worth a retry
 _RX_CAP = const(300)  # 5 + 2*125 register bytes, plus room for leading garbage
 
-REASONS = ("timeout", "crc", "exception", "gave_up", "overflow")
-TYPES = {"u16": 1, "i16": 1, "u32": 2, "i32": 2}
+REASONS = ("timeout", "crc", "exception", "gave_up", "overflow", "value_range")
 
 
 class _Read:
     """One configured request, encoded once in the constructor."""
 
-    def __init__(self, slave, spec, path):
+    def __init__(self, slave, spec, path, decimals):
         fn = spec.get("fn", 3)
         addr = spec.get("addr", 0)
         count = spec.get("count", 1)
@@ -42,6 +42,7 @@ class _Read:
         if not isinstance(count, int) or not 1 <= count <= 125:
             raise ValueError("config key '%s.count' must be 1..125" % path)
         self.fn = fn
+        self.addr = addr
         self.count = count
         req = bytearray(8)
         req[0] = slave
@@ -54,40 +55,53 @@ class _Read:
         req[6] = c & 0xFF
         req[7] = c >> 8
         self.req = req
-        self.map = []  # (word offset, words, signed, swap, target)
+        self.map = []  # (word offset, value layout, target)
         regs = spec.get("map")
         if not isinstance(regs, dict) or not regs:
             raise ValueError("config key '%s.map' must map register numbers to channels" % path)
         for k in regs:
-            p = "%s.map.%s" % (path, k)
-            t = target.parse(regs[k], p, ("type", "swap"))
-            typ = t.extra.get("type", "u16")
-            if typ not in TYPES:
-                raise ValueError("config key '%s.type' must be one of u16 i16 u32 i32" % p)
-            try:
-                reg = int(k)
-            except ValueError:
-                raise ValueError("config key '%s': register must be a number" % p) from None
-            off = reg - addr
-            if off < 0 or off + TYPES[typ] > count:
-                raise ValueError(
-                    "config key '%s': register outside %d..%d" % (p, addr, addr + count - 1)
-                )
-            self.map.append((off, TYPES[typ], typ[0] == "i", bool(t.extra.get("swap")), t))
+            specs = regs[k] if isinstance(regs[k], list) else [regs[k]]
+            for i, one in enumerate(specs):
+                p = "%s.map.%s" % (path, k) if len(specs) == 1 else "%s.map.%s[%d]" % (path, k, i)
+                t = target.parse(one, p, value.KEYS, decimals)
+                lay = value.Layout(t.extra, p)
+                if lay.size % 2:
+                    raise ValueError("config key '%s.type' must be whole registers" % p)
+                try:
+                    reg = int(k)
+                except ValueError:
+                    raise ValueError("config key '%s': register must be a number" % p) from None
+                off = reg - addr
+                if off < 0 or off + lay.size // 2 > count:
+                    raise ValueError(
+                        "config key '%s': register outside %d..%d" % (p, addr, addr + count - 1)
+                    )
+                self.map.append((off, lay, t))
         self.map.sort(key=lambda e: e[0])  # emit in register order on every port
 
 
 class ModbusMaster:
-    """Source: poll(now_ms, emit) -> readings emitted. uart has write(buf) and readinto(buf)."""
+    """Source: poll(now_ms, emit) -> readings emitted. uart has write(buf) and readinto(buf).
+    decimals: {channel id: decimals} (edge/bus/target.py)."""
 
-    def __init__(self, uart, slave, reads, interval_ms=1000, timeout_ms=300, retries=2, baud=9600):
+    def __init__(
+        self,
+        uart,
+        slave,
+        reads,
+        interval_ms=1000,
+        timeout_ms=300,
+        retries=2,
+        baud=9600,
+        decimals=None,
+    ):
         if not isinstance(slave, int) or not 1 <= slave <= 247:
             raise ValueError("config key 'slave' must be 1..247")
         if not isinstance(reads, list) or not reads:
             raise ValueError("config key 'reads' must be a non-empty list")
         self._uart = uart
         self.slave = slave
-        self._reads = [_Read(slave, r, "reads[%d]" % i) for i, r in enumerate(reads)]
+        self._reads = [_Read(slave, r, "reads[%d]" % i, decimals) for i, r in enumerate(reads)]
         self._interval = interval_ms
         self._timeout = timeout_ms
         self._retries = retries
@@ -96,23 +110,42 @@ class ModbusMaster:
         self._rx = bytearray(_RX_CAP)
         self._rxmv = memoryview(self._rx)
         self._n = 0
+        self._rej = 0  # receive-window bytes before this belong to a frame that failed its CRC
         self._state = _IDLE
         self._next = None
         self._i = 0
         self._tries = 0
         self._t = 0
         self.responses = 0
-        self.garbage_bytes = 0
+        self.requests = 0
+        self.ledger = Ledger()
         self.exceptions = {}  # exception code -> count
         self.errors = {}
         for r in REASONS:
             self.errors[r] = 0
 
+    @property
+    def garbage_bytes(self):
+        return self.ledger.garbage
+
     def stats(self):
-        d = {"accepted": self.responses}
-        for k in self.errors:
-            d[k] = self.errors[k]
+        d = source_stats(self.responses, self.ledger, self.errors)
+        d["requests"] = self.requests
         return d
+
+    def flush(self, emit):
+        """End of input: bytes still in the receive window are classified (no answer)."""
+        self._drop(self._n)
+        return 0
+
+    def wake_ms(self, now_ms):
+        """Tick by which poll() must run again: the interval, the t3.5 gap or the timeout."""
+        st = self._state
+        if st == _IDLE:
+            return now_ms if self._next is None else self._next
+        if st == _SEND:
+            return self._t + self._gap
+        return self._t + self._timeout
 
     def poll(self, now_ms, emit):
         st = self._state
@@ -128,11 +161,17 @@ class ModbusMaster:
         if st == _SEND:
             if ticks_diff(now_ms, self._t) < self._gap:
                 return 0
-            for _ in range(8):  # drop stale bytes before a request
-                if not self._uart.readinto(self._rx):
+            self._drop(self._n)  # a partial frame left from the last exchange
+            for _ in range(8):  # stale bytes before a request: not an answer to it
+                k = self._uart.readinto(self._rx)
+                if not k:
                     break
+                self.ledger.fed += k
+                self.ledger.garbage += k
             self._n = 0
+            self._rej = 0
             self._uart.write(self._reads[self._i].req)
+            self.requests += 1
             self._tries += 1
             self._t = now_ms
             self._state = _WAIT
@@ -142,10 +181,13 @@ class ModbusMaster:
         while self._state == _WAIT:
             if self._n >= _RX_CAP:
                 self.errors["overflow"] += 1
+                self.ledger.rejected += self._n
                 self._n = 0
+                self._rej = 0
             got = self._uart.readinto(self._rxmv[self._n :])
             if not got:
                 break
+            self.ledger.fed += got
             out += self.take(got, emit, now_ms)
         if self._state == _WAIT and ticks_diff(now_ms, self._t) >= self._timeout:
             self.errors["timeout"] += 1
@@ -181,9 +223,16 @@ class ModbusMaster:
                 return 0
             c = crc.crc16_modbus(rx, 0, need - 2)
             if rx[need - 2] != c & 0xFF or rx[need - 1] != c >> 8:
-                self.errors["crc"] += 1
+                # Case 5: CRC error: counted once per frame; rescan from its second byte, so a
+                # good frame that starts inside it is still found
+                if not self._rej:
+                    self.errors["crc"] += 1
+                    self._rej = need
                 self._drop(1)
                 continue
+            self._rej = 0
+            self.ledger.decoded += need
+            self.ledger.garbage += self._n - need  # bytes after the answer answer nothing
             self._n = 0
             if f & 0x80:
                 code = rx[2]
@@ -201,27 +250,30 @@ class ModbusMaster:
         return 0
 
     def _drop(self, k):
+        """Slide the receive window by k bytes; they were rejected (inside a frame that failed
+        its CRC) or garbage."""
         rx = self._rx
+        r = self._rej
+        if r:
+            j = k if k < r else r
+            self.ledger.rejected += j
+            self.ledger.garbage += k - j
+            self._rej = r - j
+        else:
+            self.ledger.garbage += k
         n = self._n - k
         for j in range(n):
             rx[j] = rx[j + k]
         self._n = n
-        self.garbage_bytes += k
 
     def _decode(self, rd, emit):
-        rx = self._rx
-        for off, words, signed, swap, t in rd.map:
-            p = 3 + 2 * off
-            v = (rx[p] << 8) | rx[p + 1]
-            if words == 2:
-                lo = (rx[p + 2] << 8) | rx[p + 3]
-                v = (lo << 16) | v if swap else (v << 16) | lo
-                if signed and v & 0x80000000:
-                    v -= 0x100000000
-            elif signed and v & 0x8000:
-                v -= 0x10000
-            t.emit(emit, v)
-        return len(rd.map)
+        out = 0
+        for off, lay, t in rd.map:
+            if lay.emit(self._rx, 3 + 2 * off, t, emit):
+                out += 1
+            else:
+                self.errors["value_range"] += 1
+        return out
 
     def _fail(self, now_ms):
         if self._tries <= self._retries:

@@ -1,5 +1,5 @@
 # A source that reads a UART without blocking and feeds a streaming parser (line, Tuya).
-# poll(now_ms, emit) -> readings emitted: the contract with the agent's sampler (issue 6).
+# poll(now_ms, emit) -> readings emitted: the contract with the agent's sampler.
 
 try:
     from micropython import const
@@ -31,8 +31,13 @@ class StreamSource:
         return out
 
     def stats(self):
-        p = self.parser
-        d = {"accepted": getattr(p, "accepted", getattr(p, "frames", 0))}
-        for k in p.errors:
-            d[k] = p.errors[k]
-        return d
+        return self.parser.stats()
+
+    def wake_ms(self, now_ms):
+        """Tick by which poll() must run again for the parser's timers (a replay's clock)."""
+        f = getattr(self.parser, "wake_ms", None)
+        return f(now_ms) if f is not None else None
+
+    def flush(self, emit):
+        """End of input: the parser classifies what it still buffers."""
+        return self.parser.flush(emit)

@@ -1,16 +1,23 @@
-# Tuya MCU serial protocol, Wi-Fi module side (issue 6 item 2). The agent plays the module: it
-# sends heartbeats and the init queries so the appliance MCU keeps talking, and maps datapoint
-# (DP) reports to channels.
+# Tuya MCU serial protocol, Wi-Fi module side. The agent plays the module: it keeps the
+# appliance's MCU talking (heartbeats, init queries, the answers the MCU waits for) and maps
+# datapoint (DP) reports to channels (edge/bus/tuya_dp.py). docs/INPUTS.md section 3.2.
 #
 # Frame (Tuya "Wi-Fi general serial protocol", frame format): 55 AA | ver u8 | cmd u8 |
-# len u16 BE | data[len] | sum8 of every byte from the header. Module frames use ver 0x00;
-# the MCU answers with ver 0x03 (any version is accepted). DP unit (cmd 0x07 / 0x22 data):
-# dpid u8 | type u8 | len u16 BE | value[len], big-endian; types: 0 raw, 1 bool, 2 value (s32),
-# 3 string, 4 enum (u8), 5 bitmap (1/2/4 bytes).
+# len u16 BE | data[len] | sum8 of every byte from the header. Module frames use ver 0x00.
 #
-# Resynchronisation: bytes go into a sliding window; a header whose frame fails (length over the
-# limit, bad checksum, stalled partial frame) is dropped one byte at a time and the window is
-# rescanned, so a valid frame that began inside a broken one is still found.
+# Two protocol variants reuse command numbers with other meanings (edge/bus/tuya_cmd.py):
+# "normal" (mains powered: module heartbeats, 0x07 reports) and "low_power" (the battery /
+# "Wi-Fi power-off" protocol: no heartbeats, 0x05 real-time and 0x08 record reports, 0x06 time,
+# 0x10 DP cache). "auto" sends both openings (heartbeat and product query) and settles on the
+# first sign (tuya_cmd.frame): a heartbeat answer -> normal; a product answer in a ver 0x00
+# frame, or a command only the low-power MCU sends -> low power. The choice and its reason are
+# reported in stats ("variant", "variant_by").
+#
+# Resynchronisation: bytes go into a sliding window; a header whose frame fails (length over
+# the limit, bad checksum, stalled partial frame) is dropped one byte at a time and the window is
+# rescanned, so a valid frame that began inside a broken one is still found. A rejection is
+# counted once per broken frame (not again for headers inside its span), and every byte lands
+# in the ledger (edge/bus/ledger.py).
 
 try:
     from micropython import const
@@ -20,107 +27,96 @@ except ImportError:  # CPython: the host fuzzes these parsers in-process
         return x
 
 
-from edge.bus import crc, keys, target
+from edge.bus import crc, tuya_cmd
+from edge.bus.ledger import Ledger, source_stats
+from edge.bus.tuya_dp import DPTable
 from edge.ticks import ticks_diff
 
-CMD_HEARTBEAT = const(0x00)
-CMD_PRODUCT = const(0x01)
-CMD_MODE = const(0x02)
-CMD_WIFI_STATE = const(0x03)
-CMD_DP_REPORT = const(0x07)
-CMD_DP_QUERY = const(0x08)
-CMD_LOCAL_TIME = const(0x1C)
-CMD_DP_REPORT_SYNC = const(0x22)
-CMD_DP_SYNC_ACK = const(0x23)
-CMD_NET_STATUS = const(0x2B)
-
-_NET_CLOUD = const(0x04)  # Wi-Fi status 0x03/0x2B: "connected to the cloud"
 _STALL_MS = const(500)  # a partial frame idle this long is dropped ("timeout")
-_HB_FAST_MS = const(3000)  # heartbeat period until the MCU answers
+_HB_FAST_MS = const(3000)  # heartbeat / product query period until the MCU answers
 _HB_REPLY_MS = const(3000)  # heartbeat answer deadline (protocol: MCU offline after 3 s)
+_TX_DATA = const(8)  # longest data the module sends (local time)
 
-_T_RAW = const(0)
-_T_BOOL = const(1)
-_T_VALUE = const(2)
-_T_STRING = const(3)
-_T_ENUM = const(4)
-_T_BITMAP = const(5)
-
-REASONS = ("too_long", "checksum", "timeout", "dp_truncated", "dp_len", "dp_value", "dp_type")
-
-
-def _uint(buf, start, n):
-    v = 0
-    for i in range(start, start + n):
-        v = (v << 8) | buf[i]
-    return v
-
-
-def _decimal(buf, start, end):
-    """ASCII decimal integer in buf[start:end] or None."""
-    neg = False
-    if start < end and buf[start] == 0x2D:
-        neg = True
-        start += 1
-    if start >= end or end - start > 9:
-        return None
-    v = 0
-    for i in range(start, end):
-        d = buf[i] - 0x30
-        if d < 0 or d > 9:
-            return None
-        v = v * 10 + d
-    return -v if neg else v
+REASONS = ("too_long", "checksum", "timeout")
+VARIANTS = ("auto", "normal", "low_power")
 
 
 class TuyaMCU:
-    """dps: {"dpid": target spec}; a spec may carry "map" ({"label": int}, string DPs) and
-    "raw" ({"offset": o, "size": 1|2|4, "signed": bool}, raw DPs). write(buf) sends bytes."""
+    """dps: {"dpid": target spec or [specs]} (edge/bus/tuya_dp.py). write(buf) sends bytes.
+    wall_ms(): Unix ms or None (answers the MCU's time requests); tz_min: local time offset."""
 
-    def __init__(self, dps, write, heartbeat_ms=15000, max_len=256):
+    def __init__(
+        self,
+        dps,
+        write,
+        heartbeat_ms=15000,
+        max_len=256,
+        protocol="auto",
+        wall_ms=None,
+        tz_min=0,
+        decimals=None,
+    ):
         if not 16 <= max_len <= 1024:
             raise ValueError("config key 'max_len' must be 16..1024")
-        self._dps = {}
-        for k in dps:
-            path = "dps.%s" % k
-            try:
-                dpid = int(k)
-            except ValueError:
-                raise ValueError("config key '%s': DP id must be 1..255" % path) from None
-            if not 1 <= dpid <= 255:
-                raise ValueError("config key '%s': DP id must be 1..255" % path)
-            t = target.parse(dps[k], path, ("map", "raw"))
-            m = t.extra.get("map")
-            t.map = keys.KeyTable(m) if isinstance(m, dict) else None
-            raw = t.extra.get("raw") or {}
-            t.roff = raw.get("offset", 0)
-            t.rsize = raw.get("size", 4)
-            t.rsigned = bool(raw.get("signed", False))
-            if t.rsize not in (1, 2, 4) or not isinstance(t.roff, int) or t.roff < 0:
-                raise ValueError("config key '%s.raw' needs offset >= 0 and size 1, 2 or 4" % path)
-            self._dps[dpid] = t
+        if protocol not in VARIANTS:
+            raise ValueError("config key 'protocol' must be one of auto normal low_power")
+        if not isinstance(tz_min, int) or not -900 <= tz_min <= 900:
+            raise ValueError("config key 'tz_offset_min' must be -900..900")
+        self.table = DPTable(dps, decimals)
         self._write = write
         self._hb_ms = heartbeat_ms
         self._max = max_len
         self._w = bytearray(2 * (7 + max_len))
         self._n = 0
-        self._tx = bytearray(7 + 8)
+        self._rej_end = 0  # window bytes before this belong to an already rejected frame
+        self._tx = bytearray(7 + _TX_DATA)
         self._txmv = memoryview(self._tx)
+        self.wall_ms = wall_ms
+        self.tz_ms = tz_min * 60000
+        self.auto = protocol == "auto"
+        self.variant = "normal" if self.auto else protocol
+        self.detected_by = "config" if not self.auto else None
         self._last_rx = 0
-        self._next_hb = None  # first poll sends the first heartbeat
+        self._next_hb = None  # first poll sends the first heartbeat / product query
         self._hb_sent = None  # tick of the unanswered heartbeat, or None
         self.online = False
-        self.net_status = _NET_CLOUD
+        self.self_processing = False  # working mode: the module drives LED and reset itself
+        self.net_status = tuya_cmd.NET_CLOUD
         self.product = None
+        self.asked = False  # a product query is on its way (auto opening)
         self.frames = 0
-        self.garbage_bytes = 0
+        self.handled = False  # the last frame was understood (set by tuya_cmd.frame)
+        self.ledger = Ledger()
         self.mcu_restarts = 0
+        self.mcu_heartbeats = 0
         self.heartbeat_misses = 0
-        self.unmapped_dp = 0
         self.unhandled_cmd = 0
         self.errors = {}
         for r in REASONS:
             self.errors[r] = 0
+
+    @property
+    def unmapped_dp(self):
+        return self.table.unmapped
+
+    def stats(self):
+        e = {}
+        for k in self.errors:
+            e[k] = self.errors[k]
+        t = self.table.errors
+        for k in t:
+            e[k] = t[k]
+        extra = {
+            "unhandled_cmd": self.unhandled_cmd,
+            "unmapped_dp": self.table.unmapped,
+            "heartbeat_misses": self.heartbeat_misses,
+            "mcu_restarts": self.mcu_restarts,
+        }
+        d = source_stats(self.frames, self.ledger, e, extra)
+        d["variant"] = self.variant
+        if self.detected_by:
+            d["variant_by"] = self.detected_by
+        return d
 
     # -- transmit ------------------------------------------------------------------------------
 
@@ -139,21 +135,51 @@ class TuyaMCU:
         tx[6 + n] = crc.sum8(tx, 0, 6 + n)
         self._write(self._txmv[: 7 + n])
 
-    def tick(self, now_ms, emit):
-        """Timers: heartbeat every heartbeat_ms (every 3 s until the MCU answers)."""
-        if self._hb_sent is not None and ticks_diff(now_ms, self._hb_sent) >= _HB_REPLY_MS:
+    def decide(self, variant, why):
+        """The variant "auto" settled on, and what showed it (reported in stats)."""
+        self.auto = False
+        self.variant = variant
+        self.detected_by = why
+        if variant == "low_power":
             self._hb_sent = None
-            self.heartbeat_misses += 1
+            self._next_hb = None
             self.online = False
-        if self._next_hb is None or ticks_diff(now_ms, self._next_hb) >= 0:
-            self.send(CMD_HEARTBEAT)
-            self._hb_sent = now_ms
-            self._next_hb = now_ms + (self._hb_ms if self.online else _HB_FAST_MS)
+
+    def tick(self, now_ms, emit):
+        """Timers: heartbeats (normal), product query until answered (low power, and while
+        the variant is undecided), stalled partial frames."""
+        if self.variant == "normal":
+            if self._hb_sent is not None and ticks_diff(now_ms, self._hb_sent) >= _HB_REPLY_MS:
+                self._hb_sent = None
+                self.heartbeat_misses += 1
+                self.online = False
+            if self._next_hb is None or ticks_diff(now_ms, self._next_hb) >= 0:
+                self.send(tuya_cmd.HEARTBEAT)
+                if self.auto and self.product is None:
+                    self.send(tuya_cmd.PRODUCT)  # a low-power MCU answers only this
+                    self.asked = True
+                self._hb_sent = now_ms
+                self._next_hb = now_ms + (self._hb_ms if self.online else _HB_FAST_MS)
+        elif self.product is None and (
+            self._next_hb is None or ticks_diff(now_ms, self._next_hb) >= 0
+        ):
+            self.send(tuya_cmd.PRODUCT)  # low power: the module asks first, retries
+            self._next_hb = now_ms + _HB_FAST_MS
         if self._n and ticks_diff(now_ms, self._last_rx) >= _STALL_MS:
-            # Case: a partial frame stalled (lost bytes or a corrupted length); drop its header.
-            self.errors["timeout"] += 1
+            # Case: a partial frame stalled (lost bytes or a corrupted length); its bytes are
+            # rejected and the window is rescanned from the byte after its header.
+            self._reject(0, self._n, "timeout")
             return self._scan(1, emit)
         return 0
+
+    def wake_ms(self, now_ms):
+        """Tick by which poll() must run again (heartbeat, answer deadline, stall)."""
+        t = self._next_hb if self._next_hb is not None else now_ms
+        if self._hb_sent is not None and ticks_diff(self._hb_sent + _HB_REPLY_MS, t) < 0:
+            t = self._hb_sent + _HB_REPLY_MS
+        if self._n and ticks_diff(self._last_rx + _STALL_MS, t) < 0:
+            t = self._last_rx + _STALL_MS
+        return t
 
     # -- receive -------------------------------------------------------------------------------
 
@@ -164,6 +190,7 @@ class TuyaMCU:
         w = self._w
         cap = len(w)
         self._last_rx = now_ms
+        self.ledger.fed += n
         while i < n:
             while i < n and self._n < cap:
                 w[self._n] = buf[i]
@@ -172,125 +199,68 @@ class TuyaMCU:
             out += self._scan(0, emit)
         return out
 
+    def flush(self, emit):
+        """End of input (a replay's end, a fuzz run): what is still buffered is a stalled
+        frame (rejected, "timeout") or garbage; afterwards nothing is pending."""
+        while self._n:
+            self._reject(0, self._n, "timeout")
+            self._scan(1, emit)
+
+    def _skip(self, a, b):
+        """Window bytes [a, b) were passed over: inside a rejected frame, or garbage."""
+        r = self._rej_end
+        if r > a:
+            k = (b if b < r else r) - a
+            self.ledger.rejected += k
+            a += k
+        if b > a:
+            self.ledger.garbage += b - a
+
     def _scan(self, start, emit):
         w = self._w
         n = self._n
         out = 0
         while True:
-            # find a header at or after start
             h = start
             while h < n and not (w[h] == 0x55 and (h + 1 == n or w[h + 1] == 0xAA)):
                 h += 1
-            self.garbage_bytes += h - start
+            self._skip(start, h)
             start = h
             if n - h < 6:
                 break
             ln = (w[h + 4] << 8) | w[h + 5]
             if ln > self._max:
-                self.errors["too_long"] += 1
+                self._reject(h, h + 2, "too_long")
                 start = h + 1
                 continue
             end = h + 7 + ln
             if end > n:
                 break
             if crc.sum8(w, h, end - 1) != w[end - 1]:
-                self.errors["checksum"] += 1
+                self._reject(h, end, "checksum")
                 start = h + 1
                 continue
+            # a valid frame: whatever rejected frame claimed these bytes was cut short
+            if self._rej_end > h:
+                self._rej_end = h
             self.frames += 1
-            if emit is not None:
-                out += self._frame(w[h + 3], h + 6, end - 1, emit)
+            out += tuya_cmd.frame(self, w[h + 2], w[h + 3], h + 6, end - 1, emit)
+            if self.handled:
+                self.ledger.decoded += end - h
+            else:
+                self.ledger.unhandled += end - h
             start = end
         # compact: keep the unparsed tail at the front of the window
         m = n - start
         for j in range(m):
             w[j] = w[start + j]
         self._n = m
+        self._rej_end = self._rej_end - start if self._rej_end > start else 0
         return out
 
-    def _frame(self, cmd, off, end, emit):
-        w = self._w
-        if cmd == CMD_DP_REPORT or cmd == CMD_DP_REPORT_SYNC:
-            out = self._dps_in(off, end, emit)
-            if cmd == CMD_DP_REPORT_SYNC:
-                self.send(CMD_DP_SYNC_ACK, b"\x01")
-            return out
-        if cmd == CMD_HEARTBEAT:
-            self._hb_sent = None
-            if end > off and w[off] == 0x00:
-                # Case: first answer after the MCU (re)booted: run the init queries again.
-                self.mcu_restarts += 1
-                self.send(CMD_PRODUCT)
-            elif not self.online and self.product is None:
-                self.send(CMD_PRODUCT)
-            self.online = True
-        elif cmd == CMD_PRODUCT:
-            self.product = bytes(w[off:end])
-            self.send(CMD_MODE)
-        elif cmd == CMD_MODE:
-            self.send(CMD_WIFI_STATE, bytes((self.net_status,)))
-            self.send(CMD_DP_QUERY)
-        elif cmd == CMD_NET_STATUS:
-            self.send(CMD_NET_STATUS, bytes((self.net_status,)))
-        elif cmd == CMD_LOCAL_TIME:
-            self.send(CMD_LOCAL_TIME, b"\x00\x00\x00\x00\x00\x00\x00\x00")  # time not valid
-        elif cmd != CMD_WIFI_STATE:
-            self.unhandled_cmd += 1
-        return 0
-
-    def _dps_in(self, off, end, emit):
-        w = self._w
-        out = 0
-        while off < end:
-            if end - off < 4:
-                self.errors["dp_truncated"] += 1
-                return out
-            dpid = w[off]
-            typ = w[off + 1]
-            ln = (w[off + 2] << 8) | w[off + 3]
-            v0 = off + 4
-            off = v0 + ln
-            if off > end:
-                self.errors["dp_truncated"] += 1
-                return out
-            t = self._dps.get(dpid)
-            if t is None:
-                self.unmapped_dp += 1
-                continue
-            if typ == _T_BOOL or typ == _T_ENUM:
-                if ln != 1:
-                    self.errors["dp_len"] += 1
-                    continue
-                v = w[v0]
-                if typ == _T_BOOL:
-                    v = 1 if v else 0
-            elif typ == _T_VALUE:
-                if ln != 4:
-                    self.errors["dp_len"] += 1
-                    continue
-                v = _uint(w, v0, 4)
-                if v & 0x80000000:
-                    v -= 0x100000000
-            elif typ == _T_BITMAP:
-                if ln not in (1, 2, 4):
-                    self.errors["dp_len"] += 1
-                    continue
-                v = _uint(w, v0, ln)
-            elif typ == _T_STRING:
-                v = t.map.get_bytes(w, v0, off) if t.map is not None else _decimal(w, v0, off)
-                if v is None:
-                    self.errors["dp_value"] += 1
-                    continue
-            elif typ == _T_RAW:
-                if ln < t.roff + t.rsize:
-                    self.errors["dp_len"] += 1
-                    continue
-                v = _uint(w, v0 + t.roff, t.rsize)
-                if t.rsigned and v & (1 << (8 * t.rsize - 1)):
-                    v -= 1 << (8 * t.rsize)
-            else:
-                self.errors["dp_type"] += 1
-                continue
-            t.emit(emit, v)
-            out += 1
-        return out
+    def _reject(self, h, end, reason):
+        if h >= self._rej_end:  # a new broken frame, not a header inside one
+            self.errors[reason] += 1
+        if end > self._rej_end:
+            self._rej_end = end
+        self.ledger.rejected += 1  # the header byte; the rest is passed over by _skip

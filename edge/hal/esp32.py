@@ -28,8 +28,6 @@ class Hal:
         self.reset_detail = None
         self._read_marker()
         self._wlan = None
-        self._wifi = None
-        self.reconnects = 0
         self._sec = 0  # the last whole second time.time() gave, and the ticks when it began
         self._sec_ticks = 0
 
@@ -120,25 +118,41 @@ class Hal:
             pass
 
     # -- network -------------------------------------------------------------------------------
-    def wifi(self, ssid, password):
-        """Start the station; wifi_ok() reconnects when the link drops."""
+    # Station mode only; edge/net.py decides when to (re)connect and how long to back off. Every
+    # call returns at once: WLAN.connect() starts the association in the background.
+    def wifi_connect(self, ssid, password, hostname=None):
+        """Start (or restart) associating with ssid; never blocks."""
         import network
 
-        self._wlan = network.WLAN(network.WLAN.IF_STA)
-        self._wlan.active(True)
-        self._wifi = (ssid, password)
-        self._wlan.connect(ssid, password)
-
-    def wifi_ok(self):
+        if self._wlan is None:
+            if hostname:
+                try:
+                    network.hostname(hostname)
+                except (AttributeError, ValueError, OSError):
+                    pass  # older firmware: no network.hostname(); the default name stays
+            self._wlan = network.WLAN(network.WLAN.IF_STA)
         w = self._wlan
-        if w is None or self._wifi is None:
-            return False
-        if w.isconnected():
-            return True
-        if w.status() != network_connecting():
-            self.reconnects += 1
-            w.connect(self._wifi[0], self._wifi[1])
-        return False
+        w.active(True)
+        try:
+            w.disconnect()  # a connect while still associating raises on some firmware
+        except OSError:
+            pass
+        w.connect(ssid, password)
+
+    def wifi_status(self):
+        """(connected, rssi or None, status code) of the station; (False, None, None) before
+        the first connect."""
+        w = self._wlan
+        if w is None:
+            return (False, None, None)
+        up = bool(w.isconnected())
+        rssi = None
+        if up:
+            try:
+                rssi = w.status("rssi")
+            except (OSError, ValueError):
+                pass
+        return (up, rssi, w.status())
 
     # -- buses and sensors ---------------------------------------------------------------------
     def uart(self, spec):
@@ -179,12 +193,6 @@ class Hal:
         """The hardware watchdog: it resets the chip itself, so on_expire is never called;
         the next boot reports reset_cause "watchdog" (machine.WDT_RESET)."""
         return machine.WDT(timeout=timeout_ms)
-
-
-def network_connecting():
-    import network
-
-    return network.STAT_CONNECTING
 
 
 class RS485:

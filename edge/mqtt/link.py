@@ -6,7 +6,7 @@ import random
 
 from micropython import const
 
-from edge import codec
+from edge import codec, meta
 from edge.mqtt.client import Client, MQTTError, tls_context
 
 _BACKOFF_BASE_MS = const(250)
@@ -65,6 +65,9 @@ class Link:
         self.port = cfg["mqtt"]["port"]
         self.cmd_topic = codec.topic(cfg["mqtt"]["prefix"], cfg["device_id"], "cmd", "#")
         self.stats = {"connect_failures": 0, "auth_failures": 0, "tls_failures": 0}
+        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], cfg["device_id"], "meta")
+        # channel units and decimals for the backend (edge/meta.py); built once
+        self.meta = meta.payload(cfg, len(self.client.tx) - 80 - len(self.meta_topic))
         self.last_error = ""
         self.inner = self.client.on_message
         self.client.on_message = self._dispatch
@@ -83,6 +86,8 @@ class Link:
         if self.fwd.e2e:
             await c.subscribe(self.fwd.ack_topic, 0)
         await self.agent.publish_status("online")
+        if self.meta is not None:
+            await c.publish(self.meta_topic, self.meta, 0, True)  # retained, QoS 0 like status
 
     async def run(self, hb=None):
         """Task: keep the MQTT session up; keepalive pings and dead-link detection.

@@ -18,7 +18,6 @@ _ENOSPC = const(28)
 _U32 = const(0xFFFFFFFF)
 _CHUNK_ROOM = const(25)  # a chunk's header and CRC (rawfmt.chunk_len(0))
 _FULL_CHUNK = const(1011)  # CHUNK_HEAD + MAX_N * ENTRY_LEN: the open chunk takes no more
-_SEQ_LIMIT = 1 << 48  # seqs are 48-bit and never wrap (docs/FORMAT.md 1)
 
 
 class StoreError(Exception):
@@ -136,7 +135,7 @@ class RawStore(StoreBase):
             self._drop("quota", s, 1)
             return -1
         seq = self.next_seq
-        if seq >= _SEQ_LIMIT:
+        if seq >= codec.SEQ_LIMIT:
             self._drop("seq_exhausted", s, 1)  # never reused (docs/FORMAT.md 1)
             return -1
         self.next_seq = seq + 1

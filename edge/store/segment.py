@@ -11,18 +11,20 @@ from edge import codec
 
 SEG_MAGIC = b"ESEG"
 SEG_VERSION = const(1)
-SEG_HEAD_LEN = const(8)  # magic 4, version u8, category index u8, reserved u16 (FORMAT 2.2)
+SEG_HEAD_LEN = const(8)  # magic 4, version u8, category index u8, seq epoch u16 (FORMAT 2.2)
 BLOCK = const(4096)  # littlefs block = NOR erase unit on the ESP32 and the emulated flash
 STATE = "state.json"
 STATE_TMP = "state.tmp"
 _STATE_MAX = const(1024)  # a larger state file is corrupt by definition (FORMAT 2.4)
 _U32 = const(0xFFFFFFFF)
+_SEQ_LIMIT = 1 << 48  # seqs are 48-bit (FORMAT 1); not a const: above a small int on an ESP32
 
 # probe() result slots
 FIRST = const(0)
 LAST = const(1)
 SIZE = const(2)
 OK = const(3)
+EPOCH = const(4)
 
 
 def seg_name(n):
@@ -53,12 +55,13 @@ def list_segments(d):
     return nums
 
 
-def write_head(buf, cat):
+def write_head(buf, cat, epoch):
+    """epoch: the upper 16 bits of every seq the segment will hold (FORMAT 1, 2.2)."""
     buf[0:4] = SEG_MAGIC
     buf[4] = SEG_VERSION
     buf[5] = cat
-    buf[6] = 0
-    buf[7] = 0
+    buf[6] = epoch & 0xFF
+    buf[7] = epoch >> 8
 
 
 def head_ok(mv, cat):
@@ -76,10 +79,11 @@ def head_ok(mv, cat):
 
 
 def probe(path, cat, buf, full, stats):
-    """[first_seq, last_seq, size, ok] of a segment file. `full`: scan every byte (the newest
-    segment of a category); otherwise trust the first and last frames when both check, and
-    fall back to a full scan when they do not. Counts corrupt frames and torn tails."""
-    res = [-1, -1, 0, False]
+    """[first_seq, last_seq, size, ok, epoch] of a segment file, seqs whole (the header's
+    epoch added, FORMAT 2.2). `full`: scan every byte (the newest segment of a category);
+    otherwise trust the first and last frames when both check, and fall back to a full scan
+    when they do not. Counts corrupt frames and torn tails."""
+    res = [-1, -1, 0, False, 0]
     mv = memoryview(buf)
     try:
         with open(path, "rb") as f:
@@ -92,6 +96,7 @@ def probe(path, cat, buf, full, stats):
                     stats["bad_segments"] += 1
                 return res
             res[OK] = True
+            res[EPOCH] = hi = (mv[6] | (mv[7] << 8)) << 32
             body = size - SEG_HEAD_LEN
             if not full and body >= codec.REC_LEN and body % codec.REC_LEN == 0 and n >= 36:
                 if codec.check_record(mv[:n], SEG_HEAD_LEN) == 1:
@@ -101,17 +106,17 @@ def probe(path, cat, buf, full, stats):
                         f.readinto(buf, codec.REC_LEN) == codec.REC_LEN
                         and codec.check_record(mv[: codec.REC_LEN], 0) == 1
                     ):
-                        res[FIRST] = first
-                        res[LAST] = codec.unpack_record(mv, 0)[0]
+                        res[FIRST] = hi | first
+                        res[LAST] = hi | codec.unpack_record(mv, 0)[0]
                         return res
             f.seek(SEG_HEAD_LEN)
-            _scan(f, buf, res, stats)
+            _scan(f, buf, res, stats, hi)
     except OSError:
         stats["bad_segments"] += 1
     return res
 
 
-def _scan(f, buf, res, stats):
+def _scan(f, buf, res, stats, hi):
     mv = memoryview(buf)
     carry = 0
     bad = False
@@ -124,7 +129,7 @@ def _scan(f, buf, res, stats):
         while p < n:
             r = codec.check_record(mv[:n], p)
             if r == 1:
-                seq = codec.unpack_record(mv, p)[0]
+                seq = hi | codec.unpack_record(mv, p)[0]
                 if res[FIRST] < 0:
                     res[FIRST] = seq
                 res[LAST] = seq
@@ -145,7 +150,7 @@ def _scan(f, buf, res, stats):
 
 # --- state file: temp + rename is atomic on littlefs (FORMAT 2.4) ---------------------------
 def _uint(v):
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _U32
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _SEQ_LIMIT
 
 
 def load_state(root):

@@ -15,6 +15,7 @@ _SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never r
 _READ_BUF = const(2048)
 _ENOSPC = const(28)
 _FRAME = segment.FRAME_FMT
+_LOW = const(0xFFFFFFFF)  # a record holds a seq's low 32 bits; its segment the epoch (FORMAT 1)
 
 
 class StoreError(Exception):
@@ -24,6 +25,7 @@ class StoreError(Exception):
 class _Stream:
     """The segments of one category, oldest first. A segment is [segno, first_seq, last_seq,
     size, readable]; last_seq is -1 until the reader or the writer has seen the segment's end.
+    Seqs here are whole (48-bit, FORMAT 1); a segment's records share first_seq's epoch.
     `bytes` is the flash footprint (whole blocks) of all its segments."""
 
     def __init__(self, idx, name, policy, root):
@@ -122,6 +124,9 @@ class Store(StoreBase):
             self._drop("quota", s, 1)
             return -1
         seq = self.next_seq
+        if not seq & _LOW and not self._new_epoch(seq):
+            self._drop("seq_exhausted", s, 1)
+            return -1
         self.next_seq = seq + 1
         if self.next_seq >= self.seq_hi:
             self._save_state()  # reserve the next block of seqs before using it
@@ -134,7 +139,7 @@ class Store(StoreBase):
             codec.REC_MAGIC,
             codec.REC_TYPE_READING,
             codec.REC_PAYLOAD_LEN,
-            seq,
+            seq & _LOW,  # the segment header holds the epoch (FORMAT 2.2)
             ts,
             self.boot,
             channel,
@@ -147,6 +152,22 @@ class Store(StoreBase):
         if s.n == self.flush_n:
             self._commit_stream(s)
         return seq
+
+    def _new_epoch(self, seq):
+        """seq is the first of a seq epoch (FORMAT 1): a segment holds one epoch, so everything
+        buffered is committed and every open segment closed; appends then open new segments
+        whose headers name the new epoch. False at 2^48: seqs are exhausted, never reused."""
+        if seq >= codec.SEQ_LIMIT:
+            return False
+        self.commit()
+        for s in self.streams:
+            self._close_active(s)
+        return True
+
+    def _epoch(self):
+        """epoch << 32 of the readings being committed: by _new_epoch, that of the last seq."""
+        last = self.next_seq - 1
+        return last - (last & _LOW)
 
     def _commit_stream(self, s):
         nbytes = s.n * codec.REC_LEN
@@ -164,11 +185,12 @@ class Store(StoreBase):
                 self._close_active(s)
                 if not self._evict_any(s, "nospace"):
                     raise
+        hi = self._epoch()
         last = struct.unpack_from("<I", s.buf, (s.n - 1) * codec.REC_LEN + codec.REC_HEAD_LEN)[0]
         seg = s.segs[-1]
         if seg[1] < 0:
-            seg[1] = struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
-        seg[2] = last
+            seg[1] = hi | struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
+        seg[2] = hi | last
         s.bytes += footprint(seg[3] + nbytes) - footprint(seg[3])
         seg[3] += nbytes
         self.stats["committed"] += s.n
@@ -203,7 +225,7 @@ class Store(StoreBase):
     def _open_segment(self, s):
         segno = s.next_segno
         s.next_segno += 1
-        segment.write_head(self.head, s.idx)
+        segment.write_head(self.head, s.idx, self._epoch() >> 32)
         s.active = open(s.dir + "/" + seg_name(segno), "wb")
         s.segs.append([segno, -1, -1, SEG_HEAD_LEN, True])
         s.bytes += footprint(SEG_HEAD_LEN)
@@ -274,6 +296,7 @@ class Store(StoreBase):
             p = 0
             full = False
             bad = False
+            hi = seg[1] - (seg[1] & _LOW) if seg[1] > 0 else 0  # the segment's epoch << 32
             mv = self.rmv[:n]  # one view per read, not one per record (issue 4 memory)
             while p < n:
                 r = codec.check_record(mv, p)
@@ -287,6 +310,7 @@ class Store(StoreBase):
                     continue
                 bad = False
                 seq, ts, boot, ch, _cat, flags, val = codec.unpack_record(self.rmv, p)
+                seq |= hi
                 if seq > s.acked:
                     if not writer.add(seq, ts, boot, flags, ch, val):
                         full = True

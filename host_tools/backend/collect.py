@@ -86,6 +86,9 @@ class Collector:
         self.receipt_log: list[tuple[int, str, dict]] = []
         self.replies: list[tuple[str, str, dict]] = []
         self.status: dict[str, dict] = {}
+        # channel metadata from each device's retained `meta` (edge/meta.py): device ->
+        # {channel: {"unit": u, "decimals": d, ...}}
+        self.channels: dict[str, dict[int, dict]] = {}
         # readings stamped before the device's clock was synced (FORMAT.md 4): device ->
         # {seq: boot}; their ts is ms since that boot, not Unix time
         self.boot_relative: dict[str, dict[int, int]] = defaultdict(dict)
@@ -144,7 +147,7 @@ class Collector:
             self.errors.append(f"connect refused: {reason_code}")
             return
         root = f"{self.prefix}/+/"
-        subs = ["t/#", "consent/receipt", "status", "reply/#"]
+        subs = ["t/#", "consent/receipt", "status", "meta", "reply/#"]
         for s in subs:
             topic = root + s
             if self.share_group and s == "t/#":
@@ -170,6 +173,8 @@ class Collector:
                 self.receipt_log.append((len(self.readings), device, doc))
             elif kind == "status":
                 self.status[device] = doc
+            elif kind == "meta":
+                self.channels[device] = channel_meta(doc)
             elif kind == "reply":
                 self.replies.append((device, parts[-1], doc))
 
@@ -286,6 +291,34 @@ class Collector:
                 return True
             time.sleep(0.05)
         return predicate(self)
+
+
+def channel_meta(doc: dict) -> dict[int, dict]:
+    """{channel: {"unit", "decimals"[, "name", "category"]}} from a device's meta document
+    (docs/MQTT.md 2; rows [id, name, category, unit, decimals] or, short form, [id, unit,
+    decimals]). Malformed rows are skipped."""
+    out: dict[int, dict] = {}
+    short = doc.get("form") == "short"
+    for row in doc.get("channels") or ():
+        try:
+            if short:
+                cid, unit, dec = row
+                out[int(cid)] = {"unit": unit, "decimals": int(dec)}
+            else:
+                cid, name, cat, unit, dec = row
+                out[int(cid)] = {"name": name, "category": cat, "unit": unit, "decimals": int(dec)}
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def scaled(value: int, meta: dict | None) -> str:
+    """A reading as the device meant it: 2150 with 2 decimals and unit degC -> "21.50 degC"."""
+    if not meta:
+        return str(value)
+    dec = meta.get("decimals") or 0
+    text = f"{value / 10**dec:.{dec}f}" if dec else str(value)
+    return f"{text} {meta['unit']}" if meta.get("unit") else text
 
 
 def _denied_from(receipt: dict | None, category: str) -> float:

@@ -14,8 +14,8 @@ import json
 import threading
 import time
 
-import paho.mqtt.client as mqtt
-
+from host_tools.backend import connect as conn_mod
+from host_tools.backend.connect import ConnectOptions
 from host_tools.errors import ToolError
 
 _RETAINED_WAIT_S = 0.5
@@ -76,23 +76,25 @@ def make_update(
 
 
 class _Session:
-    """A paho client that watches one device's receipt, consent replies and retained update."""
+    """A connection that watches one device's receipt, consent replies and retained update."""
 
-    def __init__(self, host: str, port: int, prefix: str, device: str) -> None:
+    def __init__(self, opts: ConnectOptions, prefix: str, device: str) -> None:
         self.root = f"{prefix}/{device}/"
         self.lock = threading.Condition()
         self.receipt: dict | None = None
         self.retained_version = 0
         self.replies: list[dict] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        self.client.on_message = self._on_message
-        try:
-            self.client.connect(host, port, keepalive=30)
-        except OSError as e:
-            raise ToolError(f"cannot connect to the broker at {host}:{port}: {e}") from e
-        for t in ("consent/receipt", "reply/consent", "cmd/consent"):
-            self.client.subscribe(self.root + t, qos=1)
-        self.client.loop_start()
+        self.subscribed = threading.Event()
+
+        def subscribe(c: conn_mod.Connection) -> None:
+            for t in ("consent/receipt", "reply/consent", "cmd/consent"):
+                c.client.subscribe(self.root + t, qos=1)
+            self.subscribed.set()
+
+        self.conn = conn_mod.connect(
+            opts, "consent", on_connect=subscribe, on_message=self._on_message
+        )
+        self.client = self.conn.client
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
@@ -118,8 +120,7 @@ class _Session:
             return predicate()
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.conn.close()
 
 
 def update(
@@ -127,8 +128,7 @@ def update(
     grant: list[str],
     deny: list[str],
     key: bytes | None = None,
-    host: str = "127.0.0.1",
-    port: int = 1883,
+    opts: ConnectOptions | None = None,
     prefix: str = "edge",
     version: int | None = None,
     timeout: float = 10.0,
@@ -139,13 +139,14 @@ def update(
         raise ToolError(
             f"a category cannot be granted and denied: {sorted(set(grant) & set(deny))}"
         )
-    s = _Session(host, port, prefix, device)
+    s = _Session(opts or ConnectOptions(), prefix, device)
     try:
         s.wait(lambda: False, _RETAINED_WAIT_S)  # retained receipt and update, if any
         if version is None:
             version = max(s.retained_version, (s.receipt or {}).get("version", 0)) + 1
         doc = make_update(device, version, grant, deny, key)
-        s.client.publish(f"{s.root}cmd/consent", json.dumps(doc), qos=1, retain=True)
+        # a refused publish (MQTT 5 reason code, e.g. the ACL) is a failure, not a wait
+        s.conn.publish_checked(f"{s.root}cmd/consent", json.dumps(doc), retain=True)
 
         def done() -> bool:
             bad = [
@@ -188,8 +189,7 @@ def cmd_consent(args) -> int:
         args.grant,
         args.deny,
         key,
-        args.host,
-        args.port,
+        conn_mod.options_from_args(args),
         args.prefix,
         args.version,
         args.timeout,
@@ -205,9 +205,8 @@ def register(sub) -> None:
     p.add_argument("--deny", action="append", default=[], metavar="CATEGORY")
     p.add_argument("--key", help="file with the device's update key (hex); signs the update")
     p.add_argument("--version", type=int, help="version to publish (default: the next one)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=1883)
     p.add_argument("--prefix", default="edge")
+    conn_mod.add_arguments(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the receipt")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_consent)

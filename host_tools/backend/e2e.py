@@ -16,8 +16,10 @@ from host_tools.backend.collect import Collector
 
 
 def ack_payload(first_seq: int, last_seq: int) -> bytes:
-    """One acknowledgement: first and last seq of the batch, u32 big-endian each."""
-    return struct.pack(">II", first_seq, last_seq)
+    """One acknowledgement: the low 32 bits of the first and last seq of the batch, u32
+    big-endian each (docs/FORMAT.md 1: the device matches them against its batches in flight,
+    which never lie 2^32 seqs apart)."""
+    return struct.pack(">II", first_seq & codec.SEQ_LOW, last_seq & codec.SEQ_LOW)
 
 
 class AckingCollector(Collector):

@@ -12,7 +12,8 @@ Layout under `--out` (default `provision/`):
     devices/ID/device.json               device config: id, board, MQTT user/password, TLS paths
     devices/ID/secrets/                  what `edgectl deploy` copies to /secrets: ca.der,
                                          client.der, client.key.der (DER: the board's TLS has
-                                         no PEM parser, TOOLCHAIN 4) and consent.key (32 bytes)
+                                         no PEM parser) and consent.key (32 bytes as 64 hex
+                                         digits, config `consent.key_file`)
 
 Provisioning an existing device keeps its identity (idempotent) unless `--rotate`.
 """
@@ -211,12 +212,16 @@ def provision(
     (out / "broker").mkdir(parents=True, exist_ok=True)
     if not (out / "broker" / "server.crt").exists():
         make_server_cert(out, host, ca_key, ca_cert)
+    # keys the user added (channels, inputs, ...) survive a re-run; the identity is ours
+    cfg = {} if not cfg_p.exists() else json.loads(cfg_p.read_text())
     if fresh:
         password = secrets.token_urlsafe(18)
-        (sdir / "consent.key").write_bytes(secrets.token_bytes(32))
+        (sdir / "consent.key").write_text(secrets.token_bytes(32).hex() + "\n")
         make_client_cert(sdir, device, ca_key, ca_cert)
     else:
-        password = json.loads(cfg_p.read_text())["mqtt"]["password"]
+        password = cfg["mqtt"]["password"]
+        key_p = sdir / "consent.key"
+        key_p.write_text(consent_key_hex(key_p) + "\n")  # an older provision wrote raw bytes
     mqtt = {
         "host": host,
         "port": port,
@@ -232,16 +237,22 @@ def provision(
             "key": "/secrets/client.key.der",
             "server_hostname": host,
         }
-    cfg = {
-        "device_id": device,
-        "board": board,
-        "mqtt": mqtt,
-        "consent_key": "/secrets/consent.key",
-    }
+    cfg.pop("consent_key", None)  # an older provision's name for consent.key_file
+    cfg.update(device_id=device, board=board, mqtt=mqtt)
+    cfg["consent"] = dict(cfg.get("consent") or {}, key_file="/secrets/consent.key")
     cfg_p.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     os.chmod(cfg_p, 0o600)
     _rebuild_broker(out, prefix, host, use_mosquitto_passwd)
     return cfg_p
+
+
+def consent_key_hex(path: Path) -> str:
+    """A device's consent key as hex: the file holds hex digits (what the agent reads with
+    `consent.key_file`) or, written by an older provision, the 32 raw bytes."""
+    data = path.read_bytes()
+    if len(data) == 32:
+        return data.hex()
+    return data.decode("ascii").strip()
 
 
 def _rebuild_broker(out: Path, prefix: str, host: str, use_tool: bool) -> None:
@@ -257,7 +268,7 @@ def _rebuild_broker(out: Path, prefix: str, host: str, use_tool: bool) -> None:
     for cfg_p in sorted((out / "devices").glob("*/device.json")):
         cfg = json.loads(cfg_p.read_text())
         users[cfg["device_id"]] = cfg["mqtt"]["password"]
-        keys[cfg["device_id"]] = (cfg_p.parent / "secrets" / "consent.key").read_bytes().hex()
+        keys[cfg["device_id"]] = consent_key_hex(cfg_p.parent / "secrets" / "consent.key")
     b = out / "broker"
     write_password_file(b / "passwd", users, use_tool)
     (b / "acl").write_text(acl_text(prefix, [u for u in users if u != OPS_USER]))

@@ -24,7 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host_tools.board.flash import PORT_HINT, load_board
+from host_tools.board.check import problems, read_config, referenced_files
+from host_tools.board.flash import PORT_HINT
+from host_tools.paths import board_file
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root
 
@@ -38,6 +40,8 @@ TOP_FILES = ("/main.py", "/config.json", "/board.json", MANIFEST)
 ROOTS = ("/lib/edge", "/secrets", "/edge")  # /edge: an old source copy would shadow /lib/edge
 TMP_SUFFIX = ".deploy-tmp"
 CHUNK = 2048  # bytes per exec; its repr (~5 KB of source) parses in a small ESP32 heap
+SELFTEST_LISTEN_MS = 3000  # how long the self-test samples the inputs for a first reading
+SELFTEST_TIMEOUT_S = 90  # Wi-Fi association (config wifi.timeout_ms, up to 120 s) and login
 # sys.implementation._mpy >> 10 -> mpy-cross -march (py/persistentcode.h MP_NATIVE_ARCH_*).
 ARCHS = [
     None,
@@ -189,33 +193,51 @@ def build_files(
                 files[f"/lib/edge/{rel[:-3]}.mpy"] = compile_module(comp, p, f"edge/{rel}", cache)
             else:
                 files[f"/lib/edge/{rel}"] = p.read_bytes()
-    files["/config.json"] = device_config(device, board)
+    files["/config.json"] = cfg = device_config(device, board)
     files["/board.json"] = json.dumps(board, sort_keys=True).encode()
-    secrets = device.parent / "secrets"
-    if secrets.is_dir():
-        for p in sorted(secrets.iterdir()):
-            if p.is_file():
-                files[f"/secrets/{p.name}"] = p.read_bytes()
+    files.update(secret_files(device, json.loads(cfg)))
     files["/main.py"] = MAIN_PY.format(manifest=MANIFEST, entry=ENTRY).encode()
     return files
 
 
 def device_config(device: Path, board: dict) -> bytes:
-    """The device JSON, checked for shape and for the board it names (full validation is
-    the board's own, in the self-test: the host does not import agent internals)."""
-    try:
-        cfg = json.loads(device.read_text())
-    except OSError as e:
-        raise ToolError(f"cannot read device config {device}: {e.strerror}") from None
-    except ValueError as e:
-        raise ToolError(f"device config {device} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("device_id"), str):
-        raise ToolError(f"device config {device}: key 'device_id' must be a string")
-    if cfg.setdefault("board", board["name"]) != board["name"]:
-        raise ToolError(
-            f"device config {device} is for board {cfg['board']!r}, not {board['name']!r}"
-        )
+    """The device JSON, checked against the config schema and the board's names with the
+    agent's own schema (edge/schema.py) before anything is copied; ToolError lists every
+    problem. The file goes over as written (the agent fills in defaults at boot)."""
+    cfg = read_config(device)
+    found = problems(json.loads(json.dumps(cfg)), board)
+    if found:
+        raise ToolError(f"{device}: " + "; ".join(found))
+    cfg.setdefault("board", board["name"])
     return json.dumps(cfg, sort_keys=True).encode()
+
+
+def secret_files(device: Path, cfg: dict) -> dict[str, bytes]:
+    """/secrets/NAME for every file in the `secrets/` directory beside the device config
+    (from `edgectl provision`). ToolError naming each config key whose file (schema type
+    `file`: TLS certificates, the consent key) would be missing on the board."""
+    sdir = device.parent / "secrets"
+    files = {}
+    if sdir.is_dir():
+        for p in sorted(sdir.iterdir()):
+            if p.is_file():
+                files[f"/secrets/{p.name}"] = p.read_bytes()
+    missing = []
+    for key, path in referenced_files(cfg):
+        on_board = "/" + path.lstrip("/")
+        name = on_board[len("/secrets/") :]
+        if on_board in files:
+            continue
+        if not on_board.startswith("/secrets/") or "/" in name:
+            missing.append(
+                f"config key '{key}' names {path}, but deploy copies secrets only to "
+                f"/secrets/NAME (put the file in {sdir}/)"
+            )
+        else:
+            missing.append(f"config key '{key}' names {path}, but {sdir / name} does not exist")
+    if missing:
+        raise ToolError(f"{device}: " + "; ".join(missing) + "; nothing was copied")
+    return files
 
 
 def _dirs_of(path: str) -> list[str]:
@@ -242,10 +264,10 @@ class Board:
         except (TransportError, SerialException, OSError) as e:
             raise ToolError(f"no MicroPython REPL on {port} ({e}): {PORT_HINT}") from None
 
-    def run(self, code: str) -> str:
+    def run(self, code: str, timeout: float = 30) -> str:
         """Execute code on the board; return its stdout, ToolError on a board exception."""
         try:
-            out, err = self.t.exec_raw(code, timeout=30)
+            out, err = self.t.exec_raw(code, timeout=timeout)
         except (*self.TransportError, OSError) as e:
             raise ToolError(
                 f"lost the board on {self.port} ({e or 'port closed'}): {PORT_HINT}"
@@ -256,8 +278,8 @@ class Board:
             )
         return out.decode(errors="replace")
 
-    def run_json(self, code: str) -> dict:
-        lines = self.run(code).strip().splitlines()
+    def run_json(self, code: str, timeout: float = 30) -> dict:
+        lines = self.run(code, timeout).strip().splitlines()
         try:
             return json.loads(lines[-1])
         except (ValueError, IndexError):
@@ -310,10 +332,15 @@ def deploy(
     frozen: bool = False,
     log=print,
     cache: Path = CACHE_DIR,
+    network: bool = True,
 ) -> DeployReport:
-    """Deploy the agent and device config to the board on `port`; see the module docstring."""
+    """Deploy the agent and device config to the board on `port`; see the module docstring.
+    network=False leaves the network and broker checks out of the self-test."""
     t0 = time.monotonic()
-    board = load_board(board_name)
+    board = board_file(board_name)
+    # a config the agent would refuse, or a secret it names that is missing, stops the
+    # deploy here, before the port is opened
+    secret_files(device, json.loads(device_config(device, board)))
     rep = DeployReport(board)
     b = Board(port)
     try:
@@ -359,9 +386,14 @@ def deploy(
             b.write(MANIFEST, json.dumps(manifest, sort_keys=True).encode())
         if rep.copied or rep.removed:
             b.reset()  # import the new modules in a clean interpreter; a no-op deploy is already in one
-        rep.selftest = b.run_json(
-            _mp_script("deploy_selftest.py", CONFIG="/config.json", ENTRY=ENTRY)
+        script = _mp_script(
+            "deploy_selftest.py",
+            CONFIG="/config.json",
+            ENTRY=ENTRY,
+            NETWORK=network,
+            LISTEN_MS=SELFTEST_LISTEN_MS,
         )
+        rep.selftest = b.run_json(script, SELFTEST_TIMEOUT_S)
     finally:
         b.close()
     if frozen:
@@ -400,8 +432,9 @@ def bench_deploy(args: argparse.Namespace | None = None) -> dict:
         dev.write_text(json.dumps({"device_id": "bench-0001", "board": "unix-sim"}))
         proc = spawn(t / "ttyVB", t / "flash.img")
         try:
-            full = deploy("unix-sim", str(t / "ttyVB"), dev, log=lambda m: None, cache=t / "cache")
-            noop = deploy("unix-sim", str(t / "ttyVB"), dev, log=lambda m: None, cache=t / "cache")
+            kw = {"log": lambda m: None, "cache": t / "cache", "network": False}
+            full = deploy("unix-sim", str(t / "ttyVB"), dev, **kw)
+            noop = deploy("unix-sim", str(t / "ttyVB"), dev, **kw)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -420,13 +453,16 @@ def bench_deploy(args: argparse.Namespace | None = None) -> dict:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """CLI handler: deploy, print a summary and the self-test; exit 1 if it failed."""
-    rep = deploy(args.board, args.port, Path(args.device), args.frozen)
+    rep = deploy(args.board, args.port, Path(args.device), args.frozen, network=not args.offline)
     print(
         f"deploy: {len(rep.copied)} copied, {len(rep.removed)} removed, "
         f"{rep.unchanged} unchanged in {rep.seconds:.2f} s"
     )
     for name, ok, detail in rep.selftest.get("checks", []):
-        print(f"self-test {name}: {'pass' if ok else 'FAIL'}: {detail}")
+        verdict = "pass" if ok is True else "warn" if ok == "warn" else "FAIL"
+        print(f"self-test {name}: {verdict}: {detail}")
+    if args.offline:
+        print("self-test network, broker: skipped (--offline)")
     if args.frozen:
         print(f"frozen: wrote {REPO / 'build' / 'manifest.py'}")
     if not rep.selftest.get("ok"):
@@ -445,5 +481,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--frozen",
         action="store_true",
         help="agent is frozen in the firmware: write build/manifest.py, copy config only",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="self-test without the network and broker checks (a bench with no broker)",
     )
     p.set_defaults(func=cmd_deploy)

@@ -49,6 +49,7 @@ def dump_segment(name: str, data: bytes, rep: Report) -> None:
         rep.lines.append(f"{name}: {len(data)} bytes, format version {version}")
         rep.problem(f"{name}: unknown segment version {version} (this tool reads {SEG_VERSION})")
         return
+    hi = (data[6] | data[7] << 8) << 32  # the segment's seq epoch (FORMAT.md 1, 2.2)
     p, n, first, last, corrupt, prev = SEG_HEAD_LEN, 0, None, None, 0, None
     bad_at = None
     order = other = 0
@@ -59,6 +60,7 @@ def dump_segment(name: str, data: bytes, rep: Report) -> None:
                 rep.problem(f"{name}: corrupt bytes {bad_at}..{p - 1}")
                 bad_at = None
             seq, _ts, _boot, _ch, rcat, _fl, _v = codec.unpack_record(mv, p)
+            seq |= hi
             if rcat != cat:
                 other += 1
             if prev is not None and seq <= prev:

@@ -8,38 +8,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from host_tools.errors import ToolError
-from host_tools.paths import boards_dir
+from host_tools.paths import board_file
 
-BOARDS_DIR = Path(boards_dir())
 DEFAULT_BAUD = 460800
 # One hint for every "cannot talk to the board" failure (esptool's own advice, shortened).
 PORT_HINT = (
     "check the USB cable (a data cable, not charge-only), the port name "
     "(ls /dev/ttyUSB* /dev/ttyACM*) and the USB-serial driver (CP210x/CH340/FTDI)"
 )
-
-
-def load_board(name: str) -> dict:
-    """Load a board file by name (`boards/NAME.json`) or by path; ToolError if missing/bad."""
-    path = Path(name)
-    if not (name.endswith(".json") and path.is_file()):
-        path = BOARDS_DIR / f"{name}.json"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in BOARDS_DIR.glob("*.json"))) or "none"
-        raise ToolError(f"unknown board {name!r} (known: {known})")
-    try:
-        board = json.loads(path.read_text())
-    except ValueError as e:
-        raise ToolError(f"board file {path} is not valid JSON: {e}") from None
-    board.setdefault("name", path.stem)
-    return board
 
 
 def parse_offset(value: object) -> int:
@@ -189,7 +171,7 @@ def write_firmware(plan: FlashPlan) -> None:
 
 def cmd_flash(args: argparse.Namespace) -> int:
     """CLI handler: plan, then print (dry run) or flash."""
-    plan = plan_flash(load_board(args.board), args.port, args.firmware, args.erase, args.baud)
+    plan = plan_flash(board_file(args.board), args.port, args.firmware, args.erase, args.baud)
     for note in plan.notes:
         print(f"# {note}")
     if args.dry_run:

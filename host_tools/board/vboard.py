@@ -24,6 +24,7 @@ import time
 import tty
 from pathlib import Path
 
+from host_tools.board.uartbridge import UartBridges, UartSpec, parse_uart
 from host_tools.errors import ToolError
 from host_tools.paths import micropython_path
 
@@ -65,9 +66,15 @@ class VirtualBoard:
     """Own the ptys and the MicroPython child; `serve()` pumps bytes until stopped."""
 
     def __init__(
-        self, link: Path, image: Path, soft_reset: bool = True, heapsize: str | None = None
+        self,
+        link: Path,
+        image: Path,
+        soft_reset: bool = True,
+        heapsize: str | None = None,
+        uarts: list[UartSpec] | None = None,
     ):
         self.link, self.image, self.soft_reset, self.heapsize = link, image, soft_reset, heapsize
+        self.uarts = UartBridges(uarts or [])  # the board's UARTs (host_tools/board/uartbridge.py)
         self.raw = False  # host has the board in the raw REPL (last of Ctrl-A / Ctrl-B seen)
         self.host_m, self.host_s = pty.openpty()
         # Raw both ends: the host tool sees exactly the bytes MicroPython writes. Keeping our
@@ -99,6 +106,7 @@ class VirtualBoard:
             VBOARD_IMAGE=str(self.image),
             VBOARD_LOG_IMAGE=str(log_image(self.image)),
             VBOARD_RUN_MAIN="1" if run_main else "0",
+            VBOARD_UARTS=self.uarts.directory,
         )
         env.pop("MICROPYPATH", None)
         self.child = subprocess.Popen(
@@ -190,6 +198,7 @@ class VirtualBoard:
         """Stop the child and remove the link (the image stays)."""
         self.running = False
         self._reap_child()
+        self.uarts.close()
         for fd in (self.host_m, self.host_s):
             try:
                 os.close(fd)
@@ -200,12 +209,17 @@ class VirtualBoard:
 
 
 def run_vboard(
-    link: Path, image: Path, image_bytes: int, soft_reset: bool, heapsize: str | None
+    link: Path,
+    image: Path,
+    image_bytes: int,
+    soft_reset: bool,
+    heapsize: str | None,
+    uarts: list[UartSpec] | None = None,
 ) -> None:
     """Create the images if needed and serve the board until SIGTERM/SIGINT."""
     make_image(image, image_bytes)
     make_image(log_image(image), DEFAULT_LOG_BYTES)
-    board = VirtualBoard(link, image, soft_reset, heapsize)
+    board = VirtualBoard(link, image, soft_reset, heapsize, uarts)
 
     def stop(_sig: int, _frame: object) -> None:
         board.running = False
@@ -213,27 +227,28 @@ def run_vboard(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"vboard: {link} -> {os.ttyname(board.host_s)}, image {image}", flush=True)
+    for line in board.uarts.describe():
+        print(f"vboard: {line}", flush=True)
     try:
         board.serve()
     finally:
         board.close()
 
 
-def spawn(link: Path, image: Path, timeout: float = 10.0) -> subprocess.Popen:
+def spawn(
+    link: Path, image: Path, timeout: float = 10.0, uarts: tuple[str, ...] = ()
+) -> subprocess.Popen:
     """Start `python -m host_tools.board.vboard` in the background and wait for its port link
-    (tests and `edgectl bench deploy`). Stop it with terminate()."""
+    (tests and `edgectl bench deploy`); `uarts` are `--uart` arguments. Stop it with
+    terminate()."""
     if link.is_symlink():
         link.unlink()
+    argv = [sys.executable, "-m", "host_tools.board.vboard", "--link", str(link)]
+    argv += ["--image", str(image)]
+    for u in uarts:
+        argv += ["--uart", u]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "host_tools.board.vboard",
-            "--link",
-            str(link),
-            "--image",
-            str(image),
-        ],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -249,8 +264,14 @@ def spawn(link: Path, image: Path, timeout: float = 10.0) -> subprocess.Popen:
 
 def cmd_vboard(args: argparse.Namespace) -> int:
     """CLI handler for `edgectl vboard`."""
+    uarts = [parse_uart(u) for u in args.uart]
     run_vboard(
-        Path(args.link), Path(args.image), args.image_bytes, not args.no_soft_reset, args.heapsize
+        Path(args.link),
+        Path(args.image),
+        args.image_bytes,
+        not args.no_soft_reset,
+        args.heapsize,
+        uarts,
     )
     return 0
 
@@ -267,6 +288,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--heapsize", help="MicroPython -X heapsize, e.g. 110wK (default: port default)"
     )
     p.add_argument("--no-soft-reset", action="store_true", help="exit when MicroPython exits")
+    p.add_argument(
+        "--uart",
+        action="append",
+        default=[],
+        metavar="NAME[:BAUD]=PATH|URL",
+        help="bridge the board UART NAME (as the config names it) to a pty/tty path or a "
+        "pyserial URL, e.g. appliance=/tmp/ttyAPPL or appliance=replay://x.ecap (repeatable)",
+    )
     p.set_defaults(func=cmd_vboard)
 
 
@@ -276,4 +305,8 @@ if __name__ == "__main__":
     _parser = argparse.ArgumentParser(prog="vboard")
     register(_parser.add_subparsers())
     _args = _parser.parse_args(["vboard"] + sys.argv[1:])
-    sys.exit(_args.func(_args))
+    try:
+        sys.exit(_args.func(_args))
+    except ToolError as _e:
+        print(f"edgectl: {_e}", file=sys.stderr)
+        sys.exit(2)

@@ -19,46 +19,10 @@ import struct
 from typing import Iterator
 
 from host_tools.captures import capfile
+from host_tools.captures.appliances import fridge_lines, tuya_dp, tuya_frame
 from host_tools.errors import ToolError
 
 HEARTBEAT_S = 15
-
-
-def fridge_lines(seconds: float, interval: float, seed: int) -> Iterator[tuple[int, bytes]]:
-    """(ts_us, line) of a fridge whose compressor cycles and whose door opens now and then."""
-    rnd = random.Random(seed)
-    fridge, freezer, comp, door_left = 5.0, -18.0, 0, 0
-    n = int(seconds / interval)
-    for i in range(n):
-        if door_left:
-            door_left -= 1
-            fridge += 0.08
-        elif rnd.random() < 0.003:
-            door_left = rnd.randint(5, 40)
-        fridge += -0.012 if comp else 0.006
-        freezer += -0.02 if comp else 0.01
-        if fridge > 5.5:
-            comp = 1
-        elif fridge < 3.0:
-            comp = 0
-        power = (85 + rnd.randint(-3, 3)) if comp else rnd.randint(1, 2)
-        noise = rnd.randint(-1, 1) / 10
-        line = (
-            f"T_FRIDGE={fridge + noise:.1f};T_FREEZER={freezer:.1f};"
-            f"DOOR={'OPEN' if door_left else 'CLOSED'};COMP={comp};POWER={power}\n"
-        )
-        yield round(i * interval * 1e6), line.encode()
-
-
-def tuya_frame(ver: int, cmd: int, data: bytes) -> bytes:
-    """One Tuya serial frame with its sum8 checksum."""
-    head = bytes((0x55, 0xAA, ver, cmd)) + struct.pack(">H", len(data)) + data
-    return head + bytes((sum(head) & 0xFF,))
-
-
-def tuya_dp(dpid: int, dtype: int, value: bytes) -> bytes:
-    """One DP unit: dpid u8, type u8, len u16 BE, value."""
-    return struct.pack(">BBH", dpid, dtype, len(value)) + value
 
 
 def tuya_kettle(seconds: float, interval: float, seed: int) -> Iterator[tuple[str, int, bytes]]:
@@ -71,8 +35,8 @@ def tuya_kettle(seconds: float, interval: float, seed: int) -> Iterator[tuple[st
         t = i * interval
         if t >= next_hb:
             ts = round(t * 1e6)
-            yield "tx", ts, tuya_frame(0x00, 0x00, b"")
-            yield "rx", ts + 20000, tuya_frame(0x03, 0x00, b"\x01" if t else b"\x00")
+            yield "tx", ts, tuya_frame(0x00, b"", ver=0x00)
+            yield "rx", ts + 20000, tuya_frame(0x00, b"\x01" if t else b"\x00")
             next_hb += HEARTBEAT_S
         if not on and rnd.random() < 0.004:
             on, target, mode = 1, rnd.choice((70, 80, 90, 100)), rnd.randint(0, 2)
@@ -88,7 +52,7 @@ def tuya_kettle(seconds: float, interval: float, seed: int) -> Iterator[tuple[st
             + tuya_dp(3, 2, struct.pack(">i", target))
             + tuya_dp(4, 4, bytes((mode,)))
         )
-        yield "rx", round(t * 1e6) + 50000, tuya_frame(0x03, 0x07, dps)
+        yield "rx", round(t * 1e6) + 50000, tuya_frame(0x07, dps)
 
 
 KINDS = {"fridge": "line", "tuya": "tuya"}

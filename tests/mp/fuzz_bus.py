@@ -1,7 +1,8 @@
-# Dual-runtime fuzz driver for the bus parsers (issue 6 item 9). CPython imports it (100,000
-# cases per parser, in-process); unix MicroPython runs it as a script (smaller run).
+# Dual-runtime fuzz driver for the bus parsers. CPython imports it (100,000 cases per parser,
+# in-process); unix MicroPython runs it as a script (smaller run).
 # Every case: feed a mutated/garbage input, then a known-good message; the good message must
-# come out exactly (resynchronisation), and nothing may raise.
+# come out exactly (resynchronisation), nothing may raise, and the byte ledger must add up
+# (fed == decoded + unhandled + rejected + garbage + pending; nothing pending after a flush).
 
 import random
 
@@ -10,7 +11,7 @@ from edge.bus.modbus import ModbusMaster
 from edge.bus.tuya import TuyaMCU
 
 LINE_KEYS = {
-    "T1": {"ch": 1, "scale": 2},
+    "T1": 1,
     "P": 3,
     "DOOR": {"ch": 5, "enum": {"OPEN": 1, "SHUT": 0}},
 }
@@ -77,9 +78,27 @@ def _mutate(b):
     return bytes(b)
 
 
+def check_ledger(p, what):
+    led = p.ledger
+    if led.fed != led.decoded + led.unhandled + led.rejected + led.garbage + led.pending():
+        raise RuntimeError("%s: byte ledger does not add up: %r" % (what, led.stats()))
+    if led.pending() < 0 or min(led.decoded, led.unhandled, led.rejected, led.garbage) < 0:
+        raise RuntimeError("%s: negative ledger bucket: %r" % (what, led.stats()))
+
+
+def finish(p, what, res):
+    """Flush at the end of the run: every byte classified, none pending."""
+    p.flush(lambda c, v: None)
+    check_ledger(p, what)
+    if p.ledger.pending():
+        raise RuntimeError("%s: %d bytes still pending after a flush" % (what, p.ledger.pending()))
+    res["bytes"] = p.ledger.stats()
+    return res
+
+
 def fuzz_line(n, seed=1):
     random.seed(seed)
-    p = LineParser(LINE_KEYS)
+    p = LineParser({"keys": LINE_KEYS}, {1: 2})
     out = []
     emit = lambda c, v: out.append((c, v))  # noqa: E731
     good = b"\nT1=12.34;P=-7\n"
@@ -91,24 +110,98 @@ def fuzz_line(n, seed=1):
         p.feed(case, len(case), emit)
         del out[:]
         p.feed(good, len(good), emit)
-        # the leading newline may complete one pending pair of the case; then the good pairs
-        if out[-2:] != [(1, 1234), (3, -7)] or len(out) > 3:
+        # the leading newline may complete the case's pending line; then the good pairs
+        if out[-2:] != [(1, 1234), (3, -7)] or len(out) > 2 + case.count(b"=") + 1:
             raise RuntimeError("line parser did not resync after %r: %r" % (case, out))
+        check_ledger(p, "line")
         del out[:]
-    return {"cases": n, "errors": sum(p.errors.values())}
+    return finish(p, "line", {"cases": n, "errors": sum(p.errors.values())})
+
+
+_FORMATS = (
+    (
+        {"format": "csv", "columns": {"t": 1, "p": 3}},
+        b"t,p\n",
+        b"21.5,-7\n",
+        b'1,"x",3,,"\n',
+    ),
+    (
+        {"format": "json", "keys": {"t": 1, "a.p": 3}},
+        b"",
+        b'{"t": 21.5, "a": {"p": -7}}\n',
+        b'{"t": [1e400, {"a": "p"}], "a": {"p": "x"}}',
+    ),
+    (
+        {
+            "format": "regex",
+            "pattern": r"T=(?P<t>-?[0-9.]+) P=(?P<p>-?[0-9]+)",
+            "groups": {"t": 1, "p": 3},
+        },
+        b"",
+        b"x T=21.5 P=-7 y\n",
+        b"T=. P=- T=1e3 P=99999999999999",
+    ),
+    (
+        {"assign": " ", "prefix": "bat:", "keys": {"t": 1, "p": 3}},
+        b"",
+        b"bat: t 21.5 p -7\n",
+        b"bat: t t p p bat: q",
+    ),
+    (
+        {"format": "fields", "sep": ",", "fields": {"0": 1, "2": 3}},
+        b"",
+        b"21.5,x,-7\n",
+        b",,,,-,.,",
+    ),
+)
+
+
+def fuzz_line_formats(n, seed=4):
+    """csv, json, regex, key-value words and positional fields, in turn."""
+    random.seed(seed)
+    out = []
+    emit = lambda c, v: out.append((c, v))  # noqa: E731
+    errors = 0
+    total = {}
+    per = n // len(_FORMATS) + 1
+    done = 0
+    for spec, head, good, tokens in _FORMATS:
+        p = LineParser(spec, {1: 1})
+        p.feed(head, len(head), emit)
+        for _ in range(min(per, n - done)):
+            if random.getrandbits(1):
+                case = _mutate(good)
+            else:
+                case = bytes(random.choice(tokens) for _ in range(random.getrandbits(5)))
+            p.feed(case, len(case), emit)
+            if spec.get("format") == "csv" and random.getrandbits(4) == 0:
+                again = b"\n" + head  # the header again, on its own line (a restart)
+                p.feed(again, len(again), emit)
+            del out[:]
+            line = b"\n" + good
+            p.feed(line, len(line), emit)
+            if sorted(out[-2:]) != [(1, 215), (3, -7)] or len(out) > 4:
+                raise RuntimeError("%s did not resync after %r: %r" % (spec, case, out))
+            check_ledger(p, "line formats")
+            del out[:]
+            done += 1
+        b = finish(p, "line formats", {})["bytes"]
+        for k in b:
+            total[k] = total.get(k, 0) + b[k]
+        errors += sum(p.errors.values())
+    return {"cases": done, "errors": errors, "bytes": total}
 
 
 def _tuya_good_dp():
     return bytes((1, 1, 0, 1, 1)) + bytes((2, 2, 0, 4, 0, 0, 1, 44)) + bytes((3, 3, 0, 3)) + b"eco"
 
 
-def fuzz_tuya(n, seed=2):
+def fuzz_tuya(n, seed=2, protocol="auto"):
     random.seed(seed)
     sent = []
-    mcu = TuyaMCU(TUYA_DPS, lambda b: sent.append(len(b)))
+    mcu = TuyaMCU(TUYA_DPS, lambda b: sent.append(len(b)), protocol=protocol)
     out = []
     emit = lambda c, v: out.append((c, v))  # noqa: E731
-    good = tuya_frame(7, _tuya_good_dp())
     expect = [(10, 1), (11, 300), (12, 1)]
     now = 0
     for _ in range(n):
@@ -121,7 +214,10 @@ def fuzz_tuya(n, seed=2):
                 + _rbytes(random.getrandbits(3))
                 for _ in range(random.getrandbits(2))
             )
-            case = tuya_frame(random.choice((0, 1, 2, 7, 0x22, 0x2B, 0x1C, 0x55)), dps)
+            cmds = (0, 1, 2, 5, 6, 7, 8, 0x10, 0x22, 0x2B, 0x1C, 0x34, 0x55)
+            if random.getrandbits(1):
+                dps = bytes((0x0B,)) + _rbytes(random.getrandbits(3)) + dps  # record-type
+            case = tuya_frame(random.choice(cmds), dps, random.choice((0, 3)))
         else:
             case = _mutate(tuya_frame(7, _tuya_good_dp()))
         now += 10
@@ -129,12 +225,16 @@ def fuzz_tuya(n, seed=2):
         now += 1000  # quiet line: a stalled partial frame is dropped
         mcu.tick(now, emit)
         del out[:]
+        # the report command of the variant in force (auto may have switched on the case)
+        good = tuya_frame(7 if mcu.variant == "normal" else 5, _tuya_good_dp())
         mcu.feed(good, len(good), emit, now)
         if out != expect:
             raise RuntimeError("tuya parser did not resync after %r: %r" % (case, out))
+        check_ledger(mcu, "tuya")
         del out[:]
         del sent[:]
-    return {"cases": n, "errors": sum(mcu.errors.values()), "garbage": mcu.garbage_bytes}
+    res = {"cases": n, "errors": sum(mcu.errors.values()), "variant": mcu.variant}
+    return finish(mcu, "tuya", res)
 
 
 class _Wire:
@@ -210,8 +310,9 @@ def fuzz_modbus(n, seed=3):
         m.poll(now, emit)
         if out != [(20, 1000), (21, -2)]:
             raise RuntimeError("modbus master did not recover after %r: %r" % (case, out))
+        check_ledger(m, "modbus")
         del out[:]
-    return {"cases": n, "errors": sum(m.errors.values()), "garbage": m.garbage_bytes}
+    return finish(m, "modbus", {"cases": n, "errors": sum(m.errors.values())})
 
 
 if __name__ == "__main__":
@@ -219,5 +320,7 @@ if __name__ == "__main__":
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     print("line", fuzz_line(n))
+    print("formats", fuzz_line_formats(n))
     print("tuya", fuzz_tuya(n))
+    print("lowpower", fuzz_tuya(n, 5, "low_power"))
     print("modbus", fuzz_modbus(n))

@@ -28,6 +28,16 @@ BATCHES = [
         codec.FLAG_CLOCK_UNSYNCED,
         [(100, 5, 3, 2147483647), (65635, 4294967300, 4, 0)],
     ),
+    # seq epoch 1 (FORMAT.md 1): flags bit 1 and a u16 epoch after the names
+    (
+        "batch_epoch.bin",
+        "fridge-0001",
+        "usage",
+        3,
+        0,
+        [(4294967296, 1795000000000, 5, 1), (4294967296 + 65535, 1795000000001, 6, 2)],
+    ),
+    ("batch_epoch_top.bin", "d", "usage", 9, 1, [(2**48 - 2, 7, 1, 0), (2**48 - 1, 8, 1, 1)]),
 ]
 RECORDS = [
     ("records_ok.bin", [(1, 1795000000000, 7, 1, 0, 0, 412), (2, 1795000000250, 7, 5, 2, 0, -3)]),
@@ -65,6 +75,9 @@ def main() -> None:
         ("batch_bad_version.bin", good[:2] + b"\x09" + good[3:]),
         ("batch_truncated.bin", good[:-3]),
         ("batch_bad_name.bin", good[:21] + b"\x00" + good[22:]),
+        ("batch_bad_flags.bin", good[:4] + b"\x04" + good[5:]),
+        # the epoch flag set on a batch written without the epoch field: the body is 2 short
+        ("batch_epoch_missing.bin", good[:4] + b"\x02" + good[5:]),
     ]
     for name, data in bad:
         with open(os.path.join(HERE, name), "wb") as f:

@@ -9,6 +9,7 @@ from micropython import const
 from edge.hal.unix import sim as unix_sim
 
 _FLASH_MOUNT = "/flash"
+VBOARD_UARTS = "/dev/uart"  # where the virtual board mounts its UART bridges (vboard_boot.py)
 _WALL_CHECK_MS = const(1000)  # wall_ms(): compare with the host clock at most this often
 _WALL_SLACK_MS = const(2)  # ...and follow it when they differ by more
 
@@ -155,11 +156,34 @@ class Hal:
 
     # -- buses and sensors (same signatures as edge/hal/esp32.py) ------------------------------
     def uart(self, spec):
-        """spec: {"path": pty or tty, "baud": n}. Non-blocking readinto/write."""
+        """spec: {"path": pty or tty, "baud": n, "name": board UART name}. Non-blocking
+        readinto/write. On a virtual board (root on littlefs) the host's paths are out of
+        reach: its UARTs are the bridges `edgectl vboard --uart NAME=...` mounts at
+        /dev/uart/NAME (docs/DEPLOY.md 0). Raises ValueError naming the UART and the path."""
+        name = spec.get("name")
         path = spec.get("path")
-        if not path:
-            raise ValueError("uart needs 'path' on unix (a pty or tty)")
-        return PtyUART(path)
+        label = "uart %r" % name if name else "uart"
+        if _is_mounted(VBOARD_UARTS):
+            if not name:
+                raise ValueError(
+                    "%s: a virtual board reaches only the UARTs bridged by board name "
+                    "(edgectl vboard --uart NAME=PATH)" % label
+                )
+            path = VBOARD_UARTS + "/" + name
+            try:
+                os.stat(path)
+            except OSError:
+                have = ", ".join(sorted(os.listdir(VBOARD_UARTS))) or "none"
+                raise ValueError(
+                    "%s is not bridged on this virtual board (bridged: %s): start it with "
+                    "`edgectl vboard --uart %s=PTY_OR_URL`" % (label, have, name)
+                ) from None
+        elif not path:
+            raise ValueError("%s needs 'path' on unix (a pty or tty)" % label)
+        try:
+            return PtyUART(path)
+        except OSError as e:
+            raise ValueError("%s: cannot open %s: %s" % (label, path, e)) from None
 
     def i2c(self, spec, attached):
         """A simulated I2C bus with the attached sensors answering their real protocol."""
@@ -207,6 +231,18 @@ class PtyUART:
 
     def close(self):
         self._f.close()
+
+
+def _is_mounted(path):
+    import vfs
+
+    try:
+        for _fs, mountpoint in vfs.mount():
+            if mountpoint == path:
+                return True
+    except (TypeError, ValueError, OSError):
+        pass
+    return False
 
 
 def _root_is_littlefs():

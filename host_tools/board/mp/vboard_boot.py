@@ -119,6 +119,12 @@ if _image:
         _open_log(os.getenv("VBOARD_LOG_IMAGE"))
     _mount_root(_image)
 del _image
+# The UARTs bridged with `edgectl vboard --uart NAME=...`: a host directory of ptys, mounted
+# where the unix HAL looks for them (edge/hal/unix/hal.py VBOARD_UARTS).
+_uarts = os.getenv("VBOARD_UARTS")
+if _uarts:
+    vfs.mount(vfs.VfsPosix(_uarts), "/dev/uart")
+del _uarts
 _run("/boot.py")
 if os.getenv("VBOARD_RUN_MAIN") == "1":
     _run("/main.py")
