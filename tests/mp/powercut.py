@@ -39,7 +39,7 @@ BLOCKS = 6 if RAW else 96
 def make_cfg(wseed):
     if RAW:
         odd = wseed % 2
-        store = {"flush_n": 12, "flush_ms": 1000000, "total_bytes": 12288 if odd else 0}
+        store = {"flush_n": 12, "flush_ms": 1000000, "total_bytes": 12288 if odd else 1048576}
         quotas = (0, 8192)
     else:
         store = {"flush_n": 6, "flush_ms": 1000000, "segment_bytes": 600, "total_bytes": 12288}
