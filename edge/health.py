@@ -61,7 +61,7 @@ class Health:
             h["oldest_unsent_boot"] = age_boot  # a past boot, never synced: age unknown
         h["drops"] = self.drops()
         h["flash_writes"] = st["commits"]
-        h["store_backend"] = a.store.backend  # rawlog or segments (docs/FORMAT.md 6.7)
+        h["store_backend"] = a.store.backend  # rawlog or segments (docs/FORMAT.md 7.8)
         if "erases" in st:  # the raw log counts its own programs and erases
             h["store_flash"] = {"programs": st["programs"], "erases": st["erases"]}
         flash = getattr(a.hal, "flash", None)  # the emulated NOR flash on unix

@@ -180,7 +180,7 @@ $slice.signed bool - - older form: two's complement
 """,
     """
 store obj {} - the flash store (docs/FORMAT.md)
-store.backend str "auto" auto|rawlog|segments where readings are kept: `rawlog` the raw record log on the board's log partition (docs/FORMAT.md 6), `segments` segment files on littlefs (docs/FORMAT.md 2), `auto` the raw log when the board has its partition, else segments
+store.backend str "auto" auto|rawlog|segments where readings are kept: `rawlog` the raw record log on the board's log partition (docs/FORMAT.md 7), `segments` segment files on littlefs (docs/FORMAT.md 2), `auto` the raw log when the board has its partition, else segments
 store.path str "store" 1..255 directory of the store on the filesystem
 store.flush_ms int 1000 0..3600000 commit at least this often
 store.flush_n int 50 1..10000 commit after this many readings

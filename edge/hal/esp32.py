@@ -77,7 +77,7 @@ class Hal:
         return path
 
     def log_device(self, path, spec):
-        """The raw log partition (docs/FORMAT.md 6): the data partition labelled
+        """The raw log partition (docs/FORMAT.md 7): the data partition labelled
         spec["label"] (default "log") in the flashed partition table, None when there is
         none. esp32.Partition.writeblocks with an offset programs without erasing; ioctl 6
         erases one 4096-byte block, which is what the log needs. An encrypted partition is

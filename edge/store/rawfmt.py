@@ -1,4 +1,4 @@
-# Bytes of the raw-partition record log (docs/FORMAT.md 6): block header, data chunk, meta
+# Bytes of the raw-partition record log (docs/FORMAT.md 7): block header, data chunk, meta
 # record. Pure functions over buffers; nothing here touches the device or raises on any byte
 # pattern read from flash.
 
@@ -8,26 +8,26 @@ from binascii import crc32
 from micropython import const
 
 BLOCK = const(4096)  # NOR erase unit (ESP32 SPI flash sector, the emulated partition's block)
-HEAD_LEN = const(32)  # block header (6.2)
+HEAD_LEN = const(32)  # block header (7.3)
 MAGIC = b"ELOG"
 VERSION = const(1)
 KIND_DATA = const(1)
 KIND_META = const(2)
 FREED_OFF = const(24)  # freed marker: FF FF FF FF while live, programmed to 00 00 00 00
-_HEAD_FMT = "<4sBBHQI"  # magic, version, kind, reserved, bseq, tag; then the CRC-32 (6.2)
+_HEAD_FMT = "<4sBBHQI"  # magic, version, kind, reserved, bseq, tag; then the CRC-32 (7.3)
 _HEAD_CRC = const(20)
 
-# data chunk (6.3): type, count, flags, boot, seq (whole), ts, then `count` entries, CRC-32
+# data chunk (7.4): type, count, flags, boot, seq (whole), ts, then `count` entries, CRC-32
 CHUNK_TYPE = const(0xD5)
 CHUNK_FMT = "<BBBHQq"
 CHUNK_HEAD = const(21)
 ENTRY_FMT = "<BHIi"  # channel, seq delta, ts delta, value: the batch entry of FORMAT.md 3.3
 ENTRY_LEN = const(11)
-MAX_N = const(90)  # entries per chunk: a chunk is at most 1015 bytes (one 1 KiB read)
-MAX_CHUNK = const(1015)  # CHUNK_HEAD + MAX_N * ENTRY_LEN + 4
+MAX_N = const(44)  # entries per chunk: a chunk is at most 509 bytes (one 512-byte read)
+MAX_CHUNK = const(509)  # CHUNK_HEAD + MAX_N * ENTRY_LEN + 4
 FLAGS_KNOWN = const(0x01)  # bit 0: clock not synchronised (FORMAT.md 4.2)
 
-# meta record (6.4): type, category count, boot, seq_hi, (tag, acked) per category, CRC-32
+# meta record (7.5): type, category count, boot, seq_hi, (tag, acked) per category, CRC-32
 META_TYPE = const(0xA9)
 META_FMT = "<BBHQ"
 META_HEAD = const(12)

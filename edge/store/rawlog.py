@@ -1,4 +1,4 @@
-# Durable reading store on a raw NOR partition (docs/FORMAT.md 6): the interface of the
+# Durable reading store on a raw NOR partition (docs/FORMAT.md 7): the interface of the
 # littlefs segment store (edge/store/store.py) over a ring of erase blocks. A commit is one
 # page program of the pending chunk (no erase); a block is erased once per 4 KiB of records.
 
@@ -17,7 +17,7 @@ _SEQ_RESERVE = const(1024)  # seqs reserved per meta write, so a seq is never re
 _ENOSPC = const(28)
 _U32 = const(0xFFFFFFFF)
 _CHUNK_ROOM = const(25)  # a chunk's header and CRC (rawfmt.chunk_len(0))
-_FULL_CHUNK = const(1011)  # CHUNK_HEAD + MAX_N * ENTRY_LEN: the open chunk takes no more
+_FULL_CHUNK = const(505)  # CHUNK_HEAD + MAX_N * ENTRY_LEN: the open chunk takes no more
 
 
 class StoreError(Exception):
@@ -47,7 +47,7 @@ class _Stream:
         self.cpos = -1  # start of the open chunk in buf, -1 when none is open
         self.lseq = 0  # seq and timestamp of the last reading appended
         self.lts = 0
-        self.total = 0  # readings in the live blocks
+        self.rec = 0  # bytes of records in the live blocks
         self.acked = 0  # highest acknowledged seq
         self.saved = 0  # `acked` as last written to a meta record
         self.rblk = NONE  # reader: block, chunk offset, seqs up to rthr already handed out
@@ -100,7 +100,7 @@ class RawStore(StoreBase):
         self.boot = (boot + 1) & 0xFFFF
         self.next_seq = max(seq_hi, top + 1, 1)
         self.seq_hi = self.next_seq
-        # a block takes appends only in the boot that allocated it (docs/FORMAT.md 6.5): the
+        # a block takes appends only in the boot that allocated it (docs/FORMAT.md 7.2): the
         # boot's meta record opens a new meta block, then the older ones are freed
         self._save_state(True)
         for b in metas:
@@ -181,7 +181,7 @@ class RawStore(StoreBase):
         return s.bytes + grow > s.quota
 
     def _close_chunk(self, s):
-        """Write the open chunk's count and CRC-32 (docs/FORMAT.md 6.3)."""
+        """Write the open chunk's count and CRC-32 (docs/FORMAT.md 7.4)."""
         buf = s.buf
         buf[s.cpos + 1] = (s.wpos - s.cpos - CHUNK_HEAD) // ENTRY_LEN
         crc = crc32(memoryview(buf)[s.cpos : s.wpos]) & 0xFFFFFFFF
@@ -203,9 +203,7 @@ class RawStore(StoreBase):
             b = s.wblk
             room = BLOCK - ring.used[b] if b != NONE else 0
             q = p
-            n = 0
             while q < end and q - p + rawfmt.chunk_len(buf[q + 1]) <= room:
-                n += buf[q + 1]
                 q += rawfmt.chunk_len(buf[q + 1])
             if q == p:
                 self._new_block(s)
@@ -219,8 +217,7 @@ class RawStore(StoreBase):
                 ring.used[b] = BLOCK
                 raise
             ring.used[b] += q - p
-            ring.count[b] += n
-            s.total += n
+            s.rec += q - p
             p = q
         self.stats["committed"] += s.n
         self.stats["commits"] += 1
@@ -269,7 +266,7 @@ class RawStore(StoreBase):
         b = s.first
         ring.free(b)
         s.first = ring.next[b]
-        s.total -= ring.count[b]
+        s.rec -= ring.used[b] - HEAD_LEN
         if s.first == NONE:
             s.last = NONE
             s.wblk = NONE
@@ -299,12 +296,14 @@ class RawStore(StoreBase):
 
     def unsent_bytes(self, cat):
         """Readings after the reader position, as bytes of 28-byte records (the unit of the
-        segment store): an upper bound, found without reading flash."""
+        segment store): an upper bound (every 11 bytes of chunks counted as a reading), found
+        without reading flash."""
         s = self.streams[cat]
         return rawread.estimate(self.ring, s, s.rblk, s.roff) * codec.REC_LEN
 
     def backlog(self, cat):
-        """Committed readings not yet acknowledged, as bytes of 28-byte records."""
+        """Committed readings not yet acknowledged, as bytes of 28-byte records (an upper
+        bound, as unsent_bytes)."""
         s = self.streams[cat]
         return rawread.estimate(self.ring, s, s.ablk, s.aoff) * codec.REC_LEN
 

@@ -1,4 +1,4 @@
-# Reading the raw log (docs/FORMAT.md 6): recovery at boot, the forwarder's reads and acks,
+# Reading the raw log (docs/FORMAT.md 7): recovery at boot, the forwarder's reads and acks,
 # counts for health and drops, and the purge that zeroes a category's blocks. Functions over
 # a RawStore (edge/store/rawlog.py) and one of its streams.
 
@@ -65,7 +65,7 @@ def load_streams(st, acked):
             nb = ring.next[b]
             last = walk(st, b)
             top = max(top, last)
-            if ring.count[b] == 0 or last <= s.acked:
+            if last < 0 or last <= s.acked:
                 # nothing readable, or all acknowledged: free it (earlier ones hold lower seqs)
                 ring.free(b)
                 if prev == NONE:
@@ -74,7 +74,7 @@ def load_streams(st, acked):
                     ring.next[prev] = nb
             else:
                 s.bytes += BLOCK
-                s.total += ring.count[b]
+                s.rec += ring.used[b] - HEAD_LEN
                 prev = b
             b = nb
         s.last = prev
@@ -103,12 +103,11 @@ def _link_sorted(ring, s, b):
 
 
 def walk(st, b):
-    """Read a block's chunks: sets ring.count and ring.used (where the erased tail starts);
-    counts corrupt runs and a torn tail. Returns the block's highest seq, -1 when none."""
+    """Read a block's chunks: sets ring.used (where the erased tail starts); counts corrupt
+    runs and a torn tail. Returns the block's highest seq, -1 when it has no valid chunk."""
     ring = st.ring
     mv = ring.rmv
     off = HEAD_LEN
-    n = 0
     last = -1
     bad = False
     while off < BLOCK:
@@ -129,11 +128,9 @@ def walk(st, b):
             seq += struct.unpack_from("<H", mv, q)[0]
             q += ENTRY_LEN
         last = seq
-        n += k
         off += r
     if bad:
         st.stats["torn_tails"] += 1  # damage up to the erased tail: a cut program
-    ring.count[b] = n
     ring.used[b] = off
     return last
 
@@ -232,21 +229,16 @@ def count_after(st, b, off, thr):
 
 
 def estimate(ring, s, b, off):
-    """Readings of the stream from position (b, off) on, from the per-block counts without
-    reading flash: exact for whole blocks, pro rata by bytes inside block b (rounded up)."""
+    """An upper bound on the stream's readings from position (b, off) on, without reading
+    flash: its bytes of records from there, every ENTRY_LEN of them counted as a reading."""
     if b == NONE:
         return 0
-    before = 0
+    before = off - HEAD_LEN
     c = s.first
     while c != b and c != NONE:
-        before += ring.count[c]
+        before += ring.used[c] - HEAD_LEN
         c = ring.next[c]
-    k = ring.count[b]
-    used = ring.used[b]
-    part = 0
-    if off < used:
-        part = (k * (used - off) + used - HEAD_LEN - 1) // (used - HEAD_LEN)
-    return s.total - before - k + part
+    return max(s.rec - before, 0) // ENTRY_LEN
 
 
 def first_unacked(st, s):
@@ -303,12 +295,12 @@ def purge(st, s):
     s.buf = None
     s.wpos = 0
     s.cpos = -1
-    if s.rblk != NONE:  # in-flight ones were sent already
-        n += count_after(st, s.rblk, s.roff, s.rthr)
-        b = ring.next[s.rblk]
-        while b != NONE:
-            n += ring.count[b]
-            b = ring.next[b]
+    b = s.rblk
+    off = s.roff
+    while b != NONE:  # from the reader on: in-flight ones were sent already
+        n += count_after(st, b, off, s.rthr)
+        b = ring.next[b]
+        off = HEAD_LEN
     b = s.first
     while b != NONE:
         nb = ring.next[b]
@@ -319,7 +311,7 @@ def purge(st, s):
         if ring.owner[b] == FREED_DATA | s.idx:
             ring.zero(b)
     s.first = s.last = s.wblk = s.rblk = s.ablk = NONE
-    s.bytes = s.total = 0
+    s.bytes = s.rec = 0
     s.roff = s.aoff = HEAD_LEN
     s.rthr = s.acked
     if n:

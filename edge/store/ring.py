@@ -1,4 +1,4 @@
-# The raw log's blocks (docs/FORMAT.md 6): a ring of 4096-byte NOR blocks on a partition
+# The raw log's blocks (docs/FORMAT.md 7): a ring of 4096-byte NOR blocks on a partition
 # (esp32.Partition on a board, the emulated flash on unix), each erased just before it is
 # reused, handed out in address order from where the last one was taken (wear levelling), a
 # table of what each block holds, and windowed reads of the records in a block.
@@ -19,7 +19,7 @@ _EIO = const(5)
 _IOCTL_BLOCK_COUNT = const(4)
 _IOCTL_BLOCK_SIZE = const(5)
 _IOCTL_ERASE = const(6)
-_RBUF = const(1024)  # holds the largest chunk (rawfmt.MAX_CHUNK)
+_RBUF = const(512)  # holds the largest chunk (rawfmt.MAX_CHUNK) or meta record
 
 
 class RingError(Exception):
@@ -40,14 +40,13 @@ class Ring:
         if dev.ioctl(_IOCTL_BLOCK_SIZE, 0) != BLOCK or not 4 <= n < NONE:
             raise RingError("log partition must have 4 .. 65534 blocks of 4096 bytes")
         self.n = n
-        # per block, preallocated: 9 bytes of RAM per 4 KiB of flash
+        # per block, preallocated: 6 bytes of RAM per 4 KiB of flash
         self.owner = bytearray(n)
-        # low 16 bits of the block sequence number: with the index, it names a block in the
+        # low 8 bits of the block sequence number: with the index, it names a block in the
         # positions the forwarder holds (pos()); the whole number orders blocks only at boot
         # (`order`, dropped once the streams are linked)
-        self.seq16 = array("H", bytes(2 * n))
+        self.gen = bytearray(n)
         self.next = array("H", bytes(2 * n))
-        self.count = array("H", bytes(2 * n))  # readings in the block (data)
         self.used = array("H", bytes(2 * n))  # bytes from the block start to its records' end
         self.order = None
         self.top = 0  # highest block sequence number on the partition
@@ -95,7 +94,7 @@ class Ring:
             if state == rawfmt.ERASED:
                 continue
             self.order[b] = bseq
-            self.seq16[b] = bseq & 0xFFFF
+            self.gen[b] = bseq & 0xFF
             if bseq > self.top:
                 self.top = bseq
                 newest = b
@@ -119,7 +118,7 @@ class Ring:
         """Erase the next free block at or after the pointer and give it a header. Returns
         its index, or -1 when no block may be taken (the caller evicts, then retries). Data
         never takes the last free block: it is the spare the meta record moves into when
-        its block is full or the device boots (docs/FORMAT.md 6.5)."""
+        its block is full or the device boots (docs/FORMAT.md 7.2)."""
         spare = 1 if kind == rawfmt.KIND_DATA else 0
         found = -1
         for k in range(self.n):
@@ -140,17 +139,17 @@ class Ring:
         rawfmt.pack_head(self.head, kind, self.top, tag)
         self.program(b, 0, memoryview(self.head)[: rawfmt.FREED_OFF])
         self.owner[b] = owner
-        self.seq16[b] = self.top & 0xFFFF
+        self.gen[b] = self.top & 0xFF
         self.next[b] = NONE
-        self.count[b] = 0
         self.used[b] = HEAD_LEN
         self.ptr = (b + 1) % self.n
         return b
 
     def pos(self, b):
         """The block as a u32 the forwarder keeps with a batch: index and low sequence bits,
-        so a block freed and allocated again in the meantime is not taken for it."""
-        return (b << 16) | self.seq16[b]
+        so a block freed and allocated again in the meantime (a lap of the ring for each of
+        256 generations) is not taken for it."""
+        return (b << 8) | self.gen[b]
 
     def free(self, b):
         """Program the block's freed marker (no erase: it is erased when next allocated)."""

@@ -1,4 +1,4 @@
-"""Decode an image of the raw record log partition (docs/FORMAT.md 6) for `edgectl dump`.
+"""Decode an image of the raw record log partition (docs/FORMAT.md 7) for `edgectl dump`.
 
 An implementation of the format independent of the agent's (edge/store/rawread.py), written
 from docs/FORMAT.md: the golden vectors and the fuzz tests check that both agree. It never
@@ -16,7 +16,7 @@ MAGIC = b"ELOG"
 VERSION = 1
 KIND_DATA, KIND_META = 1, 2
 CHUNK_TYPE, META_TYPE = 0xD5, 0xA9
-CHUNK_HEAD, ENTRY_LEN, MAX_N = 21, 11, 90
+CHUNK_HEAD, ENTRY_LEN, MAX_N = 21, 11, 44
 META_HEAD, META_CAT, MAX_CATS = 12, 12, 32
 # docs/CONSENT.md's category names: their tags (CRC-32 of the name) are named in reports
 DEFAULT_CATEGORIES = ("essential", "diagnostics", "usage", "location", "marketing")
@@ -90,7 +90,7 @@ def _record(data: bytes, p: int, rtype: int) -> int:
 
 
 def parse_records(data: bytes, blk: Block) -> None:
-    """Fill blk.readings or blk.metas from the block's bytes (FORMAT.md 6.3, 6.4)."""
+    """Fill blk.readings or blk.metas from the block's bytes (FORMAT.md 7.4, 7.5)."""
     rtype = CHUNK_TYPE if blk.kind == KIND_DATA else META_TYPE
     p = HEAD_LEN
     bad_at = None

@@ -100,7 +100,7 @@ class Hal:
         return _FLASH_MOUNT + "/store"
 
     def log_device(self, path, spec):
-        """The raw log partition (docs/FORMAT.md 6), None when there is none. On the virtual
+        """The raw log partition (docs/FORMAT.md 7), None when there is none. On the virtual
         board: the emulated partition its boot script opened before the root switch. Else an
         emulated NOR partition of the board's `log_partition` size in the image file
         `path`.log, with the raw-partition rules enforced."""
