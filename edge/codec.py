@@ -80,6 +80,7 @@ BATCH_MAGIC = b"EB"
 BATCH_VERSION = const(1)
 ENC_BINARY = const(0)
 ENC_JSON = const(1)
+ENC_COLUMNS = const(2)  # format 2's only body: columns per channel (FORMAT.md 3.8)
 # fixed part after the magic: version u8, encoding u8, flags u8, boot u16, first_seq u32 (low),
 # count u16, base_ts i64, then device id and category as (u8 length, ASCII bytes), then the
 # seq epoch u16 when flags bit 1 is set
@@ -180,22 +181,10 @@ class BatchWriter:
         return self.mv[: self.pos]
 
 
-def decode_batch(data):
-    """Decode a batch payload into a dict with a `readings` list of
-    (seq, ts, channel, value). Raises FormatError on anything that is not format v1."""
-    mv = memoryview(data)
-    if len(mv) < 2 + BATCH_FIXED_LEN + 2:
-        raise FormatError("batch too short: %d bytes" % len(mv))
-    if bytes(mv[0:2]) != BATCH_MAGIC:
-        raise FormatError("bad batch magic")
-    version, enc, flags, boot, first_seq, count, base_ts = struct.unpack_from(
-        BATCH_FIXED_FMT, mv, 2
-    )
-    if version != BATCH_VERSION:
-        raise FormatError("unknown batch version %d" % version)
-    if flags & ~(FLAG_CLOCK_UNSYNCED | FLAG_SEQ_EPOCH):
-        raise FormatError("unknown flag bits 0x%02x" % flags)
-    p = 2 + BATCH_FIXED_LEN
+def read_names(mv, p, device, category):
+    """The device id and category of a batch header at p ((u8 length, ASCII) each, FORMAT.md
+    3.1): ([device, category], offset after them). A name another than the topic's (device,
+    category, when given) is refused (identity is the channel, docs/MQTT.md)."""
     names = []
     for _ in range(2):
         if p >= len(mv):
@@ -203,8 +192,42 @@ def decode_batch(data):
         n = mv[p]
         if n == 0 or n > MAX_NAME or p + 1 + n > len(mv):
             raise FormatError("bad name length %d at offset %d" % (n, p))
+        for c in mv[p + 1 : p + 1 + n]:
+            if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 45 or c == 95):
+                raise FormatError("name at offset %d is not [A-Za-z0-9_-]" % p)
         names.append(bytes(mv[p + 1 : p + 1 + n]).decode())
         p += 1 + n
+    if device is not None and names[0] != device:
+        raise FormatError("payload names device %r, not %r" % (names[0], device))
+    if category is not None and names[1] != category:
+        raise FormatError("payload names category %r, not %r" % (names[1], category))
+    return names, p
+
+
+def decode_batch(data, device=None, category=None):
+    """Decode a batch payload into a dict with a `readings` list of (seq, ts, channel, value).
+    device and category: the identity the topic gives (`{prefix}/{device}/t/{category}`); a
+    payload that names another one is refused, and a format 2 payload without names takes
+    them from here. Raises FormatError on anything that is not format 1 or 2."""
+    mv = memoryview(data)
+    if len(mv) < 4:
+        raise FormatError("batch too short: %d bytes" % len(mv))
+    if bytes(mv[0:2]) != BATCH_MAGIC:
+        raise FormatError("bad batch magic")
+    if mv[2] == 2:
+        from edge import batchv2  # loaded only where format 2 is received
+
+        return batchv2.decode(mv, device, category)
+    if len(mv) < 2 + BATCH_FIXED_LEN + 2:
+        raise FormatError("batch too short: %d bytes" % len(mv))
+    version, enc, flags, boot, first_seq, count, base_ts = struct.unpack_from(
+        BATCH_FIXED_FMT, mv, 2
+    )
+    if version != BATCH_VERSION:
+        raise FormatError("unknown batch version %d" % version)
+    if flags & ~(FLAG_CLOCK_UNSYNCED | FLAG_SEQ_EPOCH):
+        raise FormatError("unknown flag bits 0x%02x" % flags)
+    names, p = read_names(mv, 2 + BATCH_FIXED_LEN, device, category)
     epoch = 0
     if flags & FLAG_SEQ_EPOCH:
         if p + 2 > len(mv):

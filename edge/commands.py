@@ -30,6 +30,7 @@ class Commands:
         dev = agent.cfg["device_id"]
         self.device = dev
         self.topic_reply = codec.topic(agent.prefix, dev, "reply", "")
+        self.topic_cmd = codec.topic(agent.prefix, dev, "cmd", "")
         self.topic_receipt = codec.topic(agent.prefix, dev, "consent", "receipt")
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
@@ -57,12 +58,15 @@ class Commands:
 
     # --- input -----------------------------------------------------------------------------
     def on_message(self, topic, payload):
-        """MQTT callback (read loop): queue only; the command task executes."""
+        """MQTT callback (read loop): queue only; the command task executes. topic and payload
+        are views into the receive buffer: copied here. False: no room (backpressure)."""
         if len(self.queue) >= _QUEUE_MAX:
             self.stats["queue_full"] += 1
-            return
-        self.queue.append((topic.split(b"/")[-1].decode(), payload))
+            return False
+        name = bytes(topic[len(self.topic_cmd) :]) if len(topic) > len(self.topic_cmd) else b"?"
+        self.queue.append((name.decode(), bytes(payload)))
         self.event.set()
+        return True
 
     def local(self, name, doc):
         """The appliance UI's local call: same checks as cmd/{name}; returns the reply."""

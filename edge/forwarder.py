@@ -51,9 +51,15 @@ class Forwarder:
         self.ack_timeout_ms = cfg["mqtt"].get("e2e_timeout_ms", 5000)
         self.max_readings = cfg["batch"]["max_readings"]
         self.linger_ms = cfg["batch"]["linger_ms"]
-        self.writer = codec.BatchWriter(
-            dev, codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN
-        )
+        if cfg["batch"]["format"] == 2:  # columns per channel (docs/FORMAT.md 3.8)
+            from edge.batchv2 import BatchWriter2
+
+            self.writer = BatchWriter2(dev, self.max_readings, cfg["batch"]["names"])
+        else:
+            self.writer = codec.BatchWriter(
+                dev,
+                codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN,
+            )
         self.cap = _Cap(self.writer)
         # the ring of sent batches, oldest first: preallocated, nothing allocated per batch
         self.r_pid = array("H", bytes(2 * _RING))
@@ -143,7 +149,9 @@ class Forwarder:
         if self.count:
             return False
         for i in range(len(self.categories)):
-            if self.consent.allowed[i] and self.store.unsent(i):
+            # ingest, not allowed: a granted category waits for its receipt's PUBACK
+            # (edge/consent.py release()), and is not idle meanwhile
+            if self.consent.ingest[i] and self.store.unsent(i):
                 return False
         return True
 

@@ -144,6 +144,7 @@ $uart.name str - 1..32 a board UART whose keys this object overrides
 $uart.path str - 1..255 unix: the pty or tty
 $uart.id int - 0..2 ESP32: UART number
 $uart.feed str - 1..255 unix replay only: the capture file the replay HAL plays into this UART (docs/REPLAY.md)
+$uart.serve str - 1..255 unix replay only: the Modbus exchanges the replay HAL answers requests with (docs/REPLAY.md 3.1)
 $uart.tx int - 0..48 ESP32: TX GPIO
 $uart.rx int - 0..48 ESP32: RX GPIO
 $uart.baud int - 300..5000000 baud rate (board file: 9600)
@@ -189,19 +190,24 @@ store.total_bytes int 1572864 4096.. bytes all categories together may use (the 
 batch obj {} - batching for MQTT
 batch.max_readings int 100 1..1000 readings per batch
 batch.linger_ms int 200 0..600000 wait this long for a batch to fill
+batch.format int 1 1..2 payload format (docs/FORMAT.md 3): 1 = fixed 11-byte entries; 2 = columns per channel (3.8), sent as format 1 when that is not smaller
+batch.names bool false - format 2: also name the device and category in the payload (the topic always does)
 sim obj {} - the simulated fridge (unix, no `inputs`)
 sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator at up to 10^6)
 sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit
 sim.seed int 1 0.. random seed
 status_ms int 5000 0..86400000 status message period; 0 = 5000
-clock obj - - the wall clock (docs/INPUTS.md 5)
+clock obj - - the wall clock (docs/INPUTS.md 6)
 clock.ntp_host str - 1..253 NTP server; absent: pool.ntp.org
 clock.synced_at_ms int,null null 0.. unix only: NTP succeeds this long after start
 consent obj - - consent updates (docs/CONSENT.md)
 consent.key hex - 32..128 update signing key; absent (and no `key_file`): unsigned updates
 consent.key_file file - 1..255 file holding the key in hex
 consent.local_dir str - 1..255 directory of the consent state; default: the store's
+backend obj - - the key this device shares with its collector (docs/MQTT.md 8)
+backend.key hex - 32..128 authenticates the collector's end-to-end acks and signs consent receipts; absent (and no `key_file`): acks are taken unauthenticated, receipts go unsigned
+backend.key_file file - 1..255 file holding the key in hex
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
 """,
 )
@@ -457,15 +463,17 @@ class _Checker:
 
     def value(self, v, row, key, kind, fill):
         types = row[1]
-        ok = False
+        ok = None
         for t in types:
             if _is_type(v, t):
-                ok = True
+                ok = t
                 break
         rng = row[3]
-        if not ok:
+        if ok is None:
             self.bad(key, "must be %s, got %s" % (_describe(types, rng), _show(v)))
             return
+        if ok == "any":
+            return  # free-form (a unix sensor's `sim` script): its driver checks it
         if isinstance(v, dict):
             grp = _group(rng)
             if "map" in types and grp is None:

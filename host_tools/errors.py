@@ -3,3 +3,22 @@
 
 class ToolError(Exception):
     """A failure the user can act on; printed as one line without a traceback."""
+
+
+def read_json_object(path: object, what: str) -> dict:
+    """A JSON object from a file the user names; ToolError saying which `what` (e.g. "device
+    config") could not be read, is not JSON (with the parser's position), or is not an object."""
+    import json
+
+    try:
+        with open(str(path), encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ToolError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ToolError(f"{what} {path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ToolError(f"{what} {path} must hold a JSON object")
+    return doc

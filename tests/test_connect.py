@@ -26,7 +26,7 @@ USERS = {"ops": "ops-pw", "dev-1": "dev-pw"}
 def secured(tmp_path_factory):
     """mosquitto with logins and an ACL on a plain port and a TLS port."""
     d = tmp_path_factory.mktemp("sec")
-    write_password_file(d / "passwd", USERS, use_tool=False)
+    write_password_file(d / "passwd", USERS)
     (d / "acl").write_text(
         "user ops\ntopic read edge/#\ntopic write edge/+/cmd/#\n\n"
         "user dev-1\ntopic readwrite edge/dev-1/#\n"

@@ -31,6 +31,9 @@ def test_bench_forward_figures(micropython, monkeypatch):
     assert r["wire_bytes_per_reading"] <= 20
     assert r["rtt20_ratio"] >= 100
     assert r["baseline_wire_bytes_per_reading"] > 4 * r["wire_bytes_per_reading"]
+    # format 2 (the default) against format 1 in the same run (docs/FORMAT.md 3.8)
+    assert r["wire_bytes_per_reading"] < r["wire_bytes_per_reading_v1"]
+    assert r["encode_v2_payload_bytes_per_reading"] < r["encode_v1_payload_bytes_per_reading"] / 3
 
 
 def _mpy_tree(micropython: str, dest: str) -> str:

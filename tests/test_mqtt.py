@@ -31,6 +31,19 @@ def test_parser_fuzz_100k_in_process(micropython):
     assert r["accepted"] > 0 and r["incomplete"] > 0
 
 
+@pytest.mark.parametrize("mode", ["fit", "oversized"])
+def test_packets_across_the_buffer_end_at_every_offset(micropython, mode):
+    """Valid packets cut by the 2048-byte receive buffer's end at each of its 2048 offsets
+    come out whole and in order (the straddle check compares a packet's length with the
+    buffer, not its end offset: before, 2044 of 2047 cases were rejected as oversize);
+    `oversized` adds a PUBLISH of 3-7 KB, skipped as it streams in with its packet id
+    (before: a protocol error, the connection dropped, in every case)."""
+    r = mp_json(os.path.join(MP, "fuzz_straddle.py"), "1", *([mode] if mode == "fit" else []))
+    assert r["cases"] == 2047
+    assert r["rejected"] == 0 and r["mismatch"] == 0, r["first_bad"]
+    assert r["skipped"] == (2047 if mode == "oversized" else 0)
+
+
 def _bad_packets() -> list[bytes]:
     return [
         b"\x40\x03\x00\x01\x00",  # PUBACK with 3 bytes
@@ -41,7 +54,7 @@ def _bad_packets() -> list[bytes]:
         b"\x30\x04\x00\x01#x",  # wildcard in a PUBLISH topic
         b"\x32\x03\x00\x01a",  # QoS 1 without a packet id
         b"\x30\xff\xff\xff\xff\x7f",  # 5-byte remaining length
-        b"\x30\xff\xff\x7f" + b"x" * 64,  # oversized (2 MB claimed)
+        b"\x90\xff\xff\x7f" + b"x" * 64,  # oversized SUBACK (2 MB claimed)
         b"\x20\x02\x00\x00",  # a second CONNACK
         b"\x10\x00",  # CONNECT from the server
         b"\x00\x00",  # reserved type 0

@@ -1,5 +1,5 @@
-# MQTT 3.1.1 client on asyncio streams (DESIGN.md 5, issue 4). Section numbers refer to the OASIS
-# MQTT 3.1.1 specification. One buffer and one write per packet, TCP_NODELAY (TOOLCHAIN 8).
+# MQTT 3.1.1 client on asyncio streams (docs/MQTT.md). Section numbers refer to the OASIS MQTT
+# 3.1.1 specification. One buffer and one write per packet, TCP_NODELAY (docs/MQTT.md 6).
 
 import asyncio
 import socket
@@ -22,6 +22,10 @@ _TCP_NODELAY = const(1)
 _EINPROGRESS = const(115)
 _RX_BUF = const(2048)
 _CONNECT_TIMEOUT_MS = const(5000)
+# Output not yet taken by the socket beyond which the read loop stops reading (and so stops
+# adding PUBACKs) until it drains: a broker that stops reading cannot grow the heap.
+_OUT_MAX = const(512)
+_STALL_MS = const(10)  # a stalled read loop retries the refused PUBLISH this often
 
 # 3.2.2.3 CONNACK return codes
 _REFUSED = (
@@ -32,6 +36,11 @@ _REFUSED = (
     "bad user name or password",
     "not authorised",
 )
+
+
+async def _writable(sock):
+    """Wait until the socket takes bytes (asyncio internals, not in the stubs)."""
+    yield asyncio.core._io_queue.queue_write(sock)  # type: ignore[attr-defined]
 
 
 class MQTTError(Exception):
@@ -64,7 +73,7 @@ def _put_str(buf, pos, s):
 
 
 def tls_context(ca_der, cert_der=None, key_der=None):
-    """Client TLS context that verifies the broker (TOOLCHAIN 4: the default is CERT_NONE)."""
+    """Client TLS context that verifies the broker (MicroPython's default is CERT_NONE)."""
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -80,7 +89,10 @@ class Client:
     """QoS 0/1 client with a window of in-flight QoS 1 publishes.
 
     on_puback(pid) is called for every PUBACK; on_message(topic, payload) for every inbound
-    PUBLISH. tls: None or (SSLContext, server_hostname): never a plaintext fallback."""
+    PUBLISH: it returns False when it has no room, and the PUBLISH is then neither taken nor
+    acknowledged until a retry finds room (backpressure, docs/MQTT.md 2); on_skipped(topic
+    tail, size) after a PUBLISH too large for the receive buffer was read past (and PUBACKed).
+    tls: None or (SSLContext, server_hostname): never a plaintext fallback."""
 
     def __init__(
         self, client_id, max_packet, window=8, keepalive=30, user=None, password=None, tls=None
@@ -100,6 +112,8 @@ class Client:
         self.parser.on_publish = self._on_publish
         self.parser.on_pingresp = self._on_pingresp
         self.parser.on_suback = self._on_suback
+        self.parser.on_skipped = self._on_skipped
+        self.draining = False  # one drain at a time (the socket has one write waiter)
         self.ack = bytearray(4)
         self.pid = 0
         self.inflight = 0
@@ -111,6 +125,7 @@ class Client:
         self.task = None
         self.on_puback = None
         self.on_message = None
+        self.on_skipped = None
         self.on_disconnect = None
         self.will = None  # (topic, payload, retain)
         self.last_rx = self.last_tx = time.ticks_ms()
@@ -125,6 +140,8 @@ class Client:
             "dead": 0,
             "suback_fail": 0,
             "last_reject": "",
+            "rx_skipped": 0,  # PUBLISHes too large for the receive buffer, read past
+            "rx_stalls": 0,  # times the read loop waited for the consumer or the socket
         }
 
     async def _open(self, host, port):
@@ -209,6 +226,7 @@ class Client:
             why = _REFUSED[rc] if rc < len(_REFUSED) else "unknown reason"
             raise MQTTError("connection refused: %s (CONNACK return code %d)" % (why, rc), rc)
         self.stats["connects"] += 1
+        self.parser.reset()
         self.inflight = 0
         self.last_rx = self.last_tx = time.ticks_ms()
         self.ping_due = False
@@ -222,7 +240,7 @@ class Client:
         self.stream.write(self.txmv[:n])
         self.last_tx = time.ticks_ms()
         self.stats["tx_bytes"] += n
-        await self.stream.drain()
+        await self.drain()
 
     def next_pid(self):
         self.pid = self.pid % 0xFFFF + 1  # packet ids are 1..65535 (2.3.1)
@@ -281,10 +299,41 @@ class Client:
         self.last_tx = time.ticks_ms()
         self.stats["tx_bytes"] += hlen + n
         self.stats["published"] += 1
-        await self.stream.drain()
+        await self.drain()
+
+    def backlog(self):
+        """Bytes written but not yet taken by the socket."""
+        st = self.stream
+        return len(st.out_buf) if st is not None else 0  # type: ignore[attr-defined]
 
     async def drain(self):
-        await self.stream.drain()
+        """Write out what the stream buffered. asyncio's Stream.drain() is not safe with several
+        tasks: two waiting writers trip its I/O queue, and bytes written while one drains are
+        dropped when it clears the buffer. Here one task drains at a time and keeps what others
+        append meanwhile (appends go behind the buffer, so the byte order holds)."""
+        st = self.stream
+        if not st.out_buf and not self.draining:  # type: ignore[attr-defined]
+            await asyncio.sleep_ms(0)  # always yield, as asyncio's drain does
+            return
+        while self.draining:  # contended only while the socket is full: poll, no lock object
+            await asyncio.sleep_ms(_STALL_MS)
+        self.draining = True
+        try:
+            while st.out_buf:  # type: ignore[attr-defined]
+                buf = st.out_buf  # type: ignore[attr-defined]
+                mv = memoryview(buf)
+                off = 0
+                while off < len(mv):
+                    await _writable(self.sock)
+                    if self.sock is None:
+                        raise MQTTError("not connected")
+                    ret = self.sock.write(mv[off:])
+                    if ret is not None:
+                        off += ret
+                # what other tasks appended while this one waited stays, in order
+                st.out_buf = st.out_buf[len(buf) :]  # type: ignore[attr-defined]
+        finally:
+            self.draining = False
 
     async def publish(self, topic, payload, qos=1, retain=False, pid=0, dup=False):
         """PUBLISH and flush; with QoS 1 waits for a window slot, not for the PUBACK."""
@@ -293,7 +342,7 @@ class Client:
         elif not self.connected.is_set():
             raise MQTTError("not connected")
         pid = self.send_publish(topic, payload, qos, retain, pid, dup)
-        await self.stream.drain()
+        await self.drain()
         return pid
 
     async def subscribe(self, topic, qos=1):
@@ -353,7 +402,10 @@ class Client:
             self.on_disconnect()
 
     async def _read_loop(self):
-        """Parse inbound packets from the preallocated buffer until the connection ends."""
+        """Parse inbound packets from the preallocated buffer until the connection ends.
+        Reading pauses (the broker then holds what it sends: TCP and its in-flight window are
+        the backpressure) while the consumer refuses a PUBLISH or the output backlog is over
+        _OUT_MAX, so nothing inbound-driven grows without bound."""
         have = 0
         p = self.parser
         try:
@@ -364,15 +416,26 @@ class Client:
                     break
                 self.last_rx = time.ticks_ms()
                 have += n
-                used = p.feed(have)
-                if used < 0:
-                    # a protocol violation: count it and drop the connection (4.8)
-                    self.stats["rx_rejected"] += 1
-                    self.stats["last_reject"] = REASONS[p.reason]
-                    break
-                if used:
-                    self.rx[: have - used] = self.rxmv[used:have]
-                    have -= used
+                while True:
+                    used = p.feed(have)
+                    if used < 0:
+                        # a protocol violation: count it and drop the connection (4.8)
+                        self.stats["rx_rejected"] += 1
+                        self.stats["last_reject"] = REASONS[p.reason]
+                        raise MQTTError("protocol violation")
+                    if used:
+                        self.rx[: have - used] = self.rxmv[used:have]
+                        have -= used
+                    if self.backlog() > _OUT_MAX:
+                        self.stats["rx_stalls"] += 1
+                        await self.drain()
+                    if not p.stalled():
+                        break
+                    self.stats["rx_stalls"] += 1
+                    await asyncio.sleep_ms(_STALL_MS)
+                    # the rest of a refused packet may still be in the socket: read it only
+                    # once the packet in the buffer was taken
+                    self.last_rx = time.ticks_ms()
         except (OSError, MQTTError):
             pass
         self._close()
@@ -393,14 +456,27 @@ class Client:
         if rc == 0x80:
             self.stats["suback_fail"] += 1
 
+    def _puback(self, pid):
+        # 4.3.2: acknowledge QoS 1 with a PUBACK carrying the same packet id
+        a = self.ack
+        a[0] = _PUBACK
+        a[1] = 2
+        a[2] = pid >> 8
+        a[3] = pid & 0xFF
+        self.stream.write(a)
+
     def _on_publish(self, h, topic, payload, pid):
+        if self.backlog() > _OUT_MAX:
+            return False  # no room for its PUBACK: parsed again after the drain
+        if self.on_message and self.on_message(topic, payload) is False:
+            return False  # the consumer is full: neither taken nor acknowledged (4.3.2)
         if pid:
-            # 4.3.2: acknowledge QoS 1 with a PUBACK carrying the same packet id
-            a = self.ack
-            a[0] = _PUBACK
-            a[1] = 2
-            a[2] = pid >> 8
-            a[3] = pid & 0xFF
-            self.stream.write(a)
-        if self.on_message:
-            self.on_message(bytes(topic), bytes(payload))
+            self._puback(pid)
+        return True
+
+    def _on_skipped(self, topic, pid, size):
+        self.stats["rx_skipped"] += 1
+        if pid:
+            self._puback(pid)  # taken (and refused by size): the broker may forget it
+        if self.on_skipped:
+            self.on_skipped(topic, size)

@@ -73,10 +73,13 @@ class Link:
         self.client.on_message = self._dispatch
 
     def _dispatch(self, topic, payload):
+        """topic and payload are views into the receive buffer, valid during the call; the
+        owner's answer (False: no room) is the client's backpressure (docs/MQTT.md 2)."""
         if topic == self.fwd.ack_topic:
             self.fwd.on_ack(payload)
         elif self.inner:
-            self.inner(topic, payload)
+            return self.inner(topic, payload)
+        return True
 
     async def _session(self):
         """CONNECT (clean session off, 3.1.2.4), subscribe, birth message."""

@@ -1,5 +1,9 @@
-# Inbound MQTT 3.1.1 packet parser (issue 4). No I/O: the client feeds it bytes read into its
-# preallocated buffer; the fuzz test feeds it in-process. Section numbers refer to OASIS MQTT 3.1.1.
+# Inbound MQTT 3.1.1 packet parser. No I/O: the client feeds it bytes read into its preallocated
+# buffer; the fuzz tests feed it in-process. Section numbers refer to OASIS MQTT 3.1.1.
+# A PUBLISH larger than the buffer is not a protocol error: it is skipped as it streams in
+# (docs/MQTT.md 2), so one oversized message never costs the connection.
+
+from array import array
 
 from micropython import const
 
@@ -16,15 +20,30 @@ R_FLAGS = const(2)  # fixed-header flags differ from the fixed values of 2.2.2
 R_SIZE = const(3)  # body size wrong for the type
 R_QOS = const(4)  # PUBLISH QoS 2/3 (we subscribe at QoS <= 1) or bad DUP on QoS 0
 R_TOPIC = const(5)  # PUBLISH topic length overruns the packet, empty, or wildcards (3.3.2.1)
-R_OVERSIZE = const(6)  # packet larger than the receive buffer
+R_OVERSIZE = const(6)  # a packet other than PUBLISH larger than the receive buffer
 R_STATE = const(7)  # CONNACK on an open session
 REASONS = ("length", "type", "flags", "size", "qos", "topic", "oversize", "state")
+_TAIL = const(24)  # the last topic bytes of a skipped PUBLISH, kept so its owner can answer
+# skip state slots (one preallocated array: every attribute costs heap on a tight board)
+_LEFT = const(0)  # body bytes still to read past; 0: not skipping
+_AT = const(1)  # body offset of the next byte
+_PID_AT = const(2)  # body offset of the packet id, -1 for QoS 0
+_TAIL_AT = const(3)  # body offset of the first topic byte kept
+_TOPIC_END = const(4)  # body offset after the topic
+_PID = const(5)
+_SIZE = const(6)
+_SKIPPED = const(7)  # PUBLISHes read past since boot
+_STALLED = const(8)  # feed() stopped at a PUBLISH its consumer refused
 
 
 class Parser:
     """Consumes whole packets from buf[0:have]. Callbacks: on_puback(pid),
-    on_publish(flags, topic_mv, payload_mv, pid), on_suback(pid, rc), on_pingresp().
-    feed() returns the bytes used, or -1 after a protocol violation (reason in self.reason)."""
+    on_publish(flags, topic_mv, payload_mv, pid) -> False to stop before this packet (the
+    consumer has no room: it is parsed again by the next feed), on_suback(pid, rc),
+    on_pingresp(), on_skipped(topic_tail_mv, pid, size) after a PUBLISH too large for the
+    buffer was read past (the tail: the topic's last bytes, at most 24). feed() returns the
+    bytes used, or -1 after a protocol violation (reason in self.reason); stalled() tells
+    that it stopped at a refused PUBLISH."""
 
     def __init__(self, buf):
         self.buf = buf
@@ -35,6 +54,20 @@ class Parser:
         self.on_publish = None
         self.on_suback = None
         self.on_pingresp = None
+        self.on_skipped = None
+        self.sk = array("i", bytes(4 * 9))
+        self.tail = bytearray(_TAIL)
+
+    def reset(self):
+        """A new connection: no packet is half read."""
+        self.sk[_LEFT] = 0
+        self.sk[_STALLED] = 0
+
+    def skipped(self):
+        return self.sk[_SKIPPED]
+
+    def stalled(self):
+        return self.sk[_STALLED]
 
     def reject(self, why):
         self.rejects[why] += 1
@@ -50,6 +83,9 @@ class Parser:
     def feed(self, have):
         b = self.buf
         pos = 0
+        self.sk[_STALLED] = 0
+        if self.sk[_LEFT]:
+            pos = self._skip_bytes(0, have)
         while have - pos >= 2:
             mult = 1
             rl = 0
@@ -65,15 +101,73 @@ class Parser:
                 if i - pos > 4:
                     return self.reject(R_LENGTH)  # at most 4 length bytes (2.2.3)
                 mult <<= 7
-            if i + rl > len(b):
-                return self.reject(R_OVERSIZE)
+            if i - pos + rl > len(b):
+                # larger than the whole buffer (its start is pos, not 0: a packet that only
+                # straddles the buffer's end is compacted and completed by the next read)
+                if b[pos] & 0xF0 != _PUBLISH:
+                    return self.reject(R_OVERSIZE)  # no other server packet is ever this long
+                if have - i < 2:
+                    return pos  # wait for the topic length
+                r = self._start_skip(b[pos], i, rl)
+                if r >= 0:
+                    return self.reject(r)
+                pos = self._skip_bytes(i, have)
+                continue
             if i + rl > have:
                 return pos  # incomplete: wait for more bytes
             r = self._packet(b[pos], i, rl)
+            if r == -2:
+                self.sk[_STALLED] = 1
+                return pos  # the consumer is full: this packet waits in the buffer
             if r >= 0:
                 return self.reject(r)
             pos = i + rl
         return pos
+
+    # --- an oversized PUBLISH, skipped as it streams in ----------------------------------
+    def _start_skip(self, h, i, rl):
+        qos = (h >> 1) & 3
+        if qos > 1 or (qos == 0 and h & 0x08):
+            return R_QOS
+        b = self.buf
+        tl = (b[i] << 8) | b[i + 1]
+        if tl == 0 or 2 + tl + (2 if qos else 0) > rl:
+            return R_TOPIC
+        sk = self.sk
+        sk[_LEFT] = sk[_SIZE] = rl
+        sk[_AT] = sk[_PID] = 0
+        sk[_PID_AT] = 2 + tl if qos else -1
+        sk[_TOPIC_END] = 2 + tl
+        sk[_TAIL_AT] = 2 + tl - min(tl, _TAIL)
+        return -1
+
+    def _skip_bytes(self, start, have):
+        """Read past the oversized PUBLISH's body bytes in buf[start:have]; keeps its packet id
+        and its topic's last bytes. Returns the position after what it consumed."""
+        sk = self.sk
+        n = min(sk[_LEFT], have - start)
+        b = self.buf
+        at = sk[_AT]
+        ta = sk[_TAIL_AT]
+        te = sk[_TOPIC_END]
+        pa = sk[_PID_AT]
+        last = pa + 1 if pa >= 0 else te - 1
+        for k in range(n):
+            off = at + k
+            if off > last:
+                break  # nothing more to keep: count the rest without looking at it
+            if ta <= off < te:
+                self.tail[off - ta] = b[start + k]
+            elif off == pa or off == pa + 1:
+                sk[_PID] = ((sk[_PID] << 8) | b[start + k]) & 0xFFFF
+        sk[_AT] = at + n
+        sk[_LEFT] -= n
+        if not sk[_LEFT]:
+            sk[_SKIPPED] += 1
+            if self.on_skipped:
+                t = memoryview(self.tail)[: te - ta]
+                self.on_skipped(t, sk[_PID] if pa >= 0 else 0, sk[_SIZE])
+        return start + n
 
     def _packet(self, h, i, rl):
         """Dispatch one complete packet; returns -1 if accepted, else a reason."""
@@ -143,5 +237,6 @@ class Parser:
             if c == 0x23 or c == 0x2B or c == 0:  # '#', '+', NUL (4.7.1, 1.5.3)
                 return R_TOPIC
         if self.on_publish:
-            self.on_publish(h, self.mv[i + 2 : i + 2 + tl], self.mv[start:end], pid)
+            if self.on_publish(h, self.mv[i + 2 : i + 2 + tl], self.mv[start:end], pid) is False:
+                return -2
         return -1

@@ -6,6 +6,7 @@ The demo, the tests and the benchmarks all start their broker through `start()`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -153,8 +154,47 @@ def start(port: int | None = None, prefer: str = "auto", conf_extra: str = "") -
     return Broker(kind, port, proc, workdir, extra={"conf_extra": conf_extra})
 
 
+def start_config(conf_path: str, extra: str = "") -> Broker:
+    """Run mosquitto on a complete config file (e.g. `edgectl provision`'s), with `extra`
+    lines put first (tests: `user root`); waits until every `listener` of it listens. The
+    Broker's port is the first listener's, `extra["ports"]` all of them."""
+    if not mosquitto_path():
+        raise ToolError("mosquitto is not installed (apt-get install mosquitto)")
+    try:
+        with open(conf_path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ToolError(f"cannot read broker config {conf_path}: {e.strerror or e}") from e
+    ports = [int(m) for m in re.findall(r"^listener\s+(\d+)", text, re.M)]
+    if not ports:
+        raise ToolError(f"broker config {conf_path} has no `listener PORT` line")
+    for port in ports:
+        if not port_free(port):
+            raise ToolError(f"port {port} on {HOST} is already in use")
+    workdir = tempfile.mkdtemp(prefix="edge-broker-")
+    conf = os.path.join(workdir, "mosquitto.conf")
+    with open(conf, "w", encoding="utf-8") as f:
+        f.write(extra + text)
+    log = open(os.path.join(workdir, "broker.log"), "ab")
+    proc = subprocess.Popen(
+        [mosquitto_path() or "mosquitto", "-c", conf],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    for port in ports:
+        if not wait_listening(port, 15, proc):
+            proc.kill()
+            proc.wait(5)
+            with open(os.path.join(workdir, "broker.log"), "rb") as f:
+                tail = f.read()[-300:].decode(errors="replace").strip()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise ToolError(f"mosquitto did not listen on {HOST}:{port}: {tail or 'no output'}")
+    return Broker("mosquitto", ports[0], proc, workdir, extra={"ports": ports})
+
+
 def cmd_broker(args) -> int:
-    b = start(args.port, args.kind)
+    b = start_config(args.config) if args.config else start(args.port, args.kind)
     print(f"broker: {b.kind} on {b.host}:{b.port} (pid {b.pid}); Ctrl-C stops it", flush=True)
     try:
         while b.proc.poll() is None:
@@ -172,4 +212,9 @@ def register(sub) -> None:
     p = sub.add_parser("broker", help="run a loopback MQTT broker (mosquitto, else amqtt)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     p.add_argument("--kind", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="run mosquitto on this config (e.g. provision/broker/mosquitto.conf)",
+    )
     p.set_defaults(func=cmd_broker)

@@ -24,12 +24,12 @@ _RETAINED_WAIT_S = 0.5
 def load_key(path: str) -> bytes:
     """Read a per-device key file: hex digits (at least 32), whitespace ignored."""
     try:
-        with open(path) as f:
-            text = "".join(f.read().split())
+        with open(path, "rb") as f:
+            raw = f.read(4096)
     except OSError as e:
         raise ToolError(f"cannot read key file {path}: {e}") from e
     try:
-        key = binascii.unhexlify(text)
+        key = binascii.unhexlify(b"".join(raw.split()))
     except (binascii.Error, ValueError) as e:
         raise ToolError(f"key file {path} must hold hex digits: {e}") from e
     if len(key) < 16:
@@ -84,15 +84,12 @@ class _Session:
         self.receipt: dict | None = None
         self.retained_version = 0
         self.replies: list[dict] = []
-        self.subscribed = threading.Event()
-
-        def subscribe(c: conn_mod.Connection) -> None:
-            for t in ("consent/receipt", "reply/consent", "cmd/consent"):
-                c.client.subscribe(self.root + t, qos=1)
-            self.subscribed.set()
-
+        topics = ("consent/receipt", "reply/consent", "cmd/consent")
         self.conn = conn_mod.connect(
-            opts, "consent", on_connect=subscribe, on_message=self._on_message
+            opts,
+            "consent",
+            on_message=self._on_message,
+            subscriptions=[(self.root + t, 1) for t in topics],
         )
         self.client = self.conn.client
 

@@ -1,19 +1,26 @@
-"""`edgectl provision DEVICE`: a device identity and the broker side that admits it (issue 7).
+"""`edgectl provision DEVICE`: a device identity and the broker side that admits it.
 
-Layout under `--out` (default `provision/`):
+Layout under `--out` (default `provision/`); every file holding a secret is 0600 in a 0700
+directory (docs/SECURITY.md 3):
 
     ca/ca.key, ca/ca.crt                 the project CA (PEM, made once, reused)
-    broker/passwd                        mosquitto password file (all devices + the ops user)
-    broker/acl                           each device limited to `{prefix}/{id}/#`
-    broker/server.crt, server.key, ca.crt   TLS for the broker (PEM)
-    broker/mosquitto.conf                `include_dir`-able snippet using the files above
-    broker/ops.json                      credentials of the `ops` user (collector, commands)
-    backend/consent_keys.json            device id -> consent signing key (hex) for the backend
-    devices/ID/device.json               device config: id, board, MQTT user/password, TLS paths
+    broker/mosquitto.conf                the broker: a device listener where the device configs
+                                         point (client id bound to the login, client certificate
+                                         required with --tls) and a backend listener for the
+                                         operator and the collector
+    broker/passwd-devices, acl-devices   device logins (PBKDF2-SHA512, never on a command line)
+                                         and what each may publish and read
+    broker/passwd-backend, acl-backend   the `ops` and `collector` logins and their rights
+    broker/server.crt, server.key, ca.crt   TLS for the broker (PEM; serverAuth only)
+    broker/ops.json, collector.json      credentials files for `--credentials` (docs/MQTT.md 7)
+    backend/consent_keys.json            device id -> consent signing key (hex), for `consent`
+    backend/device_keys.json             device id -> backend key (hex): end-to-end acks and
+                                         signed receipts (docs/MQTT.md 8)
+    devices/ID/device.json               the device config the agent uses
     devices/ID/secrets/                  what `edgectl deploy` copies to /secrets: ca.der,
                                          client.der, client.key.der (DER: the board's TLS has
-                                         no PEM parser) and consent.key (32 bytes as 64 hex
-                                         digits, config `consent.key_file`)
+                                         no PEM parser; clientAuth only), consent.key and
+                                         backend.key (hex text, the format the agent reads)
 
 Provisioning an existing device keeps its identity (idempotent) unless `--rotate`.
 """
@@ -29,61 +36,100 @@ import json
 import os
 import re
 import secrets
-import shutil
-import subprocess
 from pathlib import Path
 
 from host_tools.errors import ToolError
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # edge/config.py _name_ok: no MQTT wildcards
-PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for the $7$ (PBKDF2-SHA512) format
+PBKDF2_ITERATIONS = 10000  # mosquitto's $7$ format reads the count from the hash
 OPS_USER = "ops"
+COLLECTOR_USER = "collector"
+# logins a device may never take: the backend's, and names an operator would expect to be theirs
+RESERVED = frozenset({OPS_USER, COLLECTOR_USER, "admin", "root", "mosquitto", "backend"})
+KEY_BYTES = 32
 
 
 def mosquitto_hash(
     password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS
 ) -> str:
-    """A mosquitto 2.x password-file hash: `$7$<iterations>$<b64 salt>$<b64 PBKDF2-SHA512>`."""
+    """A mosquitto 2.x password-file hash: `$7$<iterations>$<b64 salt>$<b64 PBKDF2-SHA512>`.
+    Computed here, so a password never appears on a command line (`mosquitto_passwd -b`
+    would show it to every local user in the process list)."""
     salt = salt or secrets.token_bytes(12)
     dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
 
 
-def write_password_file(path: Path, users: dict[str, str], use_tool: bool = True) -> str:
-    """Write `user:hash` lines for every user; `mosquitto_passwd` when installed (and
-    `use_tool`), else our own PBKDF2-SHA512 hashes. Returns which one was used."""
-    tool = shutil.which("mosquitto_passwd") if use_tool else None
+def write_secret(path: Path, data: bytes | str) -> None:
+    """Create or replace a file readable by its owner only: the mode is set before a byte of
+    the secret is written (no window in which it is world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if tool:
-        path.write_text("")
-        for user, pw in sorted(users.items()):
-            r = subprocess.run([tool, "-b", str(path), user, pw], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise ToolError(
-                    f"mosquitto_passwd failed for {user}: {r.stderr.strip() or r.returncode}"
-                )
-        how = "mosquitto_passwd"
-    else:
-        path.write_text("".join(f"{u}:{mosquitto_hash(pw)}\n" for u, pw in sorted(users.items())))
-        how = "pbkdf2-sha512"
-    os.chmod(path, 0o644)  # mosquitto drops to its own user before reading it (TOOLCHAIN 4)
-    return how
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data.encode() if isinstance(data, str) else data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
-def acl_text(prefix: str, devices: list[str]) -> str:
-    """Mosquitto ACL: each device reads/writes only below its own prefix; `ops` reads all
-    telemetry and status and writes commands (DESIGN.md 5 topic tree)."""
-    lines = [
-        "# Generated by `edgectl provision` (issue 7): one block per device.",
-        "",
-        f"user {OPS_USER}",
-        f"topic read {prefix}/#",
-        f"topic write {prefix}/+/cmd/#",
-        "",
-    ]
-    for dev in sorted(devices):
-        lines += [f"user {dev}", f"topic readwrite {prefix}/{dev}/#", ""]
-    return "\n".join(lines)
+def _broker_owned(path: Path) -> None:
+    """mosquitto started as root drops to the `mosquitto` user before it reads its password
+    files and TLS key: give that user (and only it) the file, when we are root and it exists."""
+    if os.geteuid() != 0:
+        return
+    try:
+        import pwd
+
+        pw = pwd.getpwnam("mosquitto")
+    except (ImportError, KeyError):
+        return
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def write_password_file(path: Path, users: dict[str, str]) -> None:
+    """`user:hash` lines for every user (0600, owned by the broker's user)."""
+    write_secret(path, "".join(f"{u}:{mosquitto_hash(pw)}\n" for u, pw in sorted(users.items())))
+    _broker_owned(path)
+
+
+def acl_devices(prefix: str) -> str:
+    """What a device may do, by its login (%u, which the broker also makes its client id):
+    publish its telemetry, status, replies and receipts; read its commands and its acks.
+    Nothing of another device, no acks, no commands (docs/SECURITY.md 2)."""
+    return "\n".join(
+        [
+            "# Generated by `edgectl provision`: the device listener (docs/SECURITY.md 2).",
+            f"pattern write {prefix}/%u/t/+",
+            f"pattern write {prefix}/%u/status",
+            f"pattern write {prefix}/%u/reply/+",
+            f"pattern write {prefix}/%u/consent/receipt",
+            f"pattern read {prefix}/%u/cmd/#",
+            f"pattern read {prefix}/%u/ack",
+            "",
+        ]
+    )
+
+
+def acl_backend(prefix: str) -> str:
+    """The collector reads everything and is the only login that publishes acks; `ops` sends
+    commands and reads what answers them."""
+    return "\n".join(
+        [
+            "# Generated by `edgectl provision`: the backend listener (docs/SECURITY.md 2).",
+            f"user {COLLECTOR_USER}",
+            f"topic read {prefix}/#",
+            f"topic write {prefix}/+/ack",
+            "",
+            f"user {OPS_USER}",
+            f"topic readwrite {prefix}/+/cmd/#",
+            f"topic read {prefix}/+/reply/#",
+            f"topic read {prefix}/+/consent/receipt",
+            f"topic read {prefix}/+/status",
+            "",
+        ]
+    )
 
 
 # --- certificates (cryptography; installed with esptool) ------------------------------------
@@ -101,11 +147,16 @@ def _name(cn: str):
     )
 
 
-def _cert(subject: str, key, issuer_name, issuer_key, days: int, ca: bool = False, sans=()):
+def _cert(subject: str, key, issuer_name, issuer_key, days: int, role: str, sans=()):
+    """role: "ca", "server" or "client". A leaf carries exactly one extended key usage, so a
+    device's certificate is refused as a broker's and the broker's as a device's (RFC 5280
+    4.2.1.12; OpenSSL and Mbed TLS check it in the handshake)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     now = datetime.datetime.now(datetime.timezone.utc)
+    ca = role == "ca"
     b = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -114,8 +165,29 @@ def _cert(subject: str, key, issuer_name, issuer_key, days: int, ca: bool = Fals
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     )
+    if not ca:
+        eku = (
+            ExtendedKeyUsageOID.SERVER_AUTH
+            if role == "server"
+            else ExtendedKeyUsageOID.CLIENT_AUTH
+        )
+        b = b.add_extension(x509.ExtendedKeyUsage([eku]), critical=True)
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
     return b.sign(issuer_key, hashes.SHA256())
@@ -135,19 +207,20 @@ def ensure_ca(out: Path):
 
     key_p, crt_p = out / "ca" / "ca.key", out / "ca" / "ca.crt"
     if key_p.exists() and crt_p.exists():
+        os.chmod(key_p, 0o600)  # one written by an older provision was 0644
         key = serialization.load_pem_private_key(key_p.read_bytes(), None)
         return key, x509.load_pem_x509_certificate(crt_p.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _cert("edge-telemetry CA", key, None, key, 3650, ca=True)
+    cert = _cert("edge-telemetry CA", key, None, key, 3650, "ca")
     key_p.parent.mkdir(parents=True, exist_ok=True)
-    key_p.write_bytes(_pem_key(key))
-    os.chmod(key_p, 0o600)
+    os.chmod(key_p.parent, 0o700)
+    write_secret(key_p, _pem_key(key))
     crt_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
 
 
 def make_server_cert(out: Path, host: str, ca_key, ca_cert) -> None:
-    """broker/server.{crt,key}: CN=host, SAN DNS:localhost, IP:127.0.0.1 and host."""
+    """broker/server.{crt,key}: CN=host, SAN DNS:localhost, IP:127.0.0.1 and host; serverAuth."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -161,26 +234,51 @@ def make_server_cert(out: Path, host: str, ca_key, ca_cert) -> None:
         if host != "localhost":
             sans.append(x509.DNSName(host))
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _cert(host, key, ca_cert.subject, ca_key, 825, sans=sans)
+    cert = _cert(host, key, ca_cert.subject, ca_key, 825, "server", sans=sans)
     d = out / "broker"
     (d / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "server.key").write_bytes(_pem_key(key))
-    os.chmod(d / "server.key", 0o640)
+    write_secret(d / "server.key", _pem_key(key))
+    _broker_owned(d / "server.key")
     (d / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
 
 
 def make_client_cert(secrets_dir: Path, device: str, ca_key, ca_cert) -> None:
-    """secrets/client.der, client.key.der (PKCS#8 DER) and ca.der for the board."""
+    """secrets/client.der, client.key.der (PKCS#8 DER, 0600) and ca.der; clientAuth only."""
     from cryptography.hazmat.primitives import serialization as s
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _cert(device, key, ca_cert.subject, ca_key, 3650)
+    cert = _cert(device, key, ca_cert.subject, ca_key, 3650, "client")
     (secrets_dir / "client.der").write_bytes(cert.public_bytes(s.Encoding.DER))
-    (secrets_dir / "client.key.der").write_bytes(
-        key.private_bytes(s.Encoding.DER, s.PrivateFormat.PKCS8, s.NoEncryption())
+    write_secret(
+        secrets_dir / "client.key.der",
+        key.private_bytes(s.Encoding.DER, s.PrivateFormat.PKCS8, s.NoEncryption()),
     )
     (secrets_dir / "ca.der").write_bytes(ca_cert.public_bytes(s.Encoding.DER))
+
+
+def _hex_key(path: Path, fresh: bool) -> str:
+    """The hex text of a key file, made when missing (or `fresh`). A raw 32-byte file from an
+    older provision is converted, so the device keeps its key."""
+    if not fresh and path.exists():
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("ascii").strip()
+            bytes.fromhex(text)
+        except ValueError:
+            text = raw.hex() if len(raw) == KEY_BYTES else ""
+        if len(text) >= 2 * 16:
+            write_secret(path, text + "\n")
+            return text
+    text = secrets.token_bytes(KEY_BYTES).hex()
+    write_secret(path, text + "\n")
+    return text
+
+
+def _schema_has(path: str) -> bool:
+    from edge import schema
+
+    return any(r[0] == path for r in schema.rows())
 
 
 # --- the API ------------------------------------------------------------------------------
@@ -195,33 +293,52 @@ def provision(
     prefix: str = "edge",
     tls: bool = False,
     rotate: bool = False,
-    use_mosquitto_passwd: bool = True,
+    backend_port: int | None = None,
+    secrets_path: str = "/secrets",
 ) -> Path:
-    """Create or refresh DEVICE's identity and rebuild the broker's password file and ACL
-    from every provisioned device. Returns the device.json path."""
+    """Create or refresh DEVICE's identity and rebuild the broker's password files, ACLs and
+    mosquitto.conf from every provisioned device. Returns the device.json path.
+    secrets_path: where the agent finds the secrets directory (a board: /secrets)."""
     if not _ID_RE.match(device):
         raise ToolError(f"device id {device!r} must be 1-64 letters, digits, '_' or '-'")
+    if device.lower() in RESERVED:
+        raise ToolError(
+            f"device id {device!r} is reserved for an operator or backend login; pick another"
+        )
     if not _ID_RE.match(prefix):
         raise ToolError(f"prefix {prefix!r} must be letters, digits, '_' or '-'")
+    if not 1 <= port <= 65535:
+        raise ToolError(f"port {port} must be 1..65535")
+    backend_port = backend_port or (port + 1 if port < 65535 else port - 1)
+    if backend_port == port or not 1 <= backend_port <= 65535:
+        raise ToolError(f"backend port {backend_port} must differ from the device port {port}")
+    out.mkdir(parents=True, exist_ok=True)
     ddir = out / "devices" / device
     sdir = ddir / "secrets"
     cfg_p = ddir / "device.json"
     fresh = rotate or not cfg_p.exists()
     sdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(sdir, 0o700)
     ca_key, ca_cert = ensure_ca(out)
     (out / "broker").mkdir(parents=True, exist_ok=True)
     if not (out / "broker" / "server.crt").exists():
         make_server_cert(out, host, ca_key, ca_cert)
-    # keys the user added (channels, inputs, ...) survive a re-run; the identity is ours
-    cfg = {} if not cfg_p.exists() else json.loads(cfg_p.read_text())
-    if fresh:
-        password = secrets.token_urlsafe(18)
-        (sdir / "consent.key").write_text(secrets.token_bytes(32).hex() + "\n")
+    if fresh or not (sdir / "client.key.der").exists():
         make_client_cert(sdir, device, ca_key, ca_cert)
+    # keys the user added (channels, inputs, ...) survive a re-run; the identity is ours
+    cfg: dict = {}
+    if cfg_p.exists():
+        try:
+            cfg = json.loads(cfg_p.read_text())
+            password = None if fresh else cfg["mqtt"]["password"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ToolError(f"{cfg_p}: cannot read the existing device config ({e})") from e
     else:
-        password = cfg["mqtt"]["password"]
-        key_p = sdir / "consent.key"
-        key_p.write_text(consent_key_hex(key_p) + "\n")  # an older provision wrote raw bytes
+        password = None
+    password = password or secrets.token_urlsafe(18)
+    _hex_key(sdir / "consent.key", fresh)
+    _hex_key(sdir / "backend.key", fresh)
+    os.chmod(sdir / "client.key.der", 0o600)
     mqtt = {
         "host": host,
         "port": port,
@@ -232,76 +349,139 @@ def provision(
     }
     if tls:
         mqtt["tls"] = {
-            "ca": "/secrets/ca.der",
-            "cert": "/secrets/client.der",
-            "key": "/secrets/client.key.der",
+            "ca": f"{secrets_path}/ca.der",
+            "cert": f"{secrets_path}/client.der",
+            "key": f"{secrets_path}/client.key.der",
             "server_hostname": host,
         }
-    cfg.pop("consent_key", None)  # an older provision's name for consent.key_file
-    cfg.update(device_id=device, board=board, mqtt=mqtt)
-    cfg["consent"] = dict(cfg.get("consent") or {}, key_file="/secrets/consent.key")
-    cfg_p.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    os.chmod(cfg_p, 0o600)
-    _rebuild_broker(out, prefix, host, use_mosquitto_passwd)
+    cfg.pop("consent_key", None)  # an older provision's name, which the agent ignored
+    old_mqtt = cfg.get("mqtt") if isinstance(cfg.get("mqtt"), dict) else {}
+    cfg.update(device_id=device, board=board, mqtt=dict(old_mqtt, **mqtt))
+    # signed updates required: the agent reads this key (edge/consent.py consent_key)
+    cfg["consent"] = dict(cfg.get("consent") or {}, key_file=f"{secrets_path}/consent.key")
+    if _schema_has("backend.key_file"):  # authenticated acks and receipts (docs/MQTT.md 8)
+        cfg["backend"] = dict(cfg.get("backend") or {}, key_file=f"{secrets_path}/backend.key")
+        cfg["mqtt"]["e2e_ack"] = True
+    write_secret(cfg_p, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    _rebuild_broker(out, prefix, host, port, backend_port, tls)
     return cfg_p
 
 
-def consent_key_hex(path: Path) -> str:
-    """A device's consent key as hex: the file holds hex digits (what the agent reads with
-    `consent.key_file`) or, written by an older provision, the 32 raw bytes."""
-    data = path.read_bytes()
-    if len(data) == 32:
-        return data.hex()
-    return data.decode("ascii").strip()
+def _credentials(path: Path, user: str) -> str:
+    if path.exists():
+        return json.loads(path.read_text())["password"]
+    pw = secrets.token_urlsafe(18)
+    write_secret(path, json.dumps({"user": user, "password": pw}) + "\n")
+    return pw
 
 
-def _rebuild_broker(out: Path, prefix: str, host: str, use_tool: bool) -> None:
-    """Password file, ACL, backend key list and mosquitto snippet from every device dir."""
-    ops_p = out / "broker" / "ops.json"
-    if not ops_p.exists():
-        ops_p.write_text(
-            json.dumps({"user": OPS_USER, "password": secrets.token_urlsafe(18)}) + "\n"
-        )
-        os.chmod(ops_p, 0o600)
-    users = {OPS_USER: json.loads(ops_p.read_text())["password"]}
-    keys = {}
-    for cfg_p in sorted((out / "devices").glob("*/device.json")):
-        cfg = json.loads(cfg_p.read_text())
-        users[cfg["device_id"]] = cfg["mqtt"]["password"]
-        keys[cfg["device_id"]] = consent_key_hex(cfg_p.parent / "secrets" / "consent.key")
-    b = out / "broker"
-    write_password_file(b / "passwd", users, use_tool)
-    (b / "acl").write_text(acl_text(prefix, [u for u in users if u != OPS_USER]))
-    (b / "mosquitto.conf").write_text(
-        "# Generated by `edgectl provision`: authenticated listeners (TOOLCHAIN.md 4).\n"
-        "per_listener_settings false\nallow_anonymous false\n"
-        f"password_file {(b / 'passwd').resolve()}\nacl_file {(b / 'acl').resolve()}\n"
-        f"listener 8883 {host}\ncafile {(b / 'ca.crt').resolve()}\n"
-        f"certfile {(b / 'server.crt').resolve()}\nkeyfile {(b / 'server.key').resolve()}\n"
-        "# the key must be readable by the `mosquitto` user (or add `user root` for tests)\n"
+def broker_conf(
+    b: Path, host: str, port: int, backend_port: int, tls: bool, extra: str = ""
+) -> str:
+    """mosquitto.conf for the provisioned broker: the device listener exactly where the device
+    configs point, and the backend listener. `extra` goes first (e.g. `user root` in tests)."""
+    r = b.resolve()
+    tls_lines = f"cafile {r / 'ca.crt'}\ncertfile {r / 'server.crt'}\nkeyfile {r / 'server.key'}\n"
+    dev = (
+        f"# devices: each login is its own client id (a device cannot take over another's\n"
+        f"# session, MQTT 3.1.1 3.1.4), and may only use its own topics\n"
+        f"listener {port} {host}\n"
+        "allow_anonymous false\n"
+        f"password_file {r / 'passwd-devices'}\n"
+        f"acl_file {r / 'acl-devices'}\n"
+        "use_username_as_clientid true\n"
     )
+    if tls:
+        dev += tls_lines + "require_certificate true\ntls_version tlsv1.2\n"
+    else:
+        dev += "# plain TCP: passwords and readings cross the network in clear (provision --tls)\n"
+    backend = (
+        "# the operator (`ops`) and the collector: not open to device logins\n"
+        f"listener {backend_port} {host}\n"
+        "allow_anonymous false\n"
+        f"password_file {r / 'passwd-backend'}\n"
+        f"acl_file {r / 'acl-backend'}\n"
+    )
+    if tls:
+        backend += tls_lines + "tls_version tlsv1.2\n"
+    return (
+        "# Generated by `edgectl provision` (docs/SECURITY.md 2); start it with\n"
+        "# `edgectl broker --config` or `mosquitto -c` on this file.\n"
+        f"{extra}per_listener_settings true\nset_tcp_nodelay true\n\n{dev}\n{backend}"
+    )
+
+
+def _rebuild_broker(
+    out: Path, prefix: str, host: str, port: int, backend_port: int, tls: bool
+) -> None:
+    """Password files, ACLs, backend key lists and mosquitto.conf from every device dir."""
+    b = out / "broker"
+    os.chmod(b, 0o755)
+    backend_users = {
+        OPS_USER: _credentials(b / "ops.json", OPS_USER),
+        COLLECTOR_USER: _credentials(b / "collector.json", COLLECTOR_USER),
+    }
+    devices: dict[str, str] = {}
+    consent_keys: dict[str, str] = {}
+    device_keys: dict[str, str] = {}
+    for cfg_p in sorted((out / "devices").glob("*/device.json")):
+        try:
+            cfg = json.loads(cfg_p.read_text())
+            dev = cfg["device_id"]
+            devices[dev] = cfg["mqtt"]["password"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ToolError(f"{cfg_p}: not a device config written by provision ({e})") from e
+        consent_keys[dev] = _hex_key(cfg_p.parent / "secrets" / "consent.key", False)
+        device_keys[dev] = _hex_key(cfg_p.parent / "secrets" / "backend.key", False)
+    write_password_file(b / "passwd-devices", devices)
+    write_password_file(b / "passwd-backend", backend_users)
+    (b / "acl-devices").write_text(acl_devices(prefix))
+    (b / "acl-backend").write_text(acl_backend(prefix))
+    for old in ("passwd", "acl"):  # an older provision's single files: not used any more
+        if (b / old).exists():
+            (b / old).unlink()
+    (b / "mosquitto.conf").write_text(broker_conf(b, host, port, backend_port, tls))
     (out / "backend").mkdir(exist_ok=True)
-    kp = out / "backend" / "consent_keys.json"
-    kp.write_text(json.dumps(keys, indent=2, sort_keys=True) + "\n")
-    os.chmod(kp, 0o600)
+    os.chmod(out / "backend", 0o700)
+    write_secret(
+        out / "backend" / "consent_keys.json", json.dumps(consent_keys, indent=2, sort_keys=True)
+    )
+    write_secret(
+        out / "backend" / "device_keys.json", json.dumps(device_keys, indent=2, sort_keys=True)
+    )
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
     """CLI handler for `edgectl provision`."""
+    out = Path(args.out)
     p = provision(
         args.device,
-        Path(args.out),
+        out,
         args.board,
         args.host,
         args.port,
         args.prefix,
         args.tls,
         args.rotate,
+        args.backend_port,
+        args.secrets_path,
     )
     print(f"device config: {p}")
     print(f"secrets for the board: {p.parent / 'secrets'} (deploy copies them to /secrets)")
-    print(f"broker: {Path(args.out) / 'broker'} (passwd, acl, mosquitto.conf, TLS files)")
+    print(
+        f"broker: {out / 'broker' / 'mosquitto.conf'}: devices on {args.host}:{args.port}, "
+        f"ops and collector on port {conf_backend_port(out)}"
+    )
+    if not args.tls:
+        print("warning: plain TCP: passwords and readings cross the network in clear (--tls)")
     return 0
+
+
+def conf_backend_port(out: Path) -> int:
+    """The backend listener's port, read back from the generated mosquitto.conf."""
+    text = (out / "broker" / "mosquitto.conf").read_text()
+    ports = re.findall(r"^listener (\d+) ", text, re.M)
+    return int(ports[1])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -313,10 +493,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--board", default="unix-sim", help="board name written into the device config")
     p.add_argument("--host", default="127.0.0.1", help="broker host the device connects to")
-    p.add_argument("--port", type=int, default=1883, help="broker port")
-    p.add_argument("--prefix", default="edge", help="topic prefix (DESIGN.md 5)")
+    p.add_argument("--port", type=int, default=1883, help="the devices' broker port")
     p.add_argument(
-        "--tls", action="store_true", help="device config uses TLS with the client cert"
+        "--backend-port",
+        type=int,
+        default=None,
+        help="port of the operators' and the collector's listener (default: --port + 1)",
+    )
+    p.add_argument("--prefix", default="edge", help="topic prefix (docs/MQTT.md 1)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS on both listeners; devices must present their client certificate",
     )
     p.add_argument("--rotate", action="store_true", help="new password, keys and cert for DEVICE")
+    p.add_argument(
+        "--secrets-path",
+        default="/secrets",
+        help="where the agent finds its secrets directory (default /secrets, as deploy copies "
+        "them; a host run gives the absolute path of devices/ID/secrets)",
+    )
     p.set_defaults(func=cmd_provision)

@@ -29,12 +29,13 @@ def _scale(n: int) -> int:
 
 def run_mp(
     mode: str,
-    port: int,
+    port: int | str,
     readings: int,
     batch: int,
     window: int,
     heap: str = "4M",
     timeout: float = 600,
+    fmt: int = 0,
 ) -> dict:
     """Run the MicroPython bench script once; returns its `@bench` figures."""
     work = tempfile.mkdtemp(prefix="edge-bench-")
@@ -50,6 +51,7 @@ def run_mp(
         str(batch),
         str(window),
         work,
+        str(fmt),  # 0: the config's default
     ]
     try:
         p = subprocess.run(
@@ -67,25 +69,36 @@ def run_mp(
 
 
 def bench_forward(args=None) -> dict:
-    """Loopback and 20 ms RTT forwarding rates, the stop-and-wait baseline, wire bytes."""
+    """Loopback and 20 ms RTT forwarding rates, the stop-and-wait baseline, wire bytes of both
+    batch formats (docs/FORMAT.md 3), and the format 2 encoder on its own."""
     with broker_mod.start(prefer="mosquitto") as b:
         n = _scale(200_000)
-        loop = run_mp("forward", b.port, n, BATCH, WINDOW)
+        loop = run_mp("forward", b.port, n, BATCH, WINDOW, fmt=2)
+        loop1 = run_mp("forward", b.port, n, BATCH, WINDOW, fmt=1)
         with FaultProxy(b.port, rtt_ms=20).start() as px:
-            rtt = run_mp("forward", px.port, _scale(100_000), BATCH, WINDOW)
+            rtt = run_mp("forward", px.port, _scale(100_000), BATCH, WINDOW, fmt=2)
             # the baseline umqtt.simple and mqtt_as embody: one reading per PUBLISH, QoS 1,
             # wait for each PUBACK (window 1)
             base = run_mp("forward", px.port, _scale(300), 1, 1)
+    enc = {f: run_mp("encode", 0, _scale(100_000), 100, 0, fmt=f) for f in (1, 2)}
     return {
         "loopback_readings": loop["readings"],
         "loopback_readings_per_s": loop["readings_per_s"],
+        "loopback_v1_readings_per_s": loop1["readings_per_s"],
         "rtt20_readings_per_s": rtt["readings_per_s"],
         "rtt20_baseline_readings_per_s": base["readings_per_s"],
         "rtt20_ratio": round(rtt["readings_per_s"] / max(base["readings_per_s"], 1), 1),
-        "wire_bytes_per_reading": round(loop["tx_bytes"] / loop["readings"], 2),
+        "wire_bytes_per_reading": round(loop["tx_bytes"] / loop["readings"], 2),  # format 2
+        "wire_bytes_per_reading_v1": round(loop1["tx_bytes"] / loop1["readings"], 2),
         "baseline_wire_bytes_per_reading": round(base["tx_bytes"] / base["readings"], 2),
         "batch_readings": BATCH,
         "window": WINDOW,
+        # the writer alone, 100-reading batches of six drifting channels (fwd_bench.py encode)
+        "encode_v1_readings_per_s": enc[1]["readings_per_s"],
+        "encode_v2_readings_per_s": enc[2]["readings_per_s"],
+        "encode_v1_payload_bytes_per_reading": round(enc[1]["payload_bytes_per_reading"], 2),
+        "encode_v2_payload_bytes_per_reading": round(enc[2]["payload_bytes_per_reading"], 2),
+        "encode_v2_alloc_bytes_per_batch": enc[2]["alloc_bytes_per_batch"],
     }
 
 

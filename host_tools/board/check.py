@@ -13,23 +13,13 @@ from pathlib import Path
 
 from edge import board as edge_board
 from edge import schema
-from host_tools.errors import ToolError
+from host_tools.errors import ToolError, read_json_object
 from host_tools.paths import board_file
 
 
 def read_config(path: Path) -> dict:
     """The device config JSON; ToolError naming the file and the JSON error's position."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ToolError(f"cannot read device config {path}: {e.strerror}") from None
-    try:
-        cfg = json.loads(text)
-    except ValueError as e:
-        raise ToolError(f"device config {path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ToolError(f"device config {path} must hold a JSON object")
-    return cfg
+    return read_json_object(path, "device config")
 
 
 def problems(cfg: dict, board: dict | None = None) -> list[str]:
@@ -92,7 +82,7 @@ when the key is absent; *required*: must be given; *optional*: no default, absen
 meaning given. **Range**: `lo..hi` bounds a number, or the length of a string or list. Type
 **file**: a path on the board; `edgectl deploy` copies `/secrets/NAME` from the `secrets/`
 directory beside the device config and stops, naming the key, when that file is missing or the
-path is not under `/secrets/` (docs/DEPLOY.md 4).
+path is not under `/secrets/` (docs/DEPLOY.md 5).
 """
 
 _TAIL = """

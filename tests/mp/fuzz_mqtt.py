@@ -86,6 +86,7 @@ for _ in range(N):
     n = min(len(pkt), BUF)
     buf[:n] = pkt[:n]
     res["cases"] += 1
+    p.reset()  # each case is a fresh connection's buffer
     try:
         r = p.feed(n)
     except Exception as e:  # noqa: BLE001 - any exception is a crash the test reports
@@ -100,6 +101,7 @@ for _ in range(N):
         res["accepted"] += 1
     else:
         res["bad_return"] += 1
+res["skipping"] = p.skipped()
 res["reasons"] = dict(zip(REASONS, p.rejects))  # noqa: B905 - MicroPython zip has no strict
 res["events"] = events
 print(json.dumps(res))

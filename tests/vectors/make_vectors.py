@@ -4,8 +4,9 @@ Inputs are listed here; the bytes and the expected decodes are committed beside 
 
 import json
 import os
+import zlib
 
-from edge import codec
+from edge import batchv2, codec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,9 +40,51 @@ BATCHES = [
     ),
     ("batch_epoch_top.bin", "d", "usage", 9, 1, [(2**48 - 2, 7, 1, 0), (2**48 - 1, 8, 1, 1)]),
 ]
+# format 2 (FORMAT.md 3.8): name, device, category, boot, flags, names in payload, readings
+BATCHES_V2 = [
+    (
+        "batch2_fridge.bin",
+        "fridge-0001",
+        "essential",
+        7,
+        0,
+        False,
+        [
+            (1, 1795000000000, 1, 412),
+            (2, 1795000000000, 2, -1834),
+            (4, 1795000001000, 1, 415),
+            (5, 1795000001002, 2, -1834),
+            (7, 1795000002001, 1, 418),
+            (8, 1795000002001, 2, -1830),
+        ],
+    ),
+    (
+        "batch2_regular.bin",
+        "hp-17",
+        "usage",
+        1,
+        0,
+        False,
+        [(1000 + i, 1795000000000 + 1000 * i, 5, 2150 + 10 * (i % 2)) for i in range(8)],
+    ),
+    (
+        "batch2_names.bin",
+        "heatpump-17",
+        "diagnostics",
+        65535,
+        codec.FLAG_CLOCK_UNSYNCED,
+        True,
+        [(2**48 - 3, 5, 255, 2147483647), (2**48 - 1, 70000, 0, -2147483648)],
+    ),
+]
 RECORDS = [
     ("records_ok.bin", [(1, 1795000000000, 7, 1, 0, 0, 412), (2, 1795000000250, 7, 5, 2, 0, -3)]),
 ]
+
+
+def _write(name: str, data: bytes) -> None:
+    with open(os.path.join(HERE, name), "wb") as f:
+        f.write(data)
 
 
 def main() -> None:
@@ -69,6 +112,55 @@ def main() -> None:
                 },
             }
         )
+    for name, dev, cat, boot, flags, names, readings in BATCHES_V2:
+        w = batchv2.BatchWriter2(dev, 64, names)
+        w.start(cat, boot, flags)
+        for seq, ts, ch, val in readings:
+            assert w.add(seq, ts, boot, flags, ch, val)
+        data = bytes(w.finish())
+        assert data[2] == 2, name
+        _write(name, data)
+        vectors["batches"].append(
+            {
+                "file": name,
+                "hex": data.hex(),
+                "format": 2,
+                "names": names,
+                "expect": {
+                    "device": dev if names else None,
+                    "category": cat if names else None,
+                    "boot": boot,
+                    "flags": flags,
+                    "first_seq": readings[0][0],
+                    "count": len(readings),
+                    "readings": [list(r) for r in readings],
+                },
+            }
+        )
+    # the same batch with its body as raw DEFLATE (flag bit 3): written here, on the host; no
+    # firmware this project runs on can compress (FORMAT.md 3.8.6)
+    fridge = bytes.fromhex(vectors["batches"][len(BATCHES)]["hex"])
+    head = 4  # magic, version, flags; then boot, count, first_seq, base_ts varints
+    for _ in range(4):
+        head = batchv2.get_uvarint(fridge, head)[1]
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = fridge[:3] + bytes([fridge[3] | batchv2.FLAG_DEFLATE]) + fridge[4:head]
+    deflated += z.compress(fridge[head:]) + z.flush()
+    _write("batch2_deflate.bin", deflated)
+    expect = dict(vectors["batches"][len(BATCHES)]["expect"])
+    vectors["batches"].append(
+        {"file": "batch2_deflate.bin", "hex": deflated.hex(), "format": 2, "expect": expect}
+    )
+    bad2 = [
+        ("batch2_bad_flags.bin", fridge[:3] + b"\x02" + fridge[4:]),  # bit 1 is reserved
+        ("batch2_truncated.bin", fridge[:-2]),
+        ("batch2_trailing.bin", fridge + b"\x00"),
+        ("batch2_count.bin", fridge[:5] + b"\x07" + fridge[6:]),  # count 7, body holds 6
+        ("batch2_seq0.bin", fridge[:6] + b"\x00" + fridge[7:]),  # first_seq 0
+    ]
+    for name, data in bad2:
+        _write(name, data)
+        vectors["batches"].append({"file": name, "hex": data.hex(), "expect": "FormatError"})
     good = bytes.fromhex(vectors["batches"][0]["hex"])
     bad = [
         ("batch_bad_magic.bin", b"XB" + good[2:]),

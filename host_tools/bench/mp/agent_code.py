@@ -6,6 +6,7 @@
 import asyncio
 import gc
 
+import edge.batchv2  # noqa: F401  (the forwarder's writer for batch.format 2, the default)
 import edge.board  # noqa: F401  (watchdog.timeout_ms reads the board file)
 import edge.hal.unix.flashdev  # noqa: F401  (the unix HAL mounts the emulated flash)
 import edge.hal.unix.hal  # noqa: F401

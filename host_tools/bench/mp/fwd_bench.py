@@ -1,6 +1,9 @@
 # MicroPython side of `edgectl bench forward|memory` (issue 4): drives the real edge modules.
-# Usage: micropython fwd_bench.py forward HOST PORT N BATCH WINDOW WORKDIR
-#        micropython fwd_bench.py memory HOST PORT N BATCH WINDOW WORKDIR
+# Usage: micropython fwd_bench.py forward HOST PORT N BATCH WINDOW WORKDIR [FORMAT]
+#        micropython fwd_bench.py memory HOST PORT N BATCH WINDOW WORKDIR [FORMAT]
+#        micropython fwd_bench.py encode - - N BATCH - WORKDIR FORMAT
+# FORMAT is the batch payload format (config batch.format, docs/FORMAT.md 3), default: the
+# config's default.
 # Prints one line `@bench {json}`.
 
 import gc
@@ -25,7 +28,10 @@ _MODULES = set(sys.modules)  # a module loaded later counts as working set: `lat
 _CHUNK = 25000  # readings per fill: 700 KB of records, inside the store's 1 MiB quota
 
 
-def make_cfg(host, port, n, batch, window, workdir, rate):
+def make_cfg(host, port, n, batch, window, workdir, rate, fmt):
+    batch_cfg = {"max_readings": batch, "linger_ms": 5}
+    if fmt:
+        batch_cfg["format"] = fmt
     return config.load(
         None,
         {
@@ -33,7 +39,7 @@ def make_cfg(host, port, n, batch, window, workdir, rate):
             "mqtt": {"host": host, "port": port, "window": window, "keepalive": 30},
             "channels": [{"id": 1, "name": "t", "category": "essential"}],
             "store": {"path": workdir + "/store"},
-            "batch": {"max_readings": batch, "linger_ms": 5},
+            "batch": batch_cfg,
             "sim": {"rate_hz": rate, "count": n},
             "status_ms": 60000,
         },
@@ -143,9 +149,58 @@ async def memory(agent, n, flash):
     }
 
 
+def encode(n, batch, fmt):
+    """The batch writer alone (what the forwarder runs per reading and per batch): readings of
+    six channels the way an appliance reports them (slow drifts, small steps), and the heap
+    allocated while adding and finishing, counted with the collector off."""
+    from edge import codec
+
+    if fmt == 2:
+        from edge.batchv2 import BatchWriter2
+
+        w = BatchWriter2("bench-0001", batch)
+    else:
+        w = codec.BatchWriter(
+            "bench-0001",
+            codec.batch_header_len(b"bench-0001", b"x" * 64, 1) + batch * codec.ENTRY_LEN,
+        )
+    vals = [412, -1834, 1200, 3, 7, 21]
+    seq = 1
+    ts = 1795000000000
+    size = 0
+    alloc = 0
+    t0 = time.ticks_us()
+    for _b in range(n // batch):
+        gc.collect()
+        gc.disable()
+        a0 = gc.mem_alloc()
+        w.start("essential", 1, 0)
+        for i in range(batch):
+            ch = i % 6
+            vals[ch] += (seq * 7919) % 31 - 15
+            w.add(seq, ts, 1, 0, ch + 1, vals[ch])
+            seq += 1
+            ts += 167 + (seq & 3)
+        size += len(w.finish())
+        alloc += gc.mem_alloc() - a0
+        gc.enable()
+    dt = time.ticks_diff(time.ticks_us(), t0)
+    done = (n // batch) * batch
+    return {
+        "readings": done,
+        "readings_per_s": done * 1000000 // max(dt, 1),
+        "payload_bytes_per_reading": size / done,
+        "alloc_bytes_per_batch": alloc // (n // batch),
+    }
+
+
 def main():
     mode, host, port, n, batch, window, workdir = sys.argv[1:8]
+    fmt = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     n = int(n)
+    if mode == "encode":
+        print("@bench " + json.dumps(encode(n, int(batch), fmt)))
+        return
     flash = flash_heap_bytes(workdir) if mode == "memory" else 0
     cfg = make_cfg(
         host,
@@ -154,7 +209,8 @@ def main():
         int(batch),
         int(window),
         workdir,
-        1000000 if mode == "forward" else 20000,
+        100000 if mode == "forward" else 20000,  # forward emits itself: the rate is unused
+        fmt,
     )
     agent = Agent(cfg, load_hal(), out=quiet)
     try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from typing import Iterable, Iterator
 
+from host_tools.captures.appliances.faults import Faults
+
 
 def fridge_lines(seconds: float, interval: float, seed: int) -> Iterator[tuple[int, bytes]]:
     """(ts_us, line) of a fridge whose compressor cycles and whose door opens now and then."""
@@ -39,13 +41,16 @@ def fridge_lines(seconds: float, interval: float, seed: int) -> Iterator[tuple[i
 
 
 class LineAppliance:
-    """Writes timed lines (ts_us, bytes) when their time comes; ignores what it is sent."""
+    """Writes timed lines (ts_us, bytes) when their time comes; ignores what it is sent.
+    Every line passes through `faults` (garbage before it, truncated, dropped, last byte
+    flipped)."""
 
     reply_delay = 0.0
 
-    def __init__(self, lines: Iterable[tuple[int, bytes]]) -> None:
+    def __init__(self, lines: Iterable[tuple[int, bytes]], faults: Faults | None = None) -> None:
         self._lines = iter(lines)
         self._next = next(self._lines, None)
+        self.faults = faults or Faults()
         self.sent = 0
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -54,7 +59,9 @@ class LineAppliance:
     def due(self, now: float) -> list[bytes]:
         out = []
         while self._next is not None and self._next[0] <= now * 1e6:
-            out.append(self._next[1])
+            wire = self.faults.apply(self.faults.next(), self._next[1])
+            if wire is not None:
+                out.append(wire)
             self._next = next(self._lines, None)
         self.sent += len(out)
         return out

@@ -34,7 +34,8 @@ def split_frames(buf: bytes) -> tuple[list[bytes], bytes]:
 class TuyaMCU:
     """The MCU model: feed() takes module frames, returns the frames the MCU writes back.
 
-    reports: DP report frames sent after each DP query, each preceded by `noise`.
+    reports: DP report frames sent after each DP query, each preceded by `noise`, and every
+    `report_s` seconds once the module's first heartbeat was answered (0: only when asked).
     mode: the working-mode answer's data (b"": module self-processing; two bytes, the LED and
     reset GPIOs: MCU cooperation). Every frame the MCU writes passes through `faults`."""
 
@@ -47,8 +48,11 @@ class TuyaMCU:
         product: bytes = PRODUCT,
         mode: bytes = b"",
         faults: Faults | None = None,
+        report_s: float = 0.0,
     ) -> None:
         self.reports = list(reports)
+        self.report_s = report_s
+        self._next_report = 0.0
         self.noise = noise
         self.product = product
         self.mode = mode
@@ -65,10 +69,15 @@ class TuyaMCU:
         for frame in frames:
             self.cmds.append(frame[3])
             self.received.append(frame)
-            for reply in self.answer(frame[3], frame[6:-1]):
-                wire = self.faults.apply(self.faults.next(), reply)
-                if wire is not None:
-                    out.append(wire)
+            out += self._send(self.answer(frame[3], frame[6:-1]))
+        return out
+
+    def _send(self, frames: list[bytes]) -> list[bytes]:
+        out = []
+        for frame in frames:
+            wire = self.faults.apply(self.faults.next(), frame)
+            if wire is not None:
+                out.append(wire)
         return out
 
     def answer(self, cmd: int, data: bytes) -> list[bytes]:
@@ -87,8 +96,11 @@ class TuyaMCU:
         return []
 
     def due(self, now: float) -> list[bytes]:
-        """Frames the MCU sends unasked by time `now` (none in this model)."""
-        return []
+        """DP reports the MCU sends unasked by time `now` (every `report_s` seconds)."""
+        if not self.report_s or not self.heartbeats or now < self._next_report:
+            return []
+        self._next_report = now + self.report_s
+        return self._send([self.noise + r for r in self.reports])
 
 
 class LowPowerSensor:
