@@ -8,7 +8,7 @@ import pytest
 
 from tests.store_mp import mp_last_json
 
-RANDOM_DEFAULT = 1000  # random cuts per backend in the default run
+RANDOM_DEFAULT = 300  # random cuts of the raw log in the default run (a shared machine)
 RANDOM_SLOW = 4000  # with --slow
 
 

@@ -214,6 +214,7 @@ class RawStore(StoreBase):
                 # Case 1: a cut: nothing more happens. Case 2: the chip refused: what that
                 # program left is read as corrupt bytes; this block takes no more commits.
                 s.wblk = NONE
+                s.rec += BLOCK - ring.used[b]
                 ring.used[b] = BLOCK
                 raise
             ring.used[b] += q - p
