@@ -7,7 +7,7 @@ import os
 
 from micropython import const
 
-from edge import codec
+from edge import auth, codec
 from edge.consent import StaleVersion
 from edge.mqtt.client import MQTTError
 
@@ -16,30 +16,47 @@ _OUTBOX_MAX = const(16)  # replies and receipts waiting for the connection
 _POLL_MS = const(200)  # local file hook and outbox retry period
 _LOCAL_CMD = "/local.cmd"  # unix hook for the appliance UI (docs/CONSENT.md 3)
 _LOCAL_REPLY = "/local.reply"
+_OTA_COMMANDS = ("update", "config", "config/get", "reboot")  # docs/OTA.md sections 7-8
 
 
 class Commands:
-    def __init__(self, agent, root):
-        self.agent = agent
-        self.consent = agent.consent
-        self.store = agent.store
-        self.client = agent.client
+    """Owns the command topics' messages (on_message), the PUBACKs of its own replies and
+    receipts (on_puback) and, after a new session, re-sending those (on_connect)."""
+
+    def __init__(self, cfg, root, consent, store, client, hal, t0, log):
+        self.consent = consent
+        self.store = store
+        self.client = client
+        self.hal = hal
+        self.t0 = t0
+        self.log = log
         # the local hook's directory: `consent.local_dir` in config (on unix a host directory
         # the appliance UI can write), else the store's root
-        self.root = (agent.cfg.get("consent") or {}).get("local_dir") or root
-        dev = agent.cfg["device_id"]
+        self.root = (cfg.get("consent") or {}).get("local_dir") or root
+        dev = cfg["device_id"]
         self.device = dev
-        self.topic_reply = codec.topic(agent.prefix, dev, "reply", "")
-        self.topic_cmd = codec.topic(agent.prefix, dev, "cmd", "")
-        self.topic_receipt = codec.topic(agent.prefix, dev, "consent", "receipt")
+        prefix = cfg["mqtt"]["prefix"]
+        self.topic_reply = codec.topic(prefix, dev, "reply", "")
+        self.topic_cmd = codec.topic(prefix, dev, "cmd", "")
+        self.topic_receipt = codec.topic(prefix, dev, "consent", "receipt")
+        # receipts are signed with the backend key, so the collector can trust them
+        # (docs/CONSENT.md 6, docs/MQTT.md 8)
+        self.backend_key = auth.backend_key(cfg)
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
         self.event = asyncio.Event()
-        self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
-        self.conn = -1
-        self._fwd_puback = self.client.on_puback
-        self.client.on_puback = self._on_puback
+        self.stats = {
+            "commands": 0,
+            "rejected": 0,
+            "queue_full": 0,
+            "outbox_full": 0,
+            "foreign": 0,
+        }
+        self.new_session = False
+        # cmd/update, config, config/get, reboot: a callable (name, doc) -> reply dict that
+        # raises ValueError, set by the composition root (edge/agent.py, edge/ota/remote.py)
+        self.lifecycle = None
         self._boot()
 
     # --- boot: finish a revocation a power cut interrupted, republish the receipt ----------
@@ -60,11 +77,15 @@ class Commands:
     def on_message(self, topic, payload):
         """MQTT callback (read loop): queue only; the command task executes. topic and payload
         are views into the receive buffer: copied here. False: no room (backpressure)."""
+        n = len(self.topic_cmd)
+        if len(topic) <= n or bytes(topic[:n]) != self.topic_cmd:
+            self.stats["foreign"] += 1  # e.g. a chunk of a finished update, still subscribed
+            return True
         if len(self.queue) >= _QUEUE_MAX:
             self.stats["queue_full"] += 1
             return False
-        name = bytes(topic[len(self.topic_cmd) :]) if len(topic) > len(self.topic_cmd) else b"?"
-        self.queue.append((name.decode(), bytes(payload)))
+        # the name is the rest of the topic after cmd/: "ping", "config/get"
+        self.queue.append((bytes(topic[n:]).decode(), bytes(payload)))
         self.event.set()
         return True
 
@@ -111,15 +132,16 @@ class Commands:
             if not isinstance(doc, dict):
                 raise ValueError("payload must be a JSON object")
             if name == "ping":
-                a = self.agent
                 reply = {
                     "ok": True,
-                    "uptime_ms": a.hal.ticks_diff(a.hal.ticks_ms(), a.t0),
+                    "uptime_ms": self.hal.ticks_diff(self.hal.ticks_ms(), self.t0),
                     "consent_version": self.consent.version,
                     "next_seq": self.store.next_seq,
                 }
             elif name == "consent":
                 reply = self._consent(doc, source)
+            elif name in _OTA_COMMANDS and self.lifecycle is not None:
+                reply = self.lifecycle(name, doc)
             else:
                 raise ValueError("unknown command %r" % name)
         except StaleVersion as e:
@@ -138,12 +160,12 @@ class Commands:
             reply["id"] = doc["id"]
         if source != "local":
             self._queue(self.topic_reply + name, reply, False, -1)
-        self.agent.log("cmd %s from %s: %s" % (name, source, reply.get("error", "ok")))
+        self.log("cmd %s from %s: %s" % (name, source, reply.get("error", "ok")))
         return reply
 
     def _consent(self, doc, source):
         c = self.consent
-        revoked = c.apply(doc, source, self.agent.hal.wall_ms())  # persisted before the purge
+        revoked = c.apply(doc, source, self.hal.wall_ms())  # persisted before the purge
         first_seq = self.store.next_seq  # every reading from here on was gated by this version
         purged = {}
         for cat in revoked:
@@ -173,24 +195,37 @@ class Commands:
         try:
             c.save()
         except OSError as e:
-            self.agent.log("consent: cannot persist the receipt: %s" % e)
+            self.log("consent: cannot persist the receipt: %s" % e)
         self._queue(self.topic_receipt, r, True, c.version)
         return r
 
     # --- output ----------------------------------------------------------------------------
+    def reply(self, name, doc):
+        """Queue a reply on reply/{name} outside a command (an update's progress or outcome)."""
+        self._queue(self.topic_reply + name, doc, False, -1)
+
     def _queue(self, topic, doc, retain, release):
         if len(self.outbox) >= _OUTBOX_MAX:
             self.outbox.pop(0)  # the oldest; receipts carry cumulative purged totals
             self.stats["outbox_full"] += 1
-        self.outbox.append([topic, json.dumps(doc).encode(), retain, release])
+        body = json.dumps(doc).encode()
+        if topic is self.topic_receipt and self.backend_key is not None:
+            body = auth.sign_receipt(self.backend_key, self.device, body)
+        self.outbox.append([topic, body, retain, release])
 
-    def _on_puback(self, pid):
+    def on_puback(self, pid):
+        """A PUBACK (read loop). Returns True when it was for a reply or receipt of ours."""
         for i in range(len(self.unacked)):
             if self.unacked[i][0] == pid:
                 self._acked(self.unacked.pop(i)[1])
-                return
-        if self._fwd_puback:
-            self._fwd_puback(pid)
+                return True
+        return False
+
+    def on_connect(self):
+        """A new session (at its CONNACK): PUBACKs of the old one never come, so the task sends
+        those items again (the task, not this call: it may be between sending an item and
+        removing it from the outbox)."""
+        self.new_session = True
 
     def _acked(self, item):
         if item[3] >= 0:
@@ -214,9 +249,8 @@ class Commands:
                 self.execute(name, payload, "mqtt")
             if not self.client.connected.is_set():
                 continue
-            if self.conn != self.agent.reconnects:
-                # a new session: PUBACKs of the old one never come, send those again
-                self.conn = self.agent.reconnects
+            if self.new_session:
+                self.new_session = False
                 self.outbox[0:0] = [u[1] for u in self.unacked]
                 self.unacked = []
             while self.outbox:

@@ -48,21 +48,23 @@ def signed_bytes(device, doc):
     ).encode()
 
 
-def consent_key(cfg):
-    """The per-device update key from config `consent.key` (hex) or `consent.key_file` (a file
-    holding the hex), or None: then unsigned updates are accepted. Raises ConfigError."""
+def config_key(cfg, section):
+    """A per-device key from config `SECTION.key` (hex) or `SECTION.key_file` (a file holding
+    the hex), or None when neither is set. Raises ConfigError."""
     from edge.config import ConfigError
 
-    c = cfg.get("consent") or {}
+    c = cfg.get(section) or {}
     if not isinstance(c, dict):
-        raise ConfigError("config key 'consent' must be an object")
+        raise ConfigError("config key '%s' must be an object" % section)
     text = c.get("key")
     if c.get("key_file"):
         try:
             with open(c["key_file"]) as f:
                 text = f.read().strip()
         except OSError as e:
-            raise ConfigError("config key 'consent.key_file': cannot read it: %s" % e) from None
+            raise ConfigError(
+                "config key '%s.key_file': cannot read it: %s" % (section, e)
+            ) from None
     if text is None:
         return None
     try:
@@ -70,12 +72,21 @@ def consent_key(cfg):
     except (ValueError, TypeError):
         key = b""
     if len(key) < 16:
-        raise ConfigError("config key 'consent.key' must be at least 32 hex digits (16 bytes)")
+        raise ConfigError(
+            "config key '%s.key' must be at least 32 hex digits (16 bytes)" % section
+        )
     return key
 
 
-def _equal(a, b):
-    # compare every byte so the time does not tell how many leading bytes matched
+def consent_key(cfg):
+    """The update key (`consent.key` / `consent.key_file`), or None: then unsigned updates
+    are accepted (docs/CONSENT.md 4)."""
+    return config_key(cfg, "consent")
+
+
+def equal(a, b):
+    """Constant-time comparison: every byte is compared, so the time does not tell how many
+    leading bytes matched."""
     if len(a) != len(b):
         return False
     d = 0
@@ -205,7 +216,7 @@ class Consent:
                 got = binascii.unhexlify(sig)
             except ValueError:
                 raise ConsentError("'sig' must be 64 hex digits") from None
-            if not _equal(got, hmac_sha256(self.key, signed_bytes(self.device, doc))):
+            if not equal(got, hmac_sha256(self.key, signed_bytes(self.device, doc))):
                 raise ConsentError("bad signature")
         if v <= self.version:
             raise StaleVersion(v, self.version)

@@ -82,7 +82,7 @@ channels[].interval_ms int - 0.. at most one report per interval
 channels[].max_silent_ms int - 0.. re-report an unchanged value after this long
 """,
     """
-inputs list [] 0..32 appliance buses and sensors (docs/INPUTS.md 2); empty: the simulated fridge
+inputs list [] 0..32 appliance buses and sensors (docs/INPUTS.md 2); empty: the simulated fridge when `sim.enabled`, else a config error at boot
 inputs[] obj ! - one input
 inputs[].type str ! line|tuya|modbus|sht3x|ds18b20|adc|pulse the kind of input
 inputs[].uart@line,tuya,modbus str,obj ! $uart a board UART name or a UART object
@@ -181,7 +181,7 @@ $slice.signed bool - - older form: two's complement
 """,
     """
 store obj {} - the flash store (docs/FORMAT.md)
-store.backend str "auto" auto|rawlog|segments where readings are kept: `rawlog` the raw record log on the board's log partition (docs/FORMAT.md 7), `segments` segment files on littlefs (docs/FORMAT.md 2), `auto` the raw log when the board has its partition, else segments
+store.backend str "auto" auto|rawlog|segments where readings are kept: `rawlog` the raw record log on the board's log partition (docs/FORMAT.md 8), `segments` segment files on littlefs (docs/FORMAT.md 2), `auto` the raw log when the board has its partition, else segments
 store.path str "store" 1..255 directory of the store on the filesystem
 store.flush_ms int 1000 0..3600000 commit at least this often
 store.flush_n int 50 1..10000 commit after this many readings
@@ -193,6 +193,7 @@ batch.linger_ms int 200 0..600000 wait this long for a batch to fill
 batch.format int 1 1..2 payload format (docs/FORMAT.md 3): 1 = fixed 11-byte entries; 2 = columns per channel (3.8), sent as format 1 when that is not smaller
 batch.names bool false - format 2: also name the device and category in the payload (the topic always does)
 sim obj {} - the simulated fridge (unix, no `inputs`)
+sim.enabled bool false - run the simulated fridge when `inputs` is empty (the `unix-sim` board and `edgectl demo` set it); never on by default, so a board with no inputs never sends made-up readings
 sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator at up to 10^6)
 sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit
@@ -209,6 +210,11 @@ backend obj - - the key this device shares with its collector (docs/MQTT.md 8)
 backend.key hex - 32..128 authenticates the collector's end-to-end acks and signs consent receipts; absent (and no `key_file`): acks are taken unauthenticated, receipts go unsigned
 backend.key_file file - 1..255 file holding the key in hex
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
+ota obj - - over-the-air updates and remote config (docs/OTA.md); never changed by cmd/config
+ota.key str - 1..255 release public key file (60 bytes, `edgectl release-key`); absent: /secrets/release.pub
+ota.trial_ms int - 5000..3600000 a trial (new agent or config) that has not proven itself by then rolls back; absent: 120000
+ota.settle_ms int - 0..600000 no trial is confirmed before it has run this long; absent: 3000
+ota.window int - 1..16 update chunks subscribed at once; absent: 4
 """,
 )
 

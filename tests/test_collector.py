@@ -191,3 +191,21 @@ def test_a_database_failure_stops_the_collector_and_acknowledges_nothing(broker,
         m.loop_stop()
     # the first 50 went with the dropped table; the 50 that failed were redelivered
     assert _held(db, "ck-f") == (50, 50, 51, 100)
+
+
+def test_bench_collector_runs_both_paths():
+    """`edgectl bench collector --json` on a small workload: every path stores every reading
+    (the figures themselves are the benchmark's, not this test's)."""
+    import json
+    import os
+
+    env = {**os.environ, "BENCH_COLLECTOR_READINGS": "20000"}
+    r = subprocess.run(
+        [sys.executable, "-m", "host_tools", "bench", "collector", "--json"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    f = json.loads(r.stdout.strip().splitlines()[-1])
+    assert f["readings"] == f["sqlite_stored"] == f["tinydb_stored"] == f["mqtt_sqlite_stored"]
+    assert f["sqlite_readings_per_s"] > 0 and f["sqlite_vs_tinydb"] > 0
+    assert f["pg_readings_per_s_1w"] is None  # until a PostgreSQL sink exists

@@ -1,4 +1,4 @@
-"""The raw-partition record log (docs/FORMAT.md 7): the golden vector decoded by the host and
+"""The raw-partition record log (docs/FORMAT.md 8): the golden vector decoded by the host and
 recovered by the agent, byte-identical when the agent writes it again; recovery over mutated
 images; purged readings unreadable anywhere on the partition; the emulated partition's NOR
 rules; wear levelling; restarts; the ESP32 HAL's partition; backend choice; `edgectl dump`."""
@@ -56,7 +56,7 @@ def test_device_writes_the_golden_bytes(micropython, tmp_path):
     doc = mp_last_json("rawlog_vector.py", "build", str(img))
     assert doc["violations"] == 0
     assert doc["expect"] == VECTOR["expect"]
-    assert img.read_bytes() == IMAGE  # the format did not drift from docs/FORMAT.md 7
+    assert img.read_bytes() == IMAGE  # the format did not drift from docs/FORMAT.md 8
 
 
 def _chunks_anywhere(data: bytes):

@@ -270,8 +270,10 @@ class ModbusMaster:
 
     def _decode(self, rd, emit):
         out = 0
+        rx = self._rx
         for off, _, lay, t in rd.map:
-            if lay.emit(self._rx, 3 + 2 * off, t, emit):
+            v = lay.decode(rx, 3 + 2 * off)
+            if t.emit_float(emit, v) if lay.flt else t.emit(emit, v):
                 out += 1
             else:
                 self.errors["value_range"] += 1

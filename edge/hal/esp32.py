@@ -41,7 +41,7 @@ class Hal:
     def wall_ms(self):
         """Unix time in ms, or None until NTP has set the clock. time.time() has whole
         seconds here; the milliseconds come from ticks since that second was first seen."""
-        s = time.time() + _EPOCH_OFFSET
+        s = int(time.time()) + _EPOCH_OFFSET  # an int on the ESP32; a float on some ports
         if s < _VALID_AFTER:
             return None
         now = time.ticks_ms()
@@ -77,7 +77,7 @@ class Hal:
         return path
 
     def log_device(self, path, spec):
-        """The raw log partition (docs/FORMAT.md 7): the data partition labelled
+        """The raw log partition (docs/FORMAT.md 8): the data partition labelled
         spec["label"] (default "log") in the flashed partition table, None when there is
         none. esp32.Partition.writeblocks with an offset programs without erasing; ioctl 6
         erases one 4096-byte block, which is what the log needs. An encrypted partition is

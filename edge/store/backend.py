@@ -1,4 +1,4 @@
-# Which store backend holds the readings (config `store.backend`, docs/FORMAT.md 7.8): the raw
+# Which store backend holds the readings (config `store.backend`, docs/FORMAT.md 8.8): the raw
 # record log on the board's log partition, or segment files on littlefs. Each backend's code is
 # imported only when it is chosen (its bytecode is heap on a board).
 

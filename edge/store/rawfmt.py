@@ -1,4 +1,4 @@
-# Bytes of the raw-partition record log (docs/FORMAT.md 7): block header, data chunk, meta
+# Bytes of the raw-partition record log (docs/FORMAT.md 8): block header, data chunk, meta
 # record. Pure functions over buffers; nothing here touches the device or raises on any byte
 # pattern read from flash.
 

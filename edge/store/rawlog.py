@@ -1,4 +1,4 @@
-# Durable reading store on a raw NOR partition (docs/FORMAT.md 7): the interface of the
+# Durable reading store on a raw NOR partition (docs/FORMAT.md 8): the interface of the
 # littlefs segment store (edge/store/store.py) over a ring of erase blocks. A commit is one
 # page program of the pending chunk (no erase); a block is erased once per 4 KiB of records.
 
@@ -100,7 +100,7 @@ class RawStore(StoreBase):
         self.boot = (boot + 1) & 0xFFFF
         self.next_seq = max(seq_hi, top + 1, 1)
         self.seq_hi = self.next_seq
-        # a block takes appends only in the boot that allocated it (docs/FORMAT.md 7.2): the
+        # a block takes appends only in the boot that allocated it (docs/FORMAT.md 8.2): the
         # boot's meta record opens a new meta block, then the older ones are freed
         self._save_state(True)
         for b in metas:
@@ -181,7 +181,7 @@ class RawStore(StoreBase):
         return s.bytes + grow > s.quota
 
     def _close_chunk(self, s):
-        """Write the open chunk's count and CRC-32 (docs/FORMAT.md 7.4)."""
+        """Write the open chunk's count and CRC-32 (docs/FORMAT.md 8.4)."""
         buf = s.buf
         buf[s.cpos + 1] = (s.wpos - s.cpos - CHUNK_HEAD) // ENTRY_LEN
         crc = crc32(memoryview(buf)[s.cpos : s.wpos]) & 0xFFFFFFFF
@@ -307,6 +307,12 @@ class RawStore(StoreBase):
         bound, as unsent_bytes)."""
         s = self.streams[cat]
         return rawread.estimate(self.ring, s, s.ablk, s.aoff) * codec.REC_LEN
+
+    def unacked(self, cat):
+        """Readings of a category not yet acknowledged: committed (an upper bound, as
+        backlog) plus buffered."""
+        s = self.streams[cat]
+        return rawread.estimate(self.ring, s, s.ablk, s.aoff) + s.n
 
     def first_unacked(self, cat):
         return rawread.first_unacked(self, self.streams[cat])

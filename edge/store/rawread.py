@@ -1,4 +1,4 @@
-# Reading the raw log (docs/FORMAT.md 7): recovery at boot, the forwarder's reads and acks,
+# Reading the raw log (docs/FORMAT.md 8): recovery at boot, the forwarder's reads and acks,
 # counts for health and drops, and the purge that zeroes a category's blocks. Functions over
 # a RawStore (edge/store/rawlog.py) and one of its streams.
 

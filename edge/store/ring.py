@@ -1,4 +1,4 @@
-# The raw log's blocks (docs/FORMAT.md 7): a ring of 4096-byte NOR blocks on a partition
+# The raw log's blocks (docs/FORMAT.md 8): a ring of 4096-byte NOR blocks on a partition
 # (esp32.Partition on a board, the emulated flash on unix), each erased just before it is
 # reused, handed out in address order from where the last one was taken (wear levelling), a
 # table of what each block holds, and windowed reads of the records in a block.
@@ -118,7 +118,7 @@ class Ring:
         """Erase the next free block at or after the pointer and give it a header. Returns
         its index, or -1 when no block may be taken (the caller evicts, then retries). Data
         never takes the last free block: it is the spare the meta record moves into when
-        its block is full or the device boots (docs/FORMAT.md 7.2)."""
+        its block is full or the device boots (docs/FORMAT.md 8.2)."""
         spare = 1 if kind == rawfmt.KIND_DATA else 0
         found = -1
         for k in range(self.n):

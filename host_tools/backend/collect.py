@@ -336,7 +336,13 @@ def register(sub) -> None:
         help="fixed MQTT client id of the persistent session (default: derived from the "
         "host name and the database path; a second collector needs its own)",
     )
-    p.add_argument("--e2e-ack", action="store_true", help="send end-to-end acks after commit")
+    p.add_argument(
+        "--no-e2e-ack",
+        dest="e2e_ack",
+        action="store_false",
+        help="do not send end-to-end acks (by default each stored batch is acked to its device "
+        "after the commit; devices in PUBACK mode ignore them)",
+    )
     p.add_argument(
         "--device-keys",
         metavar="FILE",

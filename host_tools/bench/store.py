@@ -1,6 +1,6 @@
 """`edgectl bench store`: both store backends side by side in one run, under unix MicroPython on
 the emulated NOR flash (edge/hal/unix/flashdev.py, which counts every program and erase per
-block): littlefs segments (docs/FORMAT.md 2) and the raw record log (docs/FORMAT.md 7).
+block): littlefs segments (docs/FORMAT.md 2) and the raw record log (docs/FORMAT.md 8).
 
 Scenarios, each run for both backends: `burst` (readings as fast as they come, default commit
 policy: appends/s, erases and programmed bytes per reading), `hz10` (10 readings/s on a virtual

@@ -1,6 +1,6 @@
 """`edgectl dump PATH`: decode the store's files (docs/FORMAT.md section 2) from a store
 directory, single files, a whole littlefs image read from a board (littlefs-python), or an
-image of the raw record log partition (docs/FORMAT.md section 7, host_tools/board/dump_raw.py).
+image of the raw record log partition (docs/FORMAT.md section 8, host_tools/board/dump_raw.py).
 Prints a readable report; exit 1 when anything is corrupt, 0 when everything checks."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Decode an image of the raw record log partition (docs/FORMAT.md 7) for `edgectl dump`.
+"""Decode an image of the raw record log partition (docs/FORMAT.md 8) for `edgectl dump`.
 
 An implementation of the format independent of the agent's (edge/store/rawread.py), written
 from docs/FORMAT.md: the golden vectors and the fuzz tests check that both agree. It never
@@ -90,7 +90,7 @@ def _record(data: bytes, p: int, rtype: int) -> int:
 
 
 def parse_records(data: bytes, blk: Block) -> None:
-    """Fill blk.readings or blk.metas from the block's bytes (FORMAT.md 7.4, 7.5)."""
+    """Fill blk.readings or blk.metas from the block's bytes (FORMAT.md 8.4, 7.5)."""
     rtype = CHUNK_TYPE if blk.kind == KIND_DATA else META_TYPE
     p = HEAD_LEN
     bad_at = None

@@ -1,6 +1,6 @@
 """The ESP32 partition table of a board: MicroPython's own, with the littlefs partition (`vfs`)
 cut to the board file's `fs_offset`/`fs_size` and the raw log partition (`log_partition`,
-docs/FORMAT.md 7) added. `edgectl flash` writes the firmware with this table in place.
+docs/FORMAT.md 8) added. `edgectl flash` writes the firmware with this table in place.
 
 The binary table (ESP-IDF "partition table" format, at flash offset 0x8000 in the combined
 images micropython.org publishes): 32-byte entries, little-endian, `AA 50` magic, type,

@@ -24,7 +24,7 @@ import sys
 import time
 
 import vfs
-from cutlib import abandon
+from cutlib import Hal, abandon
 
 from edge import codec, config
 from edge.hal.unix.flashdev import FlashDev
@@ -59,14 +59,6 @@ def make_cfg(wseed):
 # the workload uses 0 (essential) and 1 (diagnostics); the raw log stores only those two, so
 # its 6-block partition (5 for data) fills
 CATS = ["essential", "diagnostics"] if RAW else config.category_ids(make_cfg(1))
-
-
-class Hal:
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
 
 
 HAL = Hal()

@@ -1,4 +1,4 @@
-# The raw log's golden vector (docs/FORMAT.md 7.9, tests/test_rawlog.py):
+# The raw log's golden vector (docs/FORMAT.md 8.9, tests/test_rawlog.py):
 #   micropython rawlog_vector.py build IMAGE   -> writes IMAGE; prints {"expect": {...}}
 #   micropython rawlog_vector.py read IMAGE    -> recovers IMAGE; prints {"got": {...}}
 import json

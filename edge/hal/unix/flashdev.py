@@ -1,6 +1,6 @@
 # Emulated NOR flash for the unix port: program = AND, erase = 0xFF, 4096-byte blocks, 2 MiB
 # like the ESP32 4 MB image's filesystem; RAM- or image-file-backed. With `nor=True` it is a raw
-# partition that enforces the rules the raw record log relies on (docs/FORMAT.md 7.1).
+# partition that enforces the rules the raw record log relies on (docs/FORMAT.md 8.1).
 # Block callbacks never allocate (littlefs may call them with the heap locked): copies run in
 # viper over preallocated buffers, failures return -EIO.
 
@@ -47,7 +47,7 @@ def _program(dst: ptr8, doff: int, src: ptr8, soff: int, n: int) -> int:
 
 @micropython.viper
 def _violations(dst: ptr8, doff: int, src: ptr8, soff: int, n: int) -> int:
-    """Bytes of a program that break the raw-partition rules (docs/FORMAT.md 7.1): a byte
+    """Bytes of a program that break the raw-partition rules (docs/FORMAT.md 8.1): a byte
     written as 0xFF is left alone; any other value must clear bits only, and a byte already
     programmed since the last erase may only be programmed again to 0x00 (zeroing)."""
     bad = 0

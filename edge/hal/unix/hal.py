@@ -100,7 +100,7 @@ class Hal:
         return _FLASH_MOUNT + "/store"
 
     def log_device(self, path, spec):
-        """The raw log partition (docs/FORMAT.md 7), None when there is none. On the virtual
+        """The raw log partition (docs/FORMAT.md 8), None when there is none. On the virtual
         board: the emulated partition its boot script opened before the root switch. Else an
         emulated NOR partition of the board's `log_partition` size in the image file
         `path`.log, with the raw-partition rules enforced."""
@@ -141,6 +141,8 @@ class Hal:
             self.reset_detail = detail or None
         elif word == "running":
             self.reset_cause = "hard"
+        elif word == "soft":  # the agent asked for the reset (cmd/reboot, an update)
+            self.reset_cause = "soft"
         self.note_reset("running")
 
     def note_reset(self, cause, detail=""):

@@ -99,7 +99,7 @@ def _run(name):
 
 
 def _open_log(path):
-    # The board's raw log partition (docs/FORMAT.md 7) on its own image file, opened before the
+    # The board's raw log partition (docs/FORMAT.md 8) on its own image file, opened before the
     # root switch hides the host's files; the unix HAL finds it as module `_vboard_log`.
     try:
         dev = FileFlash(path)
