@@ -95,10 +95,11 @@ class Health:
         h["drops"] = self.drops(h["unknown_channel"])
         h["flash_writes"] = st["commits"]
         h["store_backend"] = store.backend  # rawlog or segments (docs/FORMAT.md 8.8)
-        if "erases" in st:  # the raw log counts its own programs and erases
-            h["store_flash"] = {"programs": st["programs"], "erases": st["erases"]}
-        flash = getattr(hal, "flash", None)  # the emulated NOR flash on unix
-        if flash is not None:
+        flash = getattr(hal, "flash", None)  # the emulated NOR flash under littlefs on unix
+        if "erases" in st:
+            # the raw log counts the programs and erases of its partition, on a board too
+            h["flash"] = {"progs": st["programs"], "erases": st["erases"]}
+        elif flash is not None:
             h["flash"] = {
                 "progs": flash.progs,
                 "prog_bytes": flash.prog_bytes,
