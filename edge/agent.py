@@ -9,7 +9,7 @@ import sys
 
 from micropython import const
 
-from edge import clock, codec, config, meta, net, watchdog
+from edge import clock, codec, config, meta, net, watchdog, wire
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
@@ -124,10 +124,10 @@ class Agent:
             self.station.status if self.station is not None else None,
         )
         c.will = (self.health.topic, b'{"state":"offline"}', True)
-        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, "cmd", "#"), 1)]
+        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_CMD, "#"), 1)]
         if self.fwd.e2e:
             subs.append((self.fwd.ack_topic, 0))
-        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, "meta")
+        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_META)
         # channel units and decimals for the backend (edge/meta.py); built once
         self.meta = meta.payload(cfg, len(c.tx) - 80 - len(self.meta_topic))
         self.link = Link(c, cfg, subs, self._birth, self.log)

@@ -7,7 +7,7 @@ import os
 
 from micropython import const
 
-from edge import auth, codec
+from edge import auth, codec, wire
 from edge.consent import StaleVersion
 from edge.mqtt.client import MQTTError
 
@@ -36,9 +36,9 @@ class Commands:
         dev = cfg["device_id"]
         self.device = dev
         prefix = cfg["mqtt"]["prefix"]
-        self.topic_reply = codec.topic(prefix, dev, "reply", "")
-        self.topic_cmd = codec.topic(prefix, dev, "cmd", "")
-        self.topic_receipt = codec.topic(prefix, dev, "consent", "receipt")
+        self.topic_reply = codec.topic(prefix, dev, wire.T_REPLY, "")
+        self.topic_cmd = codec.topic(prefix, dev, wire.T_CMD, "")
+        self.topic_receipt = codec.topic(prefix, dev, wire.T_RECEIPT)
         # receipts are signed with the backend key, so the collector can trust them
         # (docs/CONSENT.md 6, docs/MQTT.md 8)
         self.backend_key = auth.backend_key(cfg)

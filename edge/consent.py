@@ -1,51 +1,20 @@
 # Consent state and gate (issue 5, DESIGN.md 3): version, grant/deny per category, when and
 # from where it was set; persisted atomically; default deny except `essential`.
-# Signed updates: HMAC-SHA256 over the canonical bytes of docs/CONSENT.md 4.
+# Signed updates: HMAC-SHA256 over the canonical bytes of docs/CONSENT.md 4 (edge/wire.py).
 
 import binascii
-import hashlib
 import json
 import os
 
-_STATE = "/consent.json"
+from edge import wire
+from edge.wire import hmac_sha256
+
+_STATE = "/" + wire.CONSENT_STATE
 _TMP = "/consent.tmp"
-_FORMAT = 1
 
 
 class ConsentError(ValueError):
     pass
-
-
-def hmac_sha256(key, msg):
-    """HMAC-SHA256 (RFC 2104) from hashlib.sha256: MicroPython has no hmac module."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    ipad = bytearray(64)
-    opad = bytearray(64)
-    for i in range(64):
-        k = key[i] if i < len(key) else 0
-        ipad[i] = k ^ 0x36
-        opad[i] = k ^ 0x5C
-    inner = hashlib.sha256(ipad)
-    inner.update(msg)
-    outer = hashlib.sha256(opad)
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def signed_bytes(device, doc):
-    """The canonical bytes an update's signature covers (docs/CONSENT.md 4): one line each for
-    the scheme, device, version, sorted grants, sorted denies and the issue time."""
-    return "\n".join(
-        (
-            "edge-consent/1",
-            device,
-            str(doc.get("version")),
-            ",".join(sorted(doc.get("grant", []))),
-            ",".join(sorted(doc.get("deny", []))),
-            str(doc.get("ts", 0)),
-        )
-    ).encode()
 
 
 def config_key(cfg, section):
@@ -128,7 +97,7 @@ class Consent:
         try:
             with open(self.path, "rb") as f:
                 st = json.loads(f.read())
-            if st.get("format") != _FORMAT:
+            if st.get("format") != wire.CONSENT_STATE_FORMAT:
                 return
             grants = st["grants"]
             ingest = [name == "essential" or grants.get(name) is True for name in self.categories]
@@ -144,17 +113,16 @@ class Consent:
             pass  # no state yet (first boot): only `essential`, as the defaults say
 
     def save(self):
-        st = {
-            "format": _FORMAT,
-            "version": self.version,
-            "grants": self.grants(),
-            "ts": self.ts,
-            "issued": self.issued,
-            "source": self.source,
-            "salt": binascii.hexlify(self.salt).decode(),
-            "receipt": self.receipt,
-            "purged_total": self.purged_total,
-        }
+        st = wire.consent_state(
+            self.version,
+            self.grants(),
+            self.source,
+            binascii.hexlify(self.salt).decode(),
+            self.ts,
+            self.issued,
+            self.receipt,
+            self.purged_total,
+        )
         with open(self.tmp, "wb") as f:
             f.write(json.dumps(st))
         os.rename(self.tmp, self.path)
@@ -216,7 +184,7 @@ class Consent:
                 got = binascii.unhexlify(sig)
             except ValueError:
                 raise ConsentError("'sig' must be 64 hex digits") from None
-            if not equal(got, hmac_sha256(self.key, signed_bytes(self.device, doc))):
+            if not equal(got, hmac_sha256(self.key, wire.consent_signed_bytes(self.device, doc))):
                 raise ConsentError("bad signature")
         if v <= self.version:
             raise StaleVersion(v, self.version)

@@ -9,7 +9,7 @@ import json
 
 from micropython import const
 
-from edge import codec
+from edge import codec, wire
 from edge.mqtt.client import MQTTError
 
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
@@ -57,7 +57,7 @@ class Health:
     ):
         self.device = cfg["device_id"]
         self.period = cfg["status_ms"] or 5000
-        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, "status")
+        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, wire.T_STATUS)
         self.hal = hal
         self.client = client
         self.store = store

@@ -9,6 +9,8 @@
 
 import json
 
+from edge import wire
+
 # One row per key:  PATH  TYPE  DEFAULT  RANGE  MEANING   (columns split on whitespace)
 #  PATH     dotted; `[]` is a list item, `*` any key of a map, `$x` a shared group of keys
 #           (used by a row whose RANGE is `$x`); `@a,b` applies the row only inside an input
@@ -219,7 +221,6 @@ ota.window int - 1..16 update chunks subscribed at once; absent: 4
 )
 
 _MAX_CATEGORIES = 32  # the category index is a u8 on flash; 32 keeps the per-category tables small
-_NAME_CHARS = "_-"
 
 
 def _parse(line, meaning=False):
@@ -293,12 +294,7 @@ def default_of(row):
 
 # --- type and range checks --------------------------------------------------------------------
 def _is_name(v):
-    if not isinstance(v, str) or not 1 <= len(v) <= 64:
-        return False
-    for c in v:
-        if not (c.isalpha() or c.isdigit() or c in _NAME_CHARS):
-            return False
-    return True
+    return wire.name_ok(v)  # the one rule (device ids, categories, prefix, board names)
 
 
 def _is_type(v, t):
@@ -336,7 +332,7 @@ _WHAT = {
     "bool": "true or false",
     "str": "a string",
     "file": "a file path on the board",
-    "name": "a name (1-64 letters, digits, '_' or '-')",
+    "name": "a name (1-64 ASCII letters, digits, '_' or '-')",
     "topic": "a topic level (no '/', '+' or '#')",
     "hex": "hex digits",
     "obj": "an object",

@@ -209,3 +209,30 @@ def test_bench_collector_runs_both_paths():
     assert f["readings"] == f["sqlite_stored"] == f["tinydb_stored"] == f["mqtt_sqlite_stored"]
     assert f["sqlite_readings_per_s"] > 0 and f["sqlite_vs_tinydb"] > 0
     assert f["pg_readings_per_s_1w"] is None  # until a PostgreSQL sink exists
+
+
+def test_only_stored_batches_are_acknowledged_to_the_device():
+    """The end-to-end ack says "stored": a batch refused for consent, identity or format is
+    not acked, so a device in end-to-end mode keeps it (and a late receipt loses nothing)."""
+    import json
+
+    from host_tools.backend.collect import Collector
+    from host_tools.backend.e2e import sign_receipt, verify_ack
+    from host_tools.backend.mqtt_source import QueueSource
+
+    src = QueueSource()
+    key = bytes(range(32))
+    col = Collector(source=src, e2e_ack=True, device_keys={"ak-1": key})
+    try:
+        col.feed("edge/ak-1/t/usage", batch("ak-1", "usage", 1, 5))  # no receipt: refused
+        col.feed("edge/ak-1/t/essential", batch("other", "essential", 6, 5))  # identity
+        col.feed("edge/ak-1/t/essential", b"EB\x01junk")  # format
+        assert src.sent == []
+        col.feed("edge/ak-1/t/essential", batch("ak-1", "essential", 11, 5))
+        r = {"device": "ak-1", "version": 1, "seq": 16, "grants": {"usage": True}}
+        col.feed("edge/ak-1/consent/receipt", sign_receipt("ak-1", json.dumps(r).encode(), key))
+        col.feed("edge/ak-1/t/usage", batch("ak-1", "usage", 1, 5))  # the device's re-send
+    finally:
+        col.close()
+    acks = [verify_ack(d, p, key) for d, suffix, p in src.sent if suffix == "ack"]
+    assert acks == [[(11, 15)], [(1, 5)]]

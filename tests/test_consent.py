@@ -15,7 +15,7 @@ import pytest
 from edge import codec
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
-from host_tools.backend.consent import signed_bytes
+from edge.wire import consent_signed_bytes as signed_bytes
 from host_tools.cli import main as cli_main
 from tests.consent_rig import DEVICE, KEY, Rig
 from tests.store_mp import mp_last_json
@@ -35,7 +35,7 @@ def test_hmac_and_signed_bytes_match_cpython():
     # the documented canonical form (docs/CONSENT.md 4), sorted lists, same on both sides
     assert got["signed"] == "edge-consent/1\nunit-1\n7\ndiagnostics,usage\nmarketing\n1234"
     doc = {"version": 7, "grant": ["usage", "diagnostics"], "deny": ["marketing"], "ts": 1234}
-    assert signed_bytes("unit-1", doc).decode() == got["signed"]  # host signer == device
+    assert signed_bytes("unit-1", doc).decode() == got["signed"]  # CPython == MicroPython
 
 
 def test_first_boot_allows_only_essential():

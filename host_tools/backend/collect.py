@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend import e2e
 from host_tools.backend.connect import ConnectOptions
@@ -182,6 +183,9 @@ class Collector:
         if self._stopped:
             return
         self._stopped = True
+        pause = getattr(self.source, "pause", None)
+        if pause is not None:
+            pause()  # nothing new is queued; the broker keeps it for the next session
         self.worker.stop()
         self.source.stop()
         self.close()
@@ -235,8 +239,7 @@ class Collector:
             clk = (self.status.get(device) or {}).get("clock") or {}
         if not clk.get("synced") or clk.get("boot") != boot:
             return None
-        d = (ts - clk["sync_ticks"]) % (1 << 30)  # device ticks wrap at 2**30 ms
-        return clk["sync_wall_ms"] + (d - (1 << 30) if d >= 1 << 29 else d)
+        return wire.ticks_to_wall(ts, clk["sync_ticks"], clk["sync_wall_ms"])
 
     def wait_for(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

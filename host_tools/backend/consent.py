@@ -1,19 +1,18 @@
 """`edgectl consent DEVICE --grant usage --deny marketing [--key FILE]`: publish the next
 consent version (retained), wait for the device's receipt, print what it now enforces (issue 5).
 
-The signed bytes follow docs/CONSENT.md section 4; host_tools may import only the codec from
-edge/ (DESIGN.md 2), so tests/test_consent.py checks that this signer and the device's
-verifier (edge/consent.py) build the same bytes.
+The signed bytes follow docs/CONSENT.md section 4 and come from edge/wire.py, the module the
+device verifies with (golden vectors: tests/vectors/wire.json).
 """
 
 from __future__ import annotations
 
 import binascii
-import hmac
 import json
 import threading
 import time
 
+from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.errors import ToolError
@@ -37,23 +36,11 @@ def load_key(path: str) -> bytes:
     return key
 
 
-def signed_bytes(device: str, doc: dict) -> bytes:
-    """The canonical bytes a consent update's signature covers (docs/CONSENT.md 4)."""
-    fields = [
-        "edge-consent/1",
-        device,
-        str(doc.get("version")),
-        ",".join(sorted(doc.get("grant", []))),
-        ",".join(sorted(doc.get("deny", []))),
-        str(doc.get("ts", 0)),
-    ]
-    return "\n".join(fields).encode()
-
-
 def sign(device: str, doc: dict, key: bytes) -> dict:
-    """Return doc with its `sig`: hex HMAC-SHA256 over the canonical bytes."""
+    """Return doc with its `sig`: hex HMAC-SHA256 over the canonical bytes (edge/wire.py, the
+    same code the device verifies with)."""
     out = dict(doc)
-    out["sig"] = hmac.new(key, signed_bytes(device, doc), "sha256").hexdigest()
+    out["sig"] = wire.consent_sig(key, device, doc)
     return out
 
 
@@ -84,12 +71,14 @@ class _Session:
         self.receipt: dict | None = None
         self.retained_version = 0
         self.replies: list[dict] = []
-        topics = ("consent/receipt", "reply/consent", "cmd/consent")
+        self.receipt_topic = self.root + wire.T_RECEIPT
+        self.cmd_topic = f"{self.root}{wire.T_CMD}/consent"
+        topics = (self.receipt_topic, f"{self.root}{wire.T_REPLY}/consent", self.cmd_topic)
         self.conn = conn_mod.connect(
             opts,
             "consent",
             on_message=self._on_message,
-            subscriptions=[(self.root + t, 1) for t in topics],
+            subscriptions=[(t, 1) for t in topics],
         )
         self.client = self.conn.client
 
@@ -101,9 +90,9 @@ class _Session:
         if not isinstance(doc, dict):
             return
         with self.lock:
-            if msg.topic.endswith("consent/receipt"):
+            if msg.topic == self.receipt_topic:
                 self.receipt = doc
-            elif msg.topic.endswith("cmd/consent"):
+            elif msg.topic == self.cmd_topic:
                 v = doc.get("version")
                 if isinstance(v, int):
                     self.retained_version = max(self.retained_version, v)
@@ -143,7 +132,7 @@ def update(
             version = max(s.retained_version, (s.receipt or {}).get("version", 0)) + 1
         doc = make_update(device, version, grant, deny, key)
         # a refused publish (MQTT 5 reason code, e.g. the ACL) is a failure, not a wait
-        s.conn.publish_checked(f"{s.root}cmd/consent", json.dumps(doc), retain=True)
+        s.conn.publish_checked(s.cmd_topic, json.dumps(doc), retain=True)
 
         def done() -> bool:
             bad = [

@@ -17,6 +17,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 
+from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.ingest import Delivery
@@ -63,9 +64,10 @@ class MqttSource:
         # (MQTT 3.1.1 section 3.8.4), so a collector that lost its document store relearns them
         root = f"{self.prefix}/+/"
         out = []
-        for s in ("t/+", "consent/receipt", "status", "meta", "reply/+"):
+        batches = wire.T_TELEMETRY + "/+"
+        for s in (batches, wire.T_RECEIPT, wire.T_STATUS, wire.T_META, wire.T_REPLY + "/+"):
             topic = root + s
-            if self.share_group and s == "t/+":
+            if self.share_group and s == batches:
                 topic = f"$share/{self.share_group}/{topic}"
             out.append((topic, 1))
         return out
@@ -119,6 +121,10 @@ class MqttSource:
         by the device's re-send, which the key de-duplicates and the worker acks again."""
         self.client.publish(f"{self.prefix}/{device}/{suffix}", payload, qos=0)
 
+    def pause(self) -> None:
+        """Deliver nothing more; what arrives from now on stays unacknowledged."""
+        self.closing.set()
+
     def stop(self) -> None:
         self.closing.set()
         if self.conn is not None:
@@ -149,6 +155,9 @@ class QueueSource:
 
     def send(self, device: str, suffix: str, payload: bytes) -> None:
         self.sent.append((device, suffix, payload))
+
+    def pause(self) -> None:
+        pass
 
     def stop(self) -> None:
         pass

@@ -7,7 +7,9 @@ import sys
 
 from edge import config
 from edge import consent as consent_mod
-from edge.consent import Consent, ConsentError, hmac_sha256, signed_bytes
+from edge.consent import Consent, ConsentError
+from edge.wire import consent_signed_bytes as signed_bytes
+from edge.wire import hmac_sha256
 
 CATS = ["essential", "diagnostics", "location", "marketing", "usage"]
 DEV = "unit-1"
