@@ -135,6 +135,8 @@ class Agent:
         c.on_connect = self._on_connect
         c.on_puback = self._on_puback
         c.on_message = self._on_message
+        c.on_skipped = self.cmds.on_skipped  # too large to read: only commands get answers
+        self.restarts = {}  # task name -> times it died and was started again
         self.cmds.lifecycle = self._lifecycle
         self.ota_root = None  # set by edge/main.py when the boot selector started us
         self.ota = None  # boot state summary for the status (edge/ota/trial.py)
@@ -247,12 +249,29 @@ class Agent:
             "reconnects": self.link.stats["sessions"],
             "consent_version": self.consent.version,
             "commands_rejected": self.cmds.stats["rejected"],
+            "inbound": self.inbound(),
             "unknown_channel": self.unknown_channel,
             "tx_bytes": self.client.stats["tx_bytes"],
             "mqtt": self.mqtt_counters(),
         }
         if self.ota is not None:
             d["ota"] = self.ota  # slot, release, trial, last outcome (docs/OTA.md)
+        return d
+
+    def inbound(self):
+        """Every refusal and wait on the inbound path, and task restarts: only what is not
+        zero, so a quiet device's status stays small (docs/SECURITY.md 2, docs/HEALTH.md)."""
+        d = self.cmds.status()
+        c = self.client.stats
+        for k, v in (
+            ("skipped", c["rx_skipped"]),
+            ("stalls", c["rx_stalls"]),
+            ("read_errors", c["rx_errors"]),
+        ):
+            if v:
+                d[k] = v
+        if self.restarts:
+            d["task_restarts"] = self.restarts
         return d
 
     def mqtt_counters(self):
@@ -281,18 +300,19 @@ class Agent:
         stdout, so no line-sized string is allocated on a tight heap."""
         if self.out is print:
             sys.stdout.write(tag)
-            json.dump(doc, sys.stdout)
-            sys.stdout.write("\n")
+            try:
+                json.dump(doc, sys.stdout)
+            finally:
+                sys.stdout.write("\n")  # a line cut by MemoryError still ends
         else:
             self.out(tag + json.dumps(doc))
 
     def log(self, msg):
         self.out("@log " + msg)
 
-    async def housekeeping(self):
+    async def housekeeping(self, hb):
         """Task: stats line, cursor persistence, gc (the one place that collects)."""
         period = self.cfg["status_ms"]
-        hb = self.wd.add("housekeeping")
         while True:
             hb.beat()
             await asyncio.sleep_ms(min(period, 1000))
@@ -303,6 +323,23 @@ class Agent:
             except MemoryError:
                 # the stats line is for the host only: skip it rather than stop the agent
                 self.stats_skipped += 1
+
+    async def _supervised(self, name, start):
+        """Run a long-lived task; if it dies, count it (status `task_restarts`), log it and
+        start it again: no single failure leaves the agent without its link, forwarder or
+        command task. Its heartbeat is made once, outside, so a restarted task beats the same
+        one; a task that hangs instead stops beating and the watchdog resets the board."""
+        while True:
+            try:
+                await start()
+                return
+            except Exception as e:  # noqa: BLE001 - the point is to outlive any of them
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                try:
+                    self.log("task %s died (%s: %s); restarted" % (name, type(e).__name__, e))
+                except MemoryError:
+                    pass
+                await asyncio.sleep_ms(100)
 
     def _offline(self):
         return not self.client.connected.is_set()
@@ -326,19 +363,25 @@ class Agent:
             gc.threshold(free // 4)
         wd = self.wd
         offline = self._offline
+        link_hb = wd.add("link", offline)
+        fwd_hb = wd.add("forwarder", self._forwarder_parked)
+        cmd_hb = wd.add("commands", offline)
+        health_hb = wd.add("health")
+        clock_hb = wd.add("clock")
+        house_hb = wd.add("housekeeping")
+        sup = self._supervised
         station = self.station
+        net_up = station.up if station else None
         tasks = [
             # the link waits (no network, connect timeout, backoff) only while offline: parked
-            asyncio.create_task(
-                self.link.run(wd.add("link", offline), station.up if station else None)
-            ),
+            asyncio.create_task(sup("link", lambda: self.link.run(link_hb, net_up))),
             # store -> batches -> PUBLISH
-            asyncio.create_task(self.fwd.run(wd.add("forwarder", self._forwarder_parked))),
+            asyncio.create_task(sup("forwarder", lambda: self.fwd.run(fwd_hb))),
             # commands, replies and consent receipts
-            asyncio.create_task(self.cmds.run(wd.add("commands", offline))),
-            asyncio.create_task(self.housekeeping()),
-            asyncio.create_task(self.health.run(wd.add("health"))),  # retained status
-            asyncio.create_task(self.clock.run(self.log, wd.add("clock"))),  # NTP
+            asyncio.create_task(sup("commands", lambda: self.cmds.run(cmd_hb))),
+            asyncio.create_task(sup("housekeeping", lambda: self.housekeeping(house_hb))),
+            asyncio.create_task(sup("health", lambda: self.health.run(health_hb))),  # status
+            asyncio.create_task(sup("clock", lambda: self.clock.run(self.log, clock_hb))),  # NTP
         ]
         if station is not None:
             # Wi-Fi: associate, watch, re-associate with backoff; only polls the radio and

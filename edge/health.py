@@ -201,5 +201,5 @@ class Health:
             try:
                 await self.publish("online")
                 self.published += 1
-            except (OSError, MQTTError, ValueError) as e:
+            except (OSError, MQTTError, ValueError, MemoryError) as e:
                 self.log("status not sent: %s" % e)

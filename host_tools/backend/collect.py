@@ -18,6 +18,7 @@ import sqlite3
 import sys
 import threading
 import time
+from typing import IO
 
 from edge import wire
 from host_tools.backend import connect as conn_mod
@@ -65,7 +66,7 @@ class Collector:
         self.opts = opts or ConnectOptions(host=host, port=port)
         self.prefix = prefix
         self.db_path = db_path
-        self._lockfile = None
+        self._lockfile: IO[str] | None = None
         if db_path and client_id is None and source is None:
             client_id = default_client_id(db_path)
         if db_path and client_id:

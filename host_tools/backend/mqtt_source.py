@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -50,7 +51,7 @@ class MqttSource:
         # paho's client, known from the first callback: a kept session may deliver messages
         # (and the worker acknowledge them) before connect() has returned
         self._paho: mqtt.Client | None = None
-        self.deliver = None
+        self.deliver: Callable[[Delivery], None] = _not_started
         self.closing = threading.Event()
 
     @property
@@ -135,13 +136,17 @@ class MqttSource:
         return t is not None and t.is_alive()
 
 
+def _not_started(d: Delivery) -> None:
+    raise RuntimeError("the source delivers only after start()")
+
+
 class QueueSource:
     """An in-process source (tests, benchmarks): put() deliveries; acks are recorded."""
 
     def __init__(self) -> None:
         self.acked: list = []
         self.sent: list[tuple[str, str, bytes]] = []
-        self.deliver = None
+        self.deliver: Callable[[Delivery], None] = _not_started
 
     def start(self, deliver) -> None:
         self.deliver = deliver

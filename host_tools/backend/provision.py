@@ -317,6 +317,9 @@ def provision(
     if backend_port == port or not 1 <= backend_port <= 65535:
         raise ToolError(f"backend port {backend_port} must differ from the device port {port}")
     out.mkdir(parents=True, exist_ok=True)
+    conf_p = out / "broker" / "mosquitto.conf"
+    if conf_p.exists() and "require_certificate true" in conf_p.read_text():
+        tls = True  # the broker requires TLS once one device was provisioned with it
     ddir = out / "devices" / device
     sdir = ddir / "secrets"
     cfg_p = ddir / "device.json"
@@ -359,7 +362,7 @@ def provision(
             "server_hostname": host,
         }
     cfg.pop("consent_key", None)  # an older provision's name, which the agent ignored
-    old_mqtt = cfg.get("mqtt") if isinstance(cfg.get("mqtt"), dict) else {}
+    old_mqtt: dict = cfg["mqtt"] if isinstance(cfg.get("mqtt"), dict) else {}
     cfg.update(device_id=device, board=board, mqtt=dict(old_mqtt, **mqtt))
     # signed updates required: the agent reads this key (edge/consent.py consent_key)
     cfg["consent"] = dict(cfg.get("consent") or {}, key_file=f"{secrets_path}/consent.key")

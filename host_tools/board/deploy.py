@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from host_tools.board.check import problems, read_config, referenced_files
 from host_tools.board.flash import PORT_HINT
@@ -456,7 +457,7 @@ def bench_deploy(args: argparse.Namespace | None = None) -> dict:
         )
         proc = spawn(t / "ttyVB", t / "flash.img")
         try:
-            kw = {"log": lambda m: None, "cache": t / "cache", "network": False}
+            kw: dict[str, Any] = {"log": lambda m: None, "cache": t / "cache", "network": False}
             full = deploy("unix-sim", str(t / "ttyVB"), dev, **kw)
             noop = deploy("unix-sim", str(t / "ttyVB"), dev, **kw)
         finally:

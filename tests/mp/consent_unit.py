@@ -258,7 +258,7 @@ def case_boot_purge(root, port):
         "version": b.consent.version,
         "receipt": b.consent.receipt,
         "unsent": b.store.unsent(usage),
-        "outbox": [o[0].decode() for o in b.cmds.outbox],
+        "outbox": [o[0].decode() for o in b.cmds.out.waiting()],
     }
 
 
