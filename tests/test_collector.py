@@ -236,3 +236,32 @@ def test_only_stored_batches_are_acknowledged_to_the_device():
         col.close()
     acks = [verify_ack(d, p, key) for d, suffix, p in src.sent if suffix == "ack"]
     assert acks == [[(11, 15)], [(1, 5)]]
+
+
+def test_an_unforeseen_error_costs_one_message_and_is_logged_once():
+    """An exception while handling one message (here a sink that fails for one device) is
+    counted as `internal` and logged once; the messages around it are stored."""
+    from host_tools.backend.collect import Collector
+    from host_tools.backend.mqtt_source import QueueSource
+    from host_tools.backend.sqlite_sink import SqliteSink
+
+    class Flaky(SqliteSink):
+        def insert_readings(self, rows):
+            if rows[0][0] == "boom":
+                raise RuntimeError("unforeseen")
+            return super().insert_readings(rows)
+
+    logged: list[str] = []
+    col = Collector(source=QueueSource(), log=logged.append)
+    col.sink.close()
+    col.sink = col.worker.sink = Flaky(None)
+    try:
+        col.feed("edge/ok-1/t/essential", batch("ok-1", "essential", 1, 5))
+        for first in (1, 6):
+            col.feed("edge/boom/t/essential", batch("boom", "essential", first, 5))
+        col.feed("edge/ok-1/t/essential", batch("ok-1", "essential", 6, 5))
+        s = col.stats()
+    finally:
+        col.close()
+    assert s["unique"] == 10 and s["refused_by_reason"] == {"internal": 2}, s
+    assert len(logged) == 1 and "RuntimeError: unforeseen" in logged[0]
