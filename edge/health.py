@@ -106,8 +106,12 @@ class Health:
             h["oldest_unsent_boot"] = age_boot  # a past boot, never synced: age unknown
         h["drops"] = self.drops(h["unknown_channel"])
         h["flash_writes"] = st["commits"]
-        flash = getattr(hal, "flash", None)  # the emulated NOR flash on unix
-        if flash is not None:
+        h["store_backend"] = store.backend  # rawlog or segments (docs/FORMAT.md 8.8)
+        flash = getattr(hal, "flash", None)  # the emulated NOR flash under littlefs on unix
+        if "erases" in st:
+            # the raw log counts the programs and erases of its partition, on a board too
+            h["flash"] = {"progs": st["programs"], "erases": st["erases"]}
+        elif flash is not None:
             h["flash"] = {
                 "progs": flash.progs,
                 "prog_bytes": flash.prog_bytes,
