@@ -17,7 +17,7 @@ from edge.health import Health
 from edge.mqtt.link import Link, make_client
 from edge.minimise import Minimiser
 from edge.mqtt.client import MQTTError
-from edge.store.store import Store
+from edge.store.backend import BackendError, open_store
 
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
@@ -91,7 +91,10 @@ class Agent:
             self.chan_cat[ch["id"]] = self.categories.index(ch["category"])
         dev = cfg["device_id"]
         root = hal.mount_store(cfg["store"]["path"])
-        self.store = Store(root, cfg, self.categories, hal)
+        try:
+            self.store = open_store(cfg, hal, root, self.categories)
+        except BackendError as e:
+            raise config.ConfigError(str(e))
         self.consent = Consent(root, self.categories, dev, consent_key(cfg))
         self.minimise = Minimiser(cfg, self.consent)
         # the client's packet buffers early, while the heap is one piece: large blocks first

@@ -183,11 +183,12 @@ $slice.signed bool - - older form: two's complement
 """,
     """
 store obj {} - the flash store (docs/FORMAT.md)
+store.backend str "auto" auto|rawlog|segments where readings are kept: `rawlog` the raw record log on the board's log partition (docs/FORMAT.md 8), `segments` segment files on littlefs (docs/FORMAT.md 2), `auto` the raw log when the board has its partition, else segments
 store.path str "store" 1..255 directory of the store on the filesystem
 store.flush_ms int 1000 0..3600000 commit at least this often
 store.flush_n int 50 1..10000 commit after this many readings
-store.segment_bytes int 16384 512..1048576 size of one segment file
-store.total_bytes int 1572864 4096.. bytes all categories together may use
+store.segment_bytes int 16384 512..1048576 size of one segment file (segments only)
+store.total_bytes int 1572864 4096.. bytes all categories together may use (the raw log is also bounded by its partition)
 batch obj {} - batching for MQTT
 batch.max_readings int 100 1..1000 readings per batch
 batch.linger_ms int 200 0..600000 wait this long for a batch to fill

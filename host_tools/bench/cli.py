@@ -47,4 +47,5 @@ def register(sub) -> None:
         help="benchmark name: " + ", ".join(sorted(BENCHES)) if BENCHES else "benchmark name",
     )
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    p.add_argument("--board", help="store: the board whose log partition sizes flash life")
     p.set_defaults(func=cmd_bench)
