@@ -11,8 +11,8 @@ durable SQLite file, against the TinyDB write path it replaced, in the same run
   collector's writer with its flush at the same durability point).
 - `mqtt_sqlite_readings_per_s`: the same worker behind the real MQTT source: a paho publisher
   sends the batches (QoS 1) through mosquitto; the clock stops when every reading is stored.
-- `pg_readings_per_s_1w/2w/4w`: the PostgreSQL sink with 1, 2 and 4 workers; null until that
-  sink exists (docs/BACKEND.md 2 says what it must implement).
+- `pg_readings_per_s_1w/2w/4w`: the same batches through the same worker into PostgreSQL with
+  1, 2 and 4 worker processes (host_tools/bench/collector_pg.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from host_tools.backend.docstore import DocStore
 from host_tools.backend.ingest import Delivery, Worker, WorkerConfig
 from host_tools.backend.mqtt_source import QueueSource
 from host_tools.backend.sqlite_sink import SqliteSink, db_file_size
+from host_tools.bench import collector_pg
 
 DEVICES = 20
 PER_BATCH = 100
@@ -158,6 +159,7 @@ def bench_collector(args) -> dict:
         sq = bench_sqlite(batches, work)
         td = bench_tinydb(batches, work)
         mq = bench_mqtt(batches, work)
+        pg = collector_pg.bench(batches, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     sqlite_rate = readings / sq["seconds"]
@@ -177,7 +179,5 @@ def bench_collector(args) -> dict:
         "mqtt_sqlite_readings_per_s": round(mq["stored"] / mq["seconds"]),
         "mqtt_sqlite_stored": mq["stored"],
         "goal_sqlite_readings_per_s": 50_000,
-        "pg_readings_per_s_1w": None,
-        "pg_readings_per_s_2w": None,
-        "pg_readings_per_s_4w": None,
+        **pg,
     }
