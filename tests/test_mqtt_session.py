@@ -5,7 +5,7 @@ carries on after them. A scripted broker (paho harness style) checks the packets
 from __future__ import annotations
 
 from edge import codec
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from tests import mqtt_harness as mq
 
 DEVICE = "dup-1"
@@ -45,7 +45,7 @@ def session_script(drop_after: int, conns: list[list[mq.Packet]]):
     return script
 
 
-def test_unacknowledged_publishes_are_resent_with_their_ids_and_dup(micropython):
+def test_unacknowledged_publishes_are_resent_with_their_ids_and_dup(agents):
     conns: list[list[mq.Packet]] = []
     with mq.FakeBroker(timeout=60) as broker:
         broker.serve(session_script(2, conns), connections=2)
@@ -55,11 +55,7 @@ def test_unacknowledged_publishes_are_resent_with_their_ids_and_dup(micropython)
             mqtt={"port": broker.port, "window": 8},
             sim={"count": 1500, "rate_hz": 3000},
         )
-        agent = AgentProcess(cfg).start()
-        try:
-            agent.wait(90)
-        finally:
-            agent.cleanup()
+        final = agents.run(cfg, 90).final
         broker.join()
     first, second = conns
     assert len(first) == 2
@@ -70,5 +66,5 @@ def test_unacknowledged_publishes_are_resent_with_their_ids_and_dup(micropython)
         assert p2.body == p1.body
     # then the agent carries on after them: no reading is sent twice on the second link
     seqs = [r[0] for p in second for r in codec.decode_batch(p.publish_fields()[2])["readings"]]
-    assert len(seqs) == len(set(seqs)) == agent.final["appended"] == 500
+    assert len(seqs) == len(set(seqs)) == final["appended"] == 500
     assert all(p.first & 0x08 == 0 for p in second[2:])
