@@ -12,6 +12,18 @@ from micropython import const
 from edge import codec, wire
 from edge.mqtt.client import MQTTError
 
+# what a status too large for the packet buffer keeps (place(), case 3)
+_ESSENTIAL_KEYS = (
+    "state",
+    "device",
+    "boot",
+    "uptime_ms",
+    "heap_free",
+    "consent_version",
+    "reconnects",
+    "inbound",
+    "status_too_large",
+)
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
 _STEP_MS = const(500)  # heartbeat interval, well inside any watchdog timeout (>= 2000 ms)
 
@@ -94,8 +106,12 @@ class Health:
             h["oldest_unsent_boot"] = age_boot  # a past boot, never synced: age unknown
         h["drops"] = self.drops(h["unknown_channel"])
         h["flash_writes"] = st["commits"]
-        flash = getattr(hal, "flash", None)  # the emulated NOR flash on unix
-        if flash is not None:
+        h["store_backend"] = store.backend  # rawlog or segments (docs/FORMAT.md 8.8)
+        flash = getattr(hal, "flash", None)  # the emulated NOR flash under littlefs on unix
+        if "erases" in st:
+            # the raw log counts the programs and erases of its partition, on a board too
+            h["flash"] = {"progs": st["programs"], "erases": st["erases"]}
+        elif flash is not None:
             h["flash"] = {
                 "progs": flash.progs,
                 "prog_bytes": flash.prog_bytes,
@@ -173,7 +189,16 @@ class Health:
             out.pos = 0
             json.dump(h, out)
             if out.pos > len(out.mv):
-                raise ValueError("status too large for the packet buffer")
+                # Case 3: still too large: what says whether the device is safe and reachable
+                # (state, consent, the inbound refusals: under attack they matter most)
+                small = {"omitted": "too large"}
+                for k in _ESSENTIAL_KEYS:
+                    if k in h:
+                        small[k] = h[k]
+                out.pos = 0
+                json.dump(small, out)
+                if out.pos > len(out.mv):
+                    raise ValueError("status too large for the packet buffer")
         return out.pos
 
     async def publish(self, state):
@@ -197,5 +222,5 @@ class Health:
             try:
                 await self.publish("online")
                 self.published += 1
-            except (OSError, MQTTError, ValueError) as e:
+            except (OSError, MQTTError, ValueError, MemoryError) as e:
                 self.log("status not sent: %s" % e)

@@ -66,17 +66,19 @@ CONSENT_STATE_FORMAT = const(1)
 
 def consent_signed_bytes(device, doc):
     """The canonical bytes an update's signature covers: one line each for the scheme, device,
-    version, sorted grants, sorted denies and the issue time (docs/CONSENT.md 4)."""
-    return "\n".join(
-        (
-            CONSENT_SCHEME,
-            device,
-            str(doc.get("version")),
-            ",".join(sorted(doc.get("grant", []))),
-            ",".join(sorted(doc.get("deny", []))),
-            str(doc.get("ts", 0)),
-        )
-    ).encode()
+    version, sorted grants, sorted denies and the issue time, and a last line `rebase` when
+    the update carries `"rebase": true`, so it cannot be added in transit (docs/CONSENT.md 4)."""
+    lines = [
+        CONSENT_SCHEME,
+        device,
+        str(doc.get("version")),
+        ",".join(sorted(doc.get("grant", []))),
+        ",".join(sorted(doc.get("deny", []))),
+        str(doc.get("ts", 0)),
+    ]
+    if doc.get("rebase") is True:
+        lines.append("rebase")
+    return "\n".join(lines).encode()
 
 
 def hmac_sha256(key, msg):

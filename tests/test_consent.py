@@ -240,3 +240,18 @@ def test_local_file_hook_and_restart_keep_consent(signed_rig):
     assert again["version"] == v and again["grants"] == r["grants"]
     # the retained update on the broker is older than what the device enforces: ignored
     assert rig.consent_mqtt(rig.update(v, [], ["location"], KEY))["stale"] is True
+
+
+def test_version_steps_and_rebase(micropython, tmp_path):
+    """docs/CONSENT.md 4: unsigned updates move the version by at most 1000; a rebase is
+    accepted signed with a newer ts or from the local UI, and cannot be replayed or added."""
+    got = mp_last_json("consent_rebase.py", str(tmp_path))
+    assert "at most 1000" in got["unsigned_step"]
+    assert got["unsigned_small"] == "ok v1000"
+    assert "needs a signed update" in got["unsigned_rebase"]
+    assert "at most 1000" not in got["local_far"] and got["local_far"] == "ok v2147483646"
+    assert got["local_rebase"] == "ok v5"
+    assert got["signed_top"] == "ok v2147483646"
+    assert got["signed_rebase"] == "ok v3"
+    assert "not newer" in got["rebase_replay"]
+    assert got["rebase_forged"] == "bad signature" and got["rebase_added"] == "bad signature"

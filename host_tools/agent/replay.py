@@ -1,7 +1,8 @@
 """`edgectl replay FILE --agent BOARD`: the real agent under unix MicroPython reads the capture
-through its UART HAL with a virtual clock (edge/hal/unix/replay.py, edge/hal/unix/replay_main.py), forwards
-to a loopback broker, and the collector's readings are summarised, hashed and optionally
-compared with a golden file (issue 8).
+through its UART HAL with a virtual clock (edge/hal/unix/replay.py, replay_main.py; Modbus
+inputs are served per request, replay_serve.py), forwards to a loopback broker, and the
+collector's readings are summarised, hashed and optionally compared with a golden file; the
+summary says why a replay produced no readings (docs/REPLAY.md 3).
 """
 
 from __future__ import annotations

@@ -51,14 +51,18 @@ def make_update(
     deny: list[str],
     key: bytes | None = None,
     ts: int | None = None,
+    rebase: bool = False,
 ) -> dict:
-    """A consent update document (signed when a key is given)."""
-    doc = {
+    """A consent update document (signed when a key is given). rebase: a recovery update that
+    sets `version` even when the device holds a higher one (docs/CONSENT.md 4)."""
+    doc: dict = {
         "version": version,
         "grant": sorted(grant),
         "deny": sorted(deny),
         "ts": int(time.time() * 1000) if ts is None else ts,
     }
+    if rebase:
+        doc["rebase"] = True
     return sign(device, doc, key) if key else doc
 
 
@@ -118,9 +122,12 @@ def update(
     prefix: str = "edge",
     version: int | None = None,
     timeout: float = 10.0,
+    rebase: bool = False,
 ) -> dict:
     """Publish the next consent version for a device (retained) and return its receipt.
     Raises ToolError when the device rejects it or no receipt arrives in time."""
+    if rebase and (version is None or key is None):
+        raise ToolError("--rebase needs --version and --key (a recovery must be signed)")
     if set(grant) & set(deny):
         raise ToolError(
             f"a category cannot be granted and denied: {sorted(set(grant) & set(deny))}"
@@ -130,7 +137,7 @@ def update(
         s.wait(lambda: False, _RETAINED_WAIT_S)  # retained receipt and update, if any
         if version is None:
             version = max(s.retained_version, (s.receipt or {}).get("version", 0)) + 1
-        doc = make_update(device, version, grant, deny, key)
+        doc = make_update(device, version, grant, deny, key, rebase=rebase)
         # a refused publish (MQTT 5 reason code, e.g. the ACL) is a failure, not a wait
         s.conn.publish_checked(s.cmd_topic, json.dumps(doc), retain=True)
 
@@ -179,6 +186,7 @@ def cmd_consent(args) -> int:
         args.prefix,
         args.version,
         args.timeout,
+        args.rebase,
     )
     print(json.dumps(r) if args.json else format_receipt(r))
     return 0
@@ -191,6 +199,11 @@ def register(sub) -> None:
     p.add_argument("--deny", action="append", default=[], metavar="CATEGORY")
     p.add_argument("--key", help="file with the device's update key (hex); signs the update")
     p.add_argument("--version", type=int, help="version to publish (default: the next one)")
+    p.add_argument(
+        "--rebase",
+        action="store_true",
+        help="recovery: set --version even below the device's (signed only, docs/CONSENT.md 4)",
+    )
     p.add_argument("--prefix", default="edge")
     conn_mod.add_arguments(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the receipt")

@@ -317,6 +317,9 @@ def provision(
     if backend_port == port or not 1 <= backend_port <= 65535:
         raise ToolError(f"backend port {backend_port} must differ from the device port {port}")
     out.mkdir(parents=True, exist_ok=True)
+    conf_p = out / "broker" / "mosquitto.conf"
+    if conf_p.exists() and "require_certificate true" in conf_p.read_text():
+        tls = True  # the broker requires TLS once one device was provisioned with it
     ddir = out / "devices" / device
     sdir = ddir / "secrets"
     cfg_p = ddir / "device.json"

@@ -221,7 +221,7 @@ class PtyOut:
 
 @dataclass
 class ReplayResult:
-    """Summary of a replay; `to_json()` is the `--json` line (issue 8)."""
+    """Summary of a replay; `to_json()` is the `--json` line (docs/REPLAY.md 3)."""
 
     frames: int = 0
     readings: int | None = None
