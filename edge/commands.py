@@ -349,6 +349,10 @@ class Commands:
             c.save()
         except OSError as e:
             self.log("consent: cannot persist the receipt: %s" % e)
+        except MemoryError:
+            # the update itself is persisted (Consent.apply); a receipt not on flash is made
+            # again at the next boot (_boot: its version differs), so it is not worth a wait
+            pass
         self.out.put_receipt(self.topic_receipt, r, c.version)
         return r
 
