@@ -268,3 +268,46 @@ def test_reboot_command(agents, rig, tmp_path, broker):
     assert reply == {"ok": True, "state": "rebooting", "in_ms": 200, "id": "r1"}
     s = wait_status(broker, dev, lambda s: s.get("reset_cause") == "soft", 30)
     assert s["state"] == "online" and agent.boots == 2
+
+
+def test_deployed_agent_runs_in_code_plus_48k_and_refuses_an_update_it_cannot_hold(
+    agents, rig, tmp_path, broker
+):
+    """The steady state of an agent booted through /main.py and the selector fits the same
+    code + 48 KiB heap as the plain agent (tests/test_forward.py); an update that would not fit
+    is refused with the reason and the agent goes on forwarding (docs/OTA.md 10)."""
+    import os
+    import subprocess
+
+    from host_tools.agent.board_root import make_root
+    from host_tools.bench import forward as fwdbench
+    from host_tools.paths import micropython_path
+
+    root = tmp_path / "board"
+    make_root(root, agent_config("unix-sim", device_id="ota-h"))
+    probe = os.path.join(os.path.dirname(fwdbench.SCRIPT), "agent_code.py")
+    out = subprocess.run(
+        [micropython_path(), "-X", "heapsize=1M", probe],
+        env=dict(os.environ, MICROPYPATH=".frozen:" + str(root / "lib")),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    code = int(out.split()[-1])
+    cfg = agent_config(
+        "unix-sim", device_id="ota-h", mqtt={"port": broker.port}, sim={"rate_hz": 100}
+    )
+    agent = agents(
+        cfg,
+        heap=str(code + 48 * 1024),
+        root=True,
+        workdir=str(root),
+        secrets={"release.pub": rig["pub"]},
+    )
+    wait_status(broker, "ota-h", lambda s: s.get("state") == "online" and s["acked"] > 0)
+    o = up.update_device(opts(broker), "ota-h", rig["v110"], timeout=60)
+    assert o.state == "refused", o
+    assert "out of memory" in o.error or "not enough free heap" in o.error, o
+    acked = status(broker.port, "ota-h")["acked"]
+    wait_status(broker, "ota-h", lambda s: s["acked"] > acked)  # still forwarding
+    assert agent.proc.poll() is None and agent.boots == 1
