@@ -307,7 +307,7 @@ class Commands:
             c.stats["rejected"] += 1
             raise
         first_seq = self.store.next_seq  # every reading from here on was gated by this version
-        purged = {}
+        purged = {}  # type: dict
         self.receipt_due = (purged, source, first_seq)  # owed from here on, whatever happens
         for cat in revoked:
             name = c.categories[cat]
@@ -377,7 +377,7 @@ class Commands:
 
     def status(self):
         """The non-zero counters of the command path (status `inbound`)."""
-        d = {}
+        d = {}  # type: dict
         if sum(self.refused):
             d["refused"] = self.refused  # counts in the order of _REFUSALS (docs/HEALTH.md)
         for k in ("waits", "unanswered"):

@@ -26,6 +26,7 @@ def pytest_addoption(parser):
 # parsers. Under a minute on this project's 2-core machine; `make test` runs everything.
 FAST_MODULES = {
     "test_lint",
+    "test_stub_typecheck",
     "test_boundary",
     "test_wire",
     "test_codec",
