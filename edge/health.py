@@ -204,7 +204,7 @@ class Health:
         return out.pos
 
     async def publish(self, state):
-        """The retained status (QoS 0, DESIGN.md 5). It is written straight into the client's
+        """The retained status (QoS 0, docs/MQTT.md 2). It is written straight into the client's
         packet buffer: nothing may use that buffer between the two calls, so no await between
         them."""
         n = self.place(state)
