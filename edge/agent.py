@@ -32,6 +32,12 @@ def _all_done(sources):
     return True
 
 
+def _unload_ota():
+    from edge import ota
+
+    ota.unload("edge.ota.trial", "edge.ota.remote", "edge.ota.slots", "edge.ota.boot")
+
+
 def _no_input_stats():
     return {}
 
@@ -151,9 +157,17 @@ class Agent:
     def _lifecycle(self, name, doc):
         # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
         # and run), so they get it; imported on the first such command only (docs/OTA.md)
-        from edge.ota import remote
+        try:
+            from edge.ota import remote
 
-        return remote.execute(self, name, doc)
+            return remote.execute(self, name, doc)
+        except MemoryError:
+            # a tight heap: the command is refused, the agent goes on (docs/OTA.md 10)
+            raise ValueError("out of memory for cmd/%s (%d B free)" % (name, gc.mem_free()))
+        finally:
+            if self.updater is None:  # nothing of it runs on: let its code go
+                _unload_ota()
+                gc.collect()
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):
@@ -395,6 +409,8 @@ class Agent:
             watch = trial.start(self)
             if watch is not None:
                 tasks.append(asyncio.create_task(watch))
+            elif self.updater is None:
+                _unload_ota()
         await self.sampler()
         self.fwd.flush = True  # no more readings come: send partial batches without linger
         # drain: everything committed is acknowledged, or give up after a timeout

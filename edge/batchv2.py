@@ -564,7 +564,7 @@ def _inflate(data, limit):
     at the end of the payload."""
     data = bytes(data)
     try:
-        import zlib  # CPython (the host)
+        import zlib  # type: ignore[import-not-found]  # CPython (the host) only
     except ImportError:
         zlib = None
     if zlib is not None:

@@ -68,7 +68,8 @@ class Forwarder:
 
             self.writer = BatchWriter2(dev, self.max_readings, cfg["batch"]["names"])
         else:
-            self.writer = codec.BatchWriter(
+            # the same interface as BatchWriter2 (start, add, finish, last_seq)
+            self.writer = codec.BatchWriter(  # type: ignore[assignment]
                 dev,
                 codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN,
             )

@@ -213,7 +213,7 @@ backend.key hex - 32..128 authenticates the collector's end-to-end acks and sign
 backend.key_file file - 1..255 file holding the key in hex
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
 ota obj - - over-the-air updates and remote config (docs/OTA.md); never changed by cmd/config
-ota.key str - 1..255 release public key file (60 bytes, `edgectl release-key`); absent: /secrets/release.pub
+ota.key file - 1..255 release public key file (60 bytes, `edgectl release-key`); absent: /secrets/release.pub
 ota.trial_ms int - 5000..3600000 a trial (new agent or config) that has not proven itself by then rolls back; absent: 120000
 ota.settle_ms int - 0..600000 no trial is confirmed before it has run this long; absent: 3000
 ota.window int - 1..16 update chunks subscribed at once; absent: 4

@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
     "store": "host_tools.bench.store:bench_store",
     "deploy": "host_tools.board.deploy:bench_deploy",
     "replay": "host_tools.bench.replay:bench_replay",
+    "update": "host_tools.bench.update:bench_update",
     "inputs": "host_tools.bench.inputs:bench_inputs",
     "collector": "host_tools.bench.collector:bench_collector",
 }

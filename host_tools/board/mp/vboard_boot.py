@@ -94,6 +94,13 @@ def _run(name):
         exec(open(name, "r").read(), {"__name__": "__main__"})
     except KeyboardInterrupt:
         print("KeyboardInterrupt")
+    except SystemExit as e:
+        # exit code 75: the agent asked for a board reset (edge/ota/boot.py, RESET_EXIT) and
+        # the unix port has no machine.reset(): end this process as a reset would; the
+        # launcher starts a fresh one, which runs /main.py (host_tools/board/vboard.py)
+        if e.args and e.args[0] == 75:
+            os.system("kill -9 $PPID")
+        raise
     except Exception as e:  # noqa: BLE001 - a board prints the error and drops to the REPL
         sys.print_exception(e)
 
