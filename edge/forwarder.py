@@ -263,7 +263,7 @@ class Forwarder:
     def _due(self, cat):
         """Case 1: nothing unsent: 0. Case 2: less than a full batch, first seen less than
         linger_ms ago (HAL ticks, so virtual time in a replay) and sampling goes on: _LINGER.
-        Case 3: a full batch, or it waited long enough: _DUE (DESIGN.md 3 linger)."""
+        Case 3: a full batch, or it waited long enough: _DUE (batch.linger_ms, docs/CONFIG.md)."""
         pending = self.store.unsent_bytes(cat)
         if pending <= 0:
             self.wait_since[cat] = -1

@@ -9,6 +9,7 @@ import json
 
 from micropython import const
 
+import edge
 from edge import codec, wire
 from edge.mqtt.client import MQTTError
 
@@ -92,6 +93,7 @@ class Health:
         h = self.counters()
         h["state"] = state
         h["device"] = self.device
+        h["version"] = edge.__version__  # the agent's release (CHANGELOG.md)
         h["boot"] = store.boot
         h["uptime_ms"] = hal.ticks_diff(hal.ticks_ms(), self.t0)
         h["reset_cause"] = hal.reset_cause
@@ -202,7 +204,7 @@ class Health:
         return out.pos
 
     async def publish(self, state):
-        """The retained status (QoS 0, DESIGN.md 5). It is written straight into the client's
+        """The retained status (QoS 0, docs/MQTT.md 2). It is written straight into the client's
         packet buffer: nothing may use that buffer between the two calls, so no await between
         them."""
         n = self.place(state)

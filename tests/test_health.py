@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+import edge
 from host_tools.agent.run import agent_config
 from host_tools.backend.collect import Collector
 from tests.conftest import ROOT, run_mp
@@ -94,6 +95,7 @@ def test_status_message_content_arrives_at_the_collector(agents, broker):
     online = [h for h in history if h["state"] == "online"]
     assert online[-1]["uptime_ms"] > online[0]["uptime_ms"]
     assert final["device"] == dev and final["boot"] == 1
+    assert final["version"] == edge.__version__  # the one version source (edge/__init__.py)
     assert final["reset_cause"] == "power_on" and final["reset_detail"] is None
     assert 2500 <= final["uptime_ms"] <= 30000
     assert final["heap_free"] > 0 and final["heap_alloc"] > 0

@@ -1,7 +1,8 @@
 # What both store backends share (edge/store/store.py on littlefs, edge/store/rawlog.py on a
 # raw partition): the counters, group commit by time, drop accounting, lazy cursor saves and
-# eviction by category size. A backend provides _commit_stream, _save_state, _delete_oldest,
-# _units (its segments or blocks of a category) and _evictable.
+# eviction by category size. A backend provides _commit_stream, _save_state (which clears
+# `moved`, set by ack()), _delete_oldest, _units (its segments or blocks of a category) and
+# _evictable.
 
 from micropython import const
 
@@ -71,13 +72,8 @@ def _save_cursor(st, force=False):
     every state write costs flash programs and, in time, erases. Writes only when a
     cursor moved, and then at most every 10 s unless `force`."""
     now = st.hal.ticks_ms()
-    if not force:
-        moved = False
-        for s in st.streams:
-            if s.acked != s.saved:
-                moved = True
-        if not moved or st.hal.ticks_diff(now, st.last_save) < _CURSOR_MS:
-            return
+    if not force and (not st.moved or st.hal.ticks_diff(now, st.last_save) < _CURSOR_MS):
+        return
     st._save_state()
 
 

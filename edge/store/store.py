@@ -49,7 +49,6 @@ class _Stream:
         self.buf = None
         self.n = 0  # records pending in buf (not yet durable)
         self.acked = 0  # highest acknowledged seq
-        self.saved = 0  # `acked` as last written to the state file
         self.rseg = 0  # reader: segno and offset of the next record to send
         self.roff = SEG_HEAD_LEN
         self.aseg = 0  # reader position just after the last acknowledged record
@@ -102,8 +101,7 @@ class Store(StoreBase):
         for s in self.streams:
             acked[s.name] = s.acked
         segment.save_state(self.root, self.boot, self.seq_hi, acked)
-        for s in self.streams:
-            s.saved = s.acked
+        self.moved = False  # the cursors on flash are the ones in RAM
         self.last_save = self.hal.ticks_ms()
 
     # --- boot scan -----------------------------------------------------------------------
@@ -356,6 +354,7 @@ class Store(StoreBase):
             return
         self.stats["acked"] += 1
         s.acked = seq
+        self.moved = True
         s.aseg, s.aoff = seg, off
         # whole segments below the acknowledged position are deleted (DESIGN.md 3)
         while len(s.segs) > 1 and s.segs[0][SEG_NO] < seg and s.segs[0][SEG_LAST] <= seq:
