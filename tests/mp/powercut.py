@@ -17,7 +17,7 @@ from cutlib import Hal, abandon
 
 from edge import codec, config
 from edge.hal.unix.flashdev import FlashDev
-from edge.store.store import SEG_FIRST, Store
+from edge.store.store import Store
 
 BLOCKS = 96  # 384 KiB: small, so quotas, eviction and block reuse happen within the workload
 CFG = config.load(
@@ -112,9 +112,9 @@ class Run:
             s = self.store.streams[c]
             committed = self.appended[c][: len(self.appended[c]) - s.n]
             oldest = None
-            for seg in s.segs:
-                if seg[SEG_FIRST] >= 0:
-                    oldest = seg[SEG_FIRST]
+            for i in range(len(s.segs)):
+                if s.segs.first(i) >= 0:
+                    oldest = s.segs.first(i)
                     break
             out.append(
                 set(q for q in committed if q > s.acked and oldest is not None and q >= oldest)
