@@ -9,7 +9,7 @@ import sys
 
 from micropython import const
 
-from edge import clock, codec, config, meta, net, watchdog
+from edge import clock, codec, config, meta, net, watchdog, wire
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder, packet_bytes
@@ -17,7 +17,7 @@ from edge.health import Health
 from edge.mqtt.link import Link, make_client
 from edge.minimise import Minimiser
 from edge.mqtt.client import MQTTError
-from edge.store.store import Store
+from edge.store.backend import BackendError, open_store
 
 _SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
@@ -30,6 +30,12 @@ def _all_done(sources):
         if not s.done():
             return False
     return True
+
+
+def _unload_ota():
+    from edge import ota
+
+    ota.unload("edge.ota.trial", "edge.ota.remote", "edge.ota.slots", "edge.ota.boot")
 
 
 def _no_input_stats():
@@ -85,7 +91,10 @@ class Agent:
             self.chan_cat[ch["id"]] = self.categories.index(ch["category"])
         dev = cfg["device_id"]
         root = hal.mount_store(cfg["store"]["path"])
-        self.store = Store(root, cfg, self.categories, hal)
+        try:
+            self.store = open_store(cfg, hal, root, self.categories)
+        except BackendError as e:
+            raise config.ConfigError(str(e))
         self.consent = Consent(root, self.categories, dev, consent_key(cfg))
         self.minimise = Minimiser(cfg, self.consent)
         # the client's packet buffers early, while the heap is one piece: large blocks first
@@ -128,10 +137,10 @@ class Agent:
             self.station.status if self.station is not None else None,
         )
         c.will = (self.health.topic, b'{"state":"offline"}', True)
-        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, "cmd", "#"), 1)]
+        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_CMD, "#"), 1)]
         if self.fwd.e2e:
             subs.append((self.fwd.ack_topic, 0))
-        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, "meta")
+        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_META)
         # channel units and decimals for the backend (edge/meta.py); built once
         self.meta = meta.payload(cfg, len(c.tx) - 80 - len(self.meta_topic))
         self.link = Link(c, cfg, subs, self._birth, self.log)
@@ -139,6 +148,8 @@ class Agent:
         c.on_connect = self._on_connect
         c.on_puback = self._on_puback
         c.on_message = self._on_message
+        c.on_skipped = self.cmds.on_skipped  # too large to read: only commands get answers
+        self.restarts = {}  # task name -> times it died and was started again
         self.cmds.lifecycle = self._lifecycle
         self.ota_root = None  # set by edge/main.py when the boot selector started us
         self.ota = None  # boot state summary for the status (edge/ota/trial.py)
@@ -153,9 +164,17 @@ class Agent:
     def _lifecycle(self, name, doc):
         # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
         # and run), so they get it; imported on the first such command only (docs/OTA.md)
-        from edge.ota import remote
+        try:
+            from edge.ota import remote
 
-        return remote.execute(self, name, doc)
+            return remote.execute(self, name, doc)
+        except MemoryError:
+            # a tight heap: the command is refused, the agent goes on (docs/OTA.md 10)
+            raise ValueError("out of memory for cmd/%s (%d B free)" % (name, gc.mem_free()))
+        finally:
+            if self.updater is None:  # nothing of it runs on: let its code go
+                _unload_ota()
+                gc.collect()
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):
@@ -251,12 +270,29 @@ class Agent:
             "reconnects": self.link.stats["sessions"],
             "consent_version": self.consent.version,
             "commands_rejected": self.cmds.stats["rejected"],
+            "inbound": self.inbound(),
             "unknown_channel": self.unknown_channel,
             "tx_bytes": self.client.stats["tx_bytes"],
             "mqtt": self.mqtt_counters(),
         }
         if self.ota is not None:
             d["ota"] = self.ota  # slot, release, trial, last outcome (docs/OTA.md)
+        return d
+
+    def inbound(self):
+        """Every refusal and wait on the inbound path, and task restarts: only what is not
+        zero, so a quiet device's status stays small (docs/SECURITY.md 2, docs/HEALTH.md)."""
+        d = self.cmds.status()
+        c = self.client.stats
+        for k, v in (
+            ("skipped", c["rx_skipped"]),
+            ("stalls", c["rx_stalls"]),
+            ("read_errors", c["rx_errors"]),
+        ):
+            if v:
+                d[k] = v
+        if self.restarts:
+            d["task_restarts"] = self.restarts
         return d
 
     def mqtt_counters(self):
@@ -285,18 +321,19 @@ class Agent:
         stdout, so no line-sized string is allocated on a tight heap."""
         if self.out is print:
             sys.stdout.write(tag)
-            json.dump(doc, sys.stdout)
-            sys.stdout.write("\n")
+            try:
+                json.dump(doc, sys.stdout)
+            finally:
+                sys.stdout.write("\n")  # a line cut by MemoryError still ends
         else:
             self.out(tag + json.dumps(doc))
 
     def log(self, msg):
         self.out("@log " + msg)
 
-    async def housekeeping(self):
+    async def housekeeping(self, hb):
         """Task: stats line, cursor persistence, gc (the one place that collects)."""
         period = self.cfg["status_ms"]
-        hb = self.wd.add("housekeeping")
         while True:
             hb.beat()
             await asyncio.sleep_ms(min(period, 1000))
@@ -307,6 +344,23 @@ class Agent:
             except MemoryError:
                 # the stats line is for the host only: skip it rather than stop the agent
                 self.stats_skipped += 1
+
+    async def _supervised(self, name, start):
+        """Run a long-lived task; if it dies, count it (status `task_restarts`), log it and
+        start it again: no single failure leaves the agent without its link, forwarder or
+        command task. Its heartbeat is made once, outside, so a restarted task beats the same
+        one; a task that hangs instead stops beating and the watchdog resets the board."""
+        while True:
+            try:
+                await start()
+                return
+            except Exception as e:  # noqa: BLE001 - the point is to outlive any of them
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                try:
+                    self.log("task %s died (%s: %s); restarted" % (name, type(e).__name__, e))
+                except MemoryError:
+                    pass
+                await asyncio.sleep_ms(100)
 
     def _offline(self):
         return not self.client.connected.is_set()
@@ -330,19 +384,25 @@ class Agent:
             gc.threshold(free // 4)
         wd = self.wd
         offline = self._offline
+        link_hb = wd.add("link", offline)
+        fwd_hb = wd.add("forwarder", self._forwarder_parked)
+        cmd_hb = wd.add("commands", offline)
+        health_hb = wd.add("health")
+        clock_hb = wd.add("clock")
+        house_hb = wd.add("housekeeping")
+        sup = self._supervised
         station = self.station
+        net_up = station.up if station else None
         tasks = [
             # the link waits (no network, connect timeout, backoff) only while offline: parked
-            asyncio.create_task(
-                self.link.run(wd.add("link", offline), station.up if station else None)
-            ),
+            asyncio.create_task(sup("link", lambda: self.link.run(link_hb, net_up))),
             # store -> batches -> PUBLISH
-            asyncio.create_task(self.fwd.run(wd.add("forwarder", self._forwarder_parked))),
+            asyncio.create_task(sup("forwarder", lambda: self.fwd.run(fwd_hb))),
             # commands, replies and consent receipts
-            asyncio.create_task(self.cmds.run(wd.add("commands", offline))),
-            asyncio.create_task(self.housekeeping()),
-            asyncio.create_task(self.health.run(wd.add("health"))),  # retained status
-            asyncio.create_task(self.clock.run(self.log, wd.add("clock"))),  # NTP
+            asyncio.create_task(sup("commands", lambda: self.cmds.run(cmd_hb))),
+            asyncio.create_task(sup("housekeeping", lambda: self.housekeeping(house_hb))),
+            asyncio.create_task(sup("health", lambda: self.health.run(health_hb))),  # status
+            asyncio.create_task(sup("clock", lambda: self.clock.run(self.log, clock_hb))),  # NTP
         ]
         if station is not None:
             # Wi-Fi: associate, watch, re-associate with backoff; only polls the radio and
@@ -356,6 +416,8 @@ class Agent:
             watch = trial.start(self)
             if watch is not None:
                 tasks.append(asyncio.create_task(watch))
+            elif self.updater is None:
+                _unload_ota()
         await self.sampler()
         self.fwd.flush = True  # no more readings come: send partial batches without linger
         # drain: everything committed is acknowledged, or give up after a timeout

@@ -4,7 +4,8 @@
 
 from micropython import const
 
-from edge.consent import config_key, equal, hmac_sha256
+from edge.consent import config_key, equal
+from edge.wire import hmac_sha256
 
 _MAGIC0 = const(0x45)  # "E"
 _MAGIC1 = const(0x41)  # "A"

@@ -569,8 +569,7 @@ def _inflate(data, limit):
     at the end of the payload."""
     data = bytes(data)
     try:
-        # CPython (the host); no module of that name on a board, which takes deflate below
-        import zlib  # type: ignore[import-not-found]
+        import zlib  # type: ignore[import-not-found]  # CPython (the host) only
     except ImportError:
         zlib = None
     if zlib is not None:

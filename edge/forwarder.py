@@ -8,7 +8,7 @@ from array import array
 
 from micropython import const
 
-from edge import auth, codec
+from edge import auth, codec, wire
 from edge.clock import Stamper
 from edge.mqtt.client import MQTTError
 
@@ -79,8 +79,8 @@ class Forwarder:
         self.hal = hal
         prefix = cfg["mqtt"]["prefix"]
         dev = cfg["device_id"]
-        self.topics = [codec.topic(prefix, dev, "t", name) for name in categories]
-        self.ack_topic = codec.topic(prefix, dev, "ack")
+        self.topics = [codec.topic(prefix, dev, wire.T_TELEMETRY, name) for name in categories]
+        self.ack_topic = codec.topic(prefix, dev, wire.T_ACK)
         # end-to-end mode: a batch counts as delivered only when the collector acknowledges it
         # on ack_topic (a PUBACK only proves the broker had it, docs/MQTT.md 4)
         self.e2e = bool(cfg["mqtt"].get("e2e_ack"))

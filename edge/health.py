@@ -9,9 +9,22 @@ import json
 
 from micropython import const
 
-from edge import codec
+import edge
+from edge import codec, wire
 from edge.mqtt.client import MQTTError
 
+# what a status too large for the packet buffer keeps (place(), case 3)
+_ESSENTIAL_KEYS = (
+    "state",
+    "device",
+    "boot",
+    "uptime_ms",
+    "heap_free",
+    "consent_version",
+    "reconnects",
+    "inbound",
+    "status_too_large",
+)
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
 _STEP_MS = const(500)  # heartbeat interval, well inside any watchdog timeout (>= 2000 ms)
 
@@ -57,7 +70,7 @@ class Health:
     ):
         self.device = cfg["device_id"]
         self.period = cfg["status_ms"] or 5000
-        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, "status")
+        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, wire.T_STATUS)
         self.hal = hal
         self.client = client
         self.store = store
@@ -80,6 +93,7 @@ class Health:
         h = self.counters()
         h["state"] = state
         h["device"] = self.device
+        h["version"] = edge.__version__  # the agent's release (CHANGELOG.md)
         h["boot"] = store.boot
         h["uptime_ms"] = hal.ticks_diff(hal.ticks_ms(), self.t0)
         h["reset_cause"] = hal.reset_cause
@@ -94,8 +108,12 @@ class Health:
             h["oldest_unsent_boot"] = age_boot  # a past boot, never synced: age unknown
         h["drops"] = self.drops(h["unknown_channel"])
         h["flash_writes"] = st["commits"]
-        flash = getattr(hal, "flash", None)  # the emulated NOR flash on unix
-        if flash is not None:
+        h["store_backend"] = store.backend  # rawlog or segments (docs/FORMAT.md 8.8)
+        flash = getattr(hal, "flash", None)  # the emulated NOR flash under littlefs on unix
+        if "erases" in st:
+            # the raw log counts the programs and erases of its partition, on a board too
+            h["flash"] = {"progs": st["programs"], "erases": st["erases"]}
+        elif flash is not None:
             h["flash"] = {
                 "progs": flash.progs,
                 "prog_bytes": flash.prog_bytes,
@@ -173,7 +191,16 @@ class Health:
             out.pos = 0
             json.dump(h, out)
             if out.pos > len(out.mv):
-                raise ValueError("status too large for the packet buffer")
+                # Case 3: still too large: what says whether the device is safe and reachable
+                # (state, consent, the inbound refusals: under attack they matter most)
+                small = {"omitted": "too large"}
+                for k in _ESSENTIAL_KEYS:
+                    if k in h:
+                        small[k] = h[k]
+                out.pos = 0
+                json.dump(small, out)
+                if out.pos > len(out.mv):
+                    raise ValueError("status too large for the packet buffer")
         return out.pos
 
     async def publish(self, state):
@@ -197,5 +224,5 @@ class Health:
             try:
                 await self.publish("online")
                 self.published += 1
-            except (OSError, MQTTError, ValueError) as e:
+            except (OSError, MQTTError, ValueError, MemoryError) as e:
                 self.log("status not sent: %s" % e)

@@ -19,7 +19,9 @@ def run(config_path=None, root=None):
     if config_path:
         try:
             with open(config_path) as f:
-                text = f.read()
+                # one byte past the limit is enough to know it is too large: a huge file is
+                # refused with a message, not read into the heap (docs/SECURITY.md 2)
+                text = f.read(config.CONFIG_MAX + 1)
         except OSError as e:
             raise config.ConfigError("cannot read config %s: %s" % (config_path, e))
     cfg = config.load(text)

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from host_tools.agent.run import AgentProcess
 from host_tools.backend import broker as broker_mod
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root, micropython_path, mp_env
@@ -19,7 +20,33 @@ def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run tests marked slow")
 
 
+# `make test-fast` (pytest -m fast): the modules that need no broker, no running agent, no
+# virtual board and no fuzzing campaign: lint and types, the host/edge boundary, the shared
+# contract vectors (CPython and one MicroPython run each), config and board files, the bus
+# parsers. Under a minute on this project's 2-core machine; `make test` runs everything.
+FAST_MODULES = {
+    "test_lint",
+    "test_stub_typecheck",
+    "test_boundary",
+    "test_wire",
+    "test_codec",
+    "test_config",
+    "test_schema",
+    "test_boards",
+    "test_bus_line",
+    "test_bus_modbus",
+    "test_bus_tuya",
+    "test_bus_tuya_variants",
+    "test_bus_config",
+    "test_sensors_deadband",
+}
+
+
 def pytest_collection_modifyitems(config, items):
+    fast = pytest.mark.fast
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in FAST_MODULES:
+            item.add_marker(fast)
     if config.getoption("--slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --slow")
@@ -70,3 +97,37 @@ def broker():
     b = broker_mod.start()
     yield b
     b.stop()
+
+
+class Agents:
+    """Starts the real agent under unix MicroPython (host_tools/agent/run.py AgentProcess) and
+    stops every one it started when the test ends, pass or fail. The `agents` fixture."""
+
+    def __init__(self) -> None:
+        self.started: list[AgentProcess] = []
+
+    def __call__(self, cfg: dict, cls: type[AgentProcess] = AgentProcess, **kw) -> AgentProcess:
+        """Start an agent with config `cfg` (AgentProcess options: heap, workdir, root...)."""
+        a = cls(cfg, **kw).start()
+        self.started.append(a)
+        return a
+
+    def run(self, cfg: dict, timeout: float = 120, **kw) -> AgentProcess:
+        """Start an agent and wait until it ends (ToolError on a crash or the timeout); its
+        `final` holds the last counters."""
+        a = self(cfg, **kw)
+        a.wait(timeout)
+        return a
+
+    def stop_all(self) -> None:
+        for a in self.started:
+            a.cleanup()
+
+
+@pytest.fixture
+def agents(micropython):
+    """`agents(cfg, **opts)` starts an agent, `agents.run(cfg, timeout)` runs one to its end;
+    every agent is stopped and its temporary work directory removed at teardown."""
+    started = Agents()
+    yield started
+    started.stop_all()

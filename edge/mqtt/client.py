@@ -90,11 +90,12 @@ class Client:
     """QoS 0/1 client with a window of in-flight QoS 1 publishes.
 
     Inbound events go to callbacks the composition root sets (edge/agent.py):
-    on_connect(session_present) at every accepted CONNACK; on_puback(pid) for every PUBACK;
-    on_message(topic, payload) for every inbound PUBLISH: it returns False when it has no room,
-    and the PUBLISH is then neither taken nor acknowledged until a retry finds room
-    (backpressure, docs/MQTT.md 2); on_skipped(topic tail, size) after a PUBLISH too large for
-    the receive buffer was read past (and PUBACKed); on_disconnect() when a connection ends.
+    on_connect(session_present) at every accepted CONNACK, on_puback(pid) for every PUBACK,
+    on_message(topic, payload) for every inbound PUBLISH (views into the receive buffer, valid
+    during the call): it returns False when its owner has no room, and the PUBLISH is then
+    neither taken nor acknowledged until a retry finds room (backpressure, docs/MQTT.md 2);
+    on_skipped(topic tail, size) after a PUBLISH too large for the receive buffer was read past
+    (and PUBACKed); on_disconnect() when a connection ends.
     tls: None or (SSLContext, server_hostname): never a plaintext fallback."""
 
     def __init__(
@@ -146,6 +147,7 @@ class Client:
             "last_reject": "",
             "rx_skipped": 0,  # PUBLISHes too large for the receive buffer, read past
             "rx_stalls": 0,  # times the read loop waited for the consumer or the socket
+            "rx_errors": 0,  # read loops ended by an error in a callback (a bug)
         }
 
     async def _open(self, host, port):
@@ -468,6 +470,9 @@ class Client:
                     self.last_rx = time.ticks_ms()
         except (OSError, MQTTError):
             pass
+        except Exception:  # noqa: BLE001 - a failing callback must not leave a dead reader
+            # the connection is dropped (the link reconnects) rather than left unread
+            self.stats["rx_errors"] += 1
         self._close()
 
     # --- parser callbacks (no allocation on the PUBACK path) ------------------------------

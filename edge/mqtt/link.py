@@ -73,7 +73,11 @@ class Link:
         await c.connect(self.host, self.port, clean=False)
         for topic, qos in self.subscriptions:
             await c.subscribe(topic, qos)
-        await self.birth()
+        try:
+            await self.birth()
+        except (ValueError, MemoryError) as e:
+            # a status that cannot be built this time is not a reason to drop the session
+            self.log("birth message not sent: %s" % e)
 
     async def run(self, hb=None, net_up=None):
         """Task: keep the MQTT session up; keepalive pings and dead-link detection.

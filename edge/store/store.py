@@ -8,14 +8,15 @@ from micropython import const
 
 from edge import codec
 from edge.store import segment
+from edge.store.base import StoreBase, new_stats
 from edge.store.segindex import SegIndex
-from edge.store.segment import BLOCK, SEG_HEAD_LEN, footprint, seg_name
+from edge.store.segment import BLOCK, footprint, seg_name
+from edge.wire import SEG_HEAD_LEN, seg_head
 
 _SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never reused
 _READ_BUF = const(1024)  # fill() keeps a segment open for its next read
 _ENOSPC = const(28)
 _FRAME = segment.FRAME_FMT
-_CURSOR_MS = const(10000)  # cursor writes at most this often (save_cursor)
 _LOW = const(0xFFFFFFFF)  # a record holds a seq's low 32 bits; its segment the epoch (FORMAT 1)
 
 
@@ -50,7 +51,9 @@ class _Stream:
         self.next_segno = 1  # segment numbers never repeat
 
 
-class Store:
+class Store(StoreBase):
+    backend = "segments"
+
     def __init__(self, root, cfg, categories, hal):
         sc = cfg["store"]
         self.root = root
@@ -65,18 +68,7 @@ class Store:
         self.rno = -1
         self.head = bytearray(SEG_HEAD_LEN)
         self.rec = bytearray(codec.REC_LEN)  # first_unacked()'s frame
-        # counters: every drop by reason and category (DESIGN.md 3, health status)
-        self.stats = {  # type: dict
-            "appended": 0,
-            "committed": 0,
-            "commits": 0,
-            "acked": 0,
-            "deleted_segments": 0,
-            "corrupt_records": 0,
-            "torn_tails": 0,
-            "bad_segments": 0,
-            "dropped": {},
-        }
+        self.stats = new_stats()  # type: dict
         self.last_commit = hal.ticks_ms()
         self.streams = []
         _mkdir(root)
@@ -175,31 +167,6 @@ class Store:
         last = self.next_seq - 1
         return last - (last & _LOW)
 
-    def whole(self, low):
-        """The whole seq whose low 32 bits are `low`, among the last 2^32 handed out (the
-        forwarder keeps only the low bits of the batches in flight, FORMAT 1)."""
-        n = self.next_seq
-        seq = n - (n & _LOW) + low
-        return seq if seq < n else seq - _LOW - 1
-
-    def tick(self, now):
-        """Group commit by time (default every 1 s, DESIGN.md 3)."""
-        if self.hal.ticks_diff(now, self.last_commit) >= self.flush_ms:
-            self.commit()
-
-    def commit(self):
-        """Make every buffered reading durable."""
-        for s in self.streams:
-            if s.n:
-                self._commit_stream(s)
-        self.last_commit = self.hal.ticks_ms()
-
-    def pending(self):
-        n = 0
-        for s in self.streams:
-            n += s.n
-        return n
-
     def _commit_stream(self, s):
         nbytes = s.n * codec.REC_LEN
         segment.seal(s.buf, s.n)  # the frames' CRCs (FORMAT 2.3)
@@ -258,7 +225,7 @@ class Store:
     def _open_segment(self, s):
         segno = s.next_segno
         s.next_segno += 1
-        segment.write_head(self.head, s.idx, self._epoch() >> 32)
+        seg_head(self.head, s.idx, self._epoch() >> 32)
         s.active = open(s.dir + "/" + seg_name(segno), "wb")
         s.segs.append(segno, -1, -1, SEG_HEAD_LEN, True)
         s.bytes += footprint(SEG_HEAD_LEN)
@@ -267,31 +234,11 @@ class Store:
             s.roff = s.aoff = SEG_HEAD_LEN
         s.active.write(self.head)
 
-    def _enforce_quota(self, s):
-        while s.quota and s.bytes > s.quota and len(s.segs) > 1:
-            self._delete_oldest(s, "quota")
-        while self.total_bytes and self.used_bytes() > self.total_bytes:
-            if not self._evict_any(None, "full"):
-                break
+    def _units(self, s):
+        return len(s.segs)
 
-    def _evict_any(self, keep, reason):
-        """Delete the oldest segment of the biggest category (never the active segment of
-        `keep`). Returns False when there is nothing to delete."""
-        big = None
-        for t in self.streams:
-            n = len(t.segs) - (1 if t.active is not None or t is keep else 0)
-            if n > 0 and (big is None or t.bytes > big.bytes):
-                big = t
-        if big is None:
-            return False
-        self._delete_oldest(big, reason)
-        return True
-
-    def used_bytes(self):
-        n = 0
-        for s in self.streams:
-            n += s.bytes
-        return n
+    def _evictable(self, t, keep):
+        return len(t.segs) - (1 if t.active is not None or t is keep else 0)
 
     def _delete_oldest(self, s, reason):
         unacked = self._after(s.segs, 0, s.aseg, s.aoff)
@@ -324,11 +271,6 @@ class Store:
             s.rseg, s.roff = nxt, SEG_HEAD_LEN
         if s.aseg <= no:
             s.aseg, s.aoff = nxt, SEG_HEAD_LEN
-
-    def _drop(self, reason, s, n):
-        d = self.stats["dropped"]
-        key = reason + ":" + s.name
-        d[key] = d.get(key, 0) + n
 
     # --- forwarding ----------------------------------------------------------------------
     def fill(self, cat, writer):
@@ -445,23 +387,6 @@ class Store:
         s = self.streams[cat]
         s.rseg, s.roff = s.aseg, s.aoff
 
-    def save_cursor(self, force=False):
-        """Persist the ack cursors, lazily: an unsaved ack only means duplicates later, and
-        every state write costs littlefs metadata programs and, in time, erases. Writes only
-        when a cursor moved, and then at most every 10 s unless `force`."""
-        now = self.hal.ticks_ms()
-        if not force and (
-            self._saved_acked() or self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS
-        ):
-            return
-        self._save_state()
-
-    def _saved_acked(self):
-        for s in self.streams:
-            if s.acked != s.saved:
-                return False
-        return True
-
     def backlog(self, cat):
         """Committed bytes of a category not yet acknowledged (an upper bound)."""
         s = self.streams[cat]
@@ -522,6 +447,14 @@ class Store:
         segs = s.segs
         i = segs.find(s.rseg)
         return i < len(segs) and (i < len(segs) - 1 or s.roff < segs.size(i))
+
+    def oldest_seq(self, cat):
+        """The seq of the first reading still held for the category, -1 when none."""
+        segs = self.streams[cat].segs
+        for i in range(len(segs)):
+            if segs.first(i) >= 0:
+                return segs.first(i)
+        return -1
 
     def purge(self, cat):
         """Delete every unsent reading of a category (consent revoked): buffered, committed

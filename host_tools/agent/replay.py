@@ -1,22 +1,23 @@
 """`edgectl replay FILE --agent BOARD`: the real agent under unix MicroPython reads the capture
-through its UART HAL with a virtual clock (edge/hal/unix/replay.py, edge/hal/unix/replay_main.py), forwards
-to a loopback broker, and the collector's readings are summarised, hashed and optionally
-compared with a golden file (issue 8).
+through its UART HAL with a virtual clock (edge/hal/unix/replay.py, replay_main.py; Modbus
+inputs are served per request, replay_serve.py), forwards to a loopback broker, and the
+collector's readings are summarised, hashed and optionally compared with a golden file; the
+summary says why a replay produced no readings (docs/REPLAY.md 3).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import difflib
 import hashlib
 import json
 import os
-import struct
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
+from edge import wire
 from host_tools.agent.run import AgentProcess, agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
@@ -25,7 +26,6 @@ from host_tools.captures.frames import FrameCounter
 from host_tools.captures.replay import ReplayResult
 from host_tools.errors import ToolError
 
-FEED_MAX = 256  # edge/hal/unix/replay.py _MAX_DATA
 DIFF_LINES = 40
 DEFAULT_DEVICE = "replay-0001"
 
@@ -54,9 +54,7 @@ def write_feed(path: str, items: list[tuple[int, bytes]]) -> int:
     with open(path, "wb") as f:
         for due_us, data in items:
             last = due_us // 1000
-            for pos in range(0, len(data), FEED_MAX):
-                piece = data[pos : pos + FEED_MAX]
-                f.write(struct.pack("<IH", last, len(piece)) + piece)
+            f.write(wire.feed_records(last, data))
     return last
 
 
@@ -72,11 +70,28 @@ def wall0_ms(meta: dict, t_from: float | None) -> int:
     return int(when.timestamp() * 1000) + int((t_from or 0) * 1000)
 
 
-def device_config(args: argparse.Namespace) -> dict:
-    """The device config: --config, else the capture's sidecar `NAME.agent.json`."""
-    path = args.config
+@dataclass
+class AgentReplayOptions:
+    """What `edgectl replay FILE --agent BOARD` asks of run(), one field per CLI flag."""
+
+    board: str  # --agent: the board whose config defaults the device config goes over
+    capture: str  # the (first) capture file: its sidecar NAME.agent.json is the default config
+    config: str | None = None  # --config DEVICE.json
+    framing: str = "auto"  # --framing: how frames are counted
+    t_from_s: float | None = None  # --from, in capture seconds
+    t_to_s: float | None = None  # --to
+    grant: str = "all"  # --grant: consent before the run ("all", "none" or categories)
+    heap: str | None = None  # --heap: MicroPython heap
+    timeout: float = 600.0  # --timeout: give up after this many seconds
+    collector_out: str | None = None  # --collector-out FILE
+    expect: str | None = None  # --expect GOLDEN.json
+    update_golden: bool = False  # --update-golden
+
+
+def device_config(path: str | None, capture: str) -> dict:
+    """The device config: `path` (--config), else the capture's sidecar `NAME.agent.json`."""
     if path is None:
-        root = args.files[0][: -len(".ecap")] if args.files[0].endswith(".ecap") else args.files[0]
+        root = capture[: -len(".ecap")] if capture.endswith(".ecap") else capture
         path = root + ".agent.json"
         if not os.path.exists(path):
             raise ToolError(f"--agent needs --config DEVICE.json (no sidecar {path})")
@@ -130,14 +145,8 @@ def consent_state(cfg: dict, grant: str) -> dict:
         unknown = chosen - set(cats)
         if unknown:
             raise ToolError(f"--grant: unknown categories {', '.join(sorted(unknown))}")
-    # format 1 of edge/consent.py; a fixed salt keeps pseudonymised values equal across runs
-    return {
-        "format": 1,
-        "version": 1,
-        "grants": {c: c in chosen for c in cats},
-        "source": "replay",
-        "salt": "00" * 16,
-    }
+    # a fixed salt keeps pseudonymised values equal across runs
+    return wire.consent_state(1, {c: c in chosen for c in cats}, "replay", "00" * 16)
 
 
 def reading_lines(readings: list[list]) -> list[str]:
@@ -193,23 +202,25 @@ def compare_golden(path: str, doc: dict) -> list[str]:
 
 
 def run(
-    args: argparse.Namespace,
+    opts: AgentReplayOptions,
     meta: dict,
     items: list[tuple[int, bytes]],
     chunks: list[capfile.Chunk] | None = None,
-) -> ReplayResult:
+) -> tuple[ReplayResult, int]:
     """Replay `items` into the agent (Modbus inputs: the exchanges of `chunks`, both
-    directions); returns the summary (frames, readings, digest, inputs, why none...)."""
+    directions); returns the summary (frames, readings, digest, inputs, why none...) and the
+    exit code (1: the collector output differs from the golden file)."""
     t_start = time.monotonic()
-    device = device_config(args)
+    exit_code = 0
+    device = device_config(opts.config, opts.capture)
     device.setdefault("device_id", DEFAULT_DEVICE)
-    counter = FrameCounter(args.framing)
+    counter = FrameCounter(opts.framing)
     for _, data in items:
         counter.feed(data)
     parsed = None
     if has_modbus(device):
-        lo = int((args.t_from_s or 0) * 1e6)
-        hi = None if getattr(args, "t_to_s", None) is None else int(args.t_to_s * 1e6)
+        lo = int((opts.t_from_s or 0) * 1e6)
+        hi = None if opts.t_to_s is None else int(opts.t_to_s * 1e6)
         parsed = modbus_capture.from_chunks(chunks or [], meta, lo, hi)
     with tempfile.TemporaryDirectory(prefix="edge-replay-") as tmp:
         feed = os.path.join(tmp, "feed.bin")
@@ -223,7 +234,7 @@ def run(
             col = Collector(b.host, b.port, device.get("mqtt", {}).get("prefix", "edge")).start()
             try:
                 cfg = agent_config(
-                    args.agent,
+                    opts.board,
                     feed_inputs(device, feed, serve),
                     mqtt={"host": b.host, "port": b.port},
                 )
@@ -235,15 +246,15 @@ def run(
                 if "flush_ms" not in device.get("store", {}):
                     cfg["store"]["flush_ms"] = REPLAY_FLUSH_MS
                 cfg["replay"] = {
-                    "wall0_ms": wall0_ms(meta, args.t_from_s),
+                    "wall0_ms": wall0_ms(meta, opts.t_from_s),
                     "max_step_ms": 1000,
-                    "consent": consent_state(cfg, args.grant),
+                    "consent": consent_state(cfg, opts.grant),
                 }
-                agent = ReplayAgentProcess(cfg, heap=args.heap, workdir=os.path.join(tmp, "agent"))
+                agent = ReplayAgentProcess(cfg, heap=opts.heap, workdir=os.path.join(tmp, "agent"))
                 os.makedirs(agent.workdir, exist_ok=True)
                 agent.start()
                 try:
-                    agent.wait(args.timeout)
+                    agent.wait(opts.timeout)
                 finally:
                     agent.stop()
                 replay_doc = agent.replay_doc()
@@ -279,20 +290,20 @@ def run(
     result.why = explain(len(readings), replay_doc, parsed, device, result.bytes)
     for line in result.why:
         print(f"edgectl: replay: {line}", file=sys.stderr)
-    if args.collector_out:
-        _write_json(args.collector_out, doc)
-    if args.expect:
-        if args.update_golden:
-            _write_json(args.expect, doc)
-            print(f"golden file {args.expect} updated: {len(readings)} readings")
+    if opts.collector_out:
+        _write_json(opts.collector_out, doc)
+    if opts.expect:
+        if opts.update_golden:
+            _write_json(opts.expect, doc)
+            print(f"golden file {opts.expect} updated: {len(readings)} readings")
         else:
-            diff = compare_golden(args.expect, doc)
+            diff = compare_golden(opts.expect, doc)
             if diff:
                 print("\n".join(diff))
-                result.exit_code = 1  # type: ignore[attr-defined]
+                exit_code = 1
             else:
-                print(f"golden file {args.expect}: match ({len(readings)} readings)")
-    return result
+                print(f"golden file {opts.expect}: match ({len(readings)} readings)")
+    return result, exit_code
 
 
 def explain(

@@ -53,6 +53,7 @@ class AgentProcess:
         self.stats: dict = {}
         self.final: dict | None = None
         self.logs: list[str] = []
+        self.bad_lines = 0
         self.output: list[str] = []
         self.proc: subprocess.Popen | None = None
 
@@ -106,12 +107,17 @@ class AgentProcess:
         for line in self.proc.stdout:
             line = line.rstrip("\n")
             self.output.append(line)
-            if line.startswith("@stats "):
-                self.stats = json.loads(line[7:])
-            elif line.startswith("@final "):
-                self.final = json.loads(line[7:])
-                self.stats = self.final
-            elif line.startswith("@log "):
+            try:
+                if line.startswith("@stats "):
+                    self.stats = json.loads(line[7:])
+                elif line.startswith("@final "):
+                    self.final = json.loads(line[7:])
+                    self.stats = self.final
+            except ValueError:
+                # a line the agent could not finish (out of memory while writing it): keep
+                # reading, or its stdout pipe fills and the agent blocks on its next line
+                self.bad_lines += 1
+            if line.startswith("@log "):
                 self.logs.append(line[5:])
             if self.echo:
                 self.echo(line)

@@ -125,9 +125,10 @@ class DocStore:
     def device(self, device: str) -> dict:
         with self.lock:
             q = Query().device == device
+            receipt = self.receipts.get(q)
             return {
                 "registry": self.devices.get(q),
-                "receipt": (self.receipts.get(q) or {}).get("receipt"),
+                "receipt": receipt["receipt"] if receipt else None,
             }
 
     def forget(self, device: str) -> int:

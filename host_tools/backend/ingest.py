@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from edge import codec
 from host_tools.backend import e2e
@@ -37,7 +37,7 @@ ERRORS_KEPT = 100  # the error log keeps the newest messages only
 ERROR_CHARS = 200
 CAP_NAMES = 256  # distinct keys a per-name counter keeps (then "(other)")
 STATUS_HISTORY_MS = 1000  # at most one status_history row per device per second
-DOCS_FLUSH_S = 0.5
+DOCS_FLUSH_S = 5.0  # the document file is rewritten whole: not more often (receipts: at once)
 
 
 @dataclass
@@ -48,6 +48,44 @@ class Delivery:
     topic: str
     payload: bytes
     token: Any = None
+
+
+class Source(Protocol):
+    """Where messages come from (docs/BACKEND.md 2): MqttSource today; a NATS JetStream durable
+    consumer implements the same methods."""
+
+    def start(self, deliver: Callable[[Delivery], None]) -> None: ...
+    def ack(self, token: Any) -> None: ...
+    def send(self, device: str, suffix: str, payload: bytes) -> None: ...
+    def pause(self) -> None: ...
+    def stop(self) -> None: ...
+    def alive(self) -> bool: ...
+
+
+class Sink(Protocol):
+    """Where readings go (docs/BACKEND.md 2, 3): SqliteSink today; a PostgreSQL sink keeps the
+    key (device, seq) and ON CONFLICT DO NOTHING. A transaction starts with the first write."""
+
+    def insert_readings(self, rows: list[tuple]) -> tuple[list[tuple], int, list[tuple]]: ...
+    def add_status(self, device: str, received_ms: int, doc_text: str) -> None: ...
+    def count_category(self, device: str, category: str) -> int: ...
+    def erase_category(self, device: str, category: str) -> int: ...
+    def ledger(
+        self,
+        device: str,
+        version: int,
+        event: str,
+        category: str,
+        seq: int | None,
+        readings: int,
+        action: str,
+        detail: dict | None = None,
+    ) -> bool: ...
+    def savepoint(self) -> None: ...
+    def release(self) -> None: ...
+    def rollback_to(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
 
 
 class Refused(Exception):
@@ -147,7 +185,7 @@ class WorkerConfig:
 class Worker:
     """One worker thread over one source, one sink and one document store."""
 
-    def __init__(self, source, sink, docs, cfg: WorkerConfig) -> None:
+    def __init__(self, source: Source, sink: Sink, docs, cfg: WorkerConfig) -> None:
         self.source = source
         self.sink = sink
         self.docs = docs
@@ -212,8 +250,15 @@ class Worker:
 
     # --- the thread ------------------------------------------------------------------------
     def deliver(self, d: Delivery) -> None:
-        """Called by the source's thread."""
-        self.q.put(d)
+        """Called by the source's thread. Blocks while the queue is full (backpressure); if the
+        worker has stopped, drops the message unacknowledged (the broker re-sends it)."""
+        while True:
+            try:
+                self.q.put(d, timeout=0.5)
+                return
+            except queue.Full:
+                if not self.thread.is_alive():
+                    return
 
     def start(self) -> None:
         self.thread.start()
@@ -268,14 +313,19 @@ class Worker:
         with self.db_lock:
             try:
                 for d in group:
+                    self.sink.savepoint()
                     try:
                         self._handle(d, acks, mirror)
                     except Refused as r:
+                        self.sink.rollback_to()
                         self._refuse(d, r)
                     except sqlite3.Error:
                         raise
                     except Exception as e:  # a bug or an input nobody foresaw: one message
+                        self.sink.rollback_to()  # nothing half-written of it stays
                         self.note("internal", f"{d.topic[:80]}: {type(e).__name__}: {e}")
+                    else:
+                        self.sink.release()
                 self.sink.commit()
             except sqlite3.Error:
                 self.sink.rollback()
@@ -387,14 +437,16 @@ class Worker:
         with self.lock:
             self.counts["batches"] += 1
             self.counts["readings"] += n
-        if self.cfg.e2e_ack:
-            acks.setdefault(device, []).append((readings[0][0], readings[-1][0]))
         if not self._consented(device, category):
+            # not acknowledged either: a device in end-to-end mode keeps them and sends them
+            # again, so a receipt that arrives late (or a key fixed later) loses nothing
             with self.lock:
                 self.counts["refused"] += n
                 _bump(self.refused_by_category, category, n)
             self.note("consent", f"{device}/{category}: {n} readings the receipt does not grant")
             return
+        if self.cfg.e2e_ack:
+            acks.setdefault(device, []).append((readings[0][0], readings[-1][0]))
         boot = b["boot"] if b["flags"] & codec.FLAG_CLOCK_UNSYNCED else None
         now = int(time.time() * 1000)
         rows = [(device, s, ts, boot, category, ch, v, now) for s, ts, ch, v in readings]

@@ -14,12 +14,19 @@
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 
+from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.ingest import Delivery
+
+
+def _not_started(d: Delivery) -> None:
+    raise RuntimeError("the source is not started")
+
 
 MAX_TOPIC = 200  # bytes; `{prefix}/{64-char id}/t/{64-char category}` fits with room
 
@@ -49,7 +56,7 @@ class MqttSource:
         # paho's client, known from the first callback: a kept session may deliver messages
         # (and the worker acknowledge them) before connect() has returned
         self._paho: mqtt.Client | None = None
-        self.deliver = None
+        self.deliver: Callable[[Delivery], None] = _not_started
         self.closing = threading.Event()
 
     @property
@@ -63,9 +70,10 @@ class MqttSource:
         # (MQTT 3.1.1 section 3.8.4), so a collector that lost its document store relearns them
         root = f"{self.prefix}/+/"
         out = []
-        for s in ("t/+", "consent/receipt", "status", "meta", "reply/+"):
+        batches = wire.T_TELEMETRY + "/+"
+        for s in (batches, wire.T_RECEIPT, wire.T_STATUS, wire.T_META, wire.T_REPLY + "/+"):
             topic = root + s
-            if self.share_group and s == "t/+":
+            if self.share_group and s == batches:
                 topic = f"$share/{self.share_group}/{topic}"
             out.append((topic, 1))
         return out
@@ -119,6 +127,10 @@ class MqttSource:
         by the device's re-send, which the key de-duplicates and the worker acks again."""
         self.client.publish(f"{self.prefix}/{device}/{suffix}", payload, qos=0)
 
+    def pause(self) -> None:
+        """Deliver nothing more; what arrives from now on stays unacknowledged."""
+        self.closing.set()
+
     def stop(self) -> None:
         self.closing.set()
         if self.conn is not None:
@@ -135,9 +147,9 @@ class QueueSource:
     def __init__(self) -> None:
         self.acked: list = []
         self.sent: list[tuple[str, str, bytes]] = []
-        self.deliver = None
+        self.deliver: Callable[[Delivery], None] = _not_started
 
-    def start(self, deliver) -> None:
+    def start(self, deliver: Callable[[Delivery], None]) -> None:
         self.deliver = deliver
 
     def put(self, topic: str, payload: bytes, token=None) -> None:
@@ -149,6 +161,9 @@ class QueueSource:
 
     def send(self, device: str, suffix: str, payload: bytes) -> None:
         self.sent.append((device, suffix, payload))
+
+    def pause(self) -> None:
+        pass
 
     def stop(self) -> None:
         pass

@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
     "store": "host_tools.bench.store:bench_store",
     "deploy": "host_tools.board.deploy:bench_deploy",
     "replay": "host_tools.bench.replay:bench_replay",
+    "update": "host_tools.bench.update:bench_update",
     "inputs": "host_tools.bench.inputs:bench_inputs",
     "collector": "host_tools.bench.collector:bench_collector",
 }
@@ -46,4 +47,5 @@ def register(sub) -> None:
         help="benchmark name: " + ", ".join(sorted(BENCHES)) if BENCHES else "benchmark name",
     )
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    p.add_argument("--board", help="store: the board whose log partition sizes flash life")
     p.set_defaults(func=cmd_bench)

@@ -7,7 +7,9 @@ import sys
 
 from edge import config
 from edge import consent as consent_mod
-from edge.consent import Consent, ConsentError, hmac_sha256, signed_bytes
+from edge.consent import Consent, ConsentError
+from edge.wire import consent_signed_bytes as signed_bytes
+from edge.wire import hmac_sha256
 
 CATS = ["essential", "diagnostics", "location", "marketing", "usage"]
 DEV = "unit-1"
@@ -242,19 +244,21 @@ def case_boot_purge(root, port):
     except CutHere:
         pass
     for s in a.store.streams:  # the cut: nothing more reaches the flash image
-        if s.active is not None:
+        if getattr(s, "active", None) is not None:
             s.active.close()
     import vfs
 
     vfs.umount("/flash")
     a.hal.flash.close()
+    if getattr(a.hal, "log_flash", None) is not None:
+        a.hal.log_flash.close()
     b = Agent(cfg, load_hal())  # the reboot
     usage = b.categories.index("usage")
     return {
         "version": b.consent.version,
         "receipt": b.consent.receipt,
         "unsent": b.store.unsent(usage),
-        "outbox": [o[0].decode() for o in b.cmds.outbox],
+        "outbox": [o[0].decode() for o in b.cmds.out.waiting()],
     }
 
 

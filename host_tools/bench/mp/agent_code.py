@@ -13,6 +13,7 @@ import edge.hal.unix.flashdev  # noqa: F401  (the unix HAL mounts the emulated f
 import edge.hal.unix.hal  # noqa: F401
 import edge.main  # noqa: F401  (config, agent and everything the agent imports)
 import edge.sensors.simfridge  # noqa: F401
+import edge.store.rawlog  # noqa: F401  (the unix board's store backend, imported when chosen)
 
 # A config check imports the schema and unloads it (edge/config.py), as every boot does; the
 # names it interned stay for the whole run (MicroPython never frees interned strings, and their
