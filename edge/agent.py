@@ -12,7 +12,7 @@ from micropython import const
 from edge import clock, codec, config, meta, net, watchdog, wire
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
-from edge.forwarder import Forwarder
+from edge.forwarder import Forwarder, packet_bytes
 from edge.health import Health
 from edge.mqtt.link import Link, make_client
 from edge.minimise import Minimiser
@@ -99,7 +99,14 @@ class Agent:
         self.minimise = Minimiser(cfg, self.consent)
         # the client's packet buffers early, while the heap is one piece: large blocks first
         # (allocated after the small objects below, a code + 48 KiB heap ran out: measured)
-        c = make_client(cfg, 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN)
+        # (the forwarder builds its batches inside the packet buffer: forwarder.packet_bytes)
+        c = make_client(
+            cfg,
+            max(
+                512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN,
+                packet_bytes(cfg, self.categories),
+            ),
+        )
         self.client = c
         try:
             # clock: forward-time conversion of unsynced stamps (docs/FORMAT.md 4)

@@ -98,6 +98,11 @@ def get_uvarint(mv, p, limit_bits=64):
 # --- encoder ------------------------------------------------------------------------------------
 
 
+def output_size(device, max_readings):
+    """Bytes of the output buffer a BatchWriter2 of this many readings needs."""
+    return codec.batch_header_len(device, b"x" * 64) + 2 + max_readings * codec.ENTRY_LEN + 16
+
+
 class BatchWriter2:
     """Packs readings of one category as format 2. Same interface as codec.BatchWriter (the
     forwarder and edge/clock.py Stamper use either). add() only stores into preallocated
@@ -105,7 +110,7 @@ class BatchWriter2:
     format 1, and a batch whose format 2 coding is not smaller is sent as format 1 instead, so
     a device set to format 2 never sends more bytes than format 1 would."""
 
-    def __init__(self, device, max_readings, names=False):
+    def __init__(self, device, max_readings, names=False, out=None):
         if not 0 < len(device) <= codec.MAX_NAME:
             raise ValueError("device id length must be 1..64")
         self.device = device if isinstance(device, bytes) else device.encode()
@@ -113,11 +118,11 @@ class BatchWriter2:
         self.cap = n
         self.names = names
         # format 1 writer over the one output buffer: fallback, and its size bounds format 2
-        # (16 bytes more: format 2 stops at the first code that passes the format 1 size)
-        self.v1 = codec.BatchWriter(
-            self.device,
-            codec.batch_header_len(self.device, b"x" * 64) + 2 + n * codec.ENTRY_LEN + 16,
-        )
+        # (16 bytes more: format 2 stops at the first code that passes the format 1 size);
+        # `out`: a writable buffer to use instead (the forwarder's view of the client's packet
+        # buffer, see codec.BatchWriter)
+        size = output_size(self.device, n)
+        self.v1 = codec.BatchWriter(self.device, size if out is None else out[:size])
         self.buf = self.v1.buf
         self.mv = self.v1.mv
         self.tix = bytearray(n)  # table index of each reading's channel

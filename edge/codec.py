@@ -102,10 +102,12 @@ class BatchWriter:
     """Packs readings of one category into a preallocated buffer (no allocation per reading)."""
 
     def __init__(self, device, capacity):
+        """capacity: a size in bytes, or a writable buffer to pack into (the forwarder passes a
+        view of the MQTT client's packet buffer, so a batch is built where it is sent from)."""
         if not 0 < len(device) <= MAX_NAME:
             raise ValueError("device id length must be 1..64")
         self.device = device if isinstance(device, bytes) else device.encode()
-        self.buf = bytearray(capacity)
+        self.buf = bytearray(capacity) if isinstance(capacity, int) else capacity
         self.mv = memoryview(self.buf)
         self.count = 0
         self.last_seq = 0  # set by add(); read only once count > 0

@@ -39,6 +39,34 @@ class _Cap:
         return True
 
 
+def _header_room(topics):
+    """Bytes before a batch in the packet buffer: the longest PUBLISH header of these topics
+    (fixed header, Remaining Length of up to 3 bytes, topic, packet id: MQTT 3.1.1 3.3)."""
+    return 1 + 3 + 2 + max(len(t) for t in topics) + 2
+
+
+def _writer(cfg, dev, out):
+    """The batch writer of config `batch.format` over the buffer `out`."""
+    n = cfg["batch"]["max_readings"]
+    if cfg["batch"]["format"] == 2:  # columns per channel (docs/FORMAT.md 3.8)
+        from edge.batchv2 import BatchWriter2
+
+        return BatchWriter2(dev, n, cfg["batch"]["names"], out)
+    return codec.BatchWriter(
+        dev, out[: codec.batch_header_len(dev, "x" * 64, 1) + n * codec.ENTRY_LEN]
+    )
+
+
+def packet_bytes(cfg, categories):
+    """The client's packet buffer the forwarder needs: a batch of `batch.max_readings` in
+    either format after its PUBLISH header (format 2's output buffer is the larger:
+    edge/batchv2.py output_size, 18 bytes beyond format 1's header and entries)."""
+    dev = cfg["device_id"]
+    topics = [codec.topic(cfg["mqtt"]["prefix"], dev, "t", name) for name in categories]
+    n = cfg["batch"]["max_readings"]
+    return _header_room(topics) + codec.batch_header_len(dev, "x" * 64) + 18 + n * codec.ENTRY_LEN
+
+
 class Forwarder:
     """Owns the telemetry PUBACKs (on_puback), the end-to-end acks (on_ack) and what a new
     session means for the batches in flight (on_connect); `run()` is the sending task."""
@@ -63,16 +91,10 @@ class Forwarder:
         self.ack_check = auth.AckCheck(key, dev) if key else None
         self.max_readings = cfg["batch"]["max_readings"]
         self.linger_ms = cfg["batch"]["linger_ms"]
-        if cfg["batch"]["format"] == 2:  # columns per channel (docs/FORMAT.md 3.8)
-            from edge.batchv2 import BatchWriter2
-
-            self.writer = BatchWriter2(dev, self.max_readings, cfg["batch"]["names"])
-        else:
-            # the same interface as BatchWriter2 (start, add, finish, last_seq)
-            self.writer = codec.BatchWriter(  # type: ignore[assignment]
-                dev,
-                codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN,
-            )
+        # The batch is built inside the client's packet buffer, after room for the PUBLISH
+        # header (Client.send_placed): a batch is never copied and has no buffer of its own.
+        self.off = _header_room(self.topics)
+        self.writer = _writer(cfg, dev, client.txmv[self.off :])
         self.cap = _Cap(self.writer)
         # the ring of sent batches, oldest first: preallocated, nothing allocated per batch
         self.r_pid = array("H", bytes(2 * _RING))
@@ -191,12 +213,16 @@ class Forwarder:
         return True
 
     # --- sending -----------------------------------------------------------------------------
-    async def _publish(self, k):
+    def _send(self, k, dup=False):
+        """PUBLISH the batch of ring slot k from the packet buffer it was built in. The caller
+        waited for a window slot before the fill: nothing else may use that buffer between
+        the fill and this call, so there is no await in between."""
+        n = len(self.writer.finish())
         # the packet id is in the ring before the PUBLISH leaves: its PUBACK may be parsed
-        # before publish() returns
-        self.r_pid[k] = self.client.next_pid()
-        payload = self.writer.finish()
-        await self.client.publish(self.topics[self.r_cat[k]], payload, 1, False, self.r_pid[k])
+        # during the drain that follows
+        self.r_pid[k] = self.client.send_placed(
+            self.topics[self.r_cat[k]], self.off, n, 1, False, self.r_pid[k] if dup else 0, dup
+        )
 
     def _restart(self):
         """Forget the ring and re-read from each category's cursor: everything not delivered
@@ -229,6 +255,8 @@ class Forwarder:
                 # revoked meanwhile: its readings were purged; never send them again
                 self.r_flags[k] |= _F_PUBACK | _F_STORED
                 continue
+            if not self.r_flags[k] & _F_PUBACK and self.client.inflight >= self.client.window:
+                await self.client.wait_slot()  # before the fill (_send)
             n, _seg, _off = self._fill(cat, self.r_n[k])
             if n != self.r_n[k] or w.last_seq & 0xFFFFFFFF != self.r_last[k]:
                 self._restart()
@@ -236,7 +264,8 @@ class Forwarder:
             if self.r_flags[k] & _F_PUBACK:
                 continue  # acknowledged already: only its place in the store is skipped
             self.stats["resent_batches"] += 1
-            await self.client.publish(self.topics[cat], w.finish(), 1, False, self.r_pid[k], True)
+            self._send(k, True)
+            await self.client.drain()
         self._free_head()
 
     def _stale(self):
@@ -329,7 +358,7 @@ class Forwarder:
 
     async def run(self, hb=None):
         """Task: forward committed readings while connected. Helpers are plain functions
-        (no coroutine allocated per pass) except _publish and _resume.
+        (no coroutine allocated per pass) except _resume.
         hb: its watchdog heartbeat (edge/watchdog.py)."""
         c = self.client
         while True:
@@ -350,11 +379,14 @@ class Forwarder:
             for cat in range(len(self.categories)):
                 if self.count >= _RING:
                     break  # the ring is full: wait for acknowledgements
-                k = self._batch(cat)
-                if k < 0:
-                    continue
                 try:
-                    await self._publish(k)
+                    if c.inflight >= c.window:
+                        await c.wait_slot()  # before the fill (_send)
+                    k = self._batch(cat)
+                    if k < 0:
+                        continue
+                    self._send(k)
+                    await c.drain()
                 except (OSError, MQTTError):
                     break  # the link task reconnects; the ring is re-sent then
                 sent = True
