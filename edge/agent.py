@@ -1,4 +1,5 @@
-# Composition root: builds the data path and creates every task (STYLE 7.1.8).
+# Composition root: builds the data path, routes every inbound MQTT event to the component
+# that owns it, and creates every task.
 # sources -> consent gate -> store -> forwarder -> MQTT; commands and health beside it.
 
 import asyncio
@@ -8,11 +9,11 @@ import sys
 
 from micropython import const
 
-from edge import clock, codec, config, watchdog
+from edge import clock, codec, config, meta, watchdog
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
-from edge.health import TOPIC_ROOM, Health
+from edge.health import Health
 from edge.mqtt.link import Link, make_client
 from edge.minimise import Minimiser
 from edge.mqtt.client import MQTTError
@@ -30,56 +31,121 @@ def _all_done(sources):
     return True
 
 
+def _no_input_stats():
+    return {}
+
+
+def _check_sources(cfg):
+    """A board must never send made-up readings because its inputs are missing: no inputs
+    and no simulator asked for is a config error, raised before anything touches flash."""
+    if not cfg.get("inputs") and not cfg["sim"].get("enabled"):
+        raise config.ConfigError(
+            "no data source: config key 'inputs' is empty and 'sim.enabled' is not true "
+            "(the simulated appliance runs only when asked for)"
+        )
+
+
+def _sources(cfg, hal):
+    """The data sources and their counters for the status: the configured inputs, else the
+    simulated appliance (`sim.enabled`)."""
+    if cfg.get("inputs"):
+        from edge import inputs
+
+        sources = inputs.build(cfg, hal)
+        return sources, lambda: inputs.stats(sources)
+    from edge.sensors.simfridge import SimFridge
+
+    return [SimFridge(cfg, hal)], _no_input_stats
+
+
 class Agent:
     def __init__(self, cfg, hal, out=print):
         self.cfg = cfg
         self.hal = hal
         self.out = out
         self.stats_skipped = 0
+        _check_sources(cfg)
         self.categories = config.category_ids(cfg)
         self.chan_cat = {}
         for ch in cfg["channels"]:
             self.chan_cat[ch["id"]] = self.categories.index(ch["category"])
+        dev = cfg["device_id"]
         root = hal.mount_store(cfg["store"]["path"])
         self.store = Store(root, cfg, self.categories, hal)
-        self.consent = Consent(root, self.categories, cfg["device_id"], consent_key(cfg))
+        self.consent = Consent(root, self.categories, dev, consent_key(cfg))
         self.minimise = Minimiser(cfg, self.consent)
-        m = cfg["mqtt"]
-        dev = cfg["device_id"]
-        self.prefix = m["prefix"]
-        self.client = make_client(cfg, 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN)
-        self.status_topic = codec.topic(self.prefix, dev, "status")
-        self.client.will = (self.status_topic, b'{"state":"offline"}', True)
-        self.fwd = Forwarder(self.store, self.client, self.consent, cfg, self.categories)
-        self.cmds = Commands(self, root)  # issue 5: validation, consent, receipts
-        self.client.on_message = self.cmds.on_message
-        self.link = Link(self)  # the connection supervisor (edge/mqtt/link.py), wraps on_message
-        self.sources = self._build_sources()
-        self.sampled = 0
-        self.unknown_channel = 0
-        self.reconnects = 0
-        self.sampling = True
-        self.t0 = hal.ticks_ms()
-        # issue 6 items 6-7: clock (forward-time conversion of unsynced stamps), watchdog, status
+        # the client's packet buffers early, while the heap is one piece: large blocks first
+        # (allocated after the small objects below, a code + 48 KiB heap ran out: measured)
+        c = make_client(cfg, 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN)
+        self.client = c
         try:
+            # clock: forward-time conversion of unsynced stamps (docs/FORMAT.md 4)
             self.clock = clock.from_config(cfg, hal)
             self.wd = watchdog.Watchdog(hal, watchdog.timeout_ms(cfg), self.log)
         except ValueError as e:
             raise config.ConfigError(str(e))
-        self.fwd.stamp = clock.Stamper(self.clock, self.fwd.writer, self.store.boot)
-        self.fwd.hb = self.wd.add(
-            "forwarder", lambda: not self.client.connected.is_set() or bool(self.fwd.count)
-        )  # batches in flight
-        self.healthmon = Health(self)
+        self.fwd = Forwarder(self.store, c, self.consent, cfg, self.categories, self.clock, hal)
+        self.t0 = hal.ticks_ms()
+        self.cmds = Commands(cfg, root, self.consent, self.store, c, hal, self.t0, self.log)
+        self.sources, input_stats = _sources(cfg, hal)
+        self.sampled = 0
+        self.unknown_channel = 0
+        self.sampling = True
+        self.health = Health(
+            cfg,
+            hal,
+            c,
+            self.store,
+            self.consent,
+            self.t0,
+            self.counters,
+            input_stats,
+            self._clock_status,
+            self.wd.status,
+            self.log,
+        )
+        c.will = (self.health.topic, b'{"state":"offline"}', True)
+        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, "cmd", "#"), 1)]
+        if self.fwd.e2e:
+            subs.append((self.fwd.ack_topic, 0))
+        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, "meta")
+        # channel units and decimals for the backend (edge/meta.py); built once
+        self.meta = meta.payload(cfg, len(c.tx) - 80 - len(self.meta_topic))
+        self.link = Link(c, cfg, subs, self._birth, self.log)
+        # Every inbound event goes to its owner from here, and only from here.
+        c.on_connect = self._on_connect
+        c.on_puback = self._on_puback
+        c.on_message = self._on_message
 
-    def _build_sources(self):
-        if self.cfg.get("inputs"):
-            from edge import inputs
+    # --- inbound events (the client's read loop and CONNACK) ---------------------------------
+    def _on_connect(self, session_present):
+        self.fwd.on_connect(session_present)  # the batches in flight: re-send or re-read
+        self.cmds.on_connect()  # replies and receipts without a PUBACK: send again
 
-            return inputs.build(self.cfg, self.hal)
-        from edge.sensors.simfridge import SimFridge
+    def _on_puback(self, pid):
+        # a few replies and receipts at most wait for theirs; every other PUBACK is a batch's
+        if not self.cmds.on_puback(pid):
+            self.fwd.on_puback(pid)
 
-        return [SimFridge(self.cfg, self.hal)]
+    def _on_message(self, topic, payload):
+        # topic and payload are views into the receive buffer, valid during the call; the
+        # owner's answer (False: no room) is the client's backpressure (docs/MQTT.md 2)
+        if topic == self.fwd.ack_topic:
+            self.fwd.on_ack(payload)  # end-to-end acks (docs/MQTT.md 4)
+            return True
+        return self.cmds.on_message(topic, payload)  # cmd/# is the only other subscription
+
+    async def _birth(self):
+        """The birth messages of every new session: the retained status, then the retained
+        channel metadata (QoS 0 like the status; docs/MQTT.md 2)."""
+        await self.health.publish("online")
+        if self.meta is not None:
+            await self.client.publish(self.meta_topic, self.meta, 0, True)
+
+    def _clock_status(self):
+        d = self.clock.status(self.store.boot)
+        d["converted"] = self.fwd.stamp.converted  # unsynced stamps sent as wall ms
+        return d
 
     # --- ingest hot path -----------------------------------------------------------------
     def emit(self, channel, value):
@@ -96,7 +162,7 @@ class Agent:
             ts = self.hal.ticks_ms()
             flags = codec.FLAG_CLOCK_UNSYNCED
         rules = self.minimise.rules.get(channel)
-        if rules:  # data minimisation before storage (issue 5.4)
+        if rules:  # data minimisation before storage (docs/CONSENT.md 7)
             ts, value = self.minimise.apply(rules, channel, ts, value)
         self.store.append(cat, channel, ts, flags, value)
 
@@ -125,18 +191,6 @@ class Agent:
         hb.stop()
         self.store.commit()
 
-    async def publish_status(self, state):
-        # the status is written straight into the client's packet buffer (edge/health.py);
-        # nothing may use that buffer between the two calls: no await in between
-        n = self.healthmon.place(state)
-        await self.client.publish_placed(self.status_topic, TOPIC_ROOM, n, True)
-
-    # --- commands (DESIGN.md 5: cmd/{name} in, reply/{name} out): edge/commands.py ----------
-    def command_task(self):
-        """Task: validate and execute commands, publish replies and consent receipts."""
-        offline = lambda: not self.client.connected.is_set()  # noqa: E731
-        return self.cmds.run(self.wd.add("commands", offline))
-
     # --- health ----------------------------------------------------------------------------
     def counters(self):
         st = self.store.stats
@@ -150,7 +204,7 @@ class Agent:
             "acked": self.fwd.stats["acked_readings"],
             "acked_by_category": dict(zip(self.categories, self.fwd.acked_counts)),
             "batches": self.fwd.stats["batches"],
-            "reconnects": self.reconnects,
+            "reconnects": self.link.stats["sessions"],
             "consent_version": self.consent.version,
             "commands_rejected": self.cmds.stats["rejected"],
             "unknown_channel": self.unknown_channel,
@@ -178,12 +232,9 @@ class Agent:
             "last_error": self.link.last_error,
         }
 
-    def health(self, state):
-        return self.healthmon.status(state)  # edge/health.py
-
     def report(self, tag, doc):
         """One `TAG {json}` line for the host. With the default output the JSON is streamed to
-        stdout, so no line-sized string is allocated on a tight heap (issue 4)."""
+        stdout, so no line-sized string is allocated on a tight heap."""
         if self.out is print:
             sys.stdout.write(tag)
             json.dump(doc, sys.stdout)
@@ -195,7 +246,7 @@ class Agent:
         self.out("@log " + msg)
 
     async def housekeeping(self):
-        """Task: status, stats line, cursor persistence, gc (STYLE 7.1.9)."""
+        """Task: stats line, cursor persistence, gc (the one place that collects)."""
         period = self.cfg["status_ms"]
         hb = self.wd.add("housekeeping")
         while True:
@@ -209,26 +260,35 @@ class Agent:
                 # the stats line is for the host only: skip it rather than stop the agent
                 self.stats_skipped += 1
 
+    def _offline(self):
+        return not self.client.connected.is_set()
+
+    def _forwarder_parked(self):
+        # waiting for the network, or for a window slot while batches are in flight
+        return self._offline() or bool(self.fwd.count)
+
     async def main(self):
-        # STYLE 7.1.9, on a tight heap: collect once a quarter of the free heap was allocated,
-        # not only when it is exhausted, so short-lived objects reuse the same holes and
-        # long-lived ones are not scattered over all free memory (issue 4: fragmentation made
-        # a status or stats line fail with a third of the heap free). On a roomy heap that
+        # On a tight heap: collect once a quarter of the free heap was allocated, not only
+        # when it is exhausted, so short-lived objects reuse the same holes and long-lived
+        # ones are not scattered over all free memory (fragmentation made a status or stats
+        # line fail with a third of the heap free). On a roomy heap that
         # never matters and the extra collections halved the top ingest rate (measured).
         gc.collect()
         free = gc.mem_free()
         if free < _TIGHT_HEAP:
             gc.threshold(free // 4)
+        wd = self.wd
+        offline = self._offline
         tasks = [
             # the link waits (connect timeout, backoff) only while offline: parked then
-            asyncio.create_task(
-                self.link.run(self.wd.add("link", lambda: not self.client.connected.is_set()))
-            ),
-            asyncio.create_task(self.fwd.run()),
-            asyncio.create_task(self.command_task()),
+            asyncio.create_task(self.link.run(wd.add("link", offline))),
+            # store -> batches -> PUBLISH
+            asyncio.create_task(self.fwd.run(wd.add("forwarder", self._forwarder_parked))),
+            # commands, replies and consent receipts
+            asyncio.create_task(self.cmds.run(wd.add("commands", offline))),
             asyncio.create_task(self.housekeeping()),
-            asyncio.create_task(self.healthmon.run(self.wd.add("health"))),  # retained status
-            asyncio.create_task(self.clock.run(self.log, self.wd.add("clock"))),  # NTP
+            asyncio.create_task(self.health.run(wd.add("health"))),  # retained status
+            asyncio.create_task(self.clock.run(self.log, wd.add("clock"))),  # NTP
         ]
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
@@ -242,7 +302,7 @@ class Agent:
             await asyncio.sleep_ms(20)
         self.store.close()
         try:
-            await self.publish_status("stopped")
+            await self.health.publish("stopped")
         except (OSError, MQTTError):
             pass
         await self.client.disconnect()

@@ -19,27 +19,31 @@ _LOCAL_REPLY = "/local.reply"
 
 
 class Commands:
-    def __init__(self, agent, root):
-        self.agent = agent
-        self.consent = agent.consent
-        self.store = agent.store
-        self.client = agent.client
+    """Owns the command topics' messages (on_message), the PUBACKs of its own replies and
+    receipts (on_puback) and, after a new session, re-sending those (on_connect)."""
+
+    def __init__(self, cfg, root, consent, store, client, hal, t0, log):
+        self.consent = consent
+        self.store = store
+        self.client = client
+        self.hal = hal
+        self.t0 = t0
+        self.log = log
         # the local hook's directory: `consent.local_dir` in config (on unix a host directory
         # the appliance UI can write), else the store's root
-        self.root = (agent.cfg.get("consent") or {}).get("local_dir") or root
-        dev = agent.cfg["device_id"]
+        self.root = (cfg.get("consent") or {}).get("local_dir") or root
+        dev = cfg["device_id"]
         self.device = dev
-        self.topic_reply = codec.topic(agent.prefix, dev, "reply", "")
-        self.topic_cmd = codec.topic(agent.prefix, dev, "cmd", "")
-        self.topic_receipt = codec.topic(agent.prefix, dev, "consent", "receipt")
+        prefix = cfg["mqtt"]["prefix"]
+        self.topic_reply = codec.topic(prefix, dev, "reply", "")
+        self.topic_cmd = codec.topic(prefix, dev, "cmd", "")
+        self.topic_receipt = codec.topic(prefix, dev, "consent", "receipt")
         self.queue = []
         self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
         self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
         self.event = asyncio.Event()
         self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
-        self.conn = -1
-        self._fwd_puback = self.client.on_puback
-        self.client.on_puback = self._on_puback
+        self.new_session = False
         self._boot()
 
     # --- boot: finish a revocation a power cut interrupted, republish the receipt ----------
@@ -111,10 +115,9 @@ class Commands:
             if not isinstance(doc, dict):
                 raise ValueError("payload must be a JSON object")
             if name == "ping":
-                a = self.agent
                 reply = {
                     "ok": True,
-                    "uptime_ms": a.hal.ticks_diff(a.hal.ticks_ms(), a.t0),
+                    "uptime_ms": self.hal.ticks_diff(self.hal.ticks_ms(), self.t0),
                     "consent_version": self.consent.version,
                     "next_seq": self.store.next_seq,
                 }
@@ -138,12 +141,12 @@ class Commands:
             reply["id"] = doc["id"]
         if source != "local":
             self._queue(self.topic_reply + name, reply, False, -1)
-        self.agent.log("cmd %s from %s: %s" % (name, source, reply.get("error", "ok")))
+        self.log("cmd %s from %s: %s" % (name, source, reply.get("error", "ok")))
         return reply
 
     def _consent(self, doc, source):
         c = self.consent
-        revoked = c.apply(doc, source, self.agent.hal.wall_ms())  # persisted before the purge
+        revoked = c.apply(doc, source, self.hal.wall_ms())  # persisted before the purge
         first_seq = self.store.next_seq  # every reading from here on was gated by this version
         purged = {}
         for cat in revoked:
@@ -173,7 +176,7 @@ class Commands:
         try:
             c.save()
         except OSError as e:
-            self.agent.log("consent: cannot persist the receipt: %s" % e)
+            self.log("consent: cannot persist the receipt: %s" % e)
         self._queue(self.topic_receipt, r, True, c.version)
         return r
 
@@ -184,13 +187,19 @@ class Commands:
             self.stats["outbox_full"] += 1
         self.outbox.append([topic, json.dumps(doc).encode(), retain, release])
 
-    def _on_puback(self, pid):
+    def on_puback(self, pid):
+        """A PUBACK (read loop). Returns True when it was for a reply or receipt of ours."""
         for i in range(len(self.unacked)):
             if self.unacked[i][0] == pid:
                 self._acked(self.unacked.pop(i)[1])
-                return
-        if self._fwd_puback:
-            self._fwd_puback(pid)
+                return True
+        return False
+
+    def on_connect(self):
+        """A new session (at its CONNACK): PUBACKs of the old one never come, so the task sends
+        those items again (the task, not this call: it may be between sending an item and
+        removing it from the outbox)."""
+        self.new_session = True
 
     def _acked(self, item):
         if item[3] >= 0:
@@ -214,9 +223,8 @@ class Commands:
                 self.execute(name, payload, "mqtt")
             if not self.client.connected.is_set():
                 continue
-            if self.conn != self.agent.reconnects:
-                # a new session: PUBACKs of the old one never come, send those again
-                self.conn = self.agent.reconnects
+            if self.new_session:
+                self.new_session = False
                 self.outbox[0:0] = [u[1] for u in self.unacked]
                 self.unacked = []
             while self.outbox:

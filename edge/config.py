@@ -49,7 +49,7 @@ def check(cfg, with_board=True):
 
 
 def load(text=None, overrides=None, with_board=True):
-    """Parse device config JSON text (None: the embedded defaults, a simulated fridge), merge
+    """Parse device config JSON text (None: the embedded defaults), merge
     overrides over it, check it and fill in defaults. Raises ConfigError naming every bad key."""
     cfg = {}
     if text:

@@ -9,6 +9,7 @@ from array import array
 from micropython import const
 
 from edge import codec
+from edge.clock import Stamper
 from edge.mqtt.client import MQTTError
 
 _IDLE_MS = const(20)
@@ -18,6 +19,9 @@ _RING = const(64)  # batches sent but not yet behind the store's cursor
 _F_PUBACK = const(1)  # the broker acknowledged this PUBLISH on the current connection
 _F_E2E = const(2)  # the collector acknowledged the batch (end-to-end mode)
 _F_STORED = const(4)  # store.ack() has been called for it
+# _due(): what a category with unsent readings is waiting for
+_LINGER = const(1)  # a partial batch waits for more readings
+_DUE = const(2)  # a batch goes now
 
 
 class _Cap:
@@ -36,11 +40,15 @@ class _Cap:
 
 
 class Forwarder:
-    def __init__(self, store, client, consent, cfg, categories):
+    """Owns the telemetry PUBACKs (on_puback), the end-to-end acks (on_ack) and what a new
+    session means for the batches in flight (on_connect); `run()` is the sending task."""
+
+    def __init__(self, store, client, consent, cfg, categories, clock, hal):
         self.store = store
         self.client = client
         self.consent = consent
         self.categories = categories
+        self.hal = hal
         prefix = cfg["mqtt"]["prefix"]
         dev = cfg["device_id"]
         self.topics = [codec.topic(prefix, dev, "t", name) for name in categories]
@@ -72,7 +80,8 @@ class Forwarder:
         self.r_t = array("i", bytes(4 * _RING))
         self.head = 0
         self.count = 0
-        self.gen = -1  # client.stats["connects"] the ring was last (re)sent on
+        self.new_session = False  # set at a CONNACK (on_connect), handled by the task
+        self.session_present = False
         self.stats = {
             "batches": 0,
             "forwarded": 0,
@@ -83,20 +92,25 @@ class Forwarder:
             "e2e_acks": 0,
         }
         self.acked_counts = [0] * len(categories)
-        self.stamp = None  # edge/clock.py Stamper: unsynced stamps -> wall ms (FORMAT.md 4)
-        self.hb = None  # edge/watchdog.py Heartbeat
+        # what the store fills batches through: unsynced stamps -> wall ms (FORMAT.md 4)
+        self.stamp = Stamper(clock, self.writer, store.boot)
         # linger (DESIGN.md 3): a category with less than a full batch waits up to linger_ms
         # (HAL ticks, so virtual time in a replay) from when its data was first seen
         self.wait_since = [-1] * len(categories)
         self.full_bytes = self.max_readings * codec.REC_LEN
         self.flush = False  # set once sampling has ended: partial batches go at once
-        client.on_puback = self._on_puback
+        self.lingering = False  # the last pass left a partial batch waiting
 
     # --- ring ------------------------------------------------------------------------------
     def _delivered(self, k):
         return self.r_flags[k] & (_F_E2E if self.e2e else _F_PUBACK)
 
-    def _on_puback(self, pid):
+    def on_connect(self, session_present):
+        """A new session (at its CONNACK): the task resumes from it before sending more."""
+        self.session_present = session_present
+        self.new_session = True
+
+    def on_puback(self, pid):
         for j in range(self.count):
             k = (self.head + j) % _RING
             if self.r_pid[k] == pid and not self.r_flags[k] & _F_PUBACK:
@@ -140,6 +154,10 @@ class Forwarder:
             self.r_flags[k] |= _F_STORED
             self.stats["acked_readings"] += self.r_n[k]
             self.acked_counts[cat] += self.r_n[k]
+        self._free_head()
+
+    def _free_head(self):
+        """Drop the slots behind the store's cursor from the ring's head."""
         while self.count and self.r_flags[self.head] & _F_STORED:
             self.head = (self.head + 1) % _RING
             self.count -= 1
@@ -192,10 +210,7 @@ class Forwarder:
                 # revoked meanwhile: its readings were purged; never send them again
                 self.r_flags[k] |= _F_PUBACK | _F_STORED
                 continue
-            w.start(self.categories[cat], self.store.boot, 0)
-            self.cap.left = self.r_n[k]
-            self.cap.w = self.stamp or w
-            n, _seg, _off = self.store.fill(cat, self.cap)
+            n, _seg, _off = self._fill(cat, self.r_n[k])
             if n != self.r_n[k] or w.last_seq & 0xFFFFFFFF != self.r_last[k]:
                 self._restart()
                 return
@@ -203,9 +218,7 @@ class Forwarder:
                 continue  # acknowledged already: only its place in the store is skipped
             self.stats["resent_batches"] += 1
             await self.client.publish(self.topics[cat], w.finish(), 1, False, self.r_pid[k], True)
-        while self.count and self.r_flags[self.head] & _F_STORED:
-            self.head = (self.head + 1) % _RING
-            self.count -= 1
+        self._free_head()
 
     def _stale(self):
         """End-to-end mode: the oldest acknowledged-by-broker batch waited too long."""
@@ -216,79 +229,114 @@ class Forwarder:
             time.ticks_ms(), self.r_t[k]
         ) >= self.ack_timeout_ms
 
-    async def run(self):
-        """Task: forward committed readings while connected."""
-        w = self.writer
+    async def _resume(self):
+        """What a new session means for the batches in flight."""
+        if self.session_present and not self.e2e and self.count:
+            # Case 1: the broker kept our session: MQTT-4.4.0-1, re-send what it has not
+            # acknowledged under the original packet ids, DUP set.
+            await self._resend_ring()
+        else:
+            # Case 2: a new session (the broker restarted, or end-to-end mode, where the broker
+            # may have died holding what it acknowledged): re-read from each category's cursor
+            # under new packet ids.
+            self._restart()
+
+    def _due(self, cat):
+        """Case 1: nothing unsent: 0. Case 2: less than a full batch, first seen less than
+        linger_ms ago (HAL ticks, so virtual time in a replay) and sampling goes on: _LINGER.
+        Case 3: a full batch, or it waited long enough: _DUE (DESIGN.md 3 linger)."""
+        pending = self.store.unsent_bytes(cat)
+        if pending <= 0:
+            self.wait_since[cat] = -1
+            return 0
+        if pending < self.full_bytes and not self.flush:
+            now = self.hal.ticks_ms()
+            if self.wait_since[cat] < 0:
+                self.wait_since[cat] = now
+            if self.hal.ticks_diff(now, self.wait_since[cat]) < self.linger_ms:
+                return _LINGER
+        self.wait_since[cat] = -1
+        return _DUE
+
+    def _fill(self, cat, limit):
+        """Start a batch of the category and fill it from the store with at most `limit`
+        readings, through the clock fix-up (FORMAT.md 4). Returns store.fill()'s result."""
+        self.writer.start(self.categories[cat], self.store.boot, 0)
+        self.cap.left = limit
+        self.cap.w = self.stamp
+        return self.store.fill(cat, self.cap)
+
+    def _take(self, cat):
+        """A new batch of the category in the next ring slot; returns the slot, or -1 when
+        the store had no readable reading."""
+        n, seg, off = self._fill(cat, self.max_readings)
+        if not n:
+            return -1
+        k = (self.head + self.count) % _RING
+        self.r_cat[k] = cat
+        self.r_flags[k] = 0
+        self.r_n[k] = n
+        self.r_last[k] = self.writer.last_seq & 0xFFFFFFFF  # low bits (FORMAT.md 1): store.whole()
+        self.r_seg[k] = seg
+        self.r_off[k] = off
+        self.r_pid[k] = 0
+        # a small int at run time (fits array 'i'); the stubs make ticks a class
+        self.r_t[k] = time.ticks_ms()  # type: ignore[call-overload]
+        self.count += 1
+        self.stats["batches"] += 1
+        self.stats["forwarded"] += n
+        return k
+
+    def _batch(self, cat):
+        """The next batch of a category, in a new ring slot: the slot, or -1 when none is due.
+        A partial batch that lingers sets `lingering`."""
+        # enforcement again at forward time: a revoked category is never sent
+        if not self.consent.allowed[cat]:
+            return -1
+        due = self._due(cat)
+        if due == _LINGER:
+            self.lingering = True
+        if due != _DUE:
+            return -1
+        return self._take(cat)
+
+    def _pause_ms(self, sent):
+        """How long the task sleeps after a pass over the categories."""
+        if self.count >= _RING:
+            return _FULL_MS  # the ring is full: acknowledgements come soon
+        if sent:
+            return 0
+        return min(_IDLE_MS, self.linger_ms) if self.lingering else _IDLE_MS
+
+    async def run(self, hb=None):
+        """Task: forward committed readings while connected. Helpers are plain functions
+        (no coroutine allocated per pass) except _publish and _resume.
+        hb: its watchdog heartbeat (edge/watchdog.py)."""
         c = self.client
         while True:
-            if self.hb is not None:
-                self.hb.beat()
+            if hb is not None:
+                hb.beat()
             if not c.connected.is_set():
                 await c.connected.wait()
-            if self.gen != c.stats["connects"]:
-                self.gen = c.stats["connects"]
-                if c.session_present and not self.e2e and self.count:
-                    # Case 1: the broker kept our session: MQTT-4.4.0-1, re-send what it has
-                    # not acknowledged under the original packet ids, DUP set.
-                    try:
-                        await self._resend_ring()
-                    except (OSError, MQTTError):
-                        continue
-                else:
-                    # Case 2: a new session (the broker restarted, or end-to-end mode, where
-                    # the broker may have died holding what it acknowledged): re-read from
-                    # each category's cursor under new packet ids.
-                    self._restart()
+            if self.new_session:
+                self.new_session = False
+                try:
+                    await self._resume()
+                except (OSError, MQTTError):
+                    continue
             elif self._stale():
                 self._restart()
             sent = False
-            waiting = False
-            hal = self.store.hal
+            self.lingering = False
             for cat in range(len(self.categories)):
-                # enforcement again at forward time: a revoked category is never sent
-                if not self.consent.allowed[cat]:
-                    continue
                 if self.count >= _RING:
                     break  # the ring is full: wait for acknowledgements
-                pending = self.store.unsent_bytes(cat)
-                if pending <= 0:
-                    self.wait_since[cat] = -1
+                k = self._batch(cat)
+                if k < 0:
                     continue
-                if pending < self.full_bytes and not self.flush:
-                    now = hal.ticks_ms()
-                    if self.wait_since[cat] < 0:
-                        self.wait_since[cat] = now
-                    if hal.ticks_diff(now, self.wait_since[cat]) < self.linger_ms:
-                        waiting = True
-                        continue
-                self.wait_since[cat] = -1
-                w.start(self.categories[cat], self.store.boot, 0)
-                self.cap.left = self.max_readings
-                self.cap.w = self.stamp or w  # clock fix-up of unsynced stamps (FORMAT.md 4)
-                n, seg, off = self.store.fill(cat, self.cap)
-                if not n:
-                    continue
-                k = (self.head + self.count) % _RING
-                self.r_cat[k] = cat
-                self.r_flags[k] = 0
-                self.r_n[k] = n
-                self.r_last[k] = w.last_seq & 0xFFFFFFFF  # low bits (FORMAT.md 1): store.whole()
-                self.r_seg[k] = seg
-                self.r_off[k] = off
-                self.r_pid[k] = 0
-                # a small int at run time (fits array 'i'); the stubs make ticks a class
-                self.r_t[k] = time.ticks_ms()  # type: ignore[call-overload]
-                self.count += 1
-                self.stats["batches"] += 1
-                self.stats["forwarded"] += n
                 try:
                     await self._publish(k)
                 except (OSError, MQTTError):
                     break  # the link task reconnects; the ring is re-sent then
                 sent = True
-            if self.count >= _RING:
-                await asyncio.sleep_ms(_FULL_MS)
-            elif sent:
-                await asyncio.sleep_ms(0)
-            else:
-                await asyncio.sleep_ms(min(_IDLE_MS, self.linger_ms) if waiting else _IDLE_MS)
+            await asyncio.sleep_ms(self._pause_ms(sent))

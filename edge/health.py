@@ -6,13 +6,11 @@ import asyncio
 import gc
 import io
 import json
-import struct
 
 from micropython import const
 
 from edge import codec
 from edge.mqtt.client import MQTTError
-from edge.store.segment import SEG_HEAD_LEN, seg_name
 
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
 _STEP_MS = const(500)  # heartbeat interval, well inside any watchdog timeout (>= 2000 ms)
@@ -37,34 +35,63 @@ class _Sink(io.IOBase):
 
 
 class Health:
-    def __init__(self, agent):
-        self.a = agent
-        self.rec = bytearray(codec.REC_LEN)
+    """The status document and its publisher. Receives what it reads: the store, consent and
+    the client, the root's `counters()` and one callable per status section it does not own
+    (`input_stats`, `clock_status`, `watchdog_status`)."""
+
+    def __init__(
+        self,
+        cfg,
+        hal,
+        client,
+        store,
+        consent,
+        t0,
+        counters,
+        input_stats,
+        clock_status,
+        watchdog_status,
+        log,
+    ):
+        self.device = cfg["device_id"]
+        self.period = cfg["status_ms"] or 5000
+        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, "status")
+        self.hal = hal
+        self.client = client
+        self.store = store
+        self.consent = consent
+        self.t0 = t0
+        self.counters = counters
+        self.input_stats = input_stats
+        self.clock_status = clock_status
+        self.watchdog_status = watchdog_status
+        self.log = log
         self.published = 0
         self.too_large = 0
 
     # --- the status document ------------------------------------------------------------
     def status(self, state):
-        a = self.a
-        st = a.store.stats
-        h = a.counters()
+        hal = self.hal
+        store = self.store
+        st = store.stats
+        h = self.counters()
         h["state"] = state
-        h["device"] = a.cfg["device_id"]
-        h["boot"] = a.store.boot
-        h["uptime_ms"] = a.hal.ticks_diff(a.hal.ticks_ms(), a.t0)
-        h["reset_cause"] = a.hal.reset_cause
-        h["reset_detail"] = getattr(a.hal, "reset_detail", None)
+        h["device"] = self.device
+        h["boot"] = store.boot
+        h["uptime_ms"] = hal.ticks_diff(hal.ticks_ms(), self.t0)
+        h["reset_cause"] = hal.reset_cause
+        h["reset_detail"] = getattr(hal, "reset_detail", None)
         h["heap_free"] = gc.mem_free()
         h["heap_alloc"] = gc.mem_alloc()
-        h["store_bytes"] = a.store.used_bytes()
+        h["store_bytes"] = store.used_bytes()
         depth, age, age_boot = self.backlog()
         h["store_depth"] = depth
         h["oldest_unsent_age_ms"] = age
         if age_boot is not None:
             h["oldest_unsent_boot"] = age_boot  # a past boot, never synced: age unknown
-        h["drops"] = self.drops()
+        h["drops"] = self.drops(h["unknown_channel"])
         h["flash_writes"] = st["commits"]
-        flash = getattr(a.hal, "flash", None)  # the emulated NOR flash on unix
+        flash = getattr(hal, "flash", None)  # the emulated NOR flash on unix
         if flash is not None:
             h["flash"] = {
                 "progs": flash.progs,
@@ -76,86 +103,54 @@ class Health:
             "torn_tails": st["torn_tails"],
             "bad_segments": st["bad_segments"],
         }
-        h["inputs"] = {}
-        if a.cfg.get("inputs"):  # the only sources with counters (edge/agent.py)
-            from edge import inputs  # with its buses: not loaded for the simulated appliance
-
-            h["inputs"] = inputs.stats(a.sources)
-        h["clock"] = a.clock.status(a.store.boot)
-        h["clock"]["converted"] = a.fwd.stamp.converted  # unsynced stamps sent as wall ms
-        h["watchdog"] = a.wd.status()
+        h["inputs"] = self.input_stats()
+        h["clock"] = self.clock_status()
+        h["watchdog"] = self.watchdog_status()
         return h
 
-    def drops(self):
+    def drops(self, unknown_channel):
         """{reason: {category: n}}: consent (at the gate), store quota / nospace / purged."""
-        a = self.a
         d = {}
         cons = {}
-        for i, n in enumerate(a.consent.stats["dropped"]):
+        for i, n in enumerate(self.consent.stats["dropped"]):
             if n:
-                cons[a.categories[i]] = n
+                cons[self.consent.categories[i]] = n
         if cons:
             d["consent"] = cons
-        for key, n in a.store.stats["dropped"].items():
+        for key, n in self.store.stats["dropped"].items():
             reason, _, cat = key.partition(":")
             d.setdefault(reason, {})[cat] = n
-        if a.unknown_channel:
-            d["unknown_channel"] = {"-": a.unknown_channel}
+        if unknown_channel:
+            d["unknown_channel"] = {"-": unknown_channel}
         return d
 
     def backlog(self):
         """(readings not yet acknowledged, age in ms of the oldest one or None, its boot when
-        the age cannot be known). Depth counts committed bytes (an upper bound) + buffered."""
-        a = self.a
-        store = a.store
+        the age cannot be known)."""
+        hal = self.hal
+        store = self.store
         depth = 0
         oldest = None
         other_boot = None
-        for i in range(len(store.streams)):
-            depth += max(store.backlog(i), 0) // codec.REC_LEN + store.streams[i].n
-            r = self._first_unacked(store.streams[i])
+        for i in range(len(self.consent.categories)):
+            depth += store.unacked(i)
+            r = store.first_unacked(i)
             if r is None:
                 continue
             ts, boot, flags = r
             age = None
             if flags & codec.FLAG_CLOCK_UNSYNCED:
                 if boot == store.boot:
-                    age = a.hal.ticks_diff(a.hal.ticks_ms(), ts)
+                    age = hal.ticks_diff(hal.ticks_ms(), ts)
                 else:
                     other_boot = boot
             else:
-                wall = a.hal.wall_ms()
+                wall = hal.wall_ms()
                 if wall is not None:
                     age = wall - ts
             if age is not None and (oldest is None or age > oldest):
                 oldest = age
         return depth, oldest, other_boot
-
-    def _first_unacked(self, s):
-        """(ts, boot, flags) of the first reading after the ack position, from flash or from
-        the commit buffer; None when there is none or it cannot be read."""
-        i = s.seg_index(s.aseg)
-        off = s.aoff
-        while i < len(s.segs):
-            seg = s.segs[i]
-            if seg[0] != s.aseg:
-                off = SEG_HEAD_LEN
-            if seg[4] and off + codec.REC_LEN <= seg[3]:
-                try:
-                    with open(s.dir + "/" + seg_name(seg[0]), "rb") as f:
-                        f.seek(off)
-                        n = f.readinto(self.rec)
-                except OSError:
-                    n = 0
-                if n == codec.REC_LEN and codec.check_record(self.rec, 0) == 1:
-                    r = codec.unpack_record(self.rec, 0)
-                    return r[1], r[2], r[5]
-                return None
-            i += 1
-        if s.n:  # buffered, not yet committed (its CRC is written at commit)
-            r = struct.unpack_from(codec.REC_PAYLOAD_FMT, s.buf, codec.REC_HEAD_LEN)
-            return r[1], r[2], r[5]
-        return None
 
     # --- publishing -------------------------------------------------------------------------
     def place(self, state):
@@ -164,7 +159,7 @@ class Health:
         per-input counters go first when it is too large (counted in `status_too_large`)."""
         h = self.status(state)
         h["status_too_large"] = self.too_large
-        out = _Sink(self.a.client.txmv[TOPIC_ROOM:])
+        out = _Sink(self.client.txmv[TOPIC_ROOM:])
         json.dump(h, out)
         if out.pos > len(out.mv):
             self.too_large += 1
@@ -176,21 +171,26 @@ class Health:
                 raise ValueError("status too large for the packet buffer")
         return out.pos
 
+    async def publish(self, state):
+        """The retained status (QoS 0, DESIGN.md 5). It is written straight into the client's
+        packet buffer: nothing may use that buffer between the two calls, so no await between
+        them."""
+        n = self.place(state)
+        await self.client.publish_placed(self.topic, TOPIC_ROOM, n, True)
+
     async def run(self, hb):
         """Task: publish the retained status every `status_ms` while connected."""
-        a = self.a
-        period = a.cfg["status_ms"] or 5000
-        step = min(period, _STEP_MS)
+        step = min(self.period, _STEP_MS)
         waited = 0
         while True:
             hb.beat()
             await asyncio.sleep_ms(step)
             waited += step
-            if waited < period or not a.client.connected.is_set():
+            if waited < self.period or not self.client.connected.is_set():
                 continue
             waited = 0
             try:
-                await a.publish_status("online")
+                await self.publish("online")
                 self.published += 1
             except (OSError, MQTTError, ValueError) as e:
-                a.log("status not sent: %s" % e)
+                self.log("status not sent: %s" % e)

@@ -171,7 +171,14 @@ def stats(sources):
     """Counters per source for the health message: {"inputs[0]": {"accepted": n, "bytes":
     {...}, reason: n}} (docs/HEALTH.md; byte ledger: edge/bus/ledger.py)."""
     d = {}
-    for i, s in enumerate(sources):
+    flat = []
+    for s in sources:
+        inner = getattr(s, "sources", None)  # the replay driver wraps the real sources
+        if inner is not None:
+            flat.extend(inner)
+        else:
+            flat.append(s)
+    for i, s in enumerate(flat):
         f = getattr(s, "stats", None)
         if f is not None:
             d["inputs[%d]" % i] = f()

@@ -82,7 +82,7 @@ channels[].interval_ms int - 0.. at most one report per interval
 channels[].max_silent_ms int - 0.. re-report an unchanged value after this long
 """,
     """
-inputs list [] 0..32 appliance buses and sensors (docs/INPUTS.md 2); empty: the simulated fridge
+inputs list [] 0..32 appliance buses and sensors (docs/INPUTS.md 2); empty: the simulated fridge when `sim.enabled`, else a config error at boot
 inputs[] obj ! - one input
 inputs[].type str ! line|tuya|modbus|sht3x|ds18b20|adc|pulse the kind of input
 inputs[].uart@line,tuya,modbus str,obj ! $uart a board UART name or a UART object
@@ -144,6 +144,7 @@ $uart.name str - 1..32 a board UART whose keys this object overrides
 $uart.path str - 1..255 unix: the pty or tty
 $uart.id int - 0..2 ESP32: UART number
 $uart.feed str - 1..255 unix replay only: the capture file the replay HAL plays into this UART (docs/REPLAY.md)
+$uart.serve str - 1..255 unix replay only: the Modbus exchanges the replay HAL answers requests with (docs/REPLAY.md 3.1)
 $uart.tx int - 0..48 ESP32: TX GPIO
 $uart.rx int - 0..48 ESP32: RX GPIO
 $uart.baud int - 300..5000000 baud rate (board file: 9600)
@@ -191,6 +192,7 @@ batch.linger_ms int 200 0..600000 wait this long for a batch to fill
 batch.format int 1 1..2 payload format (docs/FORMAT.md 3): 1 = fixed 11-byte entries; 2 = columns per channel (3.8), sent as format 1 when that is not smaller
 batch.names bool false - format 2: also name the device and category in the payload (the topic always does)
 sim obj {} - the simulated fridge (unix, no `inputs`)
+sim.enabled bool false - run the simulated fridge when `inputs` is empty (the `unix-sim` board and `edgectl demo` set it); never on by default, so a board with no inputs never sends made-up readings
 sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator at up to 10^6)
 sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit

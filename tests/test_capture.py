@@ -272,4 +272,4 @@ def test_convert_text_logs(tmp_path: Path) -> None:
         str(tmp_path / "b.ecap"),
         check=False,
     )
-    assert bad.returncode == 2 and "line 1: not hex" in bad.stderr
+    assert bad.returncode == 2 and "line 1: no hex bytes" in bad.stderr

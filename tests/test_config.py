@@ -58,3 +58,25 @@ def test_agent_refuses_bad_config_with_exit_2(micropython, tmp_path):
     assert r.returncode == 2
     assert "config error" in r.stderr and "'mqtt.window'" in r.stderr
     assert not (tmp_path / "s").exists()  # nothing was created before validation
+
+
+def test_agent_without_inputs_or_simulator_refuses_to_start(micropython, tmp_path):
+    """No `inputs` and no `sim.enabled`: a config error at boot, never simulated readings
+    from a board whose inputs are missing."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "board": "esp32-generic",
+                "store": {"path": str(tmp_path / "s")},
+                "mqtt": {"port": 1},
+                "sim": {"seconds": 1},
+            }
+        )
+    )
+    main = os.path.join(os.path.dirname(config.__file__), "main.py")
+    # bounded run: an agent that starts anyway samples for 1 s and stops at the drain timeout
+    r = run_mp(main, str(cfg), timeout=90)
+    assert r.returncode == 2, r.stdout
+    assert "config error" in r.stderr and "'sim.enabled'" in r.stderr and "'inputs'" in r.stderr
+    assert not (tmp_path / "s").exists()  # nothing was created before the check

@@ -49,7 +49,9 @@ def board_files(vb):
 def test_deploy_run_agent_readings_arrive_then_noop(vboard, tmp_path, capsys):
     with broker_mod.start(prefer="mosquitto") as brk, Collector(brk.host, brk.port) as col:
         dev = device_json(
-            tmp_path, brk.port, sim={"rate_hz": 200, "count": 0, "seconds": 0, "seed": 3}
+            tmp_path,
+            brk.port,
+            sim={"enabled": True, "rate_hz": 200, "count": 0, "seconds": 0, "seed": 3},
         )
         argv = ["deploy", "--board", "unix-sim", "--port", str(vboard.link), "--device", str(dev)]
         assert cli.main(argv) == 0

@@ -55,7 +55,7 @@ class _Read:
         req[6] = c & 0xFF
         req[7] = c >> 8
         self.req = req
-        self.map = []  # (word offset, value layout, target)
+        self.map = []  # type: list  # (word offset, order in config, value layout, target)
         regs = spec.get("map")
         if not isinstance(regs, dict) or not regs:
             raise ValueError("config key '%s.map' must map register numbers to channels" % path)
@@ -76,8 +76,10 @@ class _Read:
                     raise ValueError(
                         "config key '%s': register outside %d..%d" % (p, addr, addr + count - 1)
                     )
-                self.map.append((off, lay, t))
-        self.map.sort(key=lambda e: e[0])  # emit in register order on every port
+                self.map.append((off, len(self.map), lay, t))
+        # emit in register order, a register's targets in list order, on every port
+        # (MicroPython's sort is not stable and its dicts keep no order)
+        self.map.sort(key=lambda e: (e[0], e[1]))
 
 
 class ModbusMaster:
@@ -268,7 +270,7 @@ class ModbusMaster:
 
     def _decode(self, rd, emit):
         out = 0
-        for off, lay, t in rd.map:
+        for off, _, lay, t in rd.map:
             if lay.emit(self._rx, 3 + 2 * off, t, emit):
                 out += 1
             else:

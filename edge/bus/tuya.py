@@ -202,9 +202,11 @@ class TuyaMCU:
     def flush(self, emit):
         """End of input (a replay's end, a fuzz run): what is still buffered is a stalled
         frame (rejected, "timeout") or garbage; afterwards nothing is pending."""
+        out = 0
         while self._n:
             self._reject(0, self._n, "timeout")
-            self._scan(1, emit)
+            out += self._scan(1, emit)
+        return out
 
     def _skip(self, a, b):
         """Window bytes [a, b) were passed over: inside a rejected frame, or garbage."""

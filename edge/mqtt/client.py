@@ -88,10 +88,12 @@ def tls_context(ca_der, cert_der=None, key_der=None):
 class Client:
     """QoS 0/1 client with a window of in-flight QoS 1 publishes.
 
-    on_puback(pid) is called for every PUBACK; on_message(topic, payload) for every inbound
-    PUBLISH: it returns False when it has no room, and the PUBLISH is then neither taken nor
-    acknowledged until a retry finds room (backpressure, docs/MQTT.md 2); on_skipped(topic
-    tail, size) after a PUBLISH too large for the receive buffer was read past (and PUBACKed).
+    Inbound events go to callbacks the composition root sets (edge/agent.py):
+    on_connect(session_present) at every accepted CONNACK; on_puback(pid) for every PUBACK;
+    on_message(topic, payload) for every inbound PUBLISH: it returns False when it has no room,
+    and the PUBLISH is then neither taken nor acknowledged until a retry finds room
+    (backpressure, docs/MQTT.md 2); on_skipped(topic tail, size) after a PUBLISH too large for
+    the receive buffer was read past (and PUBACKed); on_disconnect() when a connection ends.
     tls: None or (SSLContext, server_hostname): never a plaintext fallback."""
 
     def __init__(
@@ -123,6 +125,7 @@ class Client:
         # None only until the first _open(); every use follows a connect (_close keeps it)
         self.stream = None  # type: asyncio.StreamWriter  # type: ignore[assignment]
         self.task = None
+        self.on_connect = None
         self.on_puback = None
         self.on_message = None
         self.on_skipped = None
@@ -230,10 +233,12 @@ class Client:
         self.inflight = 0
         self.last_rx = self.last_tx = time.ticks_ms()
         self.ping_due = False
+        self.session_present = bool(ack[2] & 1)  # 3.2.2.2
+        if self.on_connect:
+            self.on_connect(self.session_present)  # before anyone can see `connected`
         self.connected.set()
         self.slot.set()
         self.task = asyncio.create_task(self._read_loop())
-        self.session_present = bool(ack[2] & 1)  # 3.2.2.2
         return self.session_present
 
     async def _send(self, n):

@@ -6,7 +6,6 @@ import random
 
 from micropython import const
 
-from edge import codec, meta
 from edge.mqtt.client import Client, MQTTError, tls_context
 
 _BACKOFF_BASE_MS = const(250)
@@ -54,43 +53,27 @@ def make_client(cfg, max_packet):
 
 
 class Link:
-    """Owns the connection life cycle of `agent.client`; `run()` is the supervisor task."""
+    """Owns the connection life cycle of `client`; `run()` is the supervisor task.
+    subscriptions: [(topic filter, qos)] made on every new session; birth: coroutine function
+    that publishes the birth messages (the retained `online` status and channel metadata)."""
 
-    def __init__(self, agent):
-        self.agent = agent
-        self.client = agent.client
-        self.fwd = agent.fwd
-        cfg = agent.cfg
+    def __init__(self, client, cfg, subscriptions, birth, log):
+        self.client = client
         self.host = cfg["mqtt"]["host"]
         self.port = cfg["mqtt"]["port"]
-        self.cmd_topic = codec.topic(cfg["mqtt"]["prefix"], cfg["device_id"], "cmd", "#")
-        self.stats = {"connect_failures": 0, "auth_failures": 0, "tls_failures": 0}
-        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], cfg["device_id"], "meta")
-        # channel units and decimals for the backend (edge/meta.py); built once
-        self.meta = meta.payload(cfg, len(self.client.tx) - 80 - len(self.meta_topic))
+        self.subscriptions = subscriptions
+        self.birth = birth
+        self.log = log
+        self.stats = {"connect_failures": 0, "auth_failures": 0, "tls_failures": 0, "sessions": 0}
         self.last_error = ""
-        self.inner = self.client.on_message
-        self.client.on_message = self._dispatch
-
-    def _dispatch(self, topic, payload):
-        """topic and payload are views into the receive buffer, valid during the call; the
-        owner's answer (False: no room) is the client's backpressure (docs/MQTT.md 2)."""
-        if topic == self.fwd.ack_topic:
-            self.fwd.on_ack(payload)
-        elif self.inner:
-            return self.inner(topic, payload)
-        return True
 
     async def _session(self):
         """CONNECT (clean session off, 3.1.2.4), subscribe, birth message."""
         c = self.client
         await c.connect(self.host, self.port, clean=False)
-        await c.subscribe(self.cmd_topic)
-        if self.fwd.e2e:
-            await c.subscribe(self.fwd.ack_topic, 0)
-        await self.agent.publish_status("online")
-        if self.meta is not None:
-            await c.publish(self.meta_topic, self.meta, 0, True)  # retained, QoS 0 like status
+        for topic, qos in self.subscriptions:
+            await c.subscribe(topic, qos)
+        await self.birth()
 
     async def run(self, hb=None):
         """Task: keep the MQTT session up; keepalive pings and dead-link detection.
@@ -111,7 +94,7 @@ class Link:
             try:
                 await self._session()
                 attempt = 0
-                self.agent.reconnects += 1
+                self.stats["sessions"] += 1
                 continue
             except MQTTError as e:
                 msg = str(e)
@@ -129,7 +112,7 @@ class Link:
             c._close()
             self.stats["connect_failures"] += 1
             if msg != self.last_error or self.stats["connect_failures"] % 20 == 1:
-                self.agent.log("mqtt: " + msg)
+                self.log("mqtt: " + msg)
             self.last_error = msg
             await asyncio.sleep_ms(backoff_ms(attempt, floor))
             attempt += 1

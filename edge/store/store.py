@@ -17,14 +17,21 @@ _FRAME = segment.FRAME_FMT
 _CURSOR_MS = const(10000)  # cursor writes at most this often (save_cursor)
 _LOW = const(0xFFFFFFFF)  # a record holds a seq's low 32 bits; its segment the epoch (FORMAT 1)
 
+# A segment is a 5-slot list, named by these indices: a class instance (even with __slots__)
+# costs a third more heap per segment on MicroPython and an attribute lookup per access.
+SEG_NO = const(0)  # file number (NNNNNNNN.seg), never reused
+SEG_FIRST = const(1)  # first seq in the file, -1 until the first commit
+SEG_LAST = const(2)  # highest seq seen, -1 until the reader or the writer reached the end
+SEG_SIZE = const(3)  # bytes in the file, header included
+SEG_READABLE = const(4)  # the header checked (docs/FORMAT.md 2.2); False: never read
+
 
 class StoreError(Exception):
     pass
 
 
 class _Stream:
-    """The segments of one category, oldest first. A segment is [segno, first_seq, last_seq,
-    size, readable]; last_seq is -1 until the reader or the writer has seen the segment's end.
+    """The segments of one category, oldest first (each a list indexed by the SEG_* slots).
     Seqs here are whole (48-bit, FORMAT 1); a segment's records share first_seq's epoch.
     `bytes` is the flash footprint (whole blocks) of all its segments."""
 
@@ -51,7 +58,7 @@ class _Stream:
 
     def seg_index(self, segno):
         for i, s in enumerate(self.segs):
-            if s[0] >= segno:
+            if s[SEG_NO] >= segno:
                 return i
         return len(self.segs)
 
@@ -68,6 +75,7 @@ class Store:
         self.rbuf = bytearray(_READ_BUF)
         self.rmv = memoryview(self.rbuf)
         self.head = bytearray(SEG_HEAD_LEN)
+        self.rec = bytearray(codec.REC_LEN)  # first_unacked()'s frame
         # counters: every drop by reason and category (DESIGN.md 3, health status)
         self.stats = {  # type: dict
             "appended": 0,
@@ -117,7 +125,9 @@ class Store:
             r = segment.probe(
                 s.dir + "/" + seg_name(segno), s.idx, self.rbuf, i == len(nums) - 1, self.stats
             )
-            s.segs.append([segno, r[0], r[1], r[2], r[3]])
+            s.segs.append(
+                [segno, r[segment.FIRST], r[segment.LAST], r[segment.SIZE], r[segment.OK]]
+            )
             s.bytes += footprint(r[2])
             top = max(top, r[0], r[1])
         # Appends after boot always go to a new segment: a torn tail is never extended.
@@ -222,11 +232,11 @@ class Store:
         hi = self._epoch()
         last = struct.unpack_from("<I", s.buf, (s.n - 1) * codec.REC_LEN + codec.REC_HEAD_LEN)[0]
         seg = s.segs[-1]
-        if seg[1] < 0:
-            seg[1] = hi | struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
-        seg[2] = hi | last
-        s.bytes += footprint(seg[3] + nbytes) - footprint(seg[3])
-        seg[3] += nbytes
+        if seg[SEG_FIRST] < 0:
+            seg[SEG_FIRST] = hi | struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
+        seg[SEG_LAST] = hi | last
+        s.bytes += footprint(seg[SEG_SIZE] + nbytes) - footprint(seg[SEG_SIZE])
+        seg[SEG_SIZE] += nbytes
         self.stats["committed"] += s.n
         self.stats["commits"] += 1
         s.n = 0
@@ -238,7 +248,7 @@ class Store:
         # than half full starts a new segment instead: it never copies more than half a block
         # and wastes less than half of one.
         if s.active is not None:
-            size = s.segs[-1][3]
+            size = s.segs[-1][SEG_SIZE]
             tail = size % BLOCK
             if size + nbytes > self.segment_bytes or (tail > BLOCK // 2 and tail + nbytes > BLOCK):
                 self._close_active(s)
@@ -303,25 +313,25 @@ class Store:
 
     def _after(self, seg, segno, off):
         """Readings of a segment that lie after position (segno, off)."""
-        if seg[0] < segno or not seg[4]:
+        if seg[SEG_NO] < segno or not seg[SEG_READABLE]:
             return 0
-        n = (seg[3] - SEG_HEAD_LEN) // codec.REC_LEN
-        if seg[0] == segno:
+        n = (seg[SEG_SIZE] - SEG_HEAD_LEN) // codec.REC_LEN
+        if seg[SEG_NO] == segno:
             n -= (off - SEG_HEAD_LEN) // codec.REC_LEN
         return max(n, 0)
 
     def _remove_segment(self, s):
         seg = s.segs.pop(0)
         try:
-            os.remove(s.dir + "/" + seg_name(seg[0]))
+            os.remove(s.dir + "/" + seg_name(seg[SEG_NO]))
         except OSError:
             pass
-        s.bytes -= footprint(seg[3])
+        s.bytes -= footprint(seg[SEG_SIZE])
         self.stats["deleted_segments"] += 1
-        nxt = s.segs[0][0] if s.segs else s.next_segno
-        if s.rseg <= seg[0]:
+        nxt = s.segs[0][SEG_NO] if s.segs else s.next_segno
+        if s.rseg <= seg[SEG_NO]:
             s.rseg, s.roff = nxt, SEG_HEAD_LEN
-        if s.aseg <= seg[0]:
+        if s.aseg <= seg[SEG_NO]:
             s.aseg, s.aoff = nxt, SEG_HEAD_LEN
 
     def _drop(self, reason, s, n):
@@ -342,12 +352,12 @@ class Store:
                 break
             seg = s.segs[i]
             last = i == len(s.segs) - 1
-            if seg[0] != s.rseg:
-                s.rseg, s.roff = seg[0], SEG_HEAD_LEN
+            if seg[SEG_NO] != s.rseg:
+                s.rseg, s.roff = seg[SEG_NO], SEG_HEAD_LEN
             n = 0
-            if seg[4]:
+            if seg[SEG_READABLE]:
                 try:
-                    with open(s.dir + "/" + seg_name(seg[0]), "rb") as f:
+                    with open(s.dir + "/" + seg_name(seg[SEG_NO]), "rb") as f:
                         f.seek(s.roff)
                         n = f.readinto(self.rbuf)
                 except OSError:
@@ -355,7 +365,8 @@ class Store:
             p = 0
             full = False
             bad = False
-            hi = seg[1] - (seg[1] & _LOW) if seg[1] > 0 else 0  # the segment's epoch << 32
+            # the segment's epoch << 32
+            hi = seg[SEG_FIRST] - (seg[SEG_FIRST] & _LOW) if seg[SEG_FIRST] > 0 else 0
             mv = self.rmv[:n]  # one view per read, not one per record (issue 4 memory)
             while p < n:
                 r = codec.check_record(mv, p)
@@ -375,8 +386,8 @@ class Store:
                         full = True
                         break
                     added += 1
-                if seg[2] < seq:
-                    seg[2] = seq
+                if seg[SEG_LAST] < seq:
+                    seg[SEG_LAST] = seq
                 p += codec.REC_LEN
             s.roff += p
             if full or (p and n == len(self.rbuf)):
@@ -391,9 +402,9 @@ class Store:
             if p < n:
                 self.stats["torn_tails"] += 1
             if last:
-                s.roff = max(s.roff, seg[3])
+                s.roff = max(s.roff, seg[SEG_SIZE])
                 break
-            s.rseg, s.roff = s.segs[i + 1][0], SEG_HEAD_LEN
+            s.rseg, s.roff = s.segs[i + 1][SEG_NO], SEG_HEAD_LEN
         return added, s.rseg, s.roff
 
     def ack(self, cat, seq, seg, off):
@@ -405,7 +416,7 @@ class Store:
         s.acked = seq
         s.aseg, s.aoff = seg, off
         # whole segments below the acknowledged position are deleted (DESIGN.md 3)
-        while len(s.segs) > 1 and s.segs[0][0] < seg and s.segs[0][2] <= seq:
+        while len(s.segs) > 1 and s.segs[0][SEG_NO] < seg and s.segs[0][SEG_LAST] <= seq:
             self._remove_segment(s)
 
     def rewind(self, cat):
@@ -435,9 +446,42 @@ class Store:
         s = self.streams[cat]
         n = 0
         for seg in s.segs:
-            if seg[0] >= s.aseg:
-                n += seg[3] - SEG_HEAD_LEN
+            if seg[SEG_NO] >= s.aseg:
+                n += seg[SEG_SIZE] - SEG_HEAD_LEN
         return n - (s.aoff - SEG_HEAD_LEN)
+
+    def unacked(self, cat):
+        """Readings of a category not yet acknowledged: committed (an upper bound, from the
+        byte count) plus buffered."""
+        return max(self.backlog(cat), 0) // codec.REC_LEN + self.streams[cat].n
+
+    def first_unacked(self, cat):
+        """(ts, boot, flags) of the first reading after the ack position, from flash or from
+        the commit buffer; None when there is none or it cannot be read (the health status's
+        oldest unsent age)."""
+        s = self.streams[cat]
+        i = s.seg_index(s.aseg)
+        off = s.aoff
+        while i < len(s.segs):
+            seg = s.segs[i]
+            if seg[SEG_NO] != s.aseg:
+                off = SEG_HEAD_LEN
+            if seg[SEG_READABLE] and off + codec.REC_LEN <= seg[SEG_SIZE]:
+                try:
+                    with open(s.dir + "/" + seg_name(seg[SEG_NO]), "rb") as f:
+                        f.seek(off)
+                        n = f.readinto(self.rec)
+                except OSError:
+                    n = 0
+                if n == codec.REC_LEN and codec.check_record(self.rec, 0) == 1:
+                    r = codec.unpack_record(self.rec, 0)
+                    return r[1], r[2], r[5]
+                return None
+            i += 1
+        if s.n:  # buffered, not yet committed (its CRC is written at commit)
+            r = struct.unpack_from(codec.REC_PAYLOAD_FMT, s.buf, codec.REC_HEAD_LEN)
+            return r[1], r[2], r[5]
+        return None
 
     def unsent_bytes(self, cat):
         """Committed bytes after the reader position: an upper bound on what fill() adds,
@@ -445,16 +489,16 @@ class Store:
         s = self.streams[cat]
         n = 0
         for seg in s.segs:
-            if seg[0] > s.rseg:
-                n += seg[3] - SEG_HEAD_LEN
-            elif seg[0] == s.rseg:
-                n += seg[3] - s.roff
+            if seg[SEG_NO] > s.rseg:
+                n += seg[SEG_SIZE] - SEG_HEAD_LEN
+            elif seg[SEG_NO] == s.rseg:
+                n += seg[SEG_SIZE] - s.roff
         return n
 
     def unsent(self, cat):
         s = self.streams[cat]
         i = s.seg_index(s.rseg)
-        return i < len(s.segs) and (i < len(s.segs) - 1 or s.roff < s.segs[i][3])
+        return i < len(s.segs) and (i < len(s.segs) - 1 or s.roff < s.segs[i][SEG_SIZE])
 
     def purge(self, cat):
         """Delete every unsent reading of a category (consent revoked): buffered, committed

@@ -71,7 +71,7 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
             "unix-sim",
             device_id=DEVICE,
             mqtt={"host": b.host, "port": b.port},
-            sim={"rate_hz": rate, "seconds": seconds},
+            sim={"enabled": True, "rate_hz": rate, "seconds": seconds},  # the simulated fridge
         )
         agent = AgentProcess(cfg).start()
         grant_at, revoke_at = seconds * 0.2, seconds * 0.6

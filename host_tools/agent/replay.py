@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import tempfile
 import time
 
 from host_tools.agent.run import AgentProcess, agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
+from host_tools.captures import capfile, modbus_capture
 from host_tools.captures.frames import FrameCounter
 from host_tools.captures.replay import ReplayResult
 from host_tools.errors import ToolError
@@ -32,6 +34,14 @@ class ReplayAgentProcess(AgentProcess):
     """The agent with the replay HAL and the virtual-clock driver."""
 
     module = "edge.hal.unix.replay_main"
+
+    def replay_doc(self) -> dict:
+        """The `@replay` line the driver prints at the end (edge/hal/unix/replay_main.py):
+        virtual time, input counters and byte ledgers, the Modbus serve counters."""
+        for line in reversed(self.output):
+            if line.startswith("@replay "):
+                return json.loads(line[8:])
+        return {}
 
 
 REPLAY_FLUSH_MS = 600000  # virtual ms
@@ -77,8 +87,9 @@ def device_config(args: argparse.Namespace) -> dict:
         raise ToolError(f"cannot read device config {path}: {e}") from None
 
 
-def feed_inputs(cfg: dict, feed: str) -> dict:
-    """Point every UART input (line, tuya, modbus) at the feed file."""
+def feed_inputs(cfg: dict, feed: str, serve: str | None = None) -> dict:
+    """Point every UART input at the capture: line and Tuya inputs read the feed file (the rx
+    bytes at their times), Modbus inputs the serve file (exchanges answered per request)."""
     inputs = cfg.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ToolError("device config has no 'inputs' to feed the capture into")
@@ -89,12 +100,19 @@ def feed_inputs(cfg: dict, feed: str) -> dict:
         if spec.get("type") in ("line", "tuya", "modbus"):
             ref = spec.get("uart")
             base = {"name": ref} if isinstance(ref, str) else dict(ref or {})
-            spec["uart"] = {**base, "feed": feed}
+            if spec["type"] == "modbus" and serve is not None:
+                spec["uart"] = {**base, "serve": serve}
+            else:
+                spec["uart"] = {**base, "feed": feed}
             hit = True
         out.append(spec)
     if not hit:
         raise ToolError("device config has no UART input (line, tuya or modbus)")
     return {**cfg, "inputs": out}
+
+
+def has_modbus(cfg: dict) -> bool:
+    return any(s.get("type") == "modbus" for s in cfg.get("inputs") or () if isinstance(s, dict))
 
 
 def consent_state(cfg: dict, grant: str) -> dict:
@@ -174,22 +192,40 @@ def compare_golden(path: str, doc: dict) -> list[str]:
     return head + diff
 
 
-def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) -> ReplayResult:
-    """Replay `items` into the agent; returns the summary (frames, readings, digest...)."""
+def run(
+    args: argparse.Namespace,
+    meta: dict,
+    items: list[tuple[int, bytes]],
+    chunks: list[capfile.Chunk] | None = None,
+) -> ReplayResult:
+    """Replay `items` into the agent (Modbus inputs: the exchanges of `chunks`, both
+    directions); returns the summary (frames, readings, digest, inputs, why none...)."""
     t_start = time.monotonic()
     device = device_config(args)
     device.setdefault("device_id", DEFAULT_DEVICE)
     counter = FrameCounter(args.framing)
     for _, data in items:
         counter.feed(data)
+    parsed = None
+    if has_modbus(device):
+        lo = int((args.t_from_s or 0) * 1e6)
+        hi = None if getattr(args, "t_to_s", None) is None else int(args.t_to_s * 1e6)
+        parsed = modbus_capture.from_chunks(chunks or [], meta, lo, hi)
     with tempfile.TemporaryDirectory(prefix="edge-replay-") as tmp:
         feed = os.path.join(tmp, "feed.bin")
         write_feed(feed, items)
+        serve = None
+        if parsed is not None:
+            serve = os.path.join(tmp, "serve.bin")
+            base = parsed.exchanges[0].t_ms if parsed.exchanges else 0
+            modbus_capture.write_serve(serve, parsed, base)
         with broker_mod.start() as b:
             col = Collector(b.host, b.port, device.get("mqtt", {}).get("prefix", "edge")).start()
             try:
                 cfg = agent_config(
-                    args.agent, feed_inputs(device, feed), mqtt={"host": b.host, "port": b.port}
+                    args.agent,
+                    feed_inputs(device, feed, serve),
+                    mqtt={"host": b.host, "port": b.port},
                 )
                 # A replay has no power cuts, so the commit window only costs time: commit by
                 # count (flush_n) rather than every virtual second, unless the device config
@@ -210,9 +246,16 @@ def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) ->
                     agent.wait(args.timeout)
                 finally:
                     agent.stop()
+                replay_doc = agent.replay_doc()
                 acked = (agent.final or {}).get("acked", 0)
                 if not col.wait_for(lambda c: c.stats()["unique"] >= acked, 10):
                     raise ToolError(f"collector got {col.stats()['unique']} of {acked} readings")
+                # the agent's last status ("stopped"): what health showed about the inputs
+                col.wait_for(
+                    lambda c: (c.status.get(device["device_id"]) or {}).get("state") == "stopped",
+                    5,
+                )
+                health = (col.status.get(device["device_id"]) or {}).get("inputs")
             finally:
                 col.stop()
     readings = sorted(
@@ -222,13 +265,20 @@ def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) ->
     )
     doc = golden_doc(device["device_id"], readings)
     result = ReplayResult(
-        frames=counter.frames,
+        frames=parsed.frames if parsed is not None else counter.frames,
         readings=len(readings),
         seconds=time.monotonic() - t_start,
         digest=doc["digest"],
-        bytes=sum(len(d) for _, d in items),
+        bytes=parsed.bytes if parsed is not None else sum(len(d) for _, d in items),
         chunks=len(items),
     )
+    result.inputs = replay_doc.get("inputs") or {}
+    result.health_inputs = health
+    if parsed is not None:
+        result.modbus = {**parsed.summary(), "served": replay_doc.get("serve") or {}}
+    result.why = explain(len(readings), replay_doc, parsed, device, result.bytes)
+    for line in result.why:
+        print(f"edgectl: replay: {line}", file=sys.stderr)
     if args.collector_out:
         _write_json(args.collector_out, doc)
     if args.expect:
@@ -243,6 +293,64 @@ def run(args: argparse.Namespace, meta: dict, items: list[tuple[int, bytes]]) ->
             else:
                 print(f"golden file {args.expect}: match ({len(readings)} readings)")
     return result
+
+
+def explain(
+    readings: int, replay: dict, parsed: modbus_capture.Parsed | None, device: dict, fed: int
+) -> list[str]:
+    """Why a replay produced no readings (or fewer than the capture holds), in words."""
+    out: list[str] = []
+    inputs = replay.get("inputs") or {}
+    counters = replay.get("counters") or {}
+    if parsed is not None:
+        served = replay.get("serve") or {}
+        if not parsed.exchanges:
+            out.append("the capture holds no Modbus frames (check the baud rate and the port)")
+        elif served.get("unmatched"):
+            asked = [
+                f"slave {s.get('slave')} fn {r.get('fn', 3)} addr {r.get('addr', 0)} count "
+                f"{r.get('count', 1)}"
+                for s in device.get("inputs") or ()
+                if isinstance(s, dict) and s.get("type") == "modbus"
+                for r in s.get("reads") or ()
+            ]
+            recorded = ", ".join(f"{k} ({n}x)" for k, n in parsed.summary()["keys"].items())
+            out.append(
+                f"{served['unmatched']} Modbus requests had no recorded exchange; the config "
+                f"asks {'; '.join(asked)}; the capture recorded {recorded}"
+            )
+        if served.get("unserved"):
+            out.append(f"{served['unserved']} recorded exchanges were never asked for")
+    elif not fed:
+        out.append("the replayed range holds no rx bytes (check --from/--to and --direction)")
+    for name, st in sorted(inputs.items()):
+        b = st.get("bytes") or {}
+        reasons = {
+            k: v for k, v in st.items() if isinstance(v, int) and k not in ("accepted", "requests")
+        }
+        if b.get("fed") and not b.get("decoded"):
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"
+            out.append(
+                f"{name}: {b['fed']} bytes read, none decoded ({b.get('rejected', 0)} rejected, "
+                f"{b.get('garbage', 0)} garbage, {b.get('unhandled', 0)} unhandled; counters: "
+                f"{detail}): check the input's type, protocol and the capture's port"
+            )
+        elif b.get("unhandled") and not readings:
+            out.append(
+                f"{name}: {b['unhandled']} bytes of frames or lines nothing maps "
+                f"(unmapped DPs {st.get('unmapped_dp', 0)}, unknown keys "
+                f"{st.get('unknown_key', 0)}, unhandled commands {st.get('unhandled_cmd', 0)}): "
+                "check the input's keys / dps"
+            )
+    if counters.get("unknown_channel"):
+        out.append(
+            f"{counters['unknown_channel']} readings went to channels the config does not declare"
+        )
+    if counters.get("sampled") and counters.get("dropped_by_consent") == counters.get("sampled"):
+        out.append("every reading was dropped by consent (see --grant)")
+    if not readings and not out:
+        out.append("the agent produced no readings and no counter explains it (see --json)")
+    return out
 
 
 def _write_json(path: str, doc: dict) -> None:

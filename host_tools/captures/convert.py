@@ -1,11 +1,13 @@
 """Convert other serial logs into captures: pyserial `spy://` hexdump logs and plain text logs
-(one line per frame, optional timestamps). `edgectl capture-convert` (issue 8).
+(one line per frame, optional timestamps; hex dumps in any common style). `edgectl
+capture-convert`, docs/REPLAY.md 1. The same log always converts to the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import re
 
 from host_tools.captures import capfile
@@ -17,12 +19,22 @@ _SPY_OTHER = re.compile(r"^(\d+\.\d+) (\S+)\s+(.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _HEX_COLUMNS = 16 * 3 + 1  # 16 "XX " cells and the extra space after the 8th
 
-# Plain text timestamps at the start of a line, optionally in [brackets]:
-# ISO 8601 date-time, HH:MM:SS(.fff) or seconds (float).
-_TEXT_TS = re.compile(
-    r"^\[?(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?"
-    r"|\d{1,2}:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d+)\]?[ \t]+(?P<rest>.*)$"
+# Plain text timestamps at the start of a line: ISO 8601 date-time, HH:MM:SS(.fff) or seconds,
+# either in [brackets] (then anything may follow) or followed by a space or tab. A bare integer
+# (no brackets, no fraction) counts as seconds only in text mode: in a hex log `55 AA ...` it is
+# the first byte.
+_TS = (
+    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?"
+    r"|\d{1,2}:\d\d:\d\d(?:\.\d+)?|\d+\.\d+"
 )
+_TEXT_TS = re.compile(rf"^(?:\[(?P<b>{_TS}|\d+)\][ \t]*|(?P<ts>{_TS}|\d+)[ \t]+)(?P<rest>.*)$")
+_HEX_TS = re.compile(rf"^(?:\[(?P<b>{_TS}|\d+)\][ \t]*|(?P<ts>{_TS})[ \t]+)(?P<rest>.*)$")
+# hex data: bytes as 2-digit groups (`55 AA`, `55:AA`, `0x55,0xAA`, `55-aa`) or one run
+# (`55aa0300`), after any prefix (`Poll:123:`, `[D][uart_debug:114]: <<<`, `RX Packet: "`)
+_SEPS = re.compile(r"[\s:,;\-\"'|]+")
+_HEXTOK = re.compile(r"^(?:0[xX])?([0-9A-Fa-f]+)$")
+_TX_MARK = re.compile(r"(>>>|->|\bTX\b|\btx\b)")  # what the capturing side sent
+FIXED_DAY = "2000-01-01"  # the date of a log without dates (as the simulator's captures)
 
 
 def spy_to_chunks(lines: list[str]) -> list[capfile.Chunk]:
@@ -78,6 +90,61 @@ def _seconds(ts: str) -> float:
     return float(ts)
 
 
+def split_stamp(line: str, hex_frames: bool) -> tuple[str | None, str]:
+    """(leading timestamp or None, the rest of the line)."""
+    m = (_HEX_TS if hex_frames else _TEXT_TS).match(line)
+    if not m:
+        return None, line
+    return m.group("b") or m.group("ts"), m.group("rest")
+
+
+def hex_bytes(text: str) -> tuple[bytes, str] | None:
+    """(the hex data at the end of `text`, the prefix before it), or None. Tokens are read
+    from the end while they keep one style: 2-digit groups, or runs of 4+ digits (even)."""
+    toks = [t for t in _SEPS.split(text.strip()) if t]
+    style = None
+    data: list[bytes] = []
+    k = len(toks)
+    while k:
+        m = _HEXTOK.match(toks[k - 1])
+        if not m or len(m.group(1)) % 2:
+            break
+        kind = "byte" if len(m.group(1)) == 2 else "run"
+        if style is not None and kind != style:
+            break
+        style = kind
+        data.append(bytes.fromhex(m.group(1)))
+        k -= 1
+    if not data:
+        return None
+    cut = text.rfind(toks[k - 1]) + len(toks[k - 1]) if k else 0
+    return b"".join(reversed(data)), text[:cut]
+
+
+def _direction(prefix: str) -> str:
+    if _TX_MARK.search(prefix):
+        return "tx"
+    return "rx"
+
+
+def started_of(lines: list[str], hex_frames: bool = False) -> str:
+    """The capture's `started`: the log's first timestamp as ISO 8601 UTC; a time of day
+    without a date falls on 2000-01-01; a log without timestamps starts at its midnight."""
+    for line in lines:
+        ts, _ = split_stamp(line.rstrip("\r\n"), hex_frames)
+        if ts is None:
+            continue
+        if "-" in ts[:5]:
+            when = _dt.datetime.fromtimestamp(_seconds(ts), _dt.timezone.utc)
+        elif ":" in ts:
+            when = _dt.datetime.fromisoformat(FIXED_DAY + "T00:00:00+00:00")
+            when += _dt.timedelta(seconds=_seconds(ts))
+        else:
+            break  # seconds since the start: no wall-clock time in the log
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return FIXED_DAY + "T00:00:00.000Z"
+
+
 def text_to_chunks(
     lines: list[str],
     interval: float = 1.0,
@@ -85,32 +152,42 @@ def text_to_chunks(
     hex_frames: bool = False,
     timestamps: bool = True,
 ) -> list[capfile.Chunk]:
-    """One rx chunk per non-empty line. A leading timestamp (seconds, HH:MM:SS or ISO 8601)
-    sets the time; lines without one come `interval` seconds after the previous line.
-    `hex_frames`: the line is hex bytes (binary protocols) and gets no `eol`."""
+    """One chunk per non-empty line. A leading timestamp (seconds, HH:MM:SS or ISO 8601) sets
+    the time (a time of day that jumps back by more than 12 h passed midnight); lines without
+    one come `interval` seconds after the previous line. `hex_frames`: the line ends in hex
+    bytes (after any prefix; a `>>>` / `TX` mark in the prefix makes it tx), with no `eol`."""
     chunks: list[capfile.Chunk] = []
     first = None
     t = -interval
+    day = 0.0
+    last_tod = None
     for lineno, raw in enumerate(lines, 1):
         line = raw.rstrip("\r\n")
         if not line.strip():
             continue
-        m = _TEXT_TS.match(line) if timestamps else None
-        if m:
-            secs = _seconds(m.group("ts"))
+        ts, rest = split_stamp(line, hex_frames) if timestamps else (None, line)
+        if ts is not None:
+            secs = _seconds(ts)
+            if ":" in ts and "-" not in ts[:5]:  # a time of day: count midnights
+                if last_tod is not None and secs < last_tod - 43200:
+                    day += 86400
+                last_tod = secs
+                secs += day
             first = secs if first is None else first
             t = secs - first
-            line = m.group("rest")
+            line = rest
         else:
             t += interval
+        kind = "rx"
         if hex_frames:
-            try:
-                data = bytes.fromhex(line)
-            except ValueError:
-                raise ToolError(f"text log line {lineno}: not hex bytes: {line!r}") from None
+            got = hex_bytes(line)
+            if got is None:
+                raise ToolError(f"text log line {lineno}: no hex bytes in {line!r}")
+            data, prefix = got
+            kind = _direction(prefix)
         else:
             data = line.encode("utf-8") + eol
-        chunks.append(capfile.Chunk("rx", round(max(t, 0.0) * 1e6), data))
+        chunks.append(capfile.Chunk(kind, round(max(t, 0.0) * 1e6), data))
     return _monotonic(chunks)
 
 
@@ -143,13 +220,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise ToolError(f"cannot read {args.input}: {e.strerror}") from None
     if args.source == "spy":
         chunks = spy_to_chunks(lines)
+        started = FIXED_DAY + "T00:00:00.000Z"  # spy:// logs count seconds from the start
     else:
         eol = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r", "none": b""}[args.eol]
-        chunks = text_to_chunks(lines, args.interval, eol, args.hex, not args.no_timestamps)
+        stamps = not args.no_timestamps
+        chunks = text_to_chunks(lines, args.interval, eol, args.hex, stamps)
+        started = started_of(lines, args.hex) if stamps else FIXED_DAY + "T00:00:00.000Z"
+    # deterministic: the same log gives the same bytes (no conversion time, no directory)
     meta = {
-        "source": f"{args.source} log {args.input}",
+        "source": f"{args.source} log {os.path.basename(args.input)}",
         "tool": "edgectl capture-convert",
         "baudrate": args.baud,
+        "started": args.started or started,
     }
     n = write_chunks(args.out, meta, chunks)
     print(f"converted {len(chunks)} chunks, {n} bytes -> {args.out}")
@@ -179,4 +261,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-timestamps", action="store_true", help="text: do not look for leading timestamps"
     )
     p.add_argument("--baud", type=int, default=115200, help="baud rate to record in the header")
+    p.add_argument(
+        "--started",
+        metavar="ISO",
+        help="wall-clock time of the first line (default: from the log, else 2000-01-01)",
+    )
     p.set_defaults(func=cmd_convert)

@@ -231,6 +231,10 @@ class ReplayResult:
     chunks: int = 0
     timing: TimingReport | None = None
     damage: dict | None = None
+    inputs: dict | None = None  # --agent: per-input counters and byte ledgers at the end
+    modbus: dict | None = None  # --agent, Modbus: the capture's frames and what was served
+    why: list | None = None  # --agent: why no (or too few) readings came out, in words
+    health_inputs: dict | None = None  # --agent: `inputs` of the agent's last status message
 
     def to_json(self) -> str:
         """The JSON summary line."""

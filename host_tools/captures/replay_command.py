@@ -49,9 +49,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     t_from = parse_time(args.from_) if args.from_ else None
     t_to = parse_time(args.to) if args.to else None
     args.t_from_s = t_from
+    args.t_to_s = t_to
     items = schedule(chunks, kinds, t_from, t_to, args.loop)
     if args.agent:
-        result = replay_agent.run(args, meta, items)
+        result = replay_agent.run(args, meta, items, chunks)
     elif args.pty:
         result = replay_to_pty(
             items, args.pty, speed, args.wait, args.framing, announce=None if args.json else print

@@ -58,21 +58,14 @@ class Hal:
 def boot(mount, broken=False):
     """The agent's consent part: Consent + Store + Commands on the mounted flash."""
     a = Obj()
-    a.cfg = CFG
-    a.prefix = "edge"
     a.hal = Hal()
-    a.t0 = 0
-    a.reconnects = 0
-    a.log = lambda msg: None
-    a.client = Obj()
-    a.client.on_puback = None
     root = mount + "/store"
     a.store = Store(root, CFG, CATS, a.hal)
     a.consent = Consent(root, CATS, "pc")
     if broken:
         # a boot that announces its state but does not finish an interrupted purge: must fail
         Commands._boot = lambda self: self._receipt({}, "boot")
-    a.cmds = Commands(a, root)
+    a.cmds = Commands(CFG, root, a.consent, a.store, Obj(), a.hal, 0, lambda msg: None)
     return a
 
 

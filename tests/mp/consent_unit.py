@@ -218,7 +218,14 @@ def case_boot_purge(root, port):
     from edge.hal import load as load_hal
 
     cfg = config.load(
-        json.dumps({"device_id": DEV, "store": {"path": root}, "mqtt": {"port": int(port)}})
+        json.dumps(
+            {
+                "device_id": DEV,
+                "store": {"path": root},
+                "mqtt": {"port": int(port)},
+                "sim": {"enabled": True},
+            }
+        )
     )
     a = Agent(cfg, load_hal())
     a.cmds.local("consent", {"version": 1, "grant": ["usage"]})

@@ -12,7 +12,7 @@ mode = sys.argv[1]
 sys.argv.pop(1)  # edge.main reads the config path from argv[1]
 
 
-async def _hung_forwarder(self):
+async def _hung_forwarder(self, hb=None):
     await asyncio.Event().wait()  # never set: no heartbeat, no forwarding
 
 

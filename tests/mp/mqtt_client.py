@@ -68,39 +68,26 @@ async def auth(user, password, secs):
     from edge import config
     from edge.mqtt.link import Link, make_client
 
-    class _Fwd:
-        e2e = False
-        ack_topic = b"-"
+    cfg = config.load(
+        None,
+        {
+            "device_id": user,
+            "mqtt": {"host": host, "port": port, "user": user, "password": password},
+        },
+    )
+    client = make_client(cfg, 512)
+    logs = []
 
-    class _Agent:
-        reconnects = 0
-        logs = []
+    async def birth():
+        await client.publish(codec.topic("edge", user, "status"), b"{}", 0, True)
 
-        def __init__(self):
-            self.cfg = config.load(
-                None,
-                {
-                    "device_id": user,
-                    "mqtt": {"host": host, "port": port, "user": user, "password": password},
-                },
-            )
-            self.client = make_client(self.cfg, 512)
-            self.fwd = _Fwd()
-
-        def log(self, m):
-            self.logs.append(m)
-
-        async def publish_status(self, s):
-            await self.client.publish(codec.topic("edge", user, "status"), b"{}", 0, True)
-
-    a = _Agent()
-    link = Link(a)
+    link = Link(client, cfg, [(codec.topic("edge", user, "cmd", "#"), 1)], birth, logs.append)
     task = asyncio.create_task(link.run())
     await asyncio.sleep_ms(int(float(secs) * 1000))
     task.cancel()
     out.update(link.stats)
-    out["connects"] = a.client.stats["connects"]
-    out["logs"] = a.logs
+    out["connects"] = client.stats["connects"]
+    out["logs"] = logs
 
 
 async def blackhole(ka):

@@ -17,7 +17,7 @@ from cutlib import abandon
 
 from edge import codec, config
 from edge.hal.unix.flashdev import FlashDev
-from edge.store.store import Store
+from edge.store.store import SEG_FIRST, Store
 
 BLOCKS = 96  # 384 KiB: small, so quotas, eviction and block reuse happen within the workload
 CFG = config.load(
@@ -121,8 +121,8 @@ class Run:
             committed = self.appended[c][: len(self.appended[c]) - s.n]
             oldest = None
             for seg in s.segs:
-                if seg[1] >= 0:
-                    oldest = seg[1]
+                if seg[SEG_FIRST] >= 0:
+                    oldest = seg[SEG_FIRST]
                     break
             out.append(
                 set(q for q in committed if q > s.acked and oldest is not None and q >= oldest)

@@ -1,5 +1,6 @@
-# Replay HAL: the unix HAL with a virtual clock and UARTs fed from a capture (issue 8).
-# `edgectl replay --agent` converts a capture into a feed file; time only moves when the
+# Replay HAL: the unix HAL with a virtual clock and UARTs fed from a capture (docs/REPLAY.md 3).
+# `edgectl replay --agent` converts a capture into a feed file (line, Tuya: bytes at their
+# times) or a serve file (Modbus: edge/hal/unix/replay_serve.py); time only moves when the
 # replay driver (edge/hal/unix/replay_main.py) steps it, so every run yields the same readings.
 #
 # Feed file (host_tools/agent/replay.py writes it): records of
@@ -103,27 +104,40 @@ class Hal(unix.Hal):
 
     def uart(self, spec):
         path = spec.get("feed")
-        if not path:
+        if spec.get("serve"):
+            from edge.hal.unix.replay_serve import ServeUART
+
+            u = ServeUART(self, spec["serve"])  # type: object
+        elif path:
+            u = FeedUART(self, path)
+        else:
             return unix.Hal.uart(self, spec)
-        u = FeedUART(self, path)
         self.uarts.append(u)
         return u
 
     def exhausted(self):
         for u in self.uarts:
-            if u.next_due != _END:
+            f = getattr(u, "finished", None)  # a Modbus serve UART knows when it is done
+            done = f() if f is not None else u.next_due == _END
+            if not done:
                 return False
         return True
 
-    def step(self):
-        """Move the clock to the next due byte (at most max_step ahead). Returns False when
-        there is nothing left to replay; no move while bytes are still due now."""
+    def step(self, wake=None):
+        """Move the clock to the next due byte or to `wake` (the earliest timer of a source,
+        virtual ms), at most max_step ahead: the sources' inter-frame and timeout timers fire
+        at their tick. Returns False when there is nothing left to replay; no move while bytes
+        are still due now."""
         nxt = _END
         for u in self.uarts:
             if u.next_due < nxt:
                 nxt = u.next_due
-        if nxt == _END:
+        if nxt == _END and self.exhausted():
             return False
+        if wake is not None and wake < nxt:
+            nxt = wake
+        if nxt == _END:
+            nxt = self.now + self.max_step
         if nxt > self.now:
             self.advance(min(nxt - self.now, self.max_step))
         return True

@@ -1,6 +1,7 @@
-# Deterministic replay entry point (issue 8): `micropython -m edge.hal.unix.replay_main CONFIG.json`.
+# Deterministic replay entry point: `micropython -m edge.hal.unix.replay_main CONFIG.json`.
 # The real agent, with edge/hal/unix/replay.py as its HAL: UARTs read a capture feed and the
-# clock is virtual, stepped here from one due chunk to the next instead of sleeping.
+# clock is virtual, stepped here to the next due chunk or the next timer of a source (a Modbus
+# gap or timeout, a Tuya heartbeat) instead of sleeping. docs/REPLAY.md 3.
 
 import asyncio
 import json
@@ -11,6 +12,7 @@ from micropython import const
 from edge import config
 from edge.agent import Agent
 from edge.hal.unix import replay
+from edge.ticks import ticks_diff
 
 _BACKLOG_BYTES = const(65536)  # per category: let the forwarder catch up before moving on
 
@@ -18,13 +20,15 @@ _BACKLOG_BYTES = const(65536)  # per category: let the forwarder catch up before
 class Driver:
     """Wraps the agent's sources: after a poll that produced nothing, step the virtual clock.
     Holds the clock while the store's unacknowledged backlog is large, so quota eviction
-    never depends on how fast the broker answered (same readings on every run)."""
+    never depends on how fast the broker answered (same readings on every run). `sources`
+    stays visible, so health's `inputs` reports them during a replay (edge.inputs.stats)."""
 
     def __init__(self, sources, hal, store, ncat):
         self.sources = sources
         self.hal = hal
         self.store = store
         self.ncat = ncat
+        self.flushed = False
 
     def _backlogged(self):
         for c in range(self.ncat):
@@ -32,16 +36,39 @@ class Driver:
                 return True
         return False
 
+    def _wake(self, now):
+        """The earliest source timer as virtual ms, or None."""
+        best = None
+        for s in self.sources:
+            f = getattr(s, "wake_ms", None)
+            w = f(now) if f is not None else None
+            if w is not None:
+                d = ticks_diff(w, now)
+                if best is None or d < best:
+                    best = d
+        return None if best is None else self.hal.now + max(best, 0)
+
     def poll(self, now, emit):
         n = 0
         for s in self.sources:
             n += s.poll(now, emit)
         if n or self._backlogged():
             return n  # 0 when backlogged: the sampler sleeps and the forwarder runs
-        return 1 if self.hal.step() else 0  # 1: time moved, poll again without sleeping
+        if self.hal.step(self._wake(now)):
+            return 1  # time moved: poll again without sleeping
+        if not self.flushed:
+            # the capture is played: what the parsers still hold is classified (a last line
+            # without its line break is parsed, a partial frame rejected)
+            self.flushed = True
+            for s in self.sources:
+                f = getattr(s, "flush", None)
+                if f is not None:
+                    n += f(emit)
+            return n + 1
+        return 0
 
     def done(self):
-        return self.hal.exhausted()
+        return self.flushed and self.hal.exhausted()
 
 
 def run(path):
@@ -57,12 +84,27 @@ def run(path):
     finally:
         asyncio.new_event_loop()
     rx = 0
+    serve = {}
     for u in hal.uarts:
         rx += u.rx_bytes
-    print(
-        "@replay "
-        + json.dumps({"virtual_ms": hal.now, "rx_bytes": rx, "mqtt": agent.client.stats})
-    )
+        st = getattr(u, "stats", None)
+        if st is not None:
+            serve = st()  # the Modbus serve UART: requests served, unmatched, left over
+    from edge import inputs
+
+    doc = {
+        "virtual_ms": hal.now,
+        "rx_bytes": rx,
+        "mqtt": agent.client.stats,
+        "inputs": inputs.stats(agent.sources),
+        "serve": serve,
+        "counters": {
+            "sampled": agent.sampled,
+            "unknown_channel": agent.unknown_channel,
+            "dropped_by_consent": sum(agent.consent.stats["dropped"]),
+        },
+    }
+    print("@replay " + json.dumps(doc))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def make_cfg(host, port, n, batch, window, workdir, rate, fmt):
             "channels": [{"id": 1, "name": "t", "category": "essential"}],
             "store": {"path": workdir + "/store"},
             "batch": batch_cfg,
-            "sim": {"rate_hz": rate, "count": n},
+            "sim": {"enabled": True, "rate_hz": rate, "count": n},
             "status_ms": 60000,
         },
     )
@@ -77,7 +77,7 @@ async def forward(agent, n):
         "readings_per_s": n * 1000 // max(dt, 1),
         "tx_bytes": c["tx_bytes"],
         "published": c["published"],
-        "reconnects": agent.reconnects,
+        "reconnects": agent.link.stats["sessions"],
         "dropped": agent.store.stats["dropped"],
     }
 
@@ -143,6 +143,7 @@ async def memory(agent, n, flash):
         "working_set_last_bytes": last,
         "working_set_growth_bytes": last - first,
         "samples": peaks,
+        "dropped": agent.store.stats["dropped"],
     }
 
 

@@ -16,6 +16,7 @@ from host_tools.captures.appliances.framing import (
 from host_tools.captures.appliances.line import LineAppliance, fridge_lines
 from host_tools.captures.appliances.link import Pty, SerialLink, Server, serve
 from host_tools.captures.appliances.modbus import ModbusSlave
+from host_tools.captures.appliances import meter
 from host_tools.captures.appliances.tuya import LowPowerSensor, TuyaMCU
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "TuyaMCU",
     "corrupt_check",
     "fridge_lines",
+    "meter",
     "modbus_crc",
     "modbus_exception",
     "modbus_request",
