@@ -19,7 +19,6 @@ from edge.minimise import Minimiser
 from edge.mqtt.client import MQTTError
 from edge.store.store import Store
 
-_SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
@@ -67,8 +66,11 @@ class Agent:
         _check_sources(cfg)
         self.categories = config.category_ids(cfg)
         self.chan_cat = {}
+        self.urgent_ch = bytearray(256)  # channel id -> 1: its readings go at once
         for ch in cfg["channels"]:
             self.chan_cat[ch["id"]] = self.categories.index(ch["category"])
+            if ch.get("urgent"):
+                self.urgent_ch[ch["id"]] = 1
         dev = cfg["device_id"]
         root = hal.mount_store(cfg["store"]["path"])
         self.store = Store(root, cfg, self.categories, hal)
@@ -165,11 +167,14 @@ class Agent:
         if rules:  # data minimisation before storage (docs/CONSENT.md 7)
             ts, value = self.minimise.apply(rules, channel, ts, value)
         self.store.append(cat, channel, ts, flags, value)
+        if self.urgent_ch[channel]:
+            self.fwd.urgent(cat)  # an alarm: sent now, not at the budget (docs/MQTT.md 3)
 
     async def sampler(self):
         """Task: poll every source, commit by policy, stop when the run's limits are met."""
         sim = self.cfg["sim"]
         limit_ms = sim["seconds"] * 1000
+        nap_ms = self.cfg["sample_ms"]
         hb = self.wd.add("sampler")
         # the run ends when every source is finite and done (a simulator's count, a replay)
         finite = [s for s in self.sources if hasattr(s, "done")]
@@ -187,7 +192,7 @@ class Agent:
             ):
                 self.sampling = False
                 break
-            await asyncio.sleep_ms(0 if n else _SAMPLE_MS)
+            await asyncio.sleep_ms(0 if n else nap_ms)
         hb.stop()
         self.store.commit()
 
@@ -293,7 +298,8 @@ class Agent:
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
         await self.sampler()
-        self.fwd.flush = True  # no more readings come: send partial batches without linger
+        self.fwd.flush = True  # no more readings come: partial batches go now
+        self.fwd.poke()
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
         while (

@@ -12,7 +12,7 @@ from edge import codec
 from edge.clock import Stamper
 from edge.mqtt.client import MQTTError
 
-_IDLE_MS = const(20)
+_NAP_MS = const(1000)  # the longest nap: new readings are noticed within it (or half a budget)
 _FULL_MS = const(2)
 _RING = const(64)  # batches sent but not yet behind the store's cursor
 # slot flags
@@ -20,8 +20,9 @@ _F_PUBACK = const(1)  # the broker acknowledged this PUBLISH on the current conn
 _F_E2E = const(2)  # the collector acknowledged the batch (end-to-end mode)
 _F_STORED = const(4)  # store.ack() has been called for it
 # _due(): what a category with unsent readings is waiting for
-_LINGER = const(1)  # a partial batch waits for more readings
+_WAIT = const(1)  # inside its latency budget: it waits for more readings
 _DUE = const(2)  # a batch goes now
+_NOT_DUE = const(-2)  # _batch(): the category waits inside its budget
 
 
 class _Cap:
@@ -58,7 +59,21 @@ class Forwarder:
         self.e2e = bool(cfg["mqtt"].get("e2e_ack"))
         self.ack_timeout_ms = cfg["mqtt"].get("e2e_timeout_ms", 5000)
         self.max_readings = cfg["batch"]["max_readings"]
-        self.linger_ms = cfg["batch"]["linger_ms"]
+        # latency budget per category (docs/MQTT.md 3): how long its oldest unsent reading may
+        # wait; the task naps at most half the shortest one, so a reading is first seen by
+        # then, and a category goes that much before its budget runs out
+        default = cfg["batch"]["latency_ms"]
+        budgets = [
+            (cfg["categories"][name] or {}).get("latency_ms", default) for name in categories
+        ]
+        self.nap_ms = max(1, min(_NAP_MS, min(budgets) // 2))
+        self.budget = array("i", budgets)
+        self.since = array("i", [-1] * len(categories))  # ticks it was first seen waiting
+        self.urgent_cat = bytearray(len(categories))  # an urgent reading waits: send now
+        self.next_ms = self.nap_ms  # the pass's shortest time to a category's deadline
+        self.task = None
+        self.napping = False
+        self.poked = False
         if cfg["batch"]["format"] == 2:  # columns per channel (docs/FORMAT.md 3.8)
             from edge.batchv2 import BatchWriter2
 
@@ -94,12 +109,8 @@ class Forwarder:
         self.acked_counts = [0] * len(categories)
         # what the store fills batches through: unsynced stamps -> wall ms (FORMAT.md 4)
         self.stamp = Stamper(clock, self.writer, store.boot)
-        # linger (DESIGN.md 3): a category with less than a full batch waits up to linger_ms
-        # (HAL ticks, so virtual time in a replay) from when its data was first seen
-        self.wait_since = [-1] * len(categories)
         self.full_bytes = self.max_readings * codec.REC_LEN
         self.flush = False  # set once sampling has ended: partial batches go at once
-        self.lingering = False  # the last pass left a partial batch waiting
 
     # --- ring ------------------------------------------------------------------------------
     def _delivered(self, k):
@@ -241,22 +252,52 @@ class Forwarder:
             # under new packet ids.
             self._restart()
 
-    def _due(self, cat):
-        """Case 1: nothing unsent: 0. Case 2: less than a full batch, first seen less than
-        linger_ms ago (HAL ticks, so virtual time in a replay) and sampling goes on: _LINGER.
-        Case 3: a full batch, or it waited long enough: _DUE (DESIGN.md 3 linger)."""
-        pending = self.store.unsent_bytes(cat)
-        if pending <= 0:
-            self.wait_since[cat] = -1
+    def _due(self, cat, radio_on):
+        """Case 1: nothing unsent: 0. Case 2: a full batch, an urgent reading, the end of the
+        run, or its oldest reading's budget runs out before the next pass could notice: _DUE.
+        Case 3: the radio is on for another batch and it has waited half its budget: _DUE (one
+        wake-up instead of two). Case 4: else it waits (_WAIT); `next_ms` learns when it will
+        be due. Ages are in HAL ticks (virtual time in a replay or the day bench)."""
+        store = self.store
+        pending = store.unsent_bytes(cat)
+        if pending <= 0 and not store.buffered(cat):
+            self.since[cat] = -1
+            self.urgent_cat[cat] = 0
             return 0
-        if pending < self.full_bytes and not self.flush:
-            now = self.hal.ticks_ms()
-            if self.wait_since[cat] < 0:
-                self.wait_since[cat] = now
-            if self.hal.ticks_diff(now, self.wait_since[cat]) < self.linger_ms:
-                return _LINGER
-        self.wait_since[cat] = -1
-        return _DUE
+        now = self.hal.ticks_ms()
+        if self.since[cat] < 0:
+            self.since[cat] = now
+        if self.urgent_cat[cat] or self.flush or pending >= self.full_bytes:
+            return _DUE
+        left = self.budget[cat] - self.nap_ms - self.hal.ticks_diff(now, self.since[cat])
+        if left <= 0 or (radio_on and left + self.nap_ms <= self.budget[cat] // 2):
+            return _DUE
+        if left < self.next_ms:
+            self.next_ms = left
+        return _WAIT
+
+    def urgent(self, cat):
+        """An urgent reading of the category was stored (config channels[].urgent): it goes
+        at once, with everything its category holds."""
+        self.urgent_cat[cat] = 1
+        self.poke()
+
+    def poke(self):
+        """End the task's nap now (an urgent reading, the end of the run)."""
+        if self.napping and not self.poked and self.task is not None:
+            self.poked = True
+            self.task.cancel()  # caught in _nap(): the loop goes on
+
+    async def _nap(self, ms):
+        self.napping = True
+        try:
+            await asyncio.sleep_ms(ms)
+        except asyncio.CancelledError:
+            if not self.poked:
+                raise  # the agent stops its tasks
+        finally:
+            self.napping = False
+            self.poked = False
 
     def _fill(self, cat, limit):
         """Start a batch of the category and fill it from the store with at most `limit`
@@ -287,32 +328,37 @@ class Forwarder:
         self.stats["forwarded"] += n
         return k
 
-    def _batch(self, cat):
-        """The next batch of a category, in a new ring slot: the slot, or -1 when none is due.
-        A partial batch that lingers sets `lingering`."""
+    def _batch(self, cat, radio_on):
+        """The next batch of a category, in a new ring slot: the slot; _NOT_DUE while it waits
+        inside its budget; -1 when it has nothing to send."""
         # enforcement again at forward time: a revoked category is never sent
         if not self.consent.allowed[cat]:
             return -1
-        due = self._due(cat)
-        if due == _LINGER:
-            self.lingering = True
+        due = self._due(cat, radio_on)
         if due != _DUE:
-            return -1
-        return self._take(cat)
+            return _NOT_DUE if due == _WAIT else -1
+        if self.store.buffered(cat):
+            self.store.commit()  # what the budget sends must be durable first
+        k = self._take(cat)
+        if not self.store.buffered(cat) and not self.store.unsent(cat):
+            self.since[cat] = -1  # everything went: the next reading starts a new wait
+            self.urgent_cat[cat] = 0
+        return k
 
     def _pause_ms(self, sent):
-        """How long the task sleeps after a pass over the categories."""
+        """How long the task naps after a pass over the categories."""
         if self.count >= _RING:
             return _FULL_MS  # the ring is full: acknowledgements come soon
         if sent:
             return 0
-        return min(_IDLE_MS, self.linger_ms) if self.lingering else _IDLE_MS
+        return max(self.next_ms, 1)
 
     async def run(self, hb=None):
         """Task: forward committed readings while connected. Helpers are plain functions
         (no coroutine allocated per pass) except _publish and _resume.
         hb: its watchdog heartbeat (edge/watchdog.py)."""
         c = self.client
+        self.task = asyncio.current_task()
         while True:
             if hb is not None:
                 hb.beat()
@@ -327,11 +373,14 @@ class Forwarder:
             elif self._stale():
                 self._restart()
             sent = False
-            self.lingering = False
+            self.next_ms = self.nap_ms
+            waiting = 0  # categories inside their budget in this pass (bit per category)
             for cat in range(len(self.categories)):
                 if self.count >= _RING:
                     break  # the ring is full: wait for acknowledgements
-                k = self._batch(cat)
+                k = self._batch(cat, sent)
+                if k == _NOT_DUE:
+                    waiting |= 1 << cat
                 if k < 0:
                     continue
                 try:
@@ -339,4 +388,15 @@ class Forwarder:
                 except (OSError, MQTTError):
                     break  # the link task reconnects; the ring is re-sent then
                 sent = True
-            await asyncio.sleep_ms(self._pause_ms(sent))
+            if sent and waiting:
+                # the radio is on: what has waited half its budget goes along (_due Case 3)
+                for cat in range(len(self.categories)):
+                    if not waiting >> cat & 1 or self.count >= _RING:
+                        continue
+                    k = self._batch(cat, True)
+                    if k >= 0:
+                        try:
+                            await self._publish(k)
+                        except (OSError, MQTTError):
+                            break
+            await self._nap(self._pause_ms(sent))

@@ -485,7 +485,7 @@ class Store:
 
     def unsent_bytes(self, cat):
         """Committed bytes after the reader position: an upper bound on what fill() adds,
-        found without touching the filesystem (the forwarder's linger decision)."""
+        found without touching the filesystem (the forwarder's latency budget)."""
         s = self.streams[cat]
         n = 0
         for seg in s.segs:
@@ -494,6 +494,10 @@ class Store:
             elif seg[SEG_NO] == s.rseg:
                 n += seg[SEG_SIZE] - s.roff
         return n
+
+    def buffered(self, cat):
+        """Readings of the category appended but not yet committed."""
+        return self.streams[cat].n
 
     def unsent(self, cat):
         s = self.streams[cat]

@@ -36,6 +36,7 @@ BURST_GAP_MS = 2000  # transmissions closer than this are one radio wake-up
 TLS_RECORD_BYTES = 29
 TLS_HANDSHAKE_BYTES = 3000
 KEEPALIVE_S = 120
+LATENCY_MS = 30000  # every category's budget; urgent channels (alarms) go at once
 
 _CONSENT_ALL = {
     "format": 1,
@@ -57,7 +58,8 @@ COMMON: dict = {
     "board": "unix-sim",
     "watchdog_ms": 0,  # the unix HAL's watchdog runs on real time; the day runs on virtual time
     "mqtt": {"keepalive": KEEPALIVE_S},
-    "batch": {"format": 2},
+    "batch": {"format": 2, "latency_ms": LATENCY_MS},
+    "sample_ms": 100,  # the UART driver buffers the appliance's bytes in between
 }
 
 PROFILES: dict[str, dict] = {
@@ -95,7 +97,8 @@ PROFILES: dict[str, dict] = {
             {"id": 4, "name": "defrost_cycles", "category": "diagnostics", "deadband": 0},
             {"id": 5, "name": "door_opens", "category": "usage", "deadband": 0},
             {"id": 6, "name": "ice_maker_uses", "category": "usage", "deadband": 0},
-            {"id": 7, "name": "door_alarm", "category": "essential", "deadband": 0},
+            {"id": 7, "name": "door_alarm", "category": "essential", "deadband": 0,
+             "urgent": True},
         ],
         "inputs": [
             {
