@@ -6,7 +6,7 @@
 import json
 import os
 
-DEPLOYED = "/board.json"  # written by `edgectl deploy` (docs/DEPLOY.md 3)
+DEPLOYED = "/board.json"  # written by `edgectl deploy` (docs/DEPLOY.md 5)
 
 
 class BoardError(ValueError):

@@ -108,7 +108,9 @@ class Consent:
         self._load()
         if not self.salt:
             self.salt = self._rand(16)
-        self.allowed = list(self.ingest)
+        # at boot only `essential` is forwarded until the broker has acknowledged the boot
+        # receipt (release()): the collector refuses what no receipt it holds grants
+        self.allowed = [name == "essential" for name in categories]
 
     # --- persistence: temp file + rename, atomic on littlefs and POSIX (FORMAT.md 2.4) -----
     def _load(self):

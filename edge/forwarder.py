@@ -178,7 +178,9 @@ class Forwarder:
         if self.count:
             return False
         for i in range(len(self.categories)):
-            if self.consent.allowed[i] and self.store.unsent(i):
+            # ingest, not allowed: a granted category waits for its receipt's PUBACK
+            # (edge/consent.py release()), and is not idle meanwhile
+            if self.consent.ingest[i] and self.store.unsent(i):
                 return False
         return True
 

@@ -20,6 +20,17 @@ def run(config_path=None):
     cfg = config.load(text)
     hal = load_hal()
     agent = Agent(cfg, hal)
+    # the console's first agent line: what booted and why (`edgectl logs` highlights it)
+    agent.log(
+        "boot: device %s on %s (%s), reset cause %s%s"
+        % (
+            cfg["device_id"],
+            cfg["board"],
+            hal.platform,
+            hal.reset_cause,
+            " (%s)" % hal.reset_detail if hal.reset_detail else "",
+        )
+    )
     try:
         asyncio.run(agent.main())
     except Exception as e:

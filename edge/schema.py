@@ -201,13 +201,16 @@ sim.seconds int 0 0.. stop after this long; 0 = no limit
 sim.seed int 1 0.. random seed
 status_ms int 5000 0..86400000 status message period; 0 = 5000
 sample_ms int 10 1..1000 how long the sampler sleeps when its inputs gave nothing (UARTs keep their bytes meanwhile in the driver's buffer)
-clock obj - - the wall clock (docs/INPUTS.md 5)
+clock obj - - the wall clock (docs/INPUTS.md 6)
 clock.ntp_host str - 1..253 NTP server; absent: pool.ntp.org
 clock.synced_at_ms int,null null 0.. unix only: NTP succeeds this long after start
 consent obj - - consent updates (docs/CONSENT.md)
 consent.key hex - 32..128 update signing key; absent (and no `key_file`): unsigned updates
 consent.key_file file - 1..255 file holding the key in hex
 consent.local_dir str - 1..255 directory of the consent state; default: the store's
+backend obj - - the key this device shares with its collector (docs/MQTT.md 8)
+backend.key hex - 32..128 authenticates the collector's end-to-end acks and signs consent receipts; absent (and no `key_file`): acks are taken unauthenticated, receipts go unsigned
+backend.key_file file - 1..255 file holding the key in hex
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
 """,
 )
@@ -463,15 +466,17 @@ class _Checker:
 
     def value(self, v, row, key, kind, fill):
         types = row[1]
-        ok = False
+        ok = None
         for t in types:
             if _is_type(v, t):
-                ok = True
+                ok = t
                 break
         rng = row[3]
-        if not ok:
+        if ok is None:
             self.bad(key, "must be %s, got %s" % (_describe(types, rng), _show(v)))
             return
+        if ok == "any":
+            return  # free-form (a unix sensor's `sim` script): its driver checks it
         if isinstance(v, dict):
             grp = _group(rng)
             if "map" in types and grp is None:

@@ -15,7 +15,7 @@ import pytest
 
 from host_tools.agent.run import AgentProcess, agent_config
 from host_tools.backend import broker as broker_mod
-from host_tools.backend.e2e import AckingCollector
+from host_tools.backend.collect import AckingCollector
 
 DEVICE = "chaos-0001"
 

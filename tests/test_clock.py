@@ -98,7 +98,7 @@ def test_collector_maps_boot_relative_stamps_with_the_status_clock():
         assert col.wall_ms("d", 3, (1 << 30) - 10) == 10**12 - 110  # ticks wrapped
         assert col.wall_ms("d", 2, 50) is None  # another boot
     finally:
-        col.db.close()
+        col.close()
 
 
 def _wait_log(agent: AgentProcess, text: str, timeout: float) -> bool:

@@ -128,35 +128,46 @@ def _batch(category: str, first_seq: int, n: int) -> bytes:
     return bytes(w.finish())
 
 
-class _Msg:
-    def __init__(self, topic: str, payload: bytes) -> None:
-        self.topic = topic
-        self.payload = payload
-
-
-def test_collector_refuses_what_the_latest_receipt_denies():
+def test_collector_refuses_what_the_latest_receipt_does_not_grant():
+    """Default deny (docs/CONSENT.md 8): before any receipt only `essential`; after one, what
+    it grants, whatever the seq; a revocation erases what was stored of the category."""
     col = Collector("127.0.0.1", 1)  # never started: messages are fed directly
     try:
-        col._on_message(None, None, _Msg("edge/dev-1/t/usage", _batch("usage", 1, 5)))
-        receipt = {"version": 2, "grants": {"essential": True, "usage": False}, "seq": 10}
-        col._on_message(
-            None, None, _Msg("edge/dev-1/consent/receipt", json.dumps(receipt).encode())
-        )
-        # sent before the device acknowledged the revocation (seq < 10): accepted
-        col._on_message(None, None, _Msg("edge/dev-1/t/usage", _batch("usage", 6, 4)))
-        col._on_message(None, None, _Msg("edge/dev-1/t/usage", _batch("usage", 10, 3)))
-        col._on_message(None, None, _Msg("edge/dev-1/t/essential", _batch("essential", 13, 2)))
+        col.feed("edge/dev-1/t/usage", _batch("usage", 1, 5))  # no receipt yet: refused
+        col.feed("edge/dev-1/t/essential", _batch("essential", 6, 2))
+        grant = {"device": "dev-1", "version": 1, "seq": 8,
+                 "grants": {"essential": True, "usage": True}}  # fmt: skip
+        col.feed("edge/dev-1/consent/receipt", json.dumps(grant).encode())
+        col.feed("edge/dev-1/t/usage", _batch("usage", 8, 4))
         s = col.stats()
-        assert s["unique"] == 11 and s["refused"] == 3
-        assert s["refused_by_category"] == {"usage": 3}
-        receipt = {"version": 3, "grants": {"essential": True, "usage": True}, "seq": 20}
-        col._on_message(
-            None, None, _Msg("edge/dev-1/consent/receipt", json.dumps(receipt).encode())
+        assert s["unique"] == 6 and s["refused"] == 5, s
+        revoke = {"device": "dev-1", "version": 2, "seq": 12,
+                  "grants": {"essential": True, "usage": False}}  # fmt: skip
+        col.feed("edge/dev-1/consent/receipt", json.dumps(revoke).encode())
+        # below the receipt's seq but arriving after it: refused (it was not sent before)
+        col.feed("edge/dev-1/t/usage", _batch("usage", 9, 2))
+        col.feed("edge/dev-1/t/usage", _batch("usage", 12, 3))
+        # a category no receipt lists: refused
+        col.feed("edge/dev-1/t/marketing", _batch("marketing", 15, 1))
+        s = col.stats()
+        assert s["refused"] == 5 + 2 + 3 + 1, s
+        assert s["refused_by_category"] == {"usage": 10, "marketing": 1}
+        held = col.sink.rows("SELECT category, count(*) FROM readings GROUP BY category")
+        assert held == [("essential", 2)]  # the 4 usage readings were erased by the revocation
+        ledger = col.sink.rows(
+            "SELECT version, event, category, readings, action FROM consent_ledger ORDER BY id"
         )
-        col._on_message(None, None, _Msg("edge/dev-1/t/usage", _batch("usage", 20, 2)))
-        assert col.stats()["refused"] == 3 and col.stats()["unique"] == 13
+        assert ledger == [
+            (1, "grant", "essential", 0, "none"),
+            (1, "grant", "usage", 0, "none"),
+            (2, "deny", "usage", 4, "erased"),
+        ]
+        # an older receipt cannot bring a grant back
+        col.feed("edge/dev-1/consent/receipt", json.dumps(grant).encode())
+        assert col.receipts["dev-1"]["version"] == 2
+        assert col.stats()["refused_by_reason"]["receipt_stale"] == 1
     finally:
-        col.db.close()
+        col.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,17 @@
-"""Deploy you can trust (docs/DEPLOY.md 4): the on-board self-test boots the deployed config as
+"""Deploy you can trust (docs/DEPLOY.md 5): the on-board self-test boots the deployed config as
 far as opening every input, the network and the broker login, and fails with the agent's own
 error when it cannot; a secret the config names is copied or the deploy stops before the port
 is opened, naming the key. Against the virtual board with the real mpremote."""
 
 import json
+import os
 
 import pytest
 
 from host_tools import cli
 from host_tools.backend import broker as broker_mod
 from host_tools.board import deploy as dp
+from tests.conftest import ROOT, run_mp
 from tests.test_vboard import VBoard
 
 MODBUS = {
@@ -205,3 +207,58 @@ def test_provisioned_config_passes_check_and_keeps_added_keys(tmp_path, capsys):
         == (dev.parent / "secrets" / "consent.key").read_bytes()
     )
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "wifi, refuse, network, broker_check",
+    [
+        (
+            {"ssid": "home", "password": "pw"},
+            0,
+            [True, "associated with 'home', rssi -61"],
+            [True, "127.0.0.1:{port} accepted st-0001"],
+        ),
+        (
+            {"ssid": "home", "password": "pw", "timeout_ms": 1000},
+            99,
+            [False, "OSError: no association with 'home' within 1000 ms"],
+            None,
+        ),
+        (
+            None,
+            0,
+            [
+                False,
+                "OSError: no Wi-Fi configured: set config key 'wifi' or provision "
+                "/secrets/wifi.json",
+            ],
+            None,
+        ),
+    ],
+    ids=["associates", "ap-silent", "no-credentials"],
+)
+def test_selftest_on_an_esp32_brings_up_wifi_first(
+    micropython, tmp_path, broker, wifi, refuse, network, broker_check
+):
+    """The ESP32 branch of the self-test (fake radio at the hardware edge, real broker)."""
+    cfg = {
+        "device_id": "st-0001",
+        "board": "esp32-generic",
+        "mqtt": {"host": "127.0.0.1", "port": broker.port},
+        "store": {"path": str(tmp_path / "store")},
+    }
+    if wifi:
+        cfg["wifi"] = wifi
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    script = os.path.join(ROOT, "host_tools", "board", "mp", "deploy_selftest.py")
+    driver = os.path.join(ROOT, "tests", "mp", "selftest_esp32.py")
+    r = run_mp(driver, script, str(path), str(refuse), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    checks = {c[0]: c[1:] for c in json.loads(r.stdout.strip().splitlines()[-1])["checks"]}
+    assert checks["config"][0] is True and checks["inputs"][0] is True, checks
+    assert checks["network"] == network, checks
+    if broker_check is None:
+        assert "broker" not in checks  # no login attempt without a network
+    else:
+        assert checks["broker"] == [broker_check[0], broker_check[1].format(port=broker.port)]

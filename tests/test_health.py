@@ -22,7 +22,7 @@ def _status_history(col: Collector, device: str) -> list[dict]:
 
     def on_status(client, userdata, msg):
         seen.append(json.loads(msg.payload))
-        col._on_message(client, userdata, msg)
+        col.source._on_message(client, userdata, msg)  # then the collector as usual
 
     col.client.message_callback_add(f"edge/{device}/status", on_status)
     return seen
@@ -31,6 +31,8 @@ def _status_history(col: Collector, device: str) -> list[dict]:
 def _restart_status(broker, device: str, workdir: str) -> dict:
     """Run the agent again on the same store; return its last status message."""
     with Collector(broker.host, broker.port) as col:
+        col.wait_for(lambda c: False, 0.5)  # the previous run's retained status, if any
+        old = col.status.get(device)
         cfg = agent_config(
             "unix-sim",
             device_id=device,
@@ -42,7 +44,13 @@ def _restart_status(broker, device: str, workdir: str) -> dict:
             agent.wait(60)
         finally:
             agent.stop()
-        assert col.wait_for(lambda c: c.status.get(device, {}).get("state") == "stopped", 10)
+        assert col.wait_for(
+            lambda c: (
+                c.status.get(device) is not old
+                and c.status.get(device, {}).get("state") == "stopped"
+            ),
+            10,
+        )
         return col.status[device]
 
 

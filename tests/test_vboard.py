@@ -31,7 +31,13 @@ class VBoard:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        if self.proc and self.proc.stdout:
+            self.out = self.proc.stdout.read().decode(errors="replace")
         self.proc = None
+
+    def output(self):
+        """What the vboard printed (after stop())."""
+        return getattr(self, "out", "")
 
     def mpremote(self, *args, check=True, timeout=60):
         r = subprocess.run(

@@ -6,12 +6,19 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from host_tools import cli
 from host_tools.captures import capfile
-from host_tools.captures.appliances import ModbusSlave, Pty, modbus_request, serve
+from host_tools.captures.appliances import (
+    ModbusSlave,
+    Pty,
+    modbus_request,
+    modbus_response,
+    serve,
+)
 from tests.conftest import ROOT, run_mp
 from tests.test_vboard import VBoard
 
@@ -69,6 +76,38 @@ def test_bridged_uart_reaches_the_appliance_and_others_are_named(tmp_path, appli
     # an unbridged board UART: named, with what is bridged and how to bridge it
     assert lines[1].startswith("ERR uart 'meter' is not bridged on this virtual board"), lines
     assert "(bridged: appliance)" in lines[1] and "--uart meter=" in lines[1]
+
+
+def test_bridge_reopens_a_restarted_simulator(tmp_path):
+    """The simulator is stopped and started again (a new pty behind the same link): the
+    vboard says it lost the UART, reopens it, and the board talks to the new one."""
+    link = str(tmp_path / "ttyAPPL")
+    pty = Pty(link)
+    srv = serve(ModbusSlave(1, {0: 215}), pty)
+    vb = VBoard(tmp_path, uarts=(f"appliance={link}",)).start()
+    req = list(modbus_request(1, 3, 0, 1))
+    try:
+        assert probe(vb, [("appliance", req)], 7) == [
+            "GOT appliance " + modbus_response(1, 3, [215]).hex()
+        ]
+        srv.stop()
+        srv.join(2)
+        pty.close()  # the simulator is gone: the bridge's reads fail
+        time.sleep(0.5)
+        pty = Pty(link)  # ... and is back, on another pty, with other values
+        srv = serve(ModbusSlave(1, {0: 300}), pty)
+        time.sleep(2.5)  # the bridge retries every second
+        assert probe(vb, [("appliance", req)], 7) == [
+            "GOT appliance " + modbus_response(1, 3, [300]).hex()
+        ]
+    finally:
+        vb.stop()
+        srv.stop()
+        srv.join(2)
+        pty.close()
+    out = vb.output()
+    assert f"vboard: uart 'appliance' ({link}): lost (" in out
+    assert f"vboard: uart 'appliance' ({link}): reopened" in out
 
 
 def test_replay_url_feeds_the_board(tmp_path):

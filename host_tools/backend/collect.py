@@ -1,139 +1,204 @@
-"""Collector: subscribes to telemetry batches, decodes them with the shared codec,
-removes duplicates on (device, seq) and stores readings in TinyDB (DESIGN.md 5b).
+"""`edgectl collect`: the collector (docs/BACKEND.md). An MQTT source with a persistent session
+feeds one worker (host_tools/backend/ingest.py) that stores readings in SQLite keyed on
+(device, seq) and keeps the device registry, latest status and receipts in TinyDB.
 
-The paho callback thread only decodes and enqueues; one writer thread owns TinyDB and
-inserts in batches (STYLE 7.2.6).
+`Collector` wires the three together; tests and the demo use it in-process (`keep_readings`
+mirrors stored rows in memory for them).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
-import queue
+import os
+import signal
+import socket
+import sqlite3
+import sys
 import threading
 import time
-from collections import defaultdict
 
-import paho.mqtt.client as mqtt
-from tinydb import TinyDB
-from tinydb.middlewares import CachingMiddleware
-from tinydb.storages import JSONStorage, MemoryStorage
-
-from edge import codec
+from host_tools.backend import connect as conn_mod
+from host_tools.backend import e2e
+from host_tools.backend.connect import ConnectOptions
+from host_tools.backend.docstore import DocStore
+from host_tools.backend.ingest import Delivery, Worker, WorkerConfig, channel_meta, scaled
+from host_tools.backend.mqtt_source import MqttSource
+from host_tools.backend.sqlite_sink import SqliteSink
 from host_tools.errors import ToolError
 
-_FLUSH_S = 2.0
-_GROUP_S = 1.0  # readings queued within this long go into TinyDB with one insert
-_GROUP_MAX = 100000
+
+def docs_path(db_path: str) -> str:
+    """The TinyDB file that goes with a database: `collector.sqlite` -> `collector.docs.json`."""
+    stem = db_path[: -len(".sqlite")] if db_path.endswith(".sqlite") else db_path
+    return stem + ".docs.json"
 
 
-class _DeviceSeqs:
-    """Seqs seen for one device: a floor below which all were seen, plus a sparse set above."""
-
-    __slots__ = ("floor", "above", "max")
-
-    def __init__(self) -> None:
-        self.floor = 0
-        self.above: set[int] = set()
-        self.max = 0
-
-    def add(self, seq: int) -> bool:
-        """True when seq is new."""
-        if seq <= self.floor or seq in self.above:
-            return False
-        self.above.add(seq)
-        self.max = max(self.max, seq)
-        while self.floor + 1 in self.above:
-            self.floor += 1
-            self.above.discard(self.floor)
-        return True
-
-    def count(self) -> int:
-        return self.floor + len(self.above)
+def default_client_id(db_path: str) -> str:
+    """Fixed across restarts, different per host and database file."""
+    h = hashlib.sha256(f"{socket.gethostname()}:{os.path.abspath(db_path)}".encode())
+    return f"edgectl-collect-{h.hexdigest()[:12]}"
 
 
 class Collector:
-    """Subscribe to `{prefix}/+/t/#` and friends; `stats()` reports what arrived."""
+    """Subscribe to `{prefix}/+/t/+` and friends, store, acknowledge; `stats()` reports."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        host: str = "127.0.0.1",
+        port: int = 1883,
         prefix: str = "edge",
         db_path: str | None = None,
         keep_readings: bool = True,
         share_group: str | None = None,
+        e2e_ack: bool = False,
+        opts: ConnectOptions | None = None,
+        client_id: str | None = None,
+        device_keys: dict[str, bytes] | None = None,
+        on_revoke: str = "delete",
+        synchronous: str = "FULL",
+        source=None,
+        log=None,
     ) -> None:
-        self.host = host
-        self.port = port
+        self.opts = opts or ConnectOptions(host=host, port=port)
         self.prefix = prefix
-        self.share_group = share_group
-        self.keep_readings = keep_readings
-        self.lock = threading.Lock()
-        self.seqs: dict[str, _DeviceSeqs] = defaultdict(_DeviceSeqs)
-        self.counts = {
-            "batches": 0,
-            "readings": 0,
-            "unique": 0,
-            "duplicates": 0,
-            "rejected": 0,
-            "refused": 0,
-        }
-        self.by_category: dict[str, int] = defaultdict(int)
-        self.refused_by_category: dict[str, int] = defaultdict(int)
-        self.readings: list[tuple] = []
-        self.receipts: dict[str, dict] = {}
-        # (len(readings) when it arrived, device, receipt): arrival order against the readings
-        self.receipt_log: list[tuple[int, str, dict]] = []
-        self.replies: list[tuple[str, str, dict]] = []
-        self.status: dict[str, dict] = {}
-        # channel metadata from each device's retained `meta` (edge/meta.py): device ->
-        # {channel: {"unit": u, "decimals": d, ...}}
-        self.channels: dict[str, dict[int, dict]] = {}
-        # readings stamped before the device's clock was synced (FORMAT.md 4): device ->
-        # {seq: boot}; their ts is ms since that boot, not Unix time
-        self.boot_relative: dict[str, dict[int, int]] = defaultdict(dict)
-        self.errors: list[str] = []
-        self.connected = threading.Event()
-        self.q: queue.Queue = queue.Queue()
-        if db_path:
-            self.db = TinyDB(db_path, storage=CachingMiddleware(JSONStorage))
-        else:
-            self.db = TinyDB(storage=MemoryStorage)
-        self.writer = threading.Thread(target=self._writer, name="collector-db", daemon=True)
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            protocol=mqtt.MQTTv311,
-            client_id="",
-            clean_session=True,
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.on_disconnect = lambda *a: self.connected.clear()
-
-    # --- lifecycle -----------------------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> Collector:
-        self.writer.start()
-        self.client.reconnect_delay_set(0.05, 0.5)
+        self.db_path = db_path
+        self._lockfile = None
+        if db_path and client_id is None and source is None:
+            client_id = default_client_id(db_path)
+        if db_path and client_id:
+            self._take_lock(db_path, client_id)
+        self.client_id = client_id
+        self.sink = SqliteSink(db_path, synchronous)
         try:
-            self.client.connect(self.host, self.port, keepalive=30)
+            self.docs = DocStore(docs_path(db_path) if db_path else None)
+        except ToolError:
+            self.sink.close()
+            raise
+        self.source = source or MqttSource(
+            self.opts,
+            prefix,
+            client_id=client_id if db_path else None,  # in memory: nothing to keep a session for
+            share_group=share_group,
+        )
+        self.worker = Worker(
+            self.source,
+            self.sink,
+            self.docs,
+            WorkerConfig(
+                prefix=prefix,
+                device_keys=device_keys,
+                e2e_ack=e2e_ack,
+                on_revoke=on_revoke,
+                keep_readings=keep_readings,
+                log=log or (lambda msg: None),
+            ),
+        )
+        if isinstance(self.source, MqttSource):
+            self.source.on_error = self.worker.callback_error
+            self.source.on_refuse = self.worker.note
+        self.e2e_ack = e2e_ack
+        self._stopped = False
+        self._final_gaps: dict[str, int] | None = None
+
+    def _take_lock(self, db_path: str, client_id: str) -> None:
+        # two collectors with one client id would take each other's session in turns
+        # (MQTT 3.1.1 section 3.1.4); each needs its own --client-id
+        path = f"{db_path}.{client_id}.lock"
+        f = open(path, "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            raise ToolError(f"collector cannot connect to {self.host}:{self.port}: {e}") from e
-        self.client.loop_start()
-        if not self.connected.wait(timeout):
+            f.close()
+            raise ToolError(
+                f"another collector with client id {client_id} is running on {db_path}; "
+                f"give each collector its own --client-id"
+            ) from e
+        self._lockfile = f
+
+    # --- what in-process readers use ----------------------------------------------------------
+    @property
+    def lock(self):
+        return self.worker.lock
+
+    @property
+    def client(self):
+        return self.source.client
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.worker.counts
+
+    @property
+    def readings(self) -> list[tuple]:
+        return self.worker.readings
+
+    @property
+    def receipts(self) -> dict[str, dict]:
+        return self.worker.receipts
+
+    @property
+    def receipt_log(self) -> list:
+        return self.worker.receipt_log
+
+    @property
+    def status(self) -> dict[str, dict]:
+        return self.worker.status
+
+    @property
+    def replies(self):
+        return self.worker.replies
+
+    @property
+    def channels(self) -> dict[str, dict[int, dict]]:
+        return self.worker.channels
+
+    @property
+    def boot_relative(self) -> dict[str, dict[int, int]]:
+        return self.worker.boot_relative
+
+    @property
+    def errors(self) -> list[str]:
+        with self.worker.lock:
+            return list(self.worker.errors)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> Collector:
+        self.worker.start()
+        try:
+            self.source.start(self.worker.deliver)
+        except ToolError:
             self.stop()
-            raise ToolError(f"collector: no CONNACK from {self.host}:{self.port}")
+            raise
         return self
 
+    def feed(self, topic: str, payload: bytes) -> None:
+        """Process one message now, on the caller's thread (tests of the checks)."""
+        self.worker.process([Delivery(topic, payload)])
+
     def stop(self) -> None:
-        self.client.loop_stop()
+        """Stop taking messages, finish what is queued (commit, acks), disconnect, close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.worker.stop()
+        self.source.stop()
+        self.close()
+
+    def close(self) -> None:
+        if self._final_gaps is None:
+            try:
+                self._final_gaps = self.sink.gaps()  # stats() still answers after close
+            except sqlite3.Error:
+                self._final_gaps = {}
         try:
-            self.client.disconnect()
-        except OSError:
-            pass
-        self.q.put(None)
-        if self.writer.is_alive():
-            self.writer.join(10)
-        self.db.close()
+            self.sink.close()
+        finally:
+            self.docs.close()
+            if self._lockfile is not None:
+                self._lockfile.close()
+                self._lockfile = None
 
     def __enter__(self) -> Collector:
         return self.start()
@@ -141,140 +206,27 @@ class Collector:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # --- paho callbacks (network thread: decode and enqueue only) -------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self.errors.append(f"connect refused: {reason_code}")
-            return
-        root = f"{self.prefix}/+/"
-        subs = ["t/#", "consent/receipt", "status", "meta", "reply/#"]
-        for s in subs:
-            topic = root + s
-            if self.share_group and s == "t/#":
-                topic = f"$share/{self.share_group}/{topic}"
-            client.subscribe(topic, qos=1)
-        self.connected.set()
-
-    def _on_message(self, client, userdata, msg) -> None:
-        parts = msg.topic.split("/")
-        if len(parts) < 3:
-            return
-        device, kind = parts[1], parts[2]
-        if kind == "t":
-            # identity is the channel: the decoder refuses a payload naming another device or
-            # category, and takes them from here when it names none (docs/FORMAT.md 3.8.1)
-            self._on_batch(device, "/".join(parts[3:]), msg.payload)
-            return
-        try:
-            doc = json.loads(msg.payload) if msg.payload else {}
-        except ValueError:
-            doc = {"raw": msg.payload.decode(errors="replace")}
-        with self.lock:
-            if kind == "consent":
-                self.receipts[device] = doc
-                self.receipt_log.append((len(self.readings), device, doc))
-            elif kind == "status":
-                self.status[device] = doc
-            elif kind == "meta":
-                self.channels[device] = channel_meta(doc)
-            elif kind == "reply":
-                self.replies.append((device, parts[-1], doc))
-
-    def _on_batch(self, device: str, category: str, payload: bytes) -> None:
-        try:
-            batch = codec.decode_batch(payload, device, category)
-        except (codec.FormatError, ValueError) as e:
-            with self.lock:
-                self.counts["rejected"] += 1
-                self.errors.append(f"{device}: {e}")
-            return
-        fresh = []
-        with self.lock:
-            seqs = self.seqs[batch["device"]]
-            self.counts["batches"] += 1
-            cat = batch["category"]
-            boot = batch["boot"] if batch["flags"] & codec.FLAG_CLOCK_UNSYNCED else None
-            rel = self.boot_relative[batch["device"]]
-            floor = _denied_from(self.receipts.get(batch["device"]), cat)
-            for seq, ts, ch, val in batch["readings"]:
-                self.counts["readings"] += 1
-                if seq >= floor:
-                    # defence in depth (issue 5): the device's latest receipt denies this
-                    self.counts["refused"] += 1
-                    self.refused_by_category[cat] += 1
-                elif seqs.add(seq):
-                    self.counts["unique"] += 1
-                    self.by_category[cat] += 1
-                    if boot is not None:
-                        rel[seq] = boot
-                    fresh.append((batch["device"], seq, ts, cat, ch, val))
-                else:
-                    self.counts["duplicates"] += 1
-            if self.keep_readings:
-                self.readings.extend(fresh)
-        if fresh:
-            self.q.put(fresh)
-
-    # --- the one TinyDB writer -------------------------------------------------------------
-    def _writer(self) -> None:
-        # TinyDB rewrites a table's whole dict on every insert (O(n)), so inserts are grouped:
-        # everything queued within _GROUP_S goes in with one insert_multiple.
-        table = self.db.table("readings")
-        last_flush = time.monotonic()
-        done = False
-        while not done:
-            try:
-                first = self.q.get(timeout=_FLUSH_S)
-            except queue.Empty:
-                first = []
-            group = []
-            deadline = time.monotonic() + _GROUP_S
-            item = first
-            while True:
-                if item is None:
-                    done = True
-                    break
-                group.extend(item)
-                if len(group) >= _GROUP_MAX or time.monotonic() >= deadline:
-                    break
-                try:
-                    item = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-            if group:
-                table.insert_multiple(
-                    {
-                        "device": d,
-                        "seq": s,
-                        "ts": t,
-                        "category": c,
-                        "channel": ch,
-                        "value": v,
-                        "boot": self.boot_relative.get(d, {}).get(s),
-                    }
-                    for d, s, t, c, ch, v in group
-                )
-            if time.monotonic() - last_flush >= _FLUSH_S:
-                self._flush()
-                last_flush = time.monotonic()
-        self._flush()
-
-    def _flush(self) -> None:
-        storage = getattr(self.db, "storage", None)
-        if isinstance(storage, CachingMiddleware):
-            storage.flush()
+    def alive(self) -> bool:
+        return self.worker.alive() and self.worker.failed is None
 
     # --- reporting ---------------------------------------------------------------------------
-    def stats(self) -> dict:
-        with self.lock:
-            gaps = {d: s.max - s.count() for d, s in self.seqs.items()}
-            return {
-                **self.counts,
-                "by_category": dict(self.by_category),
-                "refused_by_category": dict(self.refused_by_category),
-                "devices": len(self.seqs),
-                "gaps": gaps,
+    def stats(self, gaps: bool = True) -> dict:
+        w = self.worker
+        with w.lock:
+            out = {
+                **w.counts,
+                "by_category": dict(w.by_category),
+                "refused_by_category": dict(w.refused_by_category),
+                "refused_by_reason": dict(w.by_reason),
+                "devices": len(w.devices),
             }
+        if gaps:
+            if self._final_gaps is not None:
+                out["gaps"] = dict(self._final_gaps)
+            else:
+                with w.db_lock:
+                    out["gaps"] = self.sink.gaps()
+        return out
 
     def wall_ms(self, device: str, boot: int, ts: int) -> int | None:
         """Unix ms of a boot-relative stamp, from the clock mapping in the device's retained
@@ -295,78 +247,117 @@ class Collector:
         return predicate(self)
 
 
-def channel_meta(doc: dict) -> dict[int, dict]:
-    """{channel: {"unit", "decimals"[, "name", "category"]}} from a device's meta document
-    (docs/MQTT.md 2; rows [id, name, category, unit, decimals] or, short form, [id, unit,
-    decimals]). Malformed rows are skipped."""
-    out: dict[int, dict] = {}
-    short = doc.get("form") == "short"
-    for row in doc.get("channels") or ():
-        try:
-            if short:
-                cid, unit, dec = row
-                out[int(cid)] = {"unit": unit, "decimals": int(dec)}
-            else:
-                cid, name, cat, unit, dec = row
-                out[int(cid)] = {"name": name, "category": cat, "unit": unit, "decimals": int(dec)}
-        except (TypeError, ValueError):
-            continue
-    return out
+__all__ = ["AckingCollector", "Collector", "channel_meta", "docs_path", "scaled"]
 
 
-def scaled(value: int, meta: dict | None) -> str:
-    """A reading as the device meant it: 2150 with 2 decimals and unit degC -> "21.50 degC"."""
-    if not meta:
-        return str(value)
-    dec = meta.get("decimals") or 0
-    text = f"{value / 10**dec:.{dec}f}" if dec else str(value)
-    return f"{text} {meta['unit']}" if meta.get("unit") else text
+class AckingCollector(Collector):
+    """A Collector that sends end-to-end acknowledgements (docs/MQTT.md section 4)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("e2e_ack", True)
+        super().__init__(*args, **kwargs)
 
 
-def _denied_from(receipt: dict | None, category: str) -> float:
-    """The first seq the device's latest receipt denies for a category (inf: allowed).
-    Readings below it were sent before the device acknowledged the revocation."""
-    if not isinstance(receipt, dict) or not isinstance(receipt.get("grants"), dict):
-        return float("inf")
-    if receipt["grants"].get(category, True) is not False:
-        return float("inf")
-    seq = receipt.get("seq")
-    return seq if isinstance(seq, int) else 0
+# --- the command -------------------------------------------------------------------------------
 
 
 def cmd_collect(args) -> int:
+    opts = conn_mod.options_from_args(args)
+    keys = e2e.load_device_keys(args.device_keys) if args.device_keys else None
     col = Collector(
-        args.host, args.port, args.prefix, args.db, keep_readings=False, share_group=args.share
+        prefix=args.prefix,
+        db_path=args.db or None,
+        keep_readings=False,
+        share_group=args.share,
+        e2e_ack=args.e2e_ack,
+        opts=opts,
+        client_id=args.client_id,
+        device_keys=keys,
+        on_revoke=args.on_revoke,
+        synchronous=args.sync.upper(),
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
+    stop = threading.Event()
+
+    def on_term(signum, frame) -> None:
+        stop.set()
+
+    old = signal.signal(signal.SIGTERM, on_term)
     col.start()
-    print(f"collect: subscribed to {args.prefix}/+/t/# on {args.host}:{args.port}", flush=True)
+    print(
+        f"collect: {args.db or '(in memory)'} <- {args.prefix}/+/t/+ on {opts.where}"
+        f" (client id {col.client_id or 'random, clean session'})",
+        flush=True,
+    )
     t0 = time.monotonic()
+    failed = None
     try:
-        while not args.seconds or time.monotonic() - t0 < args.seconds:
-            time.sleep(1.0)
-            s = col.stats()
+        while not stop.is_set() and (not args.seconds or time.monotonic() - t0 < args.seconds):
+            stop.wait(1.0)
+            if not col.alive():
+                failed = col.worker.failed or "the worker thread died"
+                break
             if not args.json:
+                s = col.stats(gaps=False)
                 print(
-                    f"collect: {s['unique']} unique readings, {s['duplicates']} duplicates, "
-                    f"{s['rejected']} rejected batches",
+                    f"collect: {s['unique']} stored, {s['duplicates']} duplicates, "
+                    f"{s['refused']} refused by consent, {s['rejected']} rejected batches, "
+                    f"{sum(s['refused_by_reason'].values())} refusals",
                     flush=True,
                 )
     except KeyboardInterrupt:
         pass
     finally:
-        col.stop()
-    s = col.stats()
-    print(json.dumps(s) if args.json else f"collect: done, {s['unique']} unique readings")
+        signal.signal(signal.SIGTERM, old)
+        if failed is None:
+            col.stop()
+            failed = col.worker.failed
+        else:
+            col.source.stop()
+            col.close()
+    if failed:
+        raise ToolError(f"collector: {failed}")
+    s = col.stats(gaps=False)
+    print(json.dumps(s) if args.json else f"collect: done, {s['unique']} readings stored")
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("collect", help="subscribe, decode, de-duplicate and store telemetry")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=1883)
+    p = sub.add_parser("collect", help="subscribe, check, store and acknowledge telemetry")
     p.add_argument("--prefix", default="edge")
-    p.add_argument("--db", default="collector.json", help="TinyDB file ('' keeps it in memory)")
+    p.add_argument(
+        "--db",
+        default="collector.sqlite",
+        help="SQLite database (default collector.sqlite; its TinyDB documents go beside it "
+        "as NAME.docs.json; '' keeps both in memory with a clean session)",
+    )
+    p.add_argument(
+        "--client-id",
+        help="fixed MQTT client id of the persistent session (default: derived from the "
+        "host name and the database path; a second collector needs its own)",
+    )
+    p.add_argument("--e2e-ack", action="store_true", help="send end-to-end acks after commit")
+    p.add_argument(
+        "--device-keys",
+        metavar="FILE",
+        help="JSON device id -> hex backend key (edgectl provision's backend/device_keys.json):"
+        " acks are signed, receipts must be, devices not listed are refused",
+    )
+    p.add_argument(
+        "--on-revoke",
+        choices=["delete", "keep"],
+        default="delete",
+        help="what a revocation receipt does to stored readings of the category "
+        "(keep: only count them in the consent ledger)",
+    )
+    p.add_argument(
+        "--sync",
+        choices=["full", "normal"],
+        default="full",
+        help="SQLite synchronous: full survives power loss, normal only a crash",
+    )
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
     p.add_argument("--share", default=None, help="shared-subscription group ($share/GROUP/...)")
     p.add_argument("--json", action="store_true")
+    conn_mod.add_arguments(p)
     p.set_defaults(func=cmd_collect)

@@ -80,15 +80,20 @@ def add_arguments(p: argparse.ArgumentParser, default_port: int = 1883) -> None:
     )
 
 
-def load_credentials(path: str) -> tuple[str, str]:
-    """(user, password) from a credentials file: a JSON object with both as strings."""
+def read_json(path: str, what: str):
+    """A JSON document from a file the user named; ToolError (one line) if it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+            return json.load(f)
     except OSError as e:
-        raise ToolError(f"cannot read credentials file {path}: {e.strerror or e}") from e
+        raise ToolError(f"cannot read {what} {path}: {e.strerror or e}") from e
     except ValueError as e:
-        raise ToolError(f"credentials file {path} is not JSON: {e}") from e
+        raise ToolError(f"{what} {path} is not JSON: {e}") from e
+
+
+def load_credentials(path: str) -> tuple[str, str]:
+    """(user, password) from a credentials file: a JSON object with both as strings."""
+    doc = read_json(path, "credentials file")
     if not isinstance(doc, dict):
         raise ToolError(f"credentials file {path} must hold a JSON object")
     user, password = doc.get("user"), doc.get("password")
@@ -151,6 +156,10 @@ class Connection:
         self._acks: dict[int, int | None] = {}
         self._ack_cv = threading.Condition()
         self._user_on_connect: Callable | None = None
+        self.subscriptions: list[tuple[str, int]] = []
+        self.subscribed = threading.Event()
+        self.sub_refused: str | None = None
+        self._sub_mid: int | None = None
 
     # --- callbacks owned by the helper -----------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -160,10 +169,25 @@ class Connection:
             self._answered.set()
             return
         self.session_present = bool(getattr(flags, "session_present", False))
+        if self.subscriptions:
+            # one SUBSCRIBE with every filter, again after each reconnect (a broker that lost
+            # the session lost the subscriptions too)
+            self._sub_mid = client.subscribe(self.subscriptions)[1]
         if self._user_on_connect is not None:
             self._user_on_connect(self)
         self.connected.set()
         self._answered.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._sub_mid:
+            return
+        bad = [
+            f"{t} ({rc})" for (t, _), rc in zip(self.subscriptions, reason_codes, strict=False)
+            if rc.is_failure
+        ]  # fmt: skip
+        if bad:
+            self.sub_refused = ", ".join(bad)
+        self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -262,6 +286,7 @@ def connect(
     manual_ack: bool = False,
     on_connect: Callable[[Connection], None] | None = None,
     on_message: Callable | None = None,
+    subscriptions: list[tuple[str, int]] | None = None,
     timeout: float = 10.0,
 ) -> Connection:
     """Connect, start paho's network thread, and wait for CONNACK.
@@ -269,7 +294,9 @@ def connect(
     persistent: keep the session across disconnects (3.1.1 clean session 0; MQTT 5 clean start
     0 with a session that never expires), with a fixed `client_id`. on_connect(conn) runs after
     every accepted CONNACK (subscribe there, so a reconnect subscribes again); on_message is
-    paho's callback. Raises ToolError with one line on every failure."""
+    paho's callback. subscriptions: (filter, qos) pairs subscribed after every CONNACK; the
+    first SUBACK is awaited, so nothing published after connect() returns is missed. Raises
+    ToolError with one line on every failure."""
     if persistent and not client_id:
         raise ValueError("a persistent session needs a fixed client id")
     cid = client_id or unique_client_id(role)
@@ -279,7 +306,9 @@ def connect(
         c = _client(opts, cid, mqtt5, persistent, manual_ack)
         conn = Connection(c, opts, mqtt5)
         conn._user_on_connect = on_connect
+        conn.subscriptions = list(subscriptions or [])
         c.on_connect = conn._on_connect
+        c.on_subscribe = conn._on_subscribe
         c.on_disconnect = conn._on_disconnect
         c.on_publish = conn._on_publish
         if on_message is not None:
@@ -310,6 +339,15 @@ def connect(
                 f"(is it an MQTT broker? does it need --tls-ca?)"
             )
         if conn.refused is None:
+            if conn.subscriptions and not conn.subscribed.wait(timeout):
+                conn.close()
+                raise ToolError(f"no SUBACK from {opts.where} within {timeout:g} s")
+            if conn.sub_refused:
+                conn.close()
+                raise ToolError(
+                    f"the broker at {opts.where} refused the subscription to "
+                    f"{conn.sub_refused}; check the login's ACL"
+                )
             return conn
         conn.close()
         code = conn._refused_code

@@ -84,15 +84,12 @@ class _Session:
         self.receipt: dict | None = None
         self.retained_version = 0
         self.replies: list[dict] = []
-        self.subscribed = threading.Event()
-
-        def subscribe(c: conn_mod.Connection) -> None:
-            for t in ("consent/receipt", "reply/consent", "cmd/consent"):
-                c.client.subscribe(self.root + t, qos=1)
-            self.subscribed.set()
-
+        topics = ("consent/receipt", "reply/consent", "cmd/consent")
         self.conn = conn_mod.connect(
-            opts, "consent", on_connect=subscribe, on_message=self._on_message
+            opts,
+            "consent",
+            on_message=self._on_message,
+            subscriptions=[(self.root + t, 1) for t in topics],
         )
         self.client = self.conn.client
 

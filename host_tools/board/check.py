@@ -82,7 +82,7 @@ when the key is absent; *required*: must be given; *optional*: no default, absen
 meaning given. **Range**: `lo..hi` bounds a number, or the length of a string or list. Type
 **file**: a path on the board; `edgectl deploy` copies `/secrets/NAME` from the `secrets/`
 directory beside the device config and stops, naming the key, when that file is missing or the
-path is not under `/secrets/` (docs/DEPLOY.md 4).
+path is not under `/secrets/` (docs/DEPLOY.md 5).
 """
 
 _TAIL = """

@@ -9,7 +9,9 @@ threads pump bytes between the master and TARGET, opened with pyserial: a pty or
 (`"uart": "appliance"`); the board's own TX/RX pins mean nothing here.
 
 Like a UART's receive FIFO, the board side never blocks the bridge: bytes the board does not
-read (no agent running, a reboot) are dropped once the pty's buffer is full, and counted.
+read (no agent running, a reboot) are dropped once the pty's buffer is full, and counted. When
+TARGET goes away (the simulator was restarted, the adapter unplugged) the bridge says so and
+opens it again every second, as a board's UART just hears silence until the cable is back.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class Bridge:
         self.to_board = 0
         self.to_target = 0
         self.dropped = 0  # bytes for the board that found its receive buffer full
-        self.error = ""
+        self.lost = 0  # times TARGET went away (a simulator stopped, an adapter unplugged)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._board_to_target, daemon=True),
@@ -95,11 +98,19 @@ class Bridge:
         for t in self._threads:
             t.start()
 
-    def _lost(self, e: Exception) -> None:
-        if not self.error and not self._stop.is_set():
-            self.error = f"uart {self.spec.name!r} ({self.spec.target}): lost: {e}"
-            self.log(f"vboard: {self.error}")
-        self._stop.set()
+    def _fail(self, port, e: Exception) -> None:
+        """TARGET failed: close it; the reader thread opens it again (like a UART whose
+        other end was unplugged, the board just sees silence meanwhile)."""
+        with self._lock:
+            if self.port is not port or self._stop.is_set():
+                return
+            self.port = None
+            self.lost += 1
+        self.log(f"vboard: uart {self.spec.name!r} ({self.spec.target}): lost ({e}); reopening")
+        try:
+            port.close()
+        except Exception:  # noqa: BLE001 - closing a lost port may fail again
+            pass
 
     def _board_to_target(self) -> None:
         while not self._stop.is_set():
@@ -110,32 +121,43 @@ class Bridge:
                 data = os.read(self.master, 4096)
             except BlockingIOError:
                 continue
-            except OSError as e:
-                self._lost(e)
-                return
+            except OSError:
+                return  # our own pty: only when the board is being closed
+            port = self.port
+            if port is None:
+                continue  # nobody on the other end: the bytes go nowhere
             try:
-                self.port.write(data)
-            except Exception as e:  # noqa: BLE001 - any pyserial backend's failure ends it
-                self._lost(e)
-                return
+                port.write(data)
+            except Exception as e:  # noqa: BLE001 - any pyserial backend's failure
+                self._fail(port, e)
+                continue
             self.to_target += len(data)
 
     def _target_to_board(self) -> None:
         while not self._stop.is_set():
+            port = self.port
+            if port is None:
+                if self._stop.wait(1.0):
+                    return
+                try:
+                    self.port = open_target(self.spec)
+                except ToolError:
+                    continue
+                self.log(f"vboard: uart {self.spec.name!r} ({self.spec.target}): reopened")
+                continue
             try:
-                data = self.port.read(max(1, self.port.in_waiting))
-            except Exception as e:  # noqa: BLE001 - any pyserial backend's failure ends it
-                self._lost(e)
-                return
+                data = port.read(max(1, port.in_waiting))
+            except Exception as e:  # noqa: BLE001 - any pyserial backend's failure
+                self._fail(port, e)
+                continue
             if not data:
                 continue
             try:
                 n = os.write(self.master, data)
             except BlockingIOError:
                 n = 0
-            except OSError as e:
-                self._lost(e)
-                return
+            except OSError:
+                return  # our own pty: only when the board is being closed
             self.to_board += n
             self.dropped += len(data) - n
 
@@ -143,8 +165,10 @@ class Bridge:
         self._stop.set()
         for t in self._threads:
             t.join(2)
+        port, self.port = self.port, None
         try:
-            self.port.close()
+            if port is not None:
+                port.close()
         except Exception:  # noqa: BLE001 - closing a lost port may fail again
             pass
         for fd in (self.master, self.slave):

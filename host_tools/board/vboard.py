@@ -1,11 +1,13 @@
-"""`edgectl vboard`: a virtual board for deploy tests without hardware (issue 7).
+"""`edgectl vboard`: a virtual board for deploys without hardware (docs/DEPLOY.md 0).
 
 Unix MicroPython runs behind a pty whose slave is symlinked at `--link`, so mpremote, pyserial
 and esptool see a serial port. The board's root filesystem is littlefs on an emulated NOR
 flash backed by `--image` (host_tools/board/mp/vboard_boot.py), so files survive a reboot. When the
 MicroPython process exits (mpremote's Ctrl-D soft reset makes the unix port exit), the launcher
 prints `soft reboot`, starts a new one on the same image and re-enters the raw REPL if the host
-was in it: mpremote works without `resume` (TOOLCHAIN.md section 5).
+was in it, so mpremote works without `resume`. The board's UARTs are bridged to what the user
+names with `--uart` (host_tools/board/uartbridge.py). A unix socket beside the link
+(`LINK.ctl`) is its reset button: `reset` starts a fresh process that boots /main.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -75,6 +78,10 @@ class VirtualBoard:
         if self.link.is_symlink() or self.link.exists():
             self.link.unlink()
         os.symlink(os.ttyname(self.host_s), self.link)
+        # Like a UART with nobody listening, console output is dropped, never queued until
+        # the agent blocks on print(); a host that opens the port sees output from then on.
+        os.set_blocking(self.host_m, False)
+        self.ctl = _control_socket(self.link)
         self.child: subprocess.Popen | None = None
         self.child_m = -1
         self.running = True
@@ -127,7 +134,7 @@ class VirtualBoard:
         if not self.soft_reset:
             self.running = False
             return
-        os.write(self.host_m, b"soft reboot\r\n")
+        self._to_host(b"soft reboot\r\n")
         self.start_child(run_main=not was_raw)
         if was_raw:
             # Wait for the friendly prompt so the REPL reads Ctrl-A in raw tty mode.
@@ -148,6 +155,35 @@ class VirtualBoard:
             seen = (seen + data)[-256:]
             # Swallow the banner and prompt: mpremote waits for "raw REPL; CTRL-B to exit".
 
+    def _to_host(self, data: bytes) -> None:
+        try:
+            os.write(self.host_m, data)
+        except BlockingIOError:
+            pass  # nobody reads the console: the bytes go nowhere, as on a board's UART
+
+    def hard_reset(self) -> None:
+        """The EN button: a fresh MicroPython process that runs /boot.py and /main.py, whatever
+        the host was doing (`edgectl logs` uses it to catch the boot)."""
+        self._reap_child()
+        self.raw = False
+        self._to_host(b"\r\nvboard: hard reset (EN)\r\n")
+        self.start_child(run_main=True)
+
+    def _control(self) -> None:
+        """One request on the control socket (`reset`), answered `ok` or with an error."""
+        conn, _ = self.ctl.accept()
+        with conn:
+            conn.settimeout(2)
+            try:
+                cmd = conn.recv(64).strip()
+            except OSError:
+                return
+            if cmd == b"reset":
+                self.hard_reset()
+                conn.sendall(b"ok\n")
+            else:
+                conn.sendall(b"unknown command %r\n" % cmd)
+
     def _track(self, data: bytes) -> None:
         for b in data:
             if b == _CTRL_A:
@@ -159,13 +195,18 @@ class VirtualBoard:
         """Copy bytes both ways until stopped; reboot the child whenever it exits."""
         self.start_child(run_main=True)
         while self.running:
-            fds = [self.host_m] + ([self.child_m] if self.child_m >= 0 else [])
+            fds = [self.host_m, self.ctl] + ([self.child_m] if self.child_m >= 0 else [])
             try:
                 r, _, _ = select.select(fds, [], [], 0.2)
             except InterruptedError:
                 continue
+            if self.ctl in r:
+                self._control()
             if self.host_m in r:
-                data = os.read(self.host_m, 4096)
+                try:
+                    data = os.read(self.host_m, 4096)
+                except BlockingIOError:
+                    data = b""
                 self._track(data)
                 if self.child_m >= 0:
                     try:
@@ -178,7 +219,7 @@ class VirtualBoard:
                 except OSError:
                     data = b""
                 if data:
-                    os.write(self.host_m, data)
+                    self._to_host(data)
                 else:
                     self._reboot()
             elif self.child and self.child.poll() is not None:
@@ -196,6 +237,26 @@ class VirtualBoard:
                 pass
         if self.link.is_symlink():
             self.link.unlink()
+        self.ctl.close()
+        try:
+            os.unlink(control_path(self.link))
+        except OSError:
+            pass
+
+
+def control_path(link: Path | str) -> str:
+    """The vboard's control socket beside its port link (`edgectl logs` resets through it)."""
+    return str(link) + ".ctl"
+
+
+def _control_socket(link: Path) -> socket.socket:
+    path = control_path(link)
+    if os.path.exists(path):
+        os.unlink(path)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(2)
+    return s
 
 
 def run_vboard(

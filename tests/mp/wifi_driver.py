@@ -7,65 +7,11 @@ import sys
 import time
 
 
-class _Machine:
-    PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+import fake_radio  # noqa: E402
 
-    @staticmethod
-    def reset_cause():
-        return 1
-
-
-class _WLAN:
-    """A station whose AP ignores the first `refuse` associations, then joins after 3 polls."""
-
-    IF_STA = 0
-    log = []
-    refuse = 1
-    drop = False
-
-    def __init__(self, iface):
-        self.polls = -1
-        self.joined = False
-
-    def active(self, on):
-        _WLAN.log.append("active %s" % on)
-
-    def disconnect(self):
-        self.joined = False
-
-    def connect(self, ssid, pw):
-        _WLAN.log.append("connect %s %s" % (ssid, pw))
-        self.polls = -1 if _WLAN.refuse > 0 else 3
-        _WLAN.refuse -= 1
-
-    def isconnected(self):
-        if _WLAN.drop:
-            _WLAN.drop = False
-            self.joined = False
-            self.polls = -1
-        if self.polls > 0:
-            self.polls -= 1
-            if self.polls == 0:
-                self.joined = True
-        return self.joined
-
-    def status(self, what=None):
-        if what == "rssi":
-            return -61
-        return 1010 if self.joined else 1001
-
-
-class _Network:
-    WLAN = _WLAN
-    names = []
-
-    @staticmethod
-    def hostname(name):
-        _Network.names.append(name)
-
-
-sys.modules["machine"] = _Machine
-sys.modules["network"] = _Network
+fake_radio.install()
+_WLAN = fake_radio.WLAN
+_Network = fake_radio.Network
 
 from edge import net  # noqa: E402
 from edge.hal import esp32  # noqa: E402

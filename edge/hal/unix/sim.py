@@ -71,8 +71,10 @@ class _SHT3x:
         if len(buf) == 2 and buf[0] in (0x24, 0x2C):  # single-shot measurement commands
             t = self.temp.value()
             rh = self.rh.value()
-            rt = max(0, min(65535, (t + 4500) * 65535 // 17500))
-            rr = max(0, min(65535, rh * 65535 // 10000))
+            # the smallest raw word the driver's floor conversion (datasheet 4.13) reads back
+            # as the scripted value: a round trip gives exactly temp_cC / rh_cP
+            rt = max(0, min(65535, -(-(t + 4500) * 65535 // 17500)))
+            rr = max(0, min(65535, -(-rh * 65535 // 10000)))
             o = self.out
             o[0], o[1], o[3], o[4] = rt >> 8, rt & 0xFF, rr >> 8, rr & 0xFF
             o[2] = crc.crc8_sensirion(o, 0, 2)

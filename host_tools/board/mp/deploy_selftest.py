@@ -1,4 +1,4 @@
-# Board-side self-test after `edgectl deploy` (docs/DEPLOY.md 4), run after a soft reset.
+# Board-side self-test after `edgectl deploy` (docs/DEPLOY.md 5), run after a soft reset.
 # Preceded by lines setting CONFIG (device config path), ENTRY (agent module with run()),
 # NETWORK (bring up the network and log in to the broker) and LISTEN_MS (how long to sample).
 # It boots the deployed config as far as the agent's start does: the agent imports, the config

@@ -1,0 +1,123 @@
+"""`edgectl subject export|erase DEVICE`: what the backend holds about one device, for a data
+subject's access request and erasure request (docs/BACKEND.md 4).
+
+Both read the collector's SQLite database and its TinyDB documents, print a receipt (JSON) and
+record it in the consent ledger. Erasure deletes the readings, conflicting readings, status
+history, registry entry and receipt; the consent ledger is kept (it is the record that consent
+was given, withdrawn and the data erased) unless `--with-ledger`, and the erasure itself is
+always recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import time
+
+from host_tools.backend.collect import docs_path
+from host_tools.backend.docstore import DocStore
+from host_tools.backend.sqlite_sink import SqliteSink, now_ms
+from host_tools.errors import ToolError
+
+_TABLES = ("readings", "seq_conflicts", "status_history", "consent_ledger")
+
+
+def _open(db: str) -> tuple[SqliteSink, DocStore]:
+    if not os.path.exists(db):
+        raise ToolError(f"{db}: no such collector database")
+    _no_collector_running(db)
+    sink = SqliteSink(db)
+    try:
+        docs = DocStore(docs_path(db))
+    except ToolError:
+        sink.close()
+        raise
+    return sink, docs
+
+
+def _no_collector_running(db: str) -> None:
+    """A running collector owns the document file (it rewrites it from RAM): refuse."""
+    for path in glob.glob(glob.escape(db) + ".*.lock"):
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                cid = path[len(db) + 1 : -len(".lock")]
+                raise ToolError(
+                    f"a collector (client id {cid}) is running on {db}: stop it first"
+                ) from None
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def export(db: str, device: str, out: str) -> dict:
+    """Write everything held about `device` to `out` (JSON); returns the receipt."""
+    sink, docs = _open(db)
+    try:
+        data = {"device": device, "exported_ms": now_ms(), **docs.device(device)}
+        data.update(sink.subject_data(device))
+        text = json.dumps(data, indent=1, sort_keys=True).encode()
+        tmp = out + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(text)
+        os.replace(tmp, out)
+        receipt = {
+            "subject": device,
+            "action": "export",
+            "at_ms": data["exported_ms"],
+            "file": os.path.abspath(out),
+            "sha256": hashlib.sha256(text).hexdigest(),
+            "counts": {t: len(data[t]) for t in _TABLES},
+            "registry": data["registry"] is not None,
+        }
+        sink.ledger(device, receipt["at_ms"], "export", "*", None, 0, "exported", receipt)
+        sink.commit()
+        return receipt
+    finally:
+        sink.close()
+        docs.close()
+
+
+def erase(db: str, device: str, with_ledger: bool = False) -> dict:
+    """Delete what is held about `device`; returns the receipt (also kept in the ledger)."""
+    sink, docs = _open(db)
+    try:
+        counts = sink.erase_subject(device, keep_ledger=not with_ledger)
+        counts["documents"] = docs.forget(device)
+        at = now_ms()
+        receipt = {"subject": device, "action": "erase", "at_ms": at, "counts": counts}
+        total = sum(v for k, v in counts.items() if k != "consent_ledger")
+        sink.ledger(device, at, "erase", "*", None, total, "erased", receipt)
+        sink.commit()  # the rows and the record of their erasure in one transaction
+        docs.flush()
+        return receipt
+    finally:
+        sink.close()
+        docs.close()
+
+
+def cmd_subject(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        out = args.out or f"{args.device}-export-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        receipt = export(args.db, args.device, out)
+    else:
+        receipt = erase(args.db, args.device, args.with_ledger)
+    print(json.dumps(receipt, sort_keys=True))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("subject", help="export or erase what the backend holds about a device")
+    p.add_argument("action", choices=["export", "erase"])
+    p.add_argument("device", help="device id")
+    p.add_argument("--db", default="collector.sqlite", help="the collector's database")
+    p.add_argument("--out", help="export: JSON file to write (default DEVICE-export-TIME.json)")
+    p.add_argument(
+        "--with-ledger",
+        action="store_true",
+        help="erase: delete the consent ledger rows too (the erasure itself stays recorded)",
+    )
+    p.set_defaults(func=cmd_subject)
