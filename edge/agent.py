@@ -20,6 +20,7 @@ from edge.mqtt.client import MQTTError
 from edge.store.store import Store
 
 _DRAIN_TIMEOUT_MS = const(60000)
+_HOUSEKEEPING_MS = const(1000)
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
 
@@ -107,6 +108,7 @@ class Agent:
             self.log,
         )
         c.will = (self.health.topic, b'{"state":"offline"}', True)
+        self.cmds.register("status", self.health.on_command)  # the full document on request
         subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, "cmd", "#"), 1)]
         if self.fwd.e2e:
             subs.append((self.fwd.ack_topic, 0))
@@ -252,11 +254,10 @@ class Agent:
 
     async def housekeeping(self):
         """Task: stats line, cursor persistence, gc (the one place that collects)."""
-        period = self.cfg["status_ms"]
         hb = self.wd.add("housekeeping")
         while True:
             hb.beat()
-            await asyncio.sleep_ms(min(period, 1000))
+            await asyncio.sleep_ms(_HOUSEKEEPING_MS)
             self.store.save_cursor()
             gc.collect()
             try:

@@ -44,7 +44,12 @@ class Commands:
         self.event = asyncio.Event()
         self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
         self.new_session = False
+        self.handlers = {}
         self._boot()
+
+    def register(self, name, handler):
+        """Add a command: handler(doc, source) -> reply dict; raise ValueError to refuse."""
+        self.handlers[name] = handler
 
     # --- boot: finish a revocation a power cut interrupted, republish the receipt ----------
     def _boot(self):
@@ -123,6 +128,8 @@ class Commands:
                 }
             elif name == "consent":
                 reply = self._consent(doc, source)
+            elif name in self.handlers:
+                reply = self.handlers[name](doc, source)
             else:
                 raise ValueError("unknown command %r" % name)
         except StaleVersion as e:

@@ -271,8 +271,10 @@ class Forwarder:
             self.since[cat] = now
         if self.urgent_cat[cat] or self.flush or pending >= self.full_bytes:
             return _DUE
-        left = self.budget[cat] - self.nap_ms - self.hal.ticks_diff(now, self.since[cat])
-        if left <= 0 or (radio_on and left + self.nap_ms <= self.budget[cat] // 2):
+        # due a nap (the most a reading can have waited unseen) and 2 % before the budget ends
+        budget = self.budget[cat]
+        left = budget - budget // 50 - self.nap_ms - self.hal.ticks_diff(now, self.since[cat])
+        if left <= 0 or (radio_on and left + self.nap_ms <= budget // 2):
             return _DUE
         if left < self.next_ms:
             self.next_ms = left

@@ -199,7 +199,9 @@ sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator
 sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit
 sim.seed int 1 0.. random seed
-status_ms int 5000 0..86400000 status message period; 0 = 5000
+status_ms int 900000 0..86400000 period of the retained status snapshot (docs/HEALTH.md 1); 0 = 900000
+status_change_ms int 60000 0..86400000 a change of drops or errors is reported at most this often between snapshots
+status_detail str "compact" compact|full what the snapshot holds: what an operator acts on, short keys; or the full document (also the reply to cmd/status)
 sample_ms int 10 1..1000 how long the sampler sleeps when its inputs gave nothing (UARTs keep their bytes meanwhile in the driver's buffer)
 clock obj - - the wall clock (docs/INPUTS.md 6)
 clock.ntp_host str - 1..253 NTP server; absent: pool.ntp.org

@@ -54,8 +54,10 @@ def main(path):
         spec = json.load(f)
     time.set_wall(spec["wall0_ms"])
     c = Client(spec["device"] + "-baseline", 512, 8, spec["keepalive"])
+    # the clock waits in real time for the connection, a PINGRESP and a full window only:
+    # a reading's latency is taken when its PUBLISH leaves (one per reading, nothing to batch)
     vl = VirtualLoop(
-        lambda: not c.connected.is_set() or c.inflight > 0 or c.ping_due,
+        lambda: not c.connected.is_set() or c.ping_due or c.inflight >= c.window,
     )
     radio = Radio(c, spec["burst_gap_ms"])
     vl.on_wait = radio.sample

@@ -113,8 +113,8 @@ class Fridge(_Model):
             self._events(t)
             on = t % 2400000 < 720000
             cab = 400 + (-60 if on else 60) + _tri(t, 2400000, -60, 60) + self.warm
-            cab += self.r.next(5) - 2
-            frz = -1850 + _tri(t + 600000, 2400000, -120, 120) + self.r.next(5) - 2
+            cab += self.r.next(11) - 5  # an NTC read to 0.01 degC: +-0.05 degC of noise
+            frz = -1850 + _tri(t + 600000, 2400000, -120, 120) + self.r.next(11) - 5
             power = (115 + self.r.next(7)) if on else 1 + self.r.next(2)
             self.warm = self.warm * 99 // 100
             self.port.put(b"CT=%d.%02d;FT=%s;CP=%d\n" % (cab // 100, cab % 100, _c(frz), power))

@@ -4,21 +4,21 @@
 import time
 from array import array
 
-# latency histogram: 50 ms buckets to 10 s, then 1 s buckets to 1 h, then one overflow bucket
-_FINE = 200
-_COARSE = 3590
+# latency histogram: 100 ms buckets to 120 s, then 1 s buckets to 1 h, then one overflow bucket
+_FINE = 1200
+_COARSE = 3480
 
 
 def _bucket(ms):
-    if ms < 10000:
-        return ms // 50 if ms > 0 else 0
+    if ms < 120000:
+        return ms // 100 if ms > 0 else 0
     s = ms // 1000
-    return _FINE + s - 10 if s < 3600 else _FINE + _COARSE
+    return _FINE + s - 120 if s < 3600 else _FINE + _COARSE
 
 
 def _bucket_ms(b):
-    """Upper end of a bucket in ms."""
-    return (b + 1) * 50 if b < _FINE else (b - _FINE + 11) * 1000
+    """Upper end of a bucket in ms (a percentile is reported as its bucket's upper end)."""
+    return (b + 1) * 100 if b < _FINE else (b - _FINE + 121) * 1000
 
 
 class Latency:
@@ -73,14 +73,17 @@ class LatencyTap:
 
 class Radio:
     """Radio wake-ups: a send burst is a run of transmissions with gaps under burst_gap_ms
-    (virtual); a connection is a CONNECT. Sampled at every wait of the event loop."""
+    (virtual); a connection is a CONNECT. Radio-on time: every transmission keeps the radio on
+    until burst_gap_ms after it (a Wi-Fi power-save or LTE inactivity tail). Sampled at every
+    wait of the event loop."""
 
     def __init__(self, client, gap_ms):
         self.client = client
         self.gap = gap_ms
         self.tx = 0
-        self.last_tx_ms = -gap_ms - 1
+        self.last_tx_ms = -1
         self.bursts = 0
+        self.on_ms = 0
 
     def sample(self):
         tx = self.client.stats["tx_bytes"]
@@ -88,8 +91,12 @@ class Radio:
             return
         self.tx = tx
         now = time.elapsed_ms()
-        if now - self.last_tx_ms > self.gap:
+        if self.last_tx_ms < 0 or now - self.last_tx_ms > self.gap:
             self.bursts += 1
+            if self.last_tx_ms >= 0:
+                self.on_ms += self.gap  # the tail of the burst before
+        else:
+            self.on_ms += now - self.last_tx_ms
         self.last_tx_ms = now
 
     def report(self):
@@ -97,4 +104,5 @@ class Radio:
             "send_bursts": self.bursts,
             "connects": self.client.stats["connects"],
             "burst_gap_ms": self.gap,
+            "radio_on_ms": self.on_ms + (self.gap if self.bursts else 0),
         }
