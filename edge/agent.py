@@ -170,7 +170,7 @@ class Agent:
             ts, value = self.minimise.apply(rules, channel, ts, value)
         self.store.append(cat, channel, ts, flags, value)
         if self.urgent_ch[channel]:
-            self.fwd.urgent(cat)  # an alarm: sent now, not at the budget (docs/MQTT.md 3)
+            self.fwd.urgent(cat)  # an alarm: sent now, not at the budget (docs/MQTT.md 9)
 
     async def sampler(self):
         """Task: poll every source, commit by policy, stop when the run's limits are met."""

@@ -215,9 +215,9 @@ def decode_batch(data, device=None, category=None):
     if bytes(mv[0:2]) != BATCH_MAGIC:
         raise FormatError("bad batch magic")
     if mv[2] == 2:
-        from edge import batchv2  # loaded only where format 2 is received
+        from edge import batchv2_read  # loaded only where format 2 is received
 
-        return batchv2.decode(mv, device, category)
+        return batchv2_read.decode(mv, device, category)
     if len(mv) < 2 + BATCH_FIXED_LEN + 2:
         raise FormatError("batch too short: %d bytes" % len(mv))
     version, enc, flags, boot, first_seq, count, base_ts = struct.unpack_from(

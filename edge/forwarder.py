@@ -9,20 +9,17 @@ from array import array
 from micropython import const
 
 from edge import codec
+from edge.budget import DUE, WAIT, Budgets
 from edge.clock import Stamper
 from edge.mqtt.client import MQTTError
 
-_NAP_MS = const(1000)  # the longest nap: new readings are noticed within it (or half a budget)
 _FULL_MS = const(2)
 _RING = const(64)  # batches sent but not yet behind the store's cursor
 # slot flags
 _F_PUBACK = const(1)  # the broker acknowledged this PUBLISH on the current connection
 _F_E2E = const(2)  # the collector acknowledged the batch (end-to-end mode)
 _F_STORED = const(4)  # store.ack() has been called for it
-# _due(): what a category with unsent readings is waiting for
-_WAIT = const(1)  # inside its latency budget: it waits for more readings
-_DUE = const(2)  # a batch goes now
-_NOT_DUE = const(-2)  # _batch(): the category waits inside its budget
+_NOT_DUE = const(-2)  # _batch(): the category waits inside its latency budget
 
 
 class _Cap:
@@ -59,18 +56,7 @@ class Forwarder:
         self.e2e = bool(cfg["mqtt"].get("e2e_ack"))
         self.ack_timeout_ms = cfg["mqtt"].get("e2e_timeout_ms", 5000)
         self.max_readings = cfg["batch"]["max_readings"]
-        # latency budget per category (docs/MQTT.md 3): how long its oldest unsent reading may
-        # wait; the task naps at most half the shortest one, so a reading is first seen by
-        # then, and a category goes that much before its budget runs out
-        default = cfg["batch"]["latency_ms"]
-        budgets = [
-            (cfg["categories"][name] or {}).get("latency_ms", default) for name in categories
-        ]
-        self.nap_ms = max(1, min(_NAP_MS, min(budgets) // 2))
-        self.budget = array("i", budgets)
-        self.since = array("i", [-1] * len(categories))  # ticks it was first seen waiting
-        self.urgent_cat = bytearray(len(categories))  # an urgent reading waits: send now
-        self.next_ms = self.nap_ms  # the pass's shortest time to a category's deadline
+        self.budgets = Budgets(cfg, categories, hal)  # latency budgets (docs/MQTT.md 9)
         self.task = None
         self.napping = False
         self.poked = False
@@ -255,35 +241,17 @@ class Forwarder:
             self._restart()
 
     def _due(self, cat, radio_on):
-        """Case 1: nothing unsent: 0. Case 2: a full batch, an urgent reading, the end of the
-        run, or its oldest reading's budget runs out before the next pass could notice: _DUE.
-        Case 3: the radio is on for another batch and it has waited half its budget: _DUE (one
-        wake-up instead of two). Case 4: else it waits (_WAIT); `next_ms` learns when it will
-        be due. Ages are in HAL ticks (virtual time in a replay or the day bench)."""
-        store = self.store
-        pending = store.unsent_bytes(cat)
-        if pending <= 0 and not store.buffered(cat):
-            self.since[cat] = -1
-            self.urgent_cat[cat] = 0
-            return 0
-        now = self.hal.ticks_ms()
-        if self.since[cat] < 0:
-            self.since[cat] = now
-        if self.urgent_cat[cat] or self.flush or pending >= self.full_bytes:
-            return _DUE
-        # due a nap (the most a reading can have waited unseen) and 2 % before the budget ends
-        budget = self.budget[cat]
-        left = budget - budget // 50 - self.nap_ms - self.hal.ticks_diff(now, self.since[cat])
-        if left <= 0 or (radio_on and left + self.nap_ms <= budget // 2):
-            return _DUE
-        if left < self.next_ms:
-            self.next_ms = left
-        return _WAIT
+        """edge/budget.py Budgets.due() for what the store holds of the category; the end of
+        the run (`flush`) makes everything due."""
+        pending = self.store.unsent_bytes(cat)
+        waiting = pending > 0 or self.store.buffered(cat)
+        full = self.flush or pending >= self.full_bytes
+        return self.budgets.due(cat, waiting, full, radio_on)
 
     def urgent(self, cat):
         """An urgent reading of the category was stored (config channels[].urgent): it goes
         at once, with everything its category holds."""
-        self.urgent_cat[cat] = 1
+        self.budgets.urgent[cat] = 1
         self.poke()
 
     def poke(self):
@@ -339,14 +307,13 @@ class Forwarder:
         if not self.consent.allowed[cat]:
             return -1
         due = self._due(cat, radio_on)
-        if due != _DUE:
-            return _NOT_DUE if due == _WAIT else -1
+        if due != DUE:
+            return _NOT_DUE if due == WAIT else -1
         if self.store.buffered(cat):
             self.store.commit()  # what the budget sends must be durable first
         k = self._take(cat)
         if not self.store.buffered(cat) and not self.store.unsent(cat):
-            self.since[cat] = -1  # everything went: the next reading starts a new wait
-            self.urgent_cat[cat] = 0
+            self.budgets.sent_all(cat)
         return k
 
     def _pause_ms(self, sent):
@@ -355,7 +322,7 @@ class Forwarder:
             return _FULL_MS  # the ring is full: acknowledgements come soon
         if sent:
             return 0
-        return max(self.next_ms, 1)
+        return max(self.budgets.next_ms, 1)
 
     async def run(self, hb=None):
         """Task: forward committed readings while connected. Helpers are plain functions
@@ -377,7 +344,7 @@ class Forwarder:
             elif self._stale():
                 self._restart()
             sent = False
-            self.next_ms = self.nap_ms
+            self.budgets.next_ms = self.budgets.nap_ms
             waiting = 0  # categories inside their budget in this pass (bit per category)
             for cat in range(len(self.categories)):
                 if self.count >= _RING:
@@ -393,7 +360,7 @@ class Forwarder:
                     break  # the link task reconnects; the ring is re-sent then
                 sent = True
             if sent and waiting:
-                # the radio is on: what has waited half its budget goes along (_due Case 3)
+                # the radio is on: what has waited half its budget goes along (Budgets.due 3)
                 for cat in range(len(self.categories)):
                     if not waiting >> cat & 1 or self.count >= _RING:
                         continue

@@ -64,7 +64,7 @@ categories map * name consent categories; `essential` is the only one sent witho
 categories.* obj ! - storage policy of one category
 categories.*.quota int 0 0.. bytes of flash the category may hold; 0 = no quota
 categories.*.evict str "drop_oldest" drop_oldest|reject_new what makes room when the quota is full
-categories.*.latency_ms int - 0..86400000 latency budget: the longest a reading of this category waits on the device before it is sent, while connected (docs/MQTT.md 3); absent: `batch.latency_ms`
+categories.*.latency_ms int - 0..86400000 latency budget: the longest a reading of this category waits on the device before it is sent, while connected (docs/MQTT.md 9); absent: `batch.latency_ms`
 categories.*.minimise list - - data minimisation rules before storage (docs/CONSENT.md 5)
 categories.*.minimise[] obj ! - one rule
 categories.*.minimise[].op str ! drop|coarsen|pseudonymise what the rule does
@@ -190,7 +190,7 @@ store.segment_bytes int 16384 512..1048576 size of one segment file
 store.total_bytes int 1572864 4096.. bytes all categories together may use
 batch obj {} - batching for MQTT
 batch.max_readings int 100 1..1000 readings per batch
-batch.latency_ms int 200 0..86400000 latency budget of a category without its own (`categories.*.latency_ms`); a batch holds everything due within it (docs/MQTT.md 3)
+batch.latency_ms int 200 0..86400000 latency budget of a category without its own (`categories.*.latency_ms`); a batch holds everything due within it (docs/MQTT.md 9)
 batch.format int 1 1..2 payload format (docs/FORMAT.md 3): 1 = fixed 11-byte entries; 2 = columns per channel (3.8), sent as format 1 when that is not smaller
 batch.names bool false - format 2: also name the device and category in the payload (the topic always does)
 sim obj {} - the simulated fridge (unix, no `inputs`)

@@ -6,7 +6,7 @@ reading a simulated appliance (host_tools/bench/mp/day_hal.py), on a virtual clo
 fault proxy, which counts every byte both ways and splits the streams into MQTT packets. The
 baseline in the same run sends the same readings the way simple firmware does: one JSON
 PUBLISH per reading when it is sampled (host_tools/bench/mp/day_baseline.py). Figures are per
-device-day (the run's virtual length scaled to 24 h); docs/MQTT.md section 7 explains them.
+device-day (the run's virtual length scaled to 24 h); docs/MQTT.md section 9 explains them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.backend.proxy import FaultProxy
+from host_tools.bench.day_profiles import CONSENT_ALL, KEEPALIVE_S, PROFILES, profile
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root, micropython_path, mp_env
 
@@ -36,196 +37,6 @@ BURST_GAP_MS = 2000  # transmissions closer than this are one radio wake-up
 # connection adds its handshake, about 3,000 bytes with an ECDSA P-256 chain and no resumption.
 TLS_RECORD_BYTES = 29
 TLS_HANDSHAKE_BYTES = 3000
-KEEPALIVE_S = 120
-LATENCY_MS = 30000  # every category's budget; urgent channels (alarms) go at once
-
-_CONSENT_ALL = {
-    "format": 1,
-    "version": 1,
-    "grants": {
-        "essential": True,
-        "diagnostics": True,
-        "usage": True,
-        "location": False,
-        "marketing": False,
-    },
-    "source": "bench",
-    "salt": "00" * 16,
-}
-
-# What every profile deploys: the settings a product owner paying for cellular data would
-# choose (format 2 batches, a long keepalive); each profile adds its appliance.
-COMMON: dict = {
-    "board": "unix-sim",
-    "watchdog_ms": 0,  # the unix HAL's watchdog runs on real time; the day runs on virtual time
-    "mqtt": {"keepalive": KEEPALIVE_S},
-    "batch": {"format": 2, "latency_ms": LATENCY_MS},
-    "sample_ms": 100,  # the UART driver buffers the appliance's bytes in between
-}
-
-PROFILES: dict[str, dict] = {
-    # a fridge controller printing `kv` lines: temperatures and power every second, counters
-    # every 10 s; deadbands make it 6 channels at 0.1-1 Hz and a door alarm
-    "fridge": {
-        "device_id": "fridge-0001",
-        "board_overrides": {"uarts": {"appliance": {"path": "sim:fridge"}}},
-        "channels": [
-            {
-                "id": 1,
-                "name": "cabinet_temp",
-                "unit": "°C",
-                "decimals": 2,
-                "category": "essential",
-                "deadband": 2,
-                "max_silent_ms": 900000,
-            },
-            {
-                "id": 2,
-                "name": "freezer_temp",
-                "unit": "°C",
-                "decimals": 2,
-                "category": "essential",
-                "deadband": 2,
-                "max_silent_ms": 900000,
-            },
-            {
-                "id": 3,
-                "name": "compressor_power",
-                "unit": "W",
-                "category": "diagnostics",
-                "deadband": 1,
-            },
-            {"id": 4, "name": "defrost_cycles", "category": "diagnostics", "deadband": 0},
-            {"id": 5, "name": "door_opens", "category": "usage", "deadband": 0},
-            {"id": 6, "name": "ice_maker_uses", "category": "usage", "deadband": 0},
-            {
-                "id": 7,
-                "name": "door_alarm",
-                "category": "essential",
-                "deadband": 0,
-                "urgent": True,
-            },
-        ],
-        "inputs": [
-            {
-                "type": "line",
-                "uart": "appliance",
-                "keys": {"CT": 1, "FT": 2, "CP": 3, "DF": 4, "DO": 5, "IM": 6, "AL": 7},
-            }
-        ],
-    },
-    # a heat pump's controller over Modbus RTU, polled every second (8 holding registers)
-    "heatpump": {
-        "device_id": "heatpump-0001",
-        "board_overrides": {"uarts": {"meter": {"path": "sim:heatpump"}}},
-        "channels": [
-            {
-                "id": 1,
-                "name": "flow_temp",
-                "unit": "°C",
-                "decimals": 1,
-                "category": "essential",
-                "deadband": 2,
-            },
-            {
-                "id": 2,
-                "name": "return_temp",
-                "unit": "°C",
-                "decimals": 1,
-                "category": "essential",
-                "deadband": 2,
-            },
-            {
-                "id": 3,
-                "name": "outdoor_temp",
-                "unit": "°C",
-                "decimals": 1,
-                "category": "diagnostics",
-                "deadband": 2,
-            },
-            {
-                "id": 4,
-                "name": "tank_temp",
-                "unit": "°C",
-                "decimals": 1,
-                "category": "diagnostics",
-                "deadband": 2,
-            },
-            {
-                "id": 5,
-                "name": "compressor_hz",
-                "unit": "Hz",
-                "category": "diagnostics",
-                "deadband": 0,
-            },
-            {"id": 6, "name": "power", "unit": "W", "category": "usage", "deadband": 0},
-            {"id": 7, "name": "mode", "category": "essential", "deadband": 0},
-        ],
-        "inputs": [
-            {
-                "type": "modbus",
-                "uart": "meter",
-                "slave": 1,
-                "interval_ms": 1000,
-                "reads": [
-                    {
-                        "fn": 3,
-                        "addr": 0,
-                        "count": 7,
-                        "map": {
-                            "0": {"ch": 1, "type": "i16"},
-                            "1": {"ch": 2, "type": "i16"},
-                            "2": {"ch": 3, "type": "i16"},
-                            "3": {"ch": 4, "type": "i16"},
-                            "4": 5,
-                            "5": 6,
-                            "6": 7,
-                        },
-                    }
-                ],
-            }
-        ],
-    },
-    # a washing machine's console: two 90-minute programmes a day, idle in between
-    "washer": {
-        "device_id": "washer-0001",
-        "board_overrides": {"uarts": {"appliance": {"path": "sim:washer"}}},
-        "channels": [
-            {"id": 1, "name": "phase", "category": "essential", "deadband": 0},
-            {
-                "id": 2,
-                "name": "drum_rpm",
-                "unit": "rpm",
-                "category": "diagnostics",
-                "deadband": 20,
-            },
-            {
-                "id": 3,
-                "name": "water_temp",
-                "unit": "°C",
-                "decimals": 1,
-                "category": "diagnostics",
-                "deadband": 5,
-            },
-            {"id": 4, "name": "power", "unit": "W", "category": "usage", "deadband": 25},
-            {"id": 5, "name": "minutes_left", "unit": "min", "category": "usage", "deadband": 0},
-        ],
-        "inputs": [
-            {
-                "type": "line",
-                "uart": "appliance",
-                "keys": {"PH": 1, "RPM": 2, "WT": {"ch": 3}, "P": 4, "LEFT": 5},
-            }
-        ],
-    },
-}
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
-    return out
 
 
 def _classify(topic: str) -> str:
@@ -359,19 +170,19 @@ def run_profile(name: str, hours: float, broker, timeout: float = 1800) -> dict:
     seconds = max(int(hours * 3600), 60)
     work = tempfile.mkdtemp(prefix=f"edge-day-{name}-")
     try:
-        cfg = _merge(_merge(COMMON, PROFILES[name]), {"sim": {"seconds": seconds}})
+        cfg = profile(name, seconds)
         device = cfg["device_id"]
         counter = MqttCounter()
         col = Collector(broker.host, broker.port, keep_readings=True).start()
         try:
             with FaultProxy(broker.port, tap=counter.feed).start() as px:
-                cfg = _merge(cfg, {"mqtt": {"host": "127.0.0.1", "port": px.port}})
+                cfg["mqtt"] = {**cfg["mqtt"], "host": "127.0.0.1", "port": px.port}
                 cfg["store"] = {"path": os.path.join(work, "store")}
                 cfg["bench"] = {
                     "wall0_ms": WALL0_MS,
                     "seed": 1,
                     "burst_gap_ms": BURST_GAP_MS,
-                    "consent": _CONSENT_ALL,
+                    "consent": CONSENT_ALL,
                 }
                 spec = os.path.join(work, "agent.json")
                 with open(spec, "w") as f:
