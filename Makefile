@@ -1,9 +1,10 @@
 # Two commands: `make demo` and `make test`. Both bootstrap .venv when it is missing or stale.
+# `make test-fast`: the host-only tests (tests/conftest.py FAST_MODULES), under a minute.
 PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean venv
+.PHONY: demo test test-fast lint clean venv
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -17,6 +18,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m fast $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edge host_tools tests

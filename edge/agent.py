@@ -9,7 +9,7 @@ import sys
 
 from micropython import const
 
-from edge import clock, codec, config, meta, watchdog
+from edge import clock, codec, config, meta, net, watchdog, wire
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder
@@ -21,6 +21,7 @@ from edge.store.store import Store
 
 _DRAIN_TIMEOUT_MS = const(60000)
 _HOUSEKEEPING_MS = const(1000)
+_REBOOT_DRAIN_MS = const(2000)  # before a reset: what is not acked yet is on flash anyway
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
 
@@ -35,7 +36,7 @@ def _no_input_stats():
     return {}
 
 
-def _check_sources(cfg):
+def check_sources(cfg):
     """A board must never send made-up readings because its inputs are missing: no inputs
     and no simulator asked for is a config error, raised before anything touches flash."""
     if not cfg.get("inputs") and not cfg["sim"].get("enabled"):
@@ -45,6 +46,19 @@ def _check_sources(cfg):
         )
 
 
+def _station(cfg, hal, log):
+    """The Wi-Fi station (edge/net.py) of a board with a radio (its HAL can associate) and
+    credentials (config `wifi` or the provisioned secrets file); None otherwise: the network
+    is the host's, or left as boot.py set it up."""
+    if not hasattr(hal, "wifi_connect"):
+        return None
+    try:
+        creds = net.credentials(cfg)
+    except ValueError as e:
+        raise config.ConfigError(str(e)) from None
+    return None if creds is None else net.Station(hal, creds, log)
+
+
 def _sources(cfg, hal):
     """The data sources and their counters for the status: the configured inputs, else the
     simulated appliance (`sim.enabled`)."""
@@ -52,7 +66,7 @@ def _sources(cfg, hal):
         from edge import inputs
 
         sources = inputs.build(cfg, hal)
-        return sources, lambda: inputs.stats(sources)
+        return sources, lambda: inputs.health_stats(sources)
     from edge.sensors.simfridge import SimFridge
 
     return [SimFridge(cfg, hal)], _no_input_stats
@@ -64,7 +78,7 @@ class Agent:
         self.hal = hal
         self.out = out
         self.stats_skipped = 0
-        _check_sources(cfg)
+        check_sources(cfg)
         self.categories = config.category_ids(cfg)
         self.chan_cat = {}
         self.urgent_ch = bytearray(256)  # channel id -> 1: its readings go at once
@@ -91,6 +105,7 @@ class Agent:
         self.t0 = hal.ticks_ms()
         self.cmds = Commands(cfg, root, self.consent, self.store, c, hal, self.t0, self.log)
         self.sources, input_stats = _sources(cfg, hal)
+        self.station = _station(cfg, hal, self.log)
         self.sampled = 0
         self.unknown_channel = 0
         self.sampling = True
@@ -106,13 +121,14 @@ class Agent:
             self._clock_status,
             self.wd.status,
             self.log,
+            self.station.status if self.station is not None else None,
         )
         c.will = (self.health.topic, b'{"state":"offline"}', True)
         self.cmds.register("status", self.health.on_command)  # the full document on request
-        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, "cmd", "#"), 1)]
+        subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_CMD, "#"), 1)]
         if self.fwd.e2e:
             subs.append((self.fwd.ack_topic, 0))
-        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, "meta")
+        self.meta_topic = codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_META)
         # channel units and decimals for the backend (edge/meta.py); built once
         self.meta = meta.payload(cfg, len(c.tx) - 80 - len(self.meta_topic))
         self.link = Link(c, cfg, subs, self._birth, self.log)
@@ -120,6 +136,25 @@ class Agent:
         c.on_connect = self._on_connect
         c.on_puback = self._on_puback
         c.on_message = self._on_message
+        c.on_skipped = self.cmds.on_skipped  # too large to read: only commands get answers
+        self.restarts = {}  # task name -> times it died and was started again
+        self.cmds.lifecycle = self._lifecycle
+        self.ota_root = None  # set by edge/main.py when the boot selector started us
+        self.ota = None  # boot state summary for the status (edge/ota/trial.py)
+        self.reboot = None  # why a reset was asked for; main() then ends early
+        self.updater = None  # the download of cmd/update while one runs (edge/ota/updater.py)
+
+    def request_reboot(self, why):
+        """End this run soon (what is committed stays on flash) and reset the board."""
+        self.reboot = why
+        self.sampling = False
+
+    def _lifecycle(self, name, doc):
+        # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
+        # and run), so they get it; imported on the first such command only (docs/OTA.md)
+        from edge.ota import remote
+
+        return remote.execute(self, name, doc)
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):
@@ -136,6 +171,10 @@ class Agent:
         # owner's answer (False: no room) is the client's backpressure (docs/MQTT.md 2)
         if topic == self.fwd.ack_topic:
             self.fwd.on_ack(payload)  # end-to-end acks (docs/MQTT.md 4)
+            return True
+        up = self.updater
+        if up is not None and up.owns(topic):
+            up.on_chunk(topic, payload)  # a chunk of cmd/update's bundle (edge/ota/updater.py)
             return True
         return self.cmds.on_message(topic, payload)  # cmd/# is the only other subscription
 
@@ -201,7 +240,7 @@ class Agent:
     # --- health ----------------------------------------------------------------------------
     def counters(self):
         st = self.store.stats
-        return {
+        d = {
             "sampled": self.sampled,
             "dropped_by_consent": sum(self.consent.stats["dropped"]),
             "appended": st["appended"],
@@ -214,10 +253,30 @@ class Agent:
             "reconnects": self.link.stats["sessions"],
             "consent_version": self.consent.version,
             "commands_rejected": self.cmds.stats["rejected"],
+            "inbound": self.inbound(),
             "unknown_channel": self.unknown_channel,
             "tx_bytes": self.client.stats["tx_bytes"],
             "mqtt": self.mqtt_counters(),
         }
+        if self.ota is not None:
+            d["ota"] = self.ota  # slot, release, trial, last outcome (docs/OTA.md)
+        return d
+
+    def inbound(self):
+        """Every refusal and wait on the inbound path, and task restarts: only what is not
+        zero, so a quiet device's status stays small (docs/SECURITY.md 2, docs/HEALTH.md)."""
+        d = self.cmds.status()
+        c = self.client.stats
+        for k, v in (
+            ("skipped", c["rx_skipped"]),
+            ("stalls", c["rx_stalls"]),
+            ("read_errors", c["rx_errors"]),
+        ):
+            if v:
+                d[k] = v
+        if self.restarts:
+            d["task_restarts"] = self.restarts
+        return d
 
     def mqtt_counters(self):
         c = self.client.stats
@@ -233,6 +292,7 @@ class Agent:
             "resent_batches": f["resent_batches"],
             "e2e_acks": f["e2e_acks"],
             "unknown_acks": f["unknown_acks"],
+            "bad_acks": f["bad_acks"],
             "connect_failures": self.link.stats["connect_failures"],
             "auth_failures": self.link.stats["auth_failures"],
             "tls_failures": self.link.stats["tls_failures"],
@@ -244,17 +304,18 @@ class Agent:
         stdout, so no line-sized string is allocated on a tight heap."""
         if self.out is print:
             sys.stdout.write(tag)
-            json.dump(doc, sys.stdout)
-            sys.stdout.write("\n")
+            try:
+                json.dump(doc, sys.stdout)
+            finally:
+                sys.stdout.write("\n")  # a line cut by MemoryError still ends
         else:
             self.out(tag + json.dumps(doc))
 
     def log(self, msg):
         self.out("@log " + msg)
 
-    async def housekeeping(self):
+    async def housekeeping(self, hb):
         """Task: stats line, cursor persistence, gc (the one place that collects)."""
-        hb = self.wd.add("housekeeping")
         while True:
             hb.beat()
             await asyncio.sleep_ms(_HOUSEKEEPING_MS)
@@ -266,8 +327,28 @@ class Agent:
                 # the stats line is for the host only: skip it rather than stop the agent
                 self.stats_skipped += 1
 
+    async def _supervised(self, name, start):
+        """Run a long-lived task; if it dies, count it (status `task_restarts`), log it and
+        start it again: no single failure leaves the agent without its link, forwarder or
+        command task. Its heartbeat is made once, outside, so a restarted task beats the same
+        one; a task that hangs instead stops beating and the watchdog resets the board."""
+        while True:
+            try:
+                await start()
+                return
+            except Exception as e:  # noqa: BLE001 - the point is to outlive any of them
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                try:
+                    self.log("task %s died (%s: %s); restarted" % (name, type(e).__name__, e))
+                except MemoryError:
+                    pass
+                await asyncio.sleep_ms(100)
+
     def _offline(self):
         return not self.client.connected.is_set()
+
+    def _wifi_down(self):
+        return not self.station.up.is_set()
 
     def _forwarder_parked(self):
         # waiting for the network, or for a window slot while batches are in flight
@@ -285,27 +366,45 @@ class Agent:
             gc.threshold(free // 4)
         wd = self.wd
         offline = self._offline
+        link_hb = wd.add("link", offline)
+        fwd_hb = wd.add("forwarder", self._forwarder_parked)
+        cmd_hb = wd.add("commands", offline)
+        health_hb = wd.add("health")
+        clock_hb = wd.add("clock")
+        house_hb = wd.add("housekeeping")
+        sup = self._supervised
+        station = self.station
+        net_up = station.up if station else None
         tasks = [
-            # the link waits (connect timeout, backoff) only while offline: parked then
-            asyncio.create_task(self.link.run(wd.add("link", offline))),
+            # the link waits (no network, connect timeout, backoff) only while offline: parked
+            asyncio.create_task(sup("link", lambda: self.link.run(link_hb, net_up))),
             # store -> batches -> PUBLISH
-            asyncio.create_task(self.fwd.run(wd.add("forwarder", self._forwarder_parked))),
+            asyncio.create_task(sup("forwarder", lambda: self.fwd.run(fwd_hb))),
             # commands, replies and consent receipts
-            asyncio.create_task(self.cmds.run(wd.add("commands", offline))),
-            asyncio.create_task(self.housekeeping()),
-            asyncio.create_task(self.health.run(wd.add("health"))),  # retained status
-            asyncio.create_task(self.clock.run(self.log, wd.add("clock"))),  # NTP
+            asyncio.create_task(sup("commands", lambda: self.cmds.run(cmd_hb))),
+            asyncio.create_task(sup("housekeeping", lambda: self.housekeeping(house_hb))),
+            asyncio.create_task(sup("health", lambda: self.health.run(health_hb))),  # status
+            asyncio.create_task(sup("clock", lambda: self.clock.run(self.log, clock_hb))),  # NTP
         ]
+        if station is not None:
+            # Wi-Fi: associate, watch, re-associate with backoff; only polls the radio and
+            # sleeps, so the sampler never waits on it (parked while not associated)
+            tasks.append(asyncio.create_task(station.run(wd.add("wifi", self._wifi_down))))
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
+        if self.ota_root is not None:
+            from edge.ota import trial  # report the last trial; confirm this one (OTA.md 4)
+
+            watch = trial.start(self)
+            if watch is not None:
+                tasks.append(asyncio.create_task(watch))
         await self.sampler()
         self.fwd.flush = True  # no more readings come: partial batches go now
         self.fwd.poke()
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
-        while (
-            not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < _DRAIN_TIMEOUT_MS
-        ):
+        drain = _REBOOT_DRAIN_MS if self.reboot else _DRAIN_TIMEOUT_MS
+        while not self.fwd.idle() and self.hal.ticks_diff(self.hal.ticks_ms(), t) < drain:
             await asyncio.sleep_ms(20)
         self.store.close()
         try:

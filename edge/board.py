@@ -6,6 +6,8 @@
 import json
 import os
 
+from edge import wire
+
 DEPLOYED = "/board.json"  # written by `edgectl deploy` (docs/DEPLOY.md 5)
 
 
@@ -41,12 +43,7 @@ def search_dirs():
 
 
 def _valid_name(name):
-    if not isinstance(name, str) or not name:
-        return False
-    for c in name:
-        if not (c.isalpha() or c.isdigit() or c in "-_"):
-            return False
-    return True
+    return wire.name_ok(name)
 
 
 def _read_json(path):

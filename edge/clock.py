@@ -2,7 +2,7 @@
 # Before the first sync readings carry (boot id, ticks) with FLAG_CLOCK_UNSYNCED; the forwarder
 # converts those of the current boot to wall-clock ms once time is known (Stamper).
 
-from edge import codec
+from edge import codec, wire
 from edge.ticks import ticks_diff
 
 _RETRY_MIN_MS = 2000
@@ -48,7 +48,7 @@ class Clock:
         stamps within ~6 days of the sync (ticks wrap at 2**30 ms)."""
         if self.sync_ticks is None or self.sync_wall is None:
             return None
-        return self.sync_wall + ticks_diff(ticks, self.sync_ticks)
+        return wire.ticks_to_wall(ticks, self.sync_ticks, self.sync_wall)
 
     async def run(self, log, hb):
         """Task: time keeping. NTP when due (blocks up to ~1 s on an ESP32, ntptime)."""

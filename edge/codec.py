@@ -294,6 +294,8 @@ _STATUS_KEYS = (
     ("rx", "reconnects"),
     ("cv", "consent_version"),
     ("fw", "flash_writes"),
+    ("wf", "wifi"),
+    ("ot", "ota"),
 )
 
 

@@ -1,31 +1,72 @@
-# Commands (DESIGN.md 5: cmd/{name} in, reply/{name} out) and consent receipts (issue 5).
-# Every command is validated; a bad one gets a clear error reply and changes nothing.
+# Commands (docs/MQTT.md 2: cmd/{name} in, reply/{name} out) and consent receipts
+# (docs/CONSENT.md). Every command is checked before it is parsed (size, name, JSON depth),
+# every failure is caught per command, counted and answered, and no message can stop the task
+# or delay a consent update: those have their own queue and go first (docs/SECURITY.md 2).
+# A new command is one handler registered with register(): it gets a checked dict and returns
+# the reply dict; raising ValueError (or OSError, MemoryError) makes an error reply.
 
 import asyncio
+import gc
 import json
 import os
 
 from micropython import const
 
-from edge import codec
+from edge import auth, codec, wire
 from edge.consent import StaleVersion
-from edge.mqtt.client import MQTTError
+from edge.inbound import ECHO_MAX, echo, json_depth
+from edge.outbox import Outbox
 
-_QUEUE_MAX = const(8)  # commands waiting; more are dropped and counted
-_OUTBOX_MAX = const(16)  # replies and receipts waiting for the connection
+_QUEUE_MAX = const(8)  # other commands waiting; when full, the broker holds the next one
+_CONSENT_MAX = const(4)  # consent updates waiting, applied in order before any other command
+# bytes each queue may hold: with the limits above, at most 4 KiB of the heap for commands
+# waiting, however they are sized (a full queue holds the broker back, like a full count)
+_QUEUE_BYTES = const(2048)
+_PAYLOAD_MAX = const(1024)  # bytes of a command; larger is refused without being parsed
+_NAME_MAX = const(24)  # bytes of a command name (the topic level after cmd/)
+_DEPTH_MAX = const(6)  # JSON nesting of a command (consent needs 2)
 _POLL_MS = const(200)  # local file hook and outbox retry period
+_RETRY_MS = const(20)  # a consent update that met MemoryError is tried again this soon
+_RETRIES = const(100)  # ... this many times (2 s) before it is refused "out of memory"
 _LOCAL_CMD = "/local.cmd"  # unix hook for the appliance UI (docs/CONSENT.md 3)
 _LOCAL_REPLY = "/local.reply"
+_OTA_COMMANDS = ("update", "config", "config/get", "reboot")  # docs/OTA.md sections 7-8
+# refusals counted by reason (status `inbound.refused`)
+_REFUSALS = ("too_large", "bad_name", "too_deep", "not_json", "unknown", "no_memory", "error")
+
+
+def _name_ok(name):
+    """1-24 letters, digits, '_', '-', and '/' between two of those ("config/get")."""
+    if not 0 < len(name) <= _NAME_MAX or name[0] == 0x2F or name[-1] == 0x2F:
+        return False
+    prev = 0
+    for c in name:
+        if c == 0x2F:
+            if prev == 0x2F:
+                return False
+        elif not (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c in b"_-"):
+            return False
+        prev = c
+    return True
+
+
+def _held(q, consent):
+    """Payload bytes a queue holds."""
+    n = 0
+    for item in q:
+        p = item if consent else item[1]
+        if p is not None:
+            n += len(p)
+    return n
 
 
 class Commands:
-    """Owns the command topics' messages (on_message), the PUBACKs of its own replies and
-    receipts (on_puback) and, after a new session, re-sending those (on_connect)."""
+    """Owns the command topics' messages (on_message, on_skipped), the PUBACKs of its replies
+    and receipts (on_puback) and, after a new session, re-sending those (on_connect)."""
 
     def __init__(self, cfg, root, consent, store, client, hal, t0, log):
         self.consent = consent
         self.store = store
-        self.client = client
         self.hal = hal
         self.t0 = t0
         self.log = log
@@ -35,16 +76,30 @@ class Commands:
         dev = cfg["device_id"]
         self.device = dev
         prefix = cfg["mqtt"]["prefix"]
-        self.topic_reply = codec.topic(prefix, dev, "reply", "")
-        self.topic_cmd = codec.topic(prefix, dev, "cmd", "")
-        self.topic_receipt = codec.topic(prefix, dev, "consent", "receipt")
-        self.queue = []
-        self.outbox = []  # [topic, payload, retain, version released by its PUBACK or -1]
-        self.unacked = []  # [pid, outbox item] in publish order, until the broker's PUBACK
+        self.topic_cmd = codec.topic(prefix, dev, wire.T_CMD, "")
+        self.topic_reply = codec.topic(prefix, dev, wire.T_REPLY, "")
+        self.topic_receipt = codec.topic(prefix, dev, wire.T_RECEIPT)
+        self.queue = []  # (name bytes, payload bytes or None, refusal reason or None)
+        self.consents = []  # cmd/consent payloads, oldest first
+        self.out = Outbox(client, log)
+        self.out.on_receipt_acked = consent.release
+        # receipts are signed with the backend key, so the collector can trust them
+        # (docs/CONSENT.md 6, docs/MQTT.md 8)
+        key = auth.backend_key(cfg)
+        if key is not None:
+            self.out.sign_receipt = lambda body: auth.sign_receipt(key, dev, body)
         self.event = asyncio.Event()
-        self.stats = {"commands": 0, "rejected": 0, "queue_full": 0, "outbox_full": 0}
-        self.new_session = False
-        self.handlers = {}
+        self.handlers = {"ping": self._ping, "consent": self._consent}
+        self.doc = None  # the command being executed, parsed (execute())
+        # cmd/update, config, config/get, reboot: a callable (name, doc) -> reply dict that
+        # raises ValueError, set by the composition root (edge/agent.py, edge/ota/remote.py)
+        self.lifecycle = None
+        self.refused = [0] * len(_REFUSALS)
+        self.stats = {"commands": 0, "rejected": 0, "waits": 0, "unanswered": 0, "foreign": 0}
+        self.polled = t0
+        self.receipt_due = None  # (purged, source, first_seq) of an applied update
+        self.retry = False  # execute(): the consent update met MemoryError, changed nothing
+        self.retries = 0
         self._boot()
 
     def register(self, name, handler):
@@ -54,46 +109,99 @@ class Commands:
     # --- boot: finish a revocation a power cut interrupted, republish the receipt ----------
     def _boot(self):
         c = self.consent
+        if c.recovered:
+            self.log("consent: state file not usable (%s): only essential granted" % c.recovered)
         purged = {}
         for i, name in enumerate(c.categories):
             if not c.ingest[i]:
                 n = self.store.purge(i)  # normally 0: leftovers of a cut before the purge
                 if n:
                     purged[name] = n
+                    c.purged_total[name] = c.purged_total.get(name, 0) + n
         if c.receipt is None or purged or c.receipt.get("version") != c.version:
             self._receipt(purged, "boot")
         else:
-            self._queue(self.topic_receipt, c.receipt, True, c.version)
+            self.out.put_receipt(self.topic_receipt, c.receipt, c.version)
 
-    # --- input -----------------------------------------------------------------------------
+    # --- input (the client's read loop: no parsing here, only checks and copies) ------------
     def on_message(self, topic, payload):
-        """MQTT callback (read loop): queue only; the command task executes. topic and payload
-        are views into the receive buffer: copied here. False: no room (backpressure)."""
-        if len(self.queue) >= _QUEUE_MAX:
-            self.stats["queue_full"] += 1
+        """topic and payload are views into the receive buffer: what is kept is copied.
+        Returns False when there is no room: the client then leaves the PUBLISH unacknowledged
+        in its buffer and reads nothing more until there is (backpressure)."""
+        n = len(self.topic_cmd)
+        if len(topic) <= n or topic[:n] != self.topic_cmd:
+            self.stats["foreign"] += 1  # e.g. a chunk of a finished update, still subscribed
+            return True
+        name = bytes(topic[n : n + _NAME_MAX + 1])
+        refuse = None
+        if not _name_ok(name) or len(topic) > n + _NAME_MAX:
+            refuse = 1  # bad_name
+        elif len(payload) > _PAYLOAD_MAX:
+            refuse = 0  # too_large
+        consent = name == b"consent" and refuse is None
+        q = self.consents if consent else self.queue
+        if len(q) >= (_CONSENT_MAX if consent else _QUEUE_MAX) or (
+            q and _held(q, consent) + len(payload) > _QUEUE_BYTES
+        ):
+            self.stats["waits"] += 1
             return False
-        name = bytes(topic[len(self.topic_cmd) :]) if len(topic) > len(self.topic_cmd) else b"?"
-        self.queue.append((name.decode(), bytes(payload)))
+        copy = None
+        if refuse is None:
+            try:
+                copy = bytes(payload)
+            except MemoryError:
+                gc.collect()
+                try:
+                    copy = bytes(payload)
+                except MemoryError:
+                    if consent or len(self.queue) >= _QUEUE_MAX:
+                        # a consent update is never refused for memory: the broker holds it
+                        # and the read loop offers it again in a moment
+                        self.stats["waits"] += 1
+                        return False
+                    consent = False
+                    refuse = 5  # taken and answered "out of memory": never a dead reader
+        if consent:
+            self.consents.append(copy)
+        else:
+            self.queue.append((name, copy, refuse))
         self.event.set()
         return True
 
+    def on_skipped(self, tail, size):
+        """A PUBLISH too large for the receive buffer was read past (and acknowledged): answer
+        it on reply/{name} when its topic's tail names a command of ours."""
+        i = bytes(tail).rfind(b"/cmd/")
+        name = bytes(tail[i + 5 :]) if i >= 0 else b""
+        if len(self.queue) >= _QUEUE_MAX or not _name_ok(name):
+            self.stats["unanswered"] += 1
+            self.refused[0] += 1
+            return
+        self.queue.append((name, None, 0))
+        self.event.set()
+
     def local(self, name, doc):
         """The appliance UI's local call: same checks as cmd/{name}; returns the reply."""
-        reply = self.execute(name, json.dumps(doc) if isinstance(doc, dict) else doc, "local")
+        payload = json.dumps(doc) if isinstance(doc, dict) else doc
+        reply = self.execute(name.encode(), payload, "local")
         self.event.set()
         return reply
 
     def _poll_local(self):
         try:
             with open(self.root + _LOCAL_CMD, "rb") as f:
-                raw = f.read()
+                raw = f.read(_PAYLOAD_MAX + 256)
             os.remove(self.root + _LOCAL_CMD)
         except OSError:
             return
         try:
+            if json_depth(raw, _DEPTH_MAX + 1) > _DEPTH_MAX + 1:
+                raise ValueError
             req = json.loads(raw)
             name = req["cmd"]
             doc = req.get("doc", {})
+            if not isinstance(name, str):
+                raise TypeError
         except (ValueError, KeyError, TypeError):
             name, doc = "?", None
         if doc is None:
@@ -106,67 +214,124 @@ class Commands:
         os.rename(tmp, self.root + _LOCAL_REPLY)
 
     # --- execution -------------------------------------------------------------------------
-    def execute(self, name, payload, source):
-        """Validate and run one command; returns the reply dict (never raises ValueError)."""
+    def execute(self, name, payload, source, refuse=None):
+        """Check and run one command (name bytes); returns the reply dict, or None when a
+        consent update met MemoryError and is to be tried again (self.retry). Never raises:
+        a command that fails, in any way, is refused, counted and answered."""
         self.stats["commands"] += 1
         doc = None
+        self.doc = None  # the parsed command, for its id also when it is refused
         try:
-            if name == "consent" and not payload:
-                raise ValueError("empty consent document ignored (a retained update was cleared)")
             try:
-                doc = json.loads(payload) if payload else {}
-            except ValueError:
-                raise ValueError("payload is not valid JSON") from None
-            if not isinstance(doc, dict):
-                raise ValueError("payload must be a JSON object")
-            if name == "ping":
-                reply = {
-                    "ok": True,
-                    "uptime_ms": self.hal.ticks_diff(self.hal.ticks_ms(), self.t0),
-                    "consent_version": self.consent.version,
-                    "next_seq": self.store.next_seq,
-                }
-            elif name == "consent":
-                reply = self._consent(doc, source)
-            elif name in self.handlers:
-                reply = self.handlers[name](doc, source)
-            else:
-                raise ValueError("unknown command %r" % name)
-        except StaleVersion as e:
-            reply = {
-                "ok": False,
-                "stale": True,
-                "error": str(e),
-                "version": e.version,
-                "enforced": e.enforced,
-            }
-        except (ValueError, OSError) as e:  # ConsentError too; OSError: flash trouble
-            self.stats["rejected"] += 1
-            self.consent.stats["rejected"] += 1
-            reply = {"ok": False, "error": str(e)}
-        if isinstance(doc, dict) and isinstance(doc.get("id"), (int, str)):
-            reply["id"] = doc["id"]
+                reply = self._run(name, payload, source, refuse)
+            except StaleVersion as e:
+                reply = {"ok": False, "stale": True, "error": str(e), "version": e.version}
+                reply["enforced"] = e.enforced
+            except (ValueError, OSError) as e:  # ConsentError too; OSError: flash trouble
+                self._refuse(6 if refuse is None and isinstance(e, OSError) else -1)
+                reply = {"ok": False, "error": str(e)}
+            doc = self.doc
+            if isinstance(doc, dict):
+                i = doc.get("id")
+                if isinstance(i, int) and not isinstance(i, bool) and -(1 << 53) < i < 1 << 53:
+                    reply["id"] = i
+                elif isinstance(i, str):
+                    reply["id"] = i[:ECHO_MAX]  # echoed, so bounded
+            self.log(
+                "cmd %s from %s: %s" % (echo(name.decode()), source, reply.get("error", "ok"))
+            )
+        except MemoryError:
+            doc = None
+            gc.collect()
+            if name == b"consent" and source == "mqtt" and self.retries < _RETRIES:
+                # a consent update is never refused for memory while it can wait: the task
+                # tries it again (it changed nothing; an applied one owes only its receipt)
+                self.retries += 1
+                self.retry = True
+                return None
+            self._refuse(5)
+            reply = {"ok": False, "error": "out of memory"}
         if source != "local":
-            self._queue(self.topic_reply + name, reply, False, -1)
-        self.log("cmd %s from %s: %s" % (name, source, reply.get("error", "ok")))
+            self._reply(name if _name_ok(name) else b"error", reply, name == b"consent")
         return reply
+
+    def _run(self, name, payload, source, refuse):
+        if refuse is not None:
+            self._refuse(refuse)
+            if refuse == 0:
+                raise ValueError("command larger than %d bytes refused unread" % _PAYLOAD_MAX)
+            if refuse == 5:
+                raise ValueError("out of memory: command refused unread")
+            raise ValueError("command name must be 1-%d letters, digits, '_' or '-'" % _NAME_MAX)
+        if name == b"consent" and not payload:
+            raise ValueError("empty consent document ignored (a retained update was cleared)")
+        if payload and json_depth(payload, _DEPTH_MAX) > _DEPTH_MAX:
+            self._refuse(2)
+            raise ValueError("JSON nested deeper than %d levels refused" % _DEPTH_MAX)
+        try:
+            doc = json.loads(payload) if payload else {}
+        except ValueError:
+            self._refuse(3)
+            raise ValueError("payload is not valid JSON") from None
+        if not isinstance(doc, dict):
+            self._refuse(3)
+            raise ValueError("payload must be a JSON object")
+        self.doc = doc
+        cmd = name.decode()
+        handler = self.handlers.get(cmd)
+        if handler is not None:
+            return handler(doc, source)
+        if cmd in _OTA_COMMANDS and self.lifecycle is not None:
+            return self.lifecycle(cmd, doc)
+        self._refuse(4)
+        raise ValueError("unknown command %s" % echo(cmd))
+
+    def _refuse(self, why):
+        self.stats["rejected"] += 1
+        if why >= 0:
+            self.refused[why] += 1
+
+    def _ping(self, doc, source):
+        return {
+            "ok": True,
+            "uptime_ms": self.hal.ticks_diff(self.hal.ticks_ms(), self.t0),
+            "consent_version": self.consent.version,
+            "next_seq": self.store.next_seq,
+        }
 
     def _consent(self, doc, source):
         c = self.consent
-        revoked = c.apply(doc, source, self.hal.wall_ms())  # persisted before the purge
+        try:
+            revoked = c.apply(doc, source, self.hal.wall_ms())  # persisted before the purge
+        except ValueError:
+            c.stats["rejected"] += 1
+            raise
         first_seq = self.store.next_seq  # every reading from here on was gated by this version
         purged = {}
+        self.receipt_due = (purged, source, first_seq)  # owed from here on, whatever happens
         for cat in revoked:
-            purged[c.categories[cat]] = self.store.purge(cat)  # durable when it returns
+            name = c.categories[cat]
+            purged[name] = n = self.store.purge(cat)  # durable when it returns
+            c.purged_total[name] = c.purged_total.get(name, 0) + n
         self.store.save_cursor()
-        r = self._receipt(purged, source, first_seq)
-        return {"ok": True, "version": c.version, "grants": r["grants"], "purged": purged}
+        self._owed_receipt()
+        return {"ok": True, "version": c.version, "grants": c.grants(), "purged": purged}
+
+    def _owed_receipt(self):
+        """Queue the receipt of the update applied last; on MemoryError the task tries again
+        (the update is enforced already: only its receipt waits)."""
+        due = self.receipt_due
+        if due is None:
+            return
+        try:
+            self._receipt(due[0], due[1], due[2])
+            self.receipt_due = None
+        except MemoryError:
+            gc.collect()
 
     def _receipt(self, purged, source, first_seq=None):
         """Record the receipt with the state (second atomic write) and queue it, retained."""
         c = self.consent
-        for name in purged:
-            c.purged_total[name] = c.purged_total.get(name, 0) + purged[name]
         r = {
             "device": self.device,
             "version": c.version,
@@ -184,34 +349,50 @@ class Commands:
             c.save()
         except OSError as e:
             self.log("consent: cannot persist the receipt: %s" % e)
-        self._queue(self.topic_receipt, r, True, c.version)
+        self.out.put_receipt(self.topic_receipt, r, c.version)
         return r
 
-    # --- output ----------------------------------------------------------------------------
-    def _queue(self, topic, doc, retain, release):
-        if len(self.outbox) >= _OUTBOX_MAX:
-            self.outbox.pop(0)  # the oldest; receipts carry cumulative purged totals
-            self.stats["outbox_full"] += 1
-        self.outbox.append([topic, json.dumps(doc).encode(), retain, release])
+    def reply(self, name, doc):
+        """Queue a reply on reply/{name} outside a command (an update's progress or outcome)."""
+        self._reply(name.encode() if isinstance(name, str) else name, doc, False)
 
+    def _reply(self, name, reply, priority):
+        try:
+            self.out.reply(self.topic_reply + name, reply, priority)
+        except (MemoryError, ValueError):
+            self.stats["unanswered"] += 1
+
+    # --- routing from the composition root ---------------------------------------------------
     def on_puback(self, pid):
         """A PUBACK (read loop). Returns True when it was for a reply or receipt of ours."""
-        for i in range(len(self.unacked)):
-            if self.unacked[i][0] == pid:
-                self._acked(self.unacked.pop(i)[1])
-                return True
-        return False
+        return self.out.on_puback(pid)
 
     def on_connect(self):
-        """A new session (at its CONNACK): PUBACKs of the old one never come, so the task sends
-        those items again (the task, not this call: it may be between sending an item and
-        removing it from the outbox)."""
-        self.new_session = True
+        """A new session (at its CONNACK): what had no PUBACK is sent again by the task."""
+        self.out.on_connect()
 
-    def _acked(self, item):
-        if item[3] >= 0:
-            # the broker holds the receipt: now the newly granted categories may be sent
-            self.consent.release(item[3])
+    def status(self):
+        """The non-zero counters of the command path (status `inbound`)."""
+        d = {}
+        if sum(self.refused):
+            d["refused"] = self.refused  # counts in the order of _REFUSALS (docs/HEALTH.md)
+        for k in ("waits", "unanswered"):
+            if self.stats[k]:
+                d[k] = self.stats[k]
+        if self.out.stats["too_large"]:
+            d["replies_too_large"] = self.out.stats["too_large"]
+        if self.consent.recovered:
+            d["consent_state_recovered"] = self.consent.recovered
+        return d
+
+    # --- the task ----------------------------------------------------------------------------
+    def _next(self):
+        """The next command: consent updates first, then the others while replies have room."""
+        if self.consents:
+            return (b"consent", self.consents.pop(0), None)
+        if self.queue and not self.out.full():
+            return self.queue.pop(0)
+        return None
 
     async def run(self, hb=None):
         """Task: execute queued commands, serve the local hook, publish replies/receipts.
@@ -219,30 +400,31 @@ class Commands:
         while True:
             if hb is not None:
                 hb.beat()
-            try:
-                await asyncio.wait_for_ms(self.event.wait(), _POLL_MS)
-            except asyncio.TimeoutError:
-                pass
-            self.event.clear()
-            self._poll_local()
-            while self.queue:
-                name, payload = self.queue.pop(0)
-                self.execute(name, payload, "mqtt")
-            if not self.client.connected.is_set():
-                continue
-            if self.new_session:
-                self.new_session = False
-                self.outbox[0:0] = [u[1] for u in self.unacked]
-                self.unacked = []
-            while self.outbox:
-                item = self.outbox[0]
+            if not self.consents and not self.queue:
                 try:
-                    await self.client.wait_slot()
-                    # recorded before yielding: on loopback its PUBACK may be parsed next
-                    self.unacked.append(
-                        [self.client.send_publish(item[0], item[1], 1, item[2]), item]
-                    )
-                    self.outbox.pop(0)
-                    await self.client.drain()
-                except (OSError, MQTTError):
-                    break  # the supervisor reconnects; unacked items are sent again
+                    await asyncio.wait_for_ms(self.event.wait(), _POLL_MS)
+                except asyncio.TimeoutError:
+                    pass
+                self.event.clear()
+            now = self.hal.ticks_ms()
+            if self.hal.ticks_diff(now, self.polled) >= _POLL_MS:
+                self.polled = now  # the local hook, also while commands keep coming
+                self._poll_local()
+            while True:
+                self._owed_receipt()
+                item = self._next()
+                if item is None:
+                    break
+                self.retry = False
+                self.execute(item[0], item[1], "mqtt", item[2])
+                if self.retry:
+                    self.consents.insert(0, item[1])  # first again, after a pause
+                    await asyncio.sleep_ms(_RETRY_MS)
+                    continue
+                if item[0] == b"consent":
+                    self.retries = 0
+                if hb is not None:
+                    hb.beat()
+            await self.out.send()
+            if self.queue and self.out.full():
+                await asyncio.sleep_ms(20)  # offline with replies waiting: no busy loop

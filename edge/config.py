@@ -8,6 +8,7 @@ import sys
 
 from edge import example  # noqa: F401  (resident: the embedded config's channels, categories)
 from edge.board import merge  # noqa: F401  (config.merge: the one deep-merge rule)
+from edge.inbound import json_depth
 
 
 class ConfigError(ValueError):
@@ -48,11 +49,19 @@ def check(cfg, with_board=True):
     return cfg
 
 
+CONFIG_MAX = 16384  # bytes of device config JSON the agent reads (docs/SECURITY.md 2)
+_CONFIG_DEPTH = 12
+
+
 def load(text=None, overrides=None, with_board=True):
     """Parse device config JSON text (None: the embedded defaults), merge
     overrides over it, check it and fill in defaults. Raises ConfigError naming every bad key."""
     cfg = {}
     if text:
+        if len(text) > CONFIG_MAX:
+            raise ConfigError("config is larger than %d bytes" % CONFIG_MAX)
+        if json_depth(text, _CONFIG_DEPTH) > _CONFIG_DEPTH:
+            raise ConfigError("config nests deeper than %d levels" % _CONFIG_DEPTH)
         try:
             cfg = json.loads(text)
         except ValueError as e:

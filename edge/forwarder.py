@@ -8,7 +8,7 @@ from array import array
 
 from micropython import const
 
-from edge import codec
+from edge import auth, codec, wire
 from edge.budget import DUE, WAIT, Budgets
 from edge.clock import Stamper
 from edge.mqtt.client import MQTTError
@@ -49,12 +49,16 @@ class Forwarder:
         self.hal = hal
         prefix = cfg["mqtt"]["prefix"]
         dev = cfg["device_id"]
-        self.topics = [codec.topic(prefix, dev, "t", name) for name in categories]
-        self.ack_topic = codec.topic(prefix, dev, "ack")
+        self.topics = [codec.topic(prefix, dev, wire.T_TELEMETRY, name) for name in categories]
+        self.ack_topic = codec.topic(prefix, dev, wire.T_ACK)
         # end-to-end mode: a batch counts as delivered only when the collector acknowledges it
         # on ack_topic (a PUBACK only proves the broker had it, docs/MQTT.md 4)
         self.e2e = bool(cfg["mqtt"].get("e2e_ack"))
         self.ack_timeout_ms = cfg["mqtt"].get("e2e_timeout_ms", 5000)
+        # with a backend key only acks signed with it count (docs/MQTT.md 8): another login
+        # cannot make the device free readings no collector stored
+        key = auth.backend_key(cfg)
+        self.ack_check = auth.AckCheck(key, dev) if key else None
         self.max_readings = cfg["batch"]["max_readings"]
         self.budgets = Budgets(cfg, categories, hal)  # latency budgets (docs/MQTT.md 9)
         self.task = None
@@ -91,6 +95,7 @@ class Forwarder:
             "resent_batches": 0,
             "unknown_acks": 0,
             "e2e_acks": 0,
+            "bad_acks": 0,
         }
         self.acked_counts = [0] * len(categories)
         # what the store fills batches through: unsynced stamps -> wall ms (FORMAT.md 4)
@@ -120,24 +125,35 @@ class Forwarder:
         self.stats["unknown_acks"] += 1
 
     def on_ack(self, payload):
-        """End-to-end acknowledgements: (first seq u32, last seq u32) big-endian, repeated: the
-        low 32 bits of whole seqs (docs/FORMAT.md 1); the batches in flight never lie 2^32
-        seqs apart, so the low bits name one of them."""
+        """End-to-end acknowledgements (docs/MQTT.md 4 and 8). With a backend key: one signed
+        ack, its tag checked, else ignored and counted in bad_acks. Without: (first seq u32,
+        last seq u32) big-endian, repeated. Either way a pair is matched by the low 32 bits of
+        its last seq (docs/FORMAT.md 1: the batches in flight never lie 2^32 seqs apart)."""
+        if self.ack_check is not None:
+            n = self.ack_check.pairs(payload)
+            if n < 0:
+                self.stats["bad_acks"] += 1
+                return
+            for i in range(n):
+                self._acked_last(auth.ack_last_low(payload, i))
+            return
         for p in range(0, len(payload) - 7, 8):
-            last = (
+            self._acked_last(
                 (payload[p + 4] << 24)
                 | (payload[p + 5] << 16)
                 | (payload[p + 6] << 8)
                 | payload[p + 7]
             )
-            for j in range(self.count):
-                k = (self.head + j) % _RING
-                if self.r_last[k] == last:
-                    if not self.r_flags[k] & _F_E2E:
-                        self.r_flags[k] |= _F_E2E
-                        self.stats["e2e_acks"] += 1
-                        self._advance(self.r_cat[k])
-                    break
+
+    def _acked_last(self, last):
+        for j in range(self.count):
+            k = (self.head + j) % _RING
+            if self.r_last[k] == last:
+                if not self.r_flags[k] & _F_E2E:
+                    self.r_flags[k] |= _F_E2E
+                    self.stats["e2e_acks"] += 1
+                    self._advance(self.r_cat[k])
+                return
 
     def _advance(self, cat):
         """Move the category's store cursor over its delivered prefix; free the ring's head."""

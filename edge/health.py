@@ -12,14 +12,14 @@ import json
 
 from micropython import const
 
-from edge import codec
+from edge import codec, wire
 from edge.mqtt.client import MQTTError
 
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
 _STEP_MS = const(1000)  # heartbeat and change check, well inside any watchdog timeout (>= 2000)
 # compact keys a change message carries when their value moved (docs/HEALTH.md 1.2); uptime,
 # counters and free heap move all the time and wait for the next snapshot
-_CHANGE_KEYS = ("s", "b", "rc", "rd", "sd", "oa", "ob", "dr", "er", "rx", "cv", "ck")
+_CHANGE_KEYS = ("s", "b", "rc", "rd", "sd", "oa", "ob", "dr", "er", "rx", "cv", "ck", "ot")
 
 
 class _Sink(io.IOBase):
@@ -43,7 +43,8 @@ class _Sink(io.IOBase):
 class Health:
     """The status document and its publisher. Receives what it reads: the store, consent and
     the client, the root's `counters()` and one callable per status section it does not own
-    (`input_stats`, `clock_status`, `watchdog_status`)."""
+    (`input_stats`, `clock_status`, `watchdog_status`, and `net_status` on a board that runs
+    its own Wi-Fi station)."""
 
     def __init__(
         self,
@@ -58,12 +59,13 @@ class Health:
         clock_status,
         watchdog_status,
         log,
+        net_status=None,
     ):
         self.device = cfg["device_id"]
         self.period = cfg["status_ms"] or 900000  # the snapshot's period
         self.change_ms = cfg["status_change_ms"]
         self.full = cfg["status_detail"] == "full"
-        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, "status")
+        self.topic = codec.topic(cfg["mqtt"]["prefix"], self.device, wire.T_STATUS)
         self.hal = hal
         self.client = client
         self.store = store
@@ -73,6 +75,7 @@ class Health:
         self.input_stats = input_stats
         self.clock_status = clock_status
         self.watchdog_status = watchdog_status
+        self.net_status = net_status
         self.log = log
         self.published = 0
         self.changes = 0  # change messages sent
@@ -95,7 +98,7 @@ class Health:
         h["uptime_ms"] = hal.ticks_diff(hal.ticks_ms(), self.t0)
         h["reset_cause"] = hal.reset_cause
         h["reset_detail"] = getattr(hal, "reset_detail", None)
-        h["heap_free"] = gc.mem_free()
+        h["heap_free"] = hal.free_heap()
         h["heap_alloc"] = gc.mem_alloc()
         h["store_bytes"] = store.used_bytes()
         depth, age, age_boot = self.backlog()
@@ -120,6 +123,8 @@ class Health:
         h["inputs"] = self.input_stats()
         h["clock"] = self.clock_status()
         h["watchdog"] = self.watchdog_status()
+        if self.net_status is not None:
+            h["wifi"] = self.net_status()  # edge/net.py Station.status()
         return h
 
     def drops(self, unknown_channel):
@@ -181,16 +186,25 @@ class Health:
             ("connect_failures", m["connect_failures"]),
             ("auth_failures", m["auth_failures"]),
             ("tls_failures", m["tls_failures"]),
+            ("bad_acks", m.get("bad_acks", 0)),
             ("commands_rejected", c["commands_rejected"]),
             ("status_too_large", self.too_large),
         ):
             if v:
                 e[k] = v
+        inbound = c.get("inbound") or {}
+        restarts = 0
+        for v in (inbound.get("task_restarts") or {}).values():
+            restarts += v
+        if restarts:
+            e["task_restarts"] = restarts
+        if inbound.get("read_errors"):
+            e["read_errors"] = inbound["read_errors"]
         rej = 0
         for st in self.input_stats().values():
-            b = st.get("bytes")
-            if isinstance(b, dict):
-                rej += b.get("rejected", 0)
+            b = st.get("b")  # the byte ledger [fed, decoded, unhandled, rejected, garbage]
+            if isinstance(b, list) and len(b) > 3:
+                rej += b[3]
         if rej:
             e["input_rejected_bytes"] = rej
         return e
@@ -238,6 +252,10 @@ class Health:
             d["ck"] = [clk["boot"], clk["sync_ticks"], clk["sync_wall_ms"]]
         d["n"] = [c["sampled"], c["acked"]]
         d["fw"] = store.stats["commits"]
+        if self.net_status is not None:
+            d["wf"] = self.net_status()  # the Wi-Fi station (edge/net.py)
+        if c.get("ota") is not None:
+            d["ot"] = c["ota"]  # slot, release, trial, last outcome (docs/OTA.md)
         return d, self._signature(c)
 
     # --- publishing -------------------------------------------------------------------------
@@ -317,5 +335,5 @@ class Health:
                     and self._signature(self.counters()) != self.sig
                 ):
                     await self.publish_change()
-            except (OSError, MQTTError, ValueError) as e:
+            except (OSError, MQTTError, ValueError, MemoryError) as e:
                 self.log("status not sent: %s" % e)

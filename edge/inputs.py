@@ -183,3 +183,22 @@ def stats(sources):
         if f is not None:
             d["inputs[%d]" % i] = f()
     return d
+
+
+_LEDGER = ("fed", "decoded", "unhandled", "rejected", "garbage")
+_VERBOSE = ("cmds", "variant_by", "lines")  # left out of the status (its size is bounded)
+
+
+def health_stats(sources):
+    """stats() in the status message's compact form (docs/HEALTH.md): the byte ledger as a
+    list `b` = [fed, decoded, unhandled, rejected, garbage] (pending is what is left), without
+    the per-command and per-line detail the replay summary shows."""
+    d = stats(sources)
+    for name in d:
+        st = d[name]
+        b = st.pop("bytes", None)
+        if b is not None:
+            st["b"] = [b[k] for k in _LEDGER]
+        for k in _VERBOSE:
+            st.pop(k, None)
+    return d

@@ -8,18 +8,26 @@ from edge import config
 from edge.agent import Agent
 from edge.hal import load as load_hal
 
+_RESET_EXIT = 75  # a reset was asked for (cmd/reboot): the supervisor starts us again
 
-def run(config_path=None):
+
+def run(config_path=None, root=None):
+    """Run the agent until its run ends; returns it. root: the filesystem root the boot selector
+    (edge/ota/boot.py) started us from ("" on a board), None when started directly: then
+    updates and remote config are off. agent.reboot says a reset was asked for."""
     text = None
     if config_path:
         try:
             with open(config_path) as f:
-                text = f.read()
+                # one byte past the limit is enough to know it is too large: a huge file is
+                # refused with a message, not read into the heap (docs/SECURITY.md 2)
+                text = f.read(config.CONFIG_MAX + 1)
         except OSError as e:
             raise config.ConfigError("cannot read config %s: %s" % (config_path, e))
     cfg = config.load(text)
     hal = load_hal()
     agent = Agent(cfg, hal)
+    agent.ota_root = root
     # the console's first agent line: what booted and why (`edgectl logs` highlights it)
     agent.log(
         "boot: device %s on %s (%s), reset cause %s%s"
@@ -39,16 +47,18 @@ def run(config_path=None):
         raise
     finally:
         asyncio.new_event_loop()  # reset the loop so a soft restart starts clean
-    hal.note_reset("stopped")
+    hal.note_reset("soft" if agent.reboot else "stopped")
     return agent
 
 
 def _cli():
     try:
-        run(sys.argv[1] if len(sys.argv) > 1 else None)
+        agent = run(sys.argv[1] if len(sys.argv) > 1 else None)
     except config.ConfigError as e:
         sys.stderr.write("edge: config error: %s\n" % e)
         sys.exit(2)
+    if agent.reboot:
+        sys.exit(_RESET_EXIT)
 
 
 if __name__ == "__main__":

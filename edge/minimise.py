@@ -11,7 +11,7 @@
 import struct
 
 from edge.config import ConfigError
-from edge.consent import hmac_sha256
+from edge.wire import hmac_sha256
 
 _OPS = ("drop", "coarsen", "pseudonymise")
 _FIELDS = ("ts", "value")

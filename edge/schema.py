@@ -9,6 +9,8 @@
 
 import json
 
+from edge import wire
+
 # One row per key:  PATH  TYPE  DEFAULT  RANGE  MEANING   (columns split on whitespace)
 #  PATH     dotted; `[]` is a list item, `*` any key of a map, `$x` a shared group of keys
 #           (used by a row whose RANGE is `$x`); `@a,b` applies the row only inside an input
@@ -214,11 +216,15 @@ backend obj - - the key this device shares with its collector (docs/MQTT.md 8)
 backend.key hex - 32..128 authenticates the collector's end-to-end acks and signs consent receipts; absent (and no `key_file`): acks are taken unauthenticated, receipts go unsigned
 backend.key_file file - 1..255 file holding the key in hex
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
+ota obj - - over-the-air updates and remote config (docs/OTA.md); never changed by cmd/config
+ota.key str - 1..255 release public key file (60 bytes, `edgectl release-key`); absent: /secrets/release.pub
+ota.trial_ms int - 5000..3600000 a trial (new agent or config) that has not proven itself by then rolls back; absent: 120000
+ota.settle_ms int - 0..600000 no trial is confirmed before it has run this long; absent: 3000
+ota.window int - 1..16 update chunks subscribed at once; absent: 4
 """,
 )
 
 _MAX_CATEGORIES = 32  # the category index is a u8 on flash; 32 keeps the per-category tables small
-_NAME_CHARS = "_-"
 
 
 def _parse(line, meaning=False):
@@ -292,12 +298,7 @@ def default_of(row):
 
 # --- type and range checks --------------------------------------------------------------------
 def _is_name(v):
-    if not isinstance(v, str) or not 1 <= len(v) <= 64:
-        return False
-    for c in v:
-        if not (c.isalpha() or c.isdigit() or c in _NAME_CHARS):
-            return False
-    return True
+    return wire.name_ok(v)  # the one rule (device ids, categories, prefix, board names)
 
 
 def _is_type(v, t):
@@ -335,7 +336,7 @@ _WHAT = {
     "bool": "true or false",
     "str": "a string",
     "file": "a file path on the board",
-    "name": "a name (1-64 letters, digits, '_' or '-')",
+    "name": "a name (1-64 ASCII letters, digits, '_' or '-')",
     "topic": "a topic level (no '/', '+' or '#')",
     "hex": "hex digits",
     "obj": "an object",

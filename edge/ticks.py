@@ -1,23 +1,20 @@
-# Millisecond tick arithmetic shared by the bus and sensor drivers (STYLE 7.1.7).
-# MicroPython's time.ticks_* wrap; the CPython fallback lets the host fuzz the parsers in-process.
+# Millisecond tick arithmetic shared by the bus and sensor drivers.
+# MicroPython's time.ticks_* wrap at 2^30; the CPython fallback (edge/wire.py's arithmetic)
+# lets the host fuzz the parsers in-process.
 
 try:
     from time import ticks_add, ticks_diff, ticks_ms
 except ImportError:  # CPython (host-side tests and fuzzing)
     import time as _time
 
-    _PERIOD = 1 << 30
-    _HALF = 1 << 29
+    from edge.wire import TICKS_PERIOD, ticks_diff  # type: ignore[assignment]
 
     def ticks_ms():  # type: ignore[misc]
         ms = int(_time.monotonic() * 1000)  # type: ignore[attr-defined]
-        return ms & (_PERIOD - 1)
-
-    def ticks_diff(a, b):  # type: ignore[misc,no-redef]
-        return ((a - b + _HALF) & (_PERIOD - 1)) - _HALF
+        return ms & (TICKS_PERIOD - 1)
 
     def ticks_add(a, delta):  # type: ignore[misc]
-        return (a + delta) & (_PERIOD - 1)
+        return (a + delta) & (TICKS_PERIOD - 1)
 
 
 __all__ = ["ticks_add", "ticks_diff", "ticks_ms"]

@@ -45,8 +45,10 @@ class Watchdog:
         self.beats.append(hb)
         return hb
 
-    def silent(self, now):
-        """(name, ms) of the first task whose heartbeat is older than the timeout, or None."""
+    def silent(self, now, limit=0):
+        """(name, ms) of the first task whose heartbeat is older than `limit` (default: the
+        watchdog's timeout), or None."""
+        limit = limit or self.timeout_ms
         for hb in self.beats:
             if hb.t is None:
                 continue
@@ -54,7 +56,7 @@ class Watchdog:
                 hb.t = now
                 continue
             age = self.hal.ticks_diff(now, hb.t)
-            if age > self.timeout_ms:
+            if age > limit:
                 return hb.name, age
         return None
 

@@ -1,5 +1,8 @@
 """Host-side tools for the edge telemetry agent (CPython only)."""
 
+from types import ModuleType
+
+_serial: ModuleType | None
 try:  # Make `replay://FILE?speed=X` available to every pyserial user (docs/REPLAY.md).
     import serial as _serial
 except ImportError:  # pragma: no cover - pyserial is a dependency; keep import of host_tools safe

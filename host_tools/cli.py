@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "host_tools.captures.convert",
     "host_tools.captures.replay_command",
     "host_tools.captures.simulate",
+    "host_tools.ota.release",
+    "host_tools.ota.update",
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 
 import edge
@@ -50,3 +51,16 @@ def mp_env() -> dict:
     # `.frozen` keeps the built-in asyncio etc. importable (MICROPYPATH replaces the path)
     env["MICROPYPATH"] = ".frozen:" + edge_root()
     return env
+
+
+def local_mpy() -> int:
+    """`sys.implementation._mpy` of the unix MicroPython here (its .mpy version and arch)."""
+    r = subprocess.run(
+        [micropython_path(), "-c", "import sys;print(sys.implementation._mpy)"],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        return int(r.stdout.strip())
+    except ValueError:
+        raise ToolError(f"cannot read the unix MicroPython's .mpy format: {r.stdout!r}") from None

@@ -19,7 +19,32 @@ def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run tests marked slow")
 
 
+# `make test-fast` (pytest -m fast): the modules that need no broker, no running agent, no
+# virtual board and no fuzzing campaign: lint and types, the host/edge boundary, the shared
+# contract vectors (CPython and one MicroPython run each), config and board files, the bus
+# parsers. Under a minute on this project's 2-core machine; `make test` runs everything.
+FAST_MODULES = {
+    "test_lint",
+    "test_boundary",
+    "test_wire",
+    "test_codec",
+    "test_config",
+    "test_schema",
+    "test_boards",
+    "test_bus_line",
+    "test_bus_modbus",
+    "test_bus_tuya",
+    "test_bus_tuya_variants",
+    "test_bus_config",
+    "test_sensors_deadband",
+}
+
+
 def pytest_collection_modifyitems(config, items):
+    fast = pytest.mark.fast
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in FAST_MODULES:
+            item.add_marker(fast)
     if config.getoption("--slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --slow")

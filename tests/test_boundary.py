@@ -84,9 +84,10 @@ def test_edge_imports_only_device_modules(mod):
 
 
 # The shared contract modules: the host imports these files of edge/ and nothing else.
-# codec: records and batches; schema: the device config (example: its embedded defaults);
-# board: board files and bus names.
-CONTRACT = {"codec", "schema", "board", "example"}
+# codec: records and batches; wire: names, ticks, topic names, consent bytes, segment header,
+# replay feed; schema: the device config (example: its embedded defaults); board: board files
+# and bus names; bundle and lms: the update bundle format and its signature (docs/OTA.md).
+CONTRACT = {"codec", "wire", "schema", "board", "example", "bundle", "lms"}
 
 
 def host_modules():

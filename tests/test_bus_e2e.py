@@ -63,6 +63,7 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
                 inputs=inputs,
                 mqtt={"host": b.host, "port": b.port},
                 sim={"seconds": 3},
+                status_detail="full",  # the inputs' counters are in the full document
             )
             agent = AgentProcess(cfg, workdir=str(tmp_path)).start()
 
@@ -91,6 +92,7 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
             # the retained meta message carried what channel 1's integers mean
             col.wait_for(lambda c: DEVICE in c.channels, 10)
             meta = col.channels[DEVICE]
+            status = col.status.get(DEVICE) or {}
         finally:
             col.stop()
             for s in servers:
@@ -103,3 +105,8 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
     assert slave.requests >= 1
     assert meta[1] == {"name": "ch1", "category": "essential", "unit": "°C", "decimals": 2}
     assert meta[5]["unit"] is None and meta[5]["decimals"] == 0
+    # the status carried every input's counters and byte ledger (it fit the packet buffer)
+    assert status.get("status_too_large") == 0, status
+    assert sorted(status["inputs"]) == ["inputs[0]", "inputs[1]", "inputs[2]"]
+    for v in status["inputs"].values():  # the ledger, compact: [fed, decoded, unh, rej, garb]
+        assert len(v["b"]) == 5 and v["b"][0] >= sum(v["b"][1:]) and v["b"][1] > 0, v

@@ -64,3 +64,14 @@ def test_fuzz_under_micropython():
     lines = r.stdout.split("\n")
     for name in RUNS:
         assert any(ln.startswith(name + " ") and "'cases': 20000" in ln for ln in lines), r.stdout
+
+
+def test_inputs_bench_runs_and_reports_every_parser(monkeypatch):
+    """`edgectl bench inputs` (figures only; speed is never asserted in a unit test)."""
+    from host_tools.bench import inputs
+
+    monkeypatch.setenv("EDGE_BENCH_INPUTS_SECONDS", "0.2")
+    r = inputs.bench_inputs(None)
+    for k in ("line_kv", "line_csv", "tuya", "modbus"):
+        assert r[f"{k}_readings_per_s"] > 0 and f"{k}_vs_ingest_target" in r
+    assert r["copy_only_bytes_per_s"] > r["line_kv_bytes_per_s"] > 0

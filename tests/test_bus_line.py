@@ -157,6 +157,12 @@ def test_json_lines():
     assert b["unhandled"] == len(b'{"x": 1}\n')
 
 
+def test_deeply_nested_json_is_rejected_not_raised():
+    p = LineParser({"format": "json", "keys": {"t": 1}, "max_line": 2048})
+    deep = b"[" * 2000 + b"\n" + b'{"t": 5}\n'
+    assert run(p, deep) == [(1, 5)] and p.errors["bad_json"] == 1
+
+
 def test_regex_with_named_groups():
     p = LineParser(
         {

@@ -173,6 +173,7 @@ def test_unhandled_commands_and_unmapped_dps_are_counted_with_their_bytes():
     m.feed(frames, len(frames), lambda c, v: None)
     st = m.stats()
     assert st["unhandled_cmd"] == 1 and st["unmapped_dp"] == 1
+    assert st["cmds"] == {"0e": 1, "07": 1}  # frames per command
     assert st["bytes"]["unhandled"] == len(frames) and st["bytes"]["decoded"] == 0
 
 

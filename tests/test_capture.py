@@ -207,6 +207,11 @@ def test_samples_are_synthetic_and_reproducible(tmp_path: Path) -> None:
         assert meta["synthetic"] is True
         simulate.simulate(kind, str(tmp_path / name), 600)
         assert (tmp_path / name).read_bytes() == (SAMPLES / name).read_bytes()
+    simulate.simulate(
+        "meter", str(tmp_path / "m.ecap"), 120, 1.0, 1, "bad_crc@3,timeout@6,garbage@9,busy@13",
+        "sniff",
+    )  # fmt: skip
+    assert (tmp_path / "m.ecap").read_bytes() == (SAMPLES / "meter-modbus.ecap").read_bytes()
 
 
 def test_convert_spy_log_from_real_pyserial(tmp_path: Path) -> None:

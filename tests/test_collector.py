@@ -191,3 +191,48 @@ def test_a_database_failure_stops_the_collector_and_acknowledges_nothing(broker,
         m.loop_stop()
     # the first 50 went with the dropped table; the 50 that failed were redelivered
     assert _held(db, "ck-f") == (50, 50, 51, 100)
+
+
+def test_bench_collector_runs_both_paths():
+    """`edgectl bench collector --json` on a small workload: every path stores every reading
+    (the figures themselves are the benchmark's, not this test's)."""
+    import json
+    import os
+
+    env = {**os.environ, "BENCH_COLLECTOR_READINGS": "20000"}
+    r = subprocess.run(
+        [sys.executable, "-m", "host_tools", "bench", "collector", "--json"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    f = json.loads(r.stdout.strip().splitlines()[-1])
+    assert f["readings"] == f["sqlite_stored"] == f["tinydb_stored"] == f["mqtt_sqlite_stored"]
+    assert f["sqlite_readings_per_s"] > 0 and f["sqlite_vs_tinydb"] > 0
+    assert f["pg_readings_per_s_1w"] is None  # until a PostgreSQL sink exists
+
+
+def test_only_stored_batches_are_acknowledged_to_the_device():
+    """The end-to-end ack says "stored": a batch refused for consent, identity or format is
+    not acked, so a device in end-to-end mode keeps it (and a late receipt loses nothing)."""
+    import json
+
+    from host_tools.backend.collect import Collector
+    from host_tools.backend.e2e import sign_receipt, verify_ack
+    from host_tools.backend.mqtt_source import QueueSource
+
+    src = QueueSource()
+    key = bytes(range(32))
+    col = Collector(source=src, e2e_ack=True, device_keys={"ak-1": key})
+    try:
+        col.feed("edge/ak-1/t/usage", batch("ak-1", "usage", 1, 5))  # no receipt: refused
+        col.feed("edge/ak-1/t/essential", batch("other", "essential", 6, 5))  # identity
+        col.feed("edge/ak-1/t/essential", b"EB\x01junk")  # format
+        assert src.sent == []
+        col.feed("edge/ak-1/t/essential", batch("ak-1", "essential", 11, 5))
+        r = {"device": "ak-1", "version": 1, "seq": 16, "grants": {"usage": True}}
+        col.feed("edge/ak-1/consent/receipt", sign_receipt("ak-1", json.dumps(r).encode(), key))
+        col.feed("edge/ak-1/t/usage", batch("ak-1", "usage", 1, 5))  # the device's re-send
+    finally:
+        col.close()
+    acks = [verify_ack(d, p, key) for d, suffix, p in src.sent if suffix == "ack"]
+    assert acks == [[(11, 15)], [(1, 5)]]

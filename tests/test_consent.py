@@ -15,7 +15,7 @@ import pytest
 from edge import codec
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
-from host_tools.backend.consent import signed_bytes
+from edge.wire import consent_signed_bytes as signed_bytes
 from host_tools.cli import main as cli_main
 from tests.consent_rig import DEVICE, KEY, Rig
 from tests.store_mp import mp_last_json
@@ -35,7 +35,7 @@ def test_hmac_and_signed_bytes_match_cpython():
     # the documented canonical form (docs/CONSENT.md 4), sorted lists, same on both sides
     assert got["signed"] == "edge-consent/1\nunit-1\n7\ndiagnostics,usage\nmarketing\n1234"
     doc = {"version": 7, "grant": ["usage", "diagnostics"], "deny": ["marketing"], "ts": 1234}
-    assert signed_bytes("unit-1", doc).decode() == got["signed"]  # host signer == device
+    assert signed_bytes("unit-1", doc).decode() == got["signed"]  # CPython == MicroPython
 
 
 def test_first_boot_allows_only_essential():
@@ -240,3 +240,18 @@ def test_local_file_hook_and_restart_keep_consent(signed_rig):
     assert again["version"] == v and again["grants"] == r["grants"]
     # the retained update on the broker is older than what the device enforces: ignored
     assert rig.consent_mqtt(rig.update(v, [], ["location"], KEY))["stale"] is True
+
+
+def test_version_steps_and_rebase(micropython, tmp_path):
+    """docs/CONSENT.md 4: unsigned updates move the version by at most 1000; a rebase is
+    accepted signed with a newer ts or from the local UI, and cannot be replayed or added."""
+    got = mp_last_json("consent_rebase.py", str(tmp_path))
+    assert "at most 1000" in got["unsigned_step"]
+    assert got["unsigned_small"] == "ok v1000"
+    assert "needs a signed update" in got["unsigned_rebase"]
+    assert "at most 1000" not in got["local_far"] and got["local_far"] == "ok v2147483646"
+    assert got["local_rebase"] == "ok v5"
+    assert got["signed_top"] == "ok v2147483646"
+    assert got["signed_rebase"] == "ok v3"
+    assert "not newer" in got["rebase_replay"]
+    assert got["rebase_forged"] == "bad signature" and got["rebase_added"] == "bad signature"

@@ -32,6 +32,7 @@ def device_json(tmp_path, mqtt_port=1883, **extra):
         "device_id": "vb-0001",
         "board": "unix-sim",
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
+        "sim": {"enabled": True},  # the unix board's simulated fridge: no inputs configured
         **extra,
     }
     path = tmp_path / "vb-0001.json"

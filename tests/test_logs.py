@@ -45,7 +45,7 @@ def edgectl_logs(*args, timeout=60):
 
 
 def test_logs_resets_the_vboard_and_shows_the_boot(vboard, tmp_path):
-    assert deploy(vboard, tmp_path, sim={"rate_hz": 5}) == 0
+    assert deploy(vboard, tmp_path, sim={"enabled": True, "rate_hz": 5}) == 0
     out = edgectl_logs("--port", str(vboard.link), "--until", "@log boot", "--color", "always")
     assert out[-2:] == [
         f"{YELLOW}vboard: hard reset (EN){PLAIN}",

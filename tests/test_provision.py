@@ -81,6 +81,7 @@ def test_broker_enforces_logins_client_ids_and_acls(tmp_path):
         assert d1.rc == 0
         d1.pub("edge/fridge-1/t/essential", b"own")
         d1.pub("edge/fridge-1/consent/receipt", b"receipt")
+        d1.pub("edge/fridge-1/meta", b"meta")  # the channel metadata after every connect
         for forged in (
             "edge/fridge-2/t/essential",  # another device's telemetry
             "edge/fridge-2/consent/receipt",  # another device's receipt
@@ -112,6 +113,7 @@ def test_broker_enforces_logins_client_ids_and_acls(tmp_path):
     assert got == [
         ("edge/fridge-1/t/essential", b"own"),
         ("edge/fridge-1/consent/receipt", b"receipt"),
+        ("edge/fridge-1/meta", b"meta"),
         ("edge/fridge-1/cmd/ping", b"{}"),
         ("edge/fridge-2/ack", b"collector-ack"),
     ], got

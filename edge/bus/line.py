@@ -107,6 +107,8 @@ class LineParser:
         self._prefix = prefix.encode() if prefix else None
         self.sep = _sep(spec, "sep", {"kv": ";", "csv": ","}.get(fmt, " "), path)
         self.assign = _sep(spec, "assign", "=", path)
+        self._sepb = bytes((self.sep,))
+        self._assignb = bytes((self.assign,))
         self.header = None  # csv: targets per column, once known
         if fmt == "kv":
             self.keys = table(spec, "keys", path, decimals)[0]
@@ -269,19 +271,20 @@ class LineParser:
         words = self.assign == 0x20  # key value key value ...
         if words or sep == 0x20:
             return self._kv_words(s, n, emit, words)
+        sepb = self._sepb
         while s < n:
-            e = s
-            while e < n and lb[e] != sep:
-                e += 1
+            e = lb.find(sepb, s, n)  # in C: no Python loop per byte
+            if e < 0:
+                e = n
             self._kv_pair(s, e, emit)
             s = e + 1
 
     def _kv_pair(self, s, e, emit):
         """One KEY=VALUE pair in buf[s:e]; its bytes (and its separator) go to the ledger."""
         lb = self._buf
-        a = s
-        while a < e and lb[a] != self.assign:
-            a += 1
+        a = lb.find(self._assignb, s, e)
+        if a < 0:
+            a = e
         k0, k1 = s, a
         while k0 < k1 and _space(lb[k0]):
             k0 += 1

@@ -103,7 +103,8 @@ class TextFormat:
             return
         try:
             doc = json.loads(data)
-        except ValueError:
+        except (ValueError, RuntimeError, MemoryError):
+            # RuntimeError: CPython's recursion limit on deeply nested input (the host fuzz)
             p.reject("bad_json")
             return
         if not isinstance(doc, dict):

@@ -1,5 +1,5 @@
-# Modbus RTU master (issue 6 item 2): polls holding (fn 3) or input (fn 4) registers of one slave
-# and maps them to channels. Non-blocking: poll() advances a small state machine.
+# Modbus RTU master (docs/INPUTS.md 3.3): polls holding (fn 3) or input (fn 4) registers of one
+# slave and maps them to channels. Non-blocking: poll() advances a small state machine.
 #
 # Spec: "MODBUS over Serial Line V1.02" (RTU framing, 2.5; CRC 6.2.2, low byte first; t3.5 gap
 # 2.5.1.1) and "MODBUS Application Protocol V1.1b3" (6.3 / 6.4 read registers, 7 exceptions).
@@ -270,8 +270,10 @@ class ModbusMaster:
 
     def _decode(self, rd, emit):
         out = 0
+        rx = self._rx
         for off, _, lay, t in rd.map:
-            if lay.emit(self._rx, 3 + 2 * off, t, emit):
+            v = lay.decode(rx, 3 + 2 * off)
+            if t.emit_float(emit, v) if lay.flt else t.emit(emit, v):
                 out += 1
             else:
                 self.errors["value_range"] += 1

@@ -50,7 +50,10 @@ class Target:
             raw *= self.mul
         if self.div != 1:
             raw //= self.div
-        return self._out(emit, raw)
+        if raw > _I32_MAX or raw < _I32_MIN:
+            return 0
+        emit(self.ch, raw)  # inline: the hot path of every integer bus value
+        return 1
 
     def emit_float(self, emit, x):
         """An engineering value (float register, JSON number)."""

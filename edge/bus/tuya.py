@@ -86,6 +86,7 @@ class TuyaMCU:
         self.asked = False  # a product query is on its way (auto opening)
         self.frames = 0
         self.handled = False  # the last frame was understood (set by tuya_cmd.frame)
+        self.by_cmd = {}  # MCU frames per command byte
         self.ledger = Ledger()
         self.mcu_restarts = 0
         self.mcu_heartbeats = 0
@@ -113,6 +114,10 @@ class TuyaMCU:
             "mcu_restarts": self.mcu_restarts,
         }
         d = source_stats(self.frames, self.ledger, e, extra)
+        cmds = {}
+        for c in self.by_cmd:
+            cmds["%02x" % c] = self.by_cmd[c]
+        d["cmds"] = cmds
         d["variant"] = self.variant
         if self.detected_by:
             d["variant_by"] = self.detected_by
@@ -173,11 +178,16 @@ class TuyaMCU:
         return 0
 
     def wake_ms(self, now_ms):
-        """Tick by which poll() must run again (heartbeat, answer deadline, stall)."""
-        t = self._next_hb if self._next_hb is not None else now_ms
-        if self._hb_sent is not None and ticks_diff(self._hb_sent + _HB_REPLY_MS, t) < 0:
-            t = self._hb_sent + _HB_REPLY_MS
-        if self._n and ticks_diff(self._last_rx + _STALL_MS, t) < 0:
+        """Tick by which poll() must run again (heartbeat, answer deadline, product query
+        retry, stall), or None when no timer runs."""
+        t = None
+        if self.variant == "normal":
+            t = self._next_hb if self._next_hb is not None else now_ms
+            if self._hb_sent is not None and ticks_diff(self._hb_sent + _HB_REPLY_MS, t) < 0:
+                t = self._hb_sent + _HB_REPLY_MS
+        elif self.product is None:
+            t = self._next_hb if self._next_hb is not None else now_ms
+        if self._n and (t is None or ticks_diff(self._last_rx + _STALL_MS, t) < 0):
             t = self._last_rx + _STALL_MS
         return t
 
@@ -226,7 +236,8 @@ class TuyaMCU:
             h = start
             while h < n and not (w[h] == 0x55 and (h + 1 == n or w[h + 1] == 0xAA)):
                 h += 1
-            self._skip(start, h)
+            if h > start:
+                self._skip(start, h)
             start = h
             if n - h < 6:
                 break
@@ -246,7 +257,14 @@ class TuyaMCU:
             if self._rej_end > h:
                 self._rej_end = h
             self.frames += 1
-            out += tuya_cmd.frame(self, w[h + 2], w[h + 3], h + 6, end - 1, emit)
+            cmd = w[h + 3]
+            self.by_cmd[cmd] = self.by_cmd.get(cmd, 0) + 1
+            if cmd == 0x07 and self.variant == "normal" and not self.auto:
+                # the hot path: a DP report of the normal protocol needs no answer
+                out += self.table.decode(w, h + 6, end - 1, emit)
+                self.handled = self.table.mapped > 0
+            else:
+                out += tuya_cmd.frame(self, w[h + 2], cmd, h + 6, end - 1, emit)
             if self.handled:
                 self.ledger.decoded += end - h
             else:

@@ -78,8 +78,8 @@ def _record(m, w, off, end, tlen, emit):
 
 
 def _dps(m, w, off, end, emit):
-    out, mapped = m.table.decode(w, off, end, emit)
-    m.handled = mapped > 0
+    out = m.table.decode(w, off, end, emit)
+    m.handled = m.table.mapped > 0
     return out
 
 

@@ -78,12 +78,14 @@ class DPTable:
                 ts.append(t)
             self._dps[dpid] = ts
         self.unmapped = 0
+        self.mapped = 0  # DPs with a target in the last decode()
         self.errors = {}
         for r in REASONS:
             self.errors[r] = 0
 
     def decode(self, w, off, end, emit):
-        """DP units in w[off:end]. Returns (readings emitted, DPs mapped)."""
+        """DP units in w[off:end]. Returns readings emitted; `mapped` holds how many DPs had
+        a target (no tuple per frame)."""
         out = 0
         mapped = 0
         err = self.errors
@@ -107,9 +109,29 @@ class DPTable:
             if typ > _T_BITMAP:
                 err["dp_type"] += 1
                 continue
+            t = ts[0]
+            if len(ts) == 1 and t.layout is None:
+                # the common cases inline: one target, a well-formed value / bool / enum
+                if typ == _T_VALUE and ln == 4:
+                    v = (w[v0] << 24) | (w[v0 + 1] << 16) | (w[v0 + 2] << 8) | w[v0 + 3]
+                    if v & 0x80000000:
+                        v -= 0x100000000
+                elif (typ == _T_BOOL or typ == _T_ENUM) and ln == 1:
+                    v = w[v0]
+                    if typ == _T_BOOL and v:
+                        v = 1
+                else:
+                    v = None
+                if v is not None:
+                    if t.emit(emit, v):
+                        out += 1
+                    else:
+                        err["value_range"] += 1
+                    continue
             for t in ts:
                 out += self._one(t, typ, w, v0, ln, emit)
-        return out, mapped
+        self.mapped = mapped
+        return out
 
     def _one(self, t, typ, w, v0, ln, emit):
         err = self.errors

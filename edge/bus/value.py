@@ -76,6 +76,16 @@ class Layout:
     def decode(self, buf, off):
         """The value at buf[off:off + size] (the caller checked the length)."""
         n = self.size
+        if not (self.flt or self.byteswap or self.wordswap):
+            # the common case, big-endian integers: straight from the buffer, no copy
+            v = 0
+            for i in range(off, off + n):
+                v = (v << 8) | buf[i]
+            if self.mask:
+                return (v >> self.lo) & self.mask
+            if self.signed and buf[off] & 0x80:
+                v -= 1 << (8 * n)
+            return v
         t = self._tmp
         words = n >> 1
         for i in range(n):

@@ -41,7 +41,7 @@ class Hal:
     def wall_ms(self):
         """Unix time in ms, or None until NTP has set the clock. time.time() has whole
         seconds here; the milliseconds come from ticks since that second was first seen."""
-        s = time.time() + _EPOCH_OFFSET
+        s = int(time.time()) + _EPOCH_OFFSET  # an int on the ESP32; a float on some ports
         if s < _VALID_AFTER:
             return None
         now = time.ticks_ms()

@@ -15,6 +15,7 @@ _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBSCRIBE = const(0x82)  # 3.8.1: reserved flag bits 0010
+_UNSUBSCRIBE = const(0xA2)  # 3.10.1: reserved flag bits 0010
 _PINGREQ = const(0xC0)
 _DISCONNECT = const(0xE0)
 _IPPROTO_TCP = const(6)
@@ -89,11 +90,12 @@ class Client:
     """QoS 0/1 client with a window of in-flight QoS 1 publishes.
 
     Inbound events go to callbacks the composition root sets (edge/agent.py):
-    on_connect(session_present) at every accepted CONNACK; on_puback(pid) for every PUBACK;
-    on_message(topic, payload) for every inbound PUBLISH: it returns False when it has no room,
-    and the PUBLISH is then neither taken nor acknowledged until a retry finds room
-    (backpressure, docs/MQTT.md 2); on_skipped(topic tail, size) after a PUBLISH too large for
-    the receive buffer was read past (and PUBACKed); on_disconnect() when a connection ends.
+    on_connect(session_present) at every accepted CONNACK, on_puback(pid) for every PUBACK,
+    on_message(topic, payload) for every inbound PUBLISH (views into the receive buffer, valid
+    during the call): it returns False when its owner has no room, and the PUBLISH is then
+    neither taken nor acknowledged until a retry finds room (backpressure, docs/MQTT.md 2);
+    on_skipped(topic tail, size) after a PUBLISH too large for the receive buffer was read past
+    (and PUBACKed); on_disconnect() when a connection ends.
     tls: None or (SSLContext, server_hostname): never a plaintext fallback."""
 
     def __init__(
@@ -145,6 +147,7 @@ class Client:
             "last_reject": "",
             "rx_skipped": 0,  # PUBLISHes too large for the receive buffer, read past
             "rx_stalls": 0,  # times the read loop waited for the consumer or the socket
+            "rx_errors": 0,  # read loops ended by an error in a callback (a bug)
         }
 
     async def _open(self, host, port):
@@ -360,6 +363,15 @@ class Client:
         b[p] = qos
         await self._send(p + 1)
 
+    async def unsubscribe(self, topic):
+        """UNSUBSCRIBE (3.10) from one filter; the UNSUBACK is consumed by the read loop."""
+        b = self.tx
+        b[0] = _UNSUBSCRIBE
+        p = _put_varlen(b, 1, 2 + 2 + len(topic))
+        struct.pack_into(">H", b, p, self.next_pid())
+        p = _put_str(b, p + 2, topic)
+        await self._send(p)
+
     async def keepalive_check(self):
         """Called about every 100 ms by the link task. 3.1.2.10: PINGREQ when nothing was sent
         for a keepalive period; no byte received within 1.5x keepalive means a dead link."""
@@ -443,6 +455,9 @@ class Client:
                     self.last_rx = time.ticks_ms()
         except (OSError, MQTTError):
             pass
+        except Exception:  # noqa: BLE001 - a failing callback must not leave a dead reader
+            # the connection is dropped (the link reconnects) rather than left unread
+            self.stats["rx_errors"] += 1
         self._close()
 
     # --- parser callbacks (no allocation on the PUBACK path) ------------------------------

@@ -73,16 +73,25 @@ class Link:
         await c.connect(self.host, self.port, clean=False)
         for topic, qos in self.subscriptions:
             await c.subscribe(topic, qos)
-        await self.birth()
+        try:
+            await self.birth()
+        except (ValueError, MemoryError) as e:
+            # a status that cannot be built this time is not a reason to drop the session
+            self.log("birth message not sent: %s" % e)
 
-    async def run(self, hb=None):
+    async def run(self, hb=None, net_up=None):
         """Task: keep the MQTT session up; keepalive pings and dead-link detection.
-        hb: its watchdog heartbeat (edge/watchdog.py)."""
+        hb: its watchdog heartbeat (edge/watchdog.py); net_up: an Event set while the network
+        is up (the Wi-Fi station, edge/net.py), or None when the network is always there."""
         attempt = 0
         c = self.client
         while True:
             if hb is not None:
                 hb.beat()
+            if net_up is not None and not net_up.is_set() and not c.connected.is_set():
+                await net_up.wait()  # nothing to connect over yet: no failed CONNECTs meanwhile
+                attempt = 0
+                continue
             if c.connected.is_set():
                 try:
                     await c.keepalive_check()

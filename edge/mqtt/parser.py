@@ -11,6 +11,7 @@ _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
+_UNSUBACK = const(0xB0)
 _PINGRESP = const(0xD0)
 
 # Reasons for a rejected packet (index into REASONS; counted in Parser.rejects).
@@ -196,6 +197,11 @@ class Parser:
             if self.on_suback:
                 self.on_suback((b[i] << 8) | b[i + 1], rc)
             return -1
+        if t == _UNSUBACK:
+            # 3.11: flags 0000, remaining length 2 (the packet id); nothing waits for it
+            if h != _UNSUBACK:
+                return R_FLAGS
+            return -1 if rl == 2 else R_SIZE
         if t == _PINGRESP:
             if h != _PINGRESP:
                 return R_FLAGS

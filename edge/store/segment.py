@@ -7,11 +7,9 @@ import os
 import micropython
 from micropython import const
 
-from edge import codec
+from edge import codec, wire
+from edge.wire import SEG_HEAD_LEN, SEG_VERSION
 
-SEG_MAGIC = b"ESEG"
-SEG_VERSION = const(1)
-SEG_HEAD_LEN = const(8)  # magic 4, version u8, category index u8, seq epoch u16 (FORMAT 2.2)
 BLOCK = const(4096)  # littlefs block = NOR erase unit on the ESP32 and the emulated flash
 STATE = "state.json"
 STATE_TMP = "state.tmp"
@@ -55,29 +53,6 @@ def list_segments(d):
     return nums
 
 
-def write_head(buf, cat, epoch):
-    """epoch: the upper 16 bits of every seq the segment will hold (FORMAT 1, 2.2)."""
-    buf[0:4] = SEG_MAGIC
-    buf[4] = SEG_VERSION
-    buf[5] = cat
-    buf[6] = epoch & 0xFF
-    buf[7] = epoch >> 8
-
-
-def head_ok(mv, cat):
-    """Case 1: magic, version and category match: readable. Case 2: anything else (another
-    format version, another category, garbage): the segment is skipped, never parsed."""
-    return (
-        len(mv) >= SEG_HEAD_LEN
-        and mv[0] == 0x45
-        and mv[1] == 0x53
-        and mv[2] == 0x45
-        and mv[3] == 0x47
-        and mv[4] == SEG_VERSION
-        and mv[5] == cat
-    )
-
-
 def probe(path, cat, buf, full, stats):
     """[first_seq, last_seq, size, ok, epoch] of a segment file, seqs whole (the header's
     epoch added, FORMAT 2.2). `full`: scan every byte (the newest segment of a category);
@@ -91,12 +66,15 @@ def probe(path, cat, buf, full, stats):
             res[SIZE] = size
             f.seek(0)
             n = f.readinto(buf)
-            if not head_ok(mv[:n], cat):
+            # Case 1: magic, version and category match: readable. Case 2: anything else
+            # (another format version, another category, garbage): skipped, never parsed.
+            head = wire.seg_head_read(mv[:n])
+            if head is None or head[0] != SEG_VERSION or head[1] != cat:
                 if size:  # an empty file is a segment cut before its first commit
                     stats["bad_segments"] += 1
                 return res
             res[OK] = True
-            res[EPOCH] = hi = (mv[6] | (mv[7] << 8)) << 32
+            res[EPOCH] = hi = head[2] << 32
             body = size - SEG_HEAD_LEN
             if not full and body >= codec.REC_LEN and body % codec.REC_LEN == 0 and n >= 36:
                 if codec.check_record(mv[:n], SEG_HEAD_LEN) == 1:

@@ -8,7 +8,8 @@ from micropython import const
 
 from edge import codec
 from edge.store import segment
-from edge.store.segment import BLOCK, SEG_HEAD_LEN, footprint, seg_name
+from edge.store.segment import BLOCK, footprint, seg_name
+from edge.wire import SEG_HEAD_LEN, seg_head
 
 _SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never reused
 _READ_BUF = const(2048)
@@ -269,7 +270,7 @@ class Store:
     def _open_segment(self, s):
         segno = s.next_segno
         s.next_segno += 1
-        segment.write_head(self.head, s.idx, self._epoch() >> 32)
+        seg_head(self.head, s.idx, self._epoch() >> 32)
         s.active = open(s.dir + "/" + seg_name(segno), "wb")
         s.segs.append([segno, -1, -1, SEG_HEAD_LEN, True])
         s.bytes += footprint(SEG_HEAD_LEN)

@@ -83,7 +83,9 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
                 refresh_per_second=4,
                 transient=not live,
             ) as view:
-                while agent.proc.poll() is None:
+                proc = agent.proc
+                assert proc is not None  # start() ran
+                while proc.poll() is None:
                     el = time.monotonic() - t_start
                     if step == 0 and el >= grant_at:
                         _consent(col, 1, ["diagnostics", "usage"], [])

@@ -1,7 +1,8 @@
 """`edgectl replay FILE --agent BOARD`: the real agent under unix MicroPython reads the capture
-through its UART HAL with a virtual clock (edge/hal/unix/replay.py, edge/hal/unix/replay_main.py), forwards
-to a loopback broker, and the collector's readings are summarised, hashed and optionally
-compared with a golden file (issue 8).
+through its UART HAL with a virtual clock (edge/hal/unix/replay.py, replay_main.py; Modbus
+inputs are served per request, replay_serve.py), forwards to a loopback broker, and the
+collector's readings are summarised, hashed and optionally compared with a golden file; the
+summary says why a replay produced no readings (docs/REPLAY.md 3).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import difflib
 import hashlib
 import json
 import os
-import struct
 import sys
 import tempfile
 import time
 
+from edge import wire
 from host_tools.agent.run import AgentProcess, agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
@@ -25,7 +26,6 @@ from host_tools.captures.frames import FrameCounter
 from host_tools.captures.replay import ReplayResult
 from host_tools.errors import ToolError
 
-FEED_MAX = 256  # edge/hal/unix/replay.py _MAX_DATA
 DIFF_LINES = 40
 DEFAULT_DEVICE = "replay-0001"
 
@@ -54,9 +54,7 @@ def write_feed(path: str, items: list[tuple[int, bytes]]) -> int:
     with open(path, "wb") as f:
         for due_us, data in items:
             last = due_us // 1000
-            for pos in range(0, len(data), FEED_MAX):
-                piece = data[pos : pos + FEED_MAX]
-                f.write(struct.pack("<IH", last, len(piece)) + piece)
+            f.write(wire.feed_records(last, data))
     return last
 
 
@@ -130,14 +128,8 @@ def consent_state(cfg: dict, grant: str) -> dict:
         unknown = chosen - set(cats)
         if unknown:
             raise ToolError(f"--grant: unknown categories {', '.join(sorted(unknown))}")
-    # format 1 of edge/consent.py; a fixed salt keeps pseudonymised values equal across runs
-    return {
-        "format": 1,
-        "version": 1,
-        "grants": {c: c in chosen for c in cats},
-        "source": "replay",
-        "salt": "00" * 16,
-    }
+    # a fixed salt keeps pseudonymised values equal across runs
+    return wire.consent_state(1, {c: c in chosen for c in cats}, "replay", "00" * 16)
 
 
 def reading_lines(readings: list[list]) -> list[str]:

@@ -8,11 +8,14 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from pathlib import Path
 
 from host_tools.errors import ToolError
 from host_tools.paths import board_file, micropython_path, mp_env
 
 DEFAULT_HEAP = "512K"
+RESET_EXIT = 75  # edge/ota/boot.py: the agent asks for a board reset
+MAX_BOOTS = 20  # a boot loop ends the run instead of spinning
 
 
 class AgentProcess:
@@ -21,9 +24,23 @@ class AgentProcess:
     module = "edge.main"  # entry module; `edgectl replay --agent` uses edge.hal.unix.replay_main
 
     def __init__(
-        self, config: dict, heap: str | None = None, workdir: str | None = None, echo=None
+        self,
+        config: dict,
+        heap: str | None = None,
+        workdir: str | None = None,
+        echo=None,
+        root: bool = False,
+        secrets: dict[str, bytes] | None = None,
     ) -> None:
         self.workdir = workdir or tempfile.mkdtemp(prefix="edge-agent-")
+        # root: the workdir is laid out like a board's filesystem and the agent boots through
+        # deploy's main.py and the boot selector (docs/OTA.md section 4); an exit with
+        # RESET_EXIT is a board reset: the agent is started again on the same directory
+        self.root = root
+        self.secrets = secrets
+        self.boots = 0
+        self.stopping = False
+        self.done = threading.Event()
         self.own_workdir = workdir is None
         self.config = dict(config)
         self.config.setdefault("store", {})
@@ -36,58 +53,90 @@ class AgentProcess:
         self.stats: dict = {}
         self.final: dict | None = None
         self.logs: list[str] = []
+        self.bad_lines = 0
         self.output: list[str] = []
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> AgentProcess:
         path = os.path.join(self.workdir, "config.json")
-        with open(path, "w") as f:
-            json.dump(self.config, f)
+        if self.root:
+            from host_tools.agent.board_root import make_root
+
+            make_root(Path(self.workdir), self.config, self.secrets)
+        else:
+            with open(path, "w") as f:
+                json.dump(self.config, f)
+        self._spawn()
+        self.reader = threading.Thread(target=self._supervise, daemon=True)
+        self.reader.start()
+        return self
+
+    def _spawn(self) -> None:
+        self.boots += 1
+        if self.root:
+            argv = [os.path.join(self.workdir, "main.py"), self.workdir]
+            env = dict(os.environ, MICROPYPATH=".frozen")  # edge comes from the slot
+        else:
+            argv = ["-m", self.module, os.path.join(self.workdir, "config.json")]
+            env = mp_env()
         self.proc = subprocess.Popen(
-            [micropython_path(), "-X", f"heapsize={self.heap}", "-m", self.module, path],
+            [micropython_path(), "-X", f"heapsize={self.heap}", *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env=mp_env(),
+            env=env,
             cwd=self.workdir,
             text=True,
             bufsize=1,
         )
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        return self
+
+    def _supervise(self) -> None:
+        while True:
+            self._read()
+            assert self.proc
+            rc = self.proc.wait()
+            if self.root and rc == RESET_EXIT and not self.stopping and self.boots < MAX_BOOTS:
+                self.output.append(f"@reboot {self.boots}")
+                self._spawn()
+                continue
+            break
+        self.done.set()
 
     def _read(self) -> None:
         assert self.proc and self.proc.stdout
         for line in self.proc.stdout:
             line = line.rstrip("\n")
             self.output.append(line)
-            if line.startswith("@stats "):
-                self.stats = json.loads(line[7:])
-            elif line.startswith("@final "):
-                self.final = json.loads(line[7:])
-                self.stats = self.final
-            elif line.startswith("@log "):
+            try:
+                if line.startswith("@stats "):
+                    self.stats = json.loads(line[7:])
+                elif line.startswith("@final "):
+                    self.final = json.loads(line[7:])
+                    self.stats = self.final
+            except ValueError:
+                # a line the agent could not finish (out of memory while writing it): keep
+                # reading, or its stdout pipe fills and the agent blocks on its next line
+                self.bad_lines += 1
+            if line.startswith("@log "):
                 self.logs.append(line[5:])
             if self.echo:
                 self.echo(line)
 
     def wait(self, timeout: float | None = None) -> int:
         assert self.proc
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired as e:
+        if not self.done.wait(timeout):
             self.stop()
-            raise ToolError(f"agent did not finish within {timeout} s") from e
-        self.reader.join(5)
+            raise ToolError(f"agent did not finish within {timeout} s")
+        rc = self.proc.wait()
         err = self.proc.stderr.read() if self.proc.stderr else ""
         if rc != 0:
-            # MicroPython prints tracebacks to stdout (TOOLCHAIN.md 1)
+            # MicroPython prints tracebacks to stdout, not stderr
             tail = "\n".join(self.output[-15:])
             raise ToolError(f"agent exited with code {rc}: {err.strip()}\n{tail}".strip())
         return rc
 
     def stop(self) -> None:
+        self.stopping = True
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -95,6 +144,7 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.done.wait(5)
 
     def cleanup(self) -> None:
         self.stop()
@@ -143,7 +193,11 @@ def cmd_run(args) -> int:
         over["sim"] = sim
     cfg = agent_config(args.board, device, **over)
     agent = AgentProcess(
-        cfg, heap=args.heap, workdir=args.workdir, echo=lambda line: print(line, flush=True)
+        cfg,
+        heap=args.heap,
+        workdir=args.workdir,
+        echo=lambda line: print(line, flush=True),
+        root=args.slots,
     )
     agent.start()
     try:
@@ -164,4 +218,10 @@ def register(sub) -> None:
     p.add_argument("--rate", type=int, help="simulated readings per second")
     p.add_argument("--heap", default=None, help=f"MicroPython heap (default {DEFAULT_HEAP})")
     p.add_argument("--workdir", default=None, help="keep the store here (default: a temp dir)")
+    p.add_argument(
+        "--slots",
+        action="store_true",
+        help="boot like a board: the workdir is its root (lib/edge = slot a, main.py from "
+        "deploy, ota/ boot state), updates and remote config work, resets restart the agent",
+    )
     p.set_defaults(func=cmd_run)

@@ -18,7 +18,9 @@ import sqlite3
 import sys
 import threading
 import time
+from typing import IO
 
+from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend import e2e
 from host_tools.backend.connect import ConnectOptions
@@ -64,7 +66,7 @@ class Collector:
         self.opts = opts or ConnectOptions(host=host, port=port)
         self.prefix = prefix
         self.db_path = db_path
-        self._lockfile = None
+        self._lockfile: IO[str] | None = None
         if db_path and client_id is None and source is None:
             client_id = default_client_id(db_path)
         if db_path and client_id:
@@ -182,6 +184,9 @@ class Collector:
         if self._stopped:
             return
         self._stopped = True
+        pause = getattr(self.source, "pause", None)
+        if pause is not None:
+            pause()  # nothing new is queued; the broker keeps it for the next session
         self.worker.stop()
         self.source.stop()
         self.close()
@@ -235,8 +240,7 @@ class Collector:
             clk = (self.status.get(device) or {}).get("clock") or {}
         if not clk.get("synced") or clk.get("boot") != boot:
             return None
-        d = (ts - clk["sync_ticks"]) % (1 << 30)  # device ticks wrap at 2**30 ms
-        return clk["sync_wall_ms"] + (d - (1 << 30) if d >= 1 << 29 else d)
+        return wire.ticks_to_wall(ts, clk["sync_ticks"], clk["sync_wall_ms"])
 
     def wait_for(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -336,7 +340,13 @@ def register(sub) -> None:
         help="fixed MQTT client id of the persistent session (default: derived from the "
         "host name and the database path; a second collector needs its own)",
     )
-    p.add_argument("--e2e-ack", action="store_true", help="send end-to-end acks after commit")
+    p.add_argument(
+        "--no-e2e-ack",
+        dest="e2e_ack",
+        action="store_false",
+        help="do not send end-to-end acks (by default each stored batch is acked to its device "
+        "after the commit; devices in PUBACK mode ignore them)",
+    )
     p.add_argument(
         "--device-keys",
         metavar="FILE",

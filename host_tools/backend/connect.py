@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -258,7 +258,7 @@ def _client(
     persistent: bool,
     manual_ack: bool,
 ) -> mqtt.Client:
-    kw = {}
+    kw: dict[str, Any] = {}
     if not mqtt5:
         kw["clean_session"] = not persistent
     c = mqtt.Client(
@@ -313,12 +313,13 @@ def connect(
         c.on_publish = conn._on_publish
         if on_message is not None:
             c.on_message = on_message
-        kw = {}
+        kw: dict[str, Any] = {}
         if mqtt5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_NEVER_EXPIRES if persistent else 0
             kw = {"clean_start": not persistent, "properties": props}
-        c.reconnect_delay_set(0.05, 1.0)
+        # paho's annotations say int; it sleeps on the values, so seconds as floats work
+        c.reconnect_delay_set(0.05, 1.0)  # type: ignore[arg-type]
         try:
             c.connect(opts.host, opts.port, keepalive=opts.keepalive, **kw)
         except (OSError, ValueError) as e:

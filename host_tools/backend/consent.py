@@ -1,19 +1,18 @@
 """`edgectl consent DEVICE --grant usage --deny marketing [--key FILE]`: publish the next
 consent version (retained), wait for the device's receipt, print what it now enforces (issue 5).
 
-The signed bytes follow docs/CONSENT.md section 4; host_tools may import only the codec from
-edge/ (DESIGN.md 2), so tests/test_consent.py checks that this signer and the device's
-verifier (edge/consent.py) build the same bytes.
+The signed bytes follow docs/CONSENT.md section 4 and come from edge/wire.py, the module the
+device verifies with (golden vectors: tests/vectors/wire.json).
 """
 
 from __future__ import annotations
 
 import binascii
-import hmac
 import json
 import threading
 import time
 
+from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.errors import ToolError
@@ -37,23 +36,11 @@ def load_key(path: str) -> bytes:
     return key
 
 
-def signed_bytes(device: str, doc: dict) -> bytes:
-    """The canonical bytes a consent update's signature covers (docs/CONSENT.md 4)."""
-    fields = [
-        "edge-consent/1",
-        device,
-        str(doc.get("version")),
-        ",".join(sorted(doc.get("grant", []))),
-        ",".join(sorted(doc.get("deny", []))),
-        str(doc.get("ts", 0)),
-    ]
-    return "\n".join(fields).encode()
-
-
 def sign(device: str, doc: dict, key: bytes) -> dict:
-    """Return doc with its `sig`: hex HMAC-SHA256 over the canonical bytes."""
+    """Return doc with its `sig`: hex HMAC-SHA256 over the canonical bytes (edge/wire.py, the
+    same code the device verifies with)."""
     out = dict(doc)
-    out["sig"] = hmac.new(key, signed_bytes(device, doc), "sha256").hexdigest()
+    out["sig"] = wire.consent_sig(key, device, doc)
     return out
 
 
@@ -64,14 +51,18 @@ def make_update(
     deny: list[str],
     key: bytes | None = None,
     ts: int | None = None,
+    rebase: bool = False,
 ) -> dict:
-    """A consent update document (signed when a key is given)."""
-    doc = {
+    """A consent update document (signed when a key is given). rebase: a recovery update that
+    sets `version` even when the device holds a higher one (docs/CONSENT.md 4)."""
+    doc: dict = {
         "version": version,
         "grant": sorted(grant),
         "deny": sorted(deny),
         "ts": int(time.time() * 1000) if ts is None else ts,
     }
+    if rebase:
+        doc["rebase"] = True
     return sign(device, doc, key) if key else doc
 
 
@@ -84,12 +75,14 @@ class _Session:
         self.receipt: dict | None = None
         self.retained_version = 0
         self.replies: list[dict] = []
-        topics = ("consent/receipt", "reply/consent", "cmd/consent")
+        self.receipt_topic = self.root + wire.T_RECEIPT
+        self.cmd_topic = f"{self.root}{wire.T_CMD}/consent"
+        topics = (self.receipt_topic, f"{self.root}{wire.T_REPLY}/consent", self.cmd_topic)
         self.conn = conn_mod.connect(
             opts,
             "consent",
             on_message=self._on_message,
-            subscriptions=[(self.root + t, 1) for t in topics],
+            subscriptions=[(t, 1) for t in topics],
         )
         self.client = self.conn.client
 
@@ -101,9 +94,9 @@ class _Session:
         if not isinstance(doc, dict):
             return
         with self.lock:
-            if msg.topic.endswith("consent/receipt"):
+            if msg.topic == self.receipt_topic:
                 self.receipt = doc
-            elif msg.topic.endswith("cmd/consent"):
+            elif msg.topic == self.cmd_topic:
                 v = doc.get("version")
                 if isinstance(v, int):
                     self.retained_version = max(self.retained_version, v)
@@ -129,9 +122,12 @@ def update(
     prefix: str = "edge",
     version: int | None = None,
     timeout: float = 10.0,
+    rebase: bool = False,
 ) -> dict:
     """Publish the next consent version for a device (retained) and return its receipt.
     Raises ToolError when the device rejects it or no receipt arrives in time."""
+    if rebase and (version is None or key is None):
+        raise ToolError("--rebase needs --version and --key (a recovery must be signed)")
     if set(grant) & set(deny):
         raise ToolError(
             f"a category cannot be granted and denied: {sorted(set(grant) & set(deny))}"
@@ -141,9 +137,9 @@ def update(
         s.wait(lambda: False, _RETAINED_WAIT_S)  # retained receipt and update, if any
         if version is None:
             version = max(s.retained_version, (s.receipt or {}).get("version", 0)) + 1
-        doc = make_update(device, version, grant, deny, key)
+        doc = make_update(device, version, grant, deny, key, rebase=rebase)
         # a refused publish (MQTT 5 reason code, e.g. the ACL) is a failure, not a wait
-        s.conn.publish_checked(f"{s.root}cmd/consent", json.dumps(doc), retain=True)
+        s.conn.publish_checked(s.cmd_topic, json.dumps(doc), retain=True)
 
         def done() -> bool:
             bad = [
@@ -190,6 +186,7 @@ def cmd_consent(args) -> int:
         args.prefix,
         args.version,
         args.timeout,
+        args.rebase,
     )
     print(json.dumps(r) if args.json else format_receipt(r))
     return 0
@@ -202,6 +199,11 @@ def register(sub) -> None:
     p.add_argument("--deny", action="append", default=[], metavar="CATEGORY")
     p.add_argument("--key", help="file with the device's update key (hex); signs the update")
     p.add_argument("--version", type=int, help="version to publish (default: the next one)")
+    p.add_argument(
+        "--rebase",
+        action="store_true",
+        help="recovery: set --version even below the device's (signed only, docs/CONSENT.md 4)",
+    )
     p.add_argument("--prefix", default="edge")
     conn_mod.add_arguments(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the receipt")

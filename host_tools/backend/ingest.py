@@ -37,7 +37,7 @@ ERRORS_KEPT = 100  # the error log keeps the newest messages only
 ERROR_CHARS = 200
 CAP_NAMES = 256  # distinct keys a per-name counter keeps (then "(other)")
 STATUS_HISTORY_MS = 1000  # at most one status_history row per device per second
-DOCS_FLUSH_S = 0.5
+DOCS_FLUSH_S = 5.0  # the document file is rewritten whole: not more often (receipts: at once)
 
 
 @dataclass
@@ -212,8 +212,15 @@ class Worker:
 
     # --- the thread ------------------------------------------------------------------------
     def deliver(self, d: Delivery) -> None:
-        """Called by the source's thread."""
-        self.q.put(d)
+        """Called by the source's thread. Blocks while the queue is full (backpressure); if the
+        worker has stopped, drops the message unacknowledged (the broker re-sends it)."""
+        while True:
+            try:
+                self.q.put(d, timeout=0.5)
+                return
+            except queue.Full:
+                if not self.thread.is_alive():
+                    return
 
     def start(self) -> None:
         self.thread.start()
@@ -387,14 +394,16 @@ class Worker:
         with self.lock:
             self.counts["batches"] += 1
             self.counts["readings"] += n
-        if self.cfg.e2e_ack:
-            acks.setdefault(device, []).append((readings[0][0], readings[-1][0]))
         if not self._consented(device, category):
+            # not acknowledged either: a device in end-to-end mode keeps them and sends them
+            # again, so a receipt that arrives late (or a key fixed later) loses nothing
             with self.lock:
                 self.counts["refused"] += n
                 _bump(self.refused_by_category, category, n)
             self.note("consent", f"{device}/{category}: {n} readings the receipt does not grant")
             return
+        if self.cfg.e2e_ack:
+            acks.setdefault(device, []).append((readings[0][0], readings[-1][0]))
         boot = b["boot"] if b["flags"] & codec.FLAG_CLOCK_UNSYNCED else None
         now = int(time.time() * 1000)
         rows = [(device, s, ts, boot, category, ch, v, now) for s, ts, ch, v in readings]

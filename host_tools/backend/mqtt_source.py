@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
+from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.ingest import Delivery
@@ -49,7 +51,7 @@ class MqttSource:
         # paho's client, known from the first callback: a kept session may deliver messages
         # (and the worker acknowledge them) before connect() has returned
         self._paho: mqtt.Client | None = None
-        self.deliver = None
+        self.deliver: Callable[[Delivery], None] = _not_started
         self.closing = threading.Event()
 
     @property
@@ -63,9 +65,10 @@ class MqttSource:
         # (MQTT 3.1.1 section 3.8.4), so a collector that lost its document store relearns them
         root = f"{self.prefix}/+/"
         out = []
-        for s in ("t/+", "consent/receipt", "status", "meta", "reply/+"):
+        batches = wire.T_TELEMETRY + "/+"
+        for s in (batches, wire.T_RECEIPT, wire.T_STATUS, wire.T_META, wire.T_REPLY + "/+"):
             topic = root + s
-            if self.share_group and s == "t/+":
+            if self.share_group and s == batches:
                 topic = f"$share/{self.share_group}/{topic}"
             out.append((topic, 1))
         return out
@@ -119,6 +122,10 @@ class MqttSource:
         by the device's re-send, which the key de-duplicates and the worker acks again."""
         self.client.publish(f"{self.prefix}/{device}/{suffix}", payload, qos=0)
 
+    def pause(self) -> None:
+        """Deliver nothing more; what arrives from now on stays unacknowledged."""
+        self.closing.set()
+
     def stop(self) -> None:
         self.closing.set()
         if self.conn is not None:
@@ -129,13 +136,17 @@ class MqttSource:
         return t is not None and t.is_alive()
 
 
+def _not_started(d: Delivery) -> None:
+    raise RuntimeError("the source delivers only after start()")
+
+
 class QueueSource:
     """An in-process source (tests, benchmarks): put() deliveries; acks are recorded."""
 
     def __init__(self) -> None:
         self.acked: list = []
         self.sent: list[tuple[str, str, bytes]] = []
-        self.deliver = None
+        self.deliver: Callable[[Delivery], None] = _not_started
 
     def start(self, deliver) -> None:
         self.deliver = deliver
@@ -149,6 +160,9 @@ class QueueSource:
 
     def send(self, device: str, suffix: str, payload: bytes) -> None:
         self.sent.append((device, suffix, payload))
+
+    def pause(self) -> None:
+        pass
 
     def stop(self) -> None:
         pass

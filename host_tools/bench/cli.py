@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "deploy": "host_tools.board.deploy:bench_deploy",
     "replay": "host_tools.bench.replay:bench_replay",
     "day": "host_tools.bench.day:bench_day",
+    "inputs": "host_tools.bench.inputs:bench_inputs",
     "collector": "host_tools.bench.collector:bench_collector",
 }
 

@@ -8,13 +8,10 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from edge import codec
+from edge import codec, wire
 from host_tools.errors import ToolError
 
-# FORMAT.md 2.2: segment header
-SEG_MAGIC = b"ESEG"
-SEG_VERSION = 1
-SEG_HEAD_LEN = 8
+SEG_HEAD_LEN = wire.SEG_HEAD_LEN  # FORMAT.md 2.2
 BLOCK_SIZE = 4096
 LFS_MAGIC = b"littlefs"  # littlefs superblock name tag, at offset 8 of block 0 or 1
 
@@ -38,16 +35,19 @@ def dump_segment(name: str, data: bytes, rep: Report) -> None:
     if len(data) == 0:
         rep.lines.append(f"{name}: empty (a segment cut before its first commit)")
         return
-    if len(data) < SEG_HEAD_LEN or data[:4] != SEG_MAGIC:
+    head = wire.seg_head_read(mv)
+    if head is None:
         rep.lines.append(f"{name}: {len(data)} bytes")
         rep.problem(f"{name}: bad segment magic {data[:4]!r}")
         return
-    version, cat = data[4], data[5]
-    if version != SEG_VERSION:
+    version, cat, epoch = head
+    if version != wire.SEG_VERSION:
         rep.lines.append(f"{name}: {len(data)} bytes, format version {version}")
-        rep.problem(f"{name}: unknown segment version {version} (this tool reads {SEG_VERSION})")
+        rep.problem(
+            f"{name}: unknown segment version {version} (this tool reads {wire.SEG_VERSION})"
+        )
         return
-    hi = (data[6] | data[7] << 8) << 32  # the segment's seq epoch (FORMAT.md 1, 2.2)
+    hi = epoch << 32  # the segment's seq epoch (FORMAT.md 1, 2.2)
     p, n, first, last, corrupt, prev = SEG_HEAD_LEN, 0, None, None, 0, None
     bad_at = None
     order = other = 0

@@ -195,7 +195,9 @@ class VirtualBoard:
         """Copy bytes both ways until stopped; reboot the child whenever it exits."""
         self.start_child(run_main=True)
         while self.running:
-            fds = [self.host_m, self.ctl] + ([self.child_m] if self.child_m >= 0 else [])
+            fds: list[int | socket.socket] = [self.host_m, self.ctl]
+            if self.child_m >= 0:
+                fds.append(self.child_m)
             try:
                 r, _, _ = select.select(fds, [], [], 0.2)
             except InterruptedError:

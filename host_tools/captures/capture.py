@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import serial
 
@@ -36,7 +36,7 @@ class CaptureStats:
     files: list[str] = field(default_factory=list)
 
 
-def open_port(url: str, baudrate: int = 115200, **settings: object) -> serial.SerialBase:
+def open_port(url: str, baudrate: int = 115200, **settings: Any) -> serial.Serial:
     """Open `url` with pyserial; a failure becomes a ToolError with the usual hint."""
     try:
         return serial.serial_for_url(url, baudrate=baudrate, timeout=READ_TIMEOUT_S, **settings)
@@ -59,7 +59,7 @@ def port_meta(ser: serial.SerialBase, url: str) -> dict:
 
 
 def run_capture(
-    ser: serial.SerialBase,
+    ser: serial.Serial,
     writer: capfile.CaptureWriter,
     duration: float | None = None,
     idle: float | None = None,
@@ -117,7 +117,7 @@ def capture_to_file(
     baudrate: int = 115200,
     rotate_bytes: int | None = None,
     extra_meta: dict | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> CaptureStats:
     """Open `url`, capture into `out` (see `run_capture` for kwargs), close both."""
     ser = open_port(url, baudrate)

@@ -20,13 +20,10 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
+from edge import wire
 from host_tools.captures import capfile
 
-ANY_ADDR = 1
-ANY_COUNT = 2
-NO_REPLY = 4
-SERVE_HEAD = "<IHBBBHHH"  # t_ms, latency_ms, flags, slave, fn, addr, count, len
-MAX_REPLY = 300  # edge/hal/unix/replay_serve.py _MAX_REPLY
+MAX_REPLY = wire.SERVE_MAX  # a reply longer than the serve record holds is not kept
 
 
 def _crc_table() -> list[int]:
@@ -215,22 +212,23 @@ def write_serve(path: str, parsed: Parsed, base_ms: int = 0) -> int:
     """The serve file for edge/hal/unix/replay_serve.py; returns the number of exchanges."""
     with open(path, "wb") as f:
         for x in parsed.exchanges:
-            flags = (ANY_ADDR if x.addr is None else 0) | (ANY_COUNT if x.count is None else 0)
-            reply = x.reply or b""
-            if x.reply is None:
-                flags |= NO_REPLY
-            head = struct.pack(
-                SERVE_HEAD,
-                max(0, x.t_ms - base_ms),
-                min(x.latency_ms, 0xFFFF),
-                flags,
-                x.slave,
-                x.fn,
-                x.addr or 0,
-                x.count or 0,
-                len(reply),
+            flags = (wire.SERVE_ANY_ADDR if x.addr is None else 0) | (
+                wire.SERVE_ANY_COUNT if x.count is None else 0
             )
-            f.write(head + reply)
+            if x.reply is None:
+                flags |= wire.SERVE_NO_REPLY
+            f.write(
+                wire.serve_record(
+                    max(0, x.t_ms - base_ms),
+                    min(x.latency_ms, 0xFFFF),
+                    flags,
+                    x.slave,
+                    x.fn,
+                    x.addr or 0,
+                    x.count or 0,
+                    x.reply or b"",  # at most MAX_REPLY by construction
+                )
+            )
     return len(parsed.exchanges)
 
 

@@ -16,6 +16,7 @@ import urllib.parse
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 from host_tools.captures import replay
+from host_tools.captures.capfile import CaptureError
 from host_tools.errors import ToolError
 
 
@@ -28,7 +29,7 @@ class Serial(SerialBase):
         self._buf = bytearray()
         self._t0 = 0.0
         self.speed = 1.0
-        self.damage = None
+        self.damage: CaptureError | None = None
         self.meta: dict = {}
         self.bytes_written = 0
         super().__init__(*args, **kwargs)
@@ -37,9 +38,9 @@ class Serial(SerialBase):
         """Load the capture named by the URL and start its clock."""
         if self.is_open:
             raise SerialException("Port is already open.")
-        if self._port is None:
+        if self.port is None:
             raise SerialException("Port must be configured before it can be used.")
-        self._load(self._port)
+        self._load(self.port)
         self._t0 = time.monotonic()
         self.is_open = True
 
@@ -101,7 +102,7 @@ class Serial(SerialBase):
         At the end of the capture it returns what is left (possibly b'') without waiting."""
         if not self.is_open:
             raise PortNotOpenError()
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         out = bytearray()
         while True:
             wait = self._release()
@@ -118,7 +119,8 @@ class Serial(SerialBase):
             time.sleep(wait)
         return bytes(out)
 
-    def write(self, data: bytes) -> int:
+    # pyserial's stubs take the 3.12 Buffer protocol here; any bytes-like object works
+    def write(self, data: bytes) -> int:  # type: ignore[override]
         """Discard `data` (a capture cannot answer); returns its length."""
         if not self.is_open:
             raise PortNotOpenError()

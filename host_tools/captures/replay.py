@@ -86,7 +86,7 @@ def schedule(
     one = [(c.ts_us - base, c.data) for c in picked]
     gaps = [b[0] - a[0] for a, b in zip(one, one[1:], strict=False)]
     period = one[-1][0] + (int(statistics.median(gaps)) if gaps else 0)
-    out = []
+    out: list[tuple[int, bytes]] = []
     for k in range(max(1, loop)):
         out.extend((ts + k * period, data) for ts, data in one)
     return out
@@ -118,7 +118,7 @@ class TimingReport:
 
 def pace(
     items: list[tuple[int, bytes]],
-    write: Callable[[bytes], None],
+    write: Callable[[bytes], object],
     speed: float | None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -128,8 +128,8 @@ def pace(
     rep = TimingReport()
     late: list[float] = []
     t0 = clock()
-    first = last = None
-    for due_us, data in items:
+    first = last = 0.0
+    for n, (due_us, data) in enumerate(items):
         due = 0.0 if not speed else due_us / 1e6 / speed
         if speed:
             wait = t0 + due - clock()
@@ -137,7 +137,7 @@ def pace(
                 sleep(wait)
         write(data)
         now = clock() - t0
-        if first is None:
+        if not n:
             first = now
         last = now
         late.append((now - due) * 1000)
@@ -221,7 +221,7 @@ class PtyOut:
 
 @dataclass
 class ReplayResult:
-    """Summary of a replay; `to_json()` is the `--json` line (issue 8)."""
+    """Summary of a replay; `to_json()` is the `--json` line (docs/REPLAY.md 3)."""
 
     frames: int = 0
     readings: int | None = None
@@ -255,7 +255,7 @@ def damage_dict(damage: capfile.CaptureError | None) -> dict | None:
 
 def replay_items(
     items: list[tuple[int, bytes]],
-    write: Callable[[bytes], None],
+    write: Callable[[bytes], object],
     speed: float | None,
     framing: str = "auto",
 ) -> ReplayResult:

@@ -47,14 +47,14 @@ async def driver(agent):
                         "@debug fwd ring %d client inflight %d"
                         % (agent.fwd.count, agent.client.inflight)
                     )
-            agent.cmds.execute("ping", '{"id": %d}' % int(arg), "mqtt")
+            agent.cmds.execute(b"ping", '{"id": %d}' % int(arg), "mqtt")
             agent.cmds.event.set()
             n = 0
-            while agent.cmds.outbox or agent.cmds.unacked:
+            while agent.cmds.out.busy():
                 await asyncio.sleep_ms(2)
                 n += 1
                 if n % 1000 == 0:
-                    print("@debug cmds %r %r" % (agent.cmds.outbox, agent.cmds.unacked))
+                    print("@debug cmds %r %r" % (agent.cmds.out.waiting(), agent.cmds.out.unacked))
             out = "s %d" % agent.store.next_seq
         elif op == "q":
             agent.sampling = False

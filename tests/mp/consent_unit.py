@@ -7,7 +7,9 @@ import sys
 
 from edge import config
 from edge import consent as consent_mod
-from edge.consent import Consent, ConsentError, hmac_sha256, signed_bytes
+from edge.consent import Consent, ConsentError
+from edge.wire import consent_signed_bytes as signed_bytes
+from edge.wire import hmac_sha256
 
 CATS = ["essential", "diagnostics", "location", "marketing", "usage"]
 DEV = "unit-1"
@@ -254,7 +256,7 @@ def case_boot_purge(root, port):
         "version": b.consent.version,
         "receipt": b.consent.receipt,
         "unsent": b.store.unsent(usage),
-        "outbox": [o[0].decode() for o in b.cmds.outbox],
+        "outbox": [o[0].decode() for o in b.cmds.out.waiting()],
     }
 
 

@@ -2,8 +2,18 @@
 # is dead; close the store's abandoned segment files while it is (their errors are expected)
 # and unmount, so GC finalisers do not run later against a new device (TOOLCHAIN.md 3).
 import gc
+import time
 
 import vfs
+
+
+class Hal:
+    # the store's clock: real ticks
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
 
 
 def abandon(store, mount):

@@ -1,11 +1,34 @@
-# Fakes at the hardware edge for running the ESP32 HAL under unix MicroPython: `machine`,
-# `network` (a station whose AP answers as scripted) and `ntptime`. install() puts them into
-# sys.modules; used by tests/mp/wifi_driver.py and tests/mp/selftest_esp32.py.
+# Fakes at the hardware edge for running the ESP32 HAL under unix MicroPython: `machine`
+# (reset cause, WDT), `network` (a station whose AP answers as scripted) and `ntptime`.
+# install() puts them into sys.modules; used by tests/mp/wifi_driver.py, selftest_esp32.py
+# and agent_esp32.py.
 import sys
+import time
+
+
+class _WDT:
+    """machine.WDT that records the longest gap between feeds (a real one resets the chip
+    when a gap exceeds its timeout)."""
+
+    timeout = 0
+    feeds = 0
+    max_gap_ms = 0
+    _last = None
+
+    def __init__(self, timeout=5000):
+        _WDT.timeout = timeout
+        _WDT._last = time.ticks_ms()
+
+    def feed(self):
+        now = time.ticks_ms()
+        _WDT.max_gap_ms = max(_WDT.max_gap_ms, time.ticks_diff(now, _WDT._last))
+        _WDT._last = now
+        _WDT.feeds += 1
 
 
 class _Machine:
     PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+    WDT = _WDT
 
     @staticmethod
     def reset_cause():
@@ -71,6 +94,7 @@ class _Ntptime:
 
 WLAN = _WLAN
 Network = _Network
+WDT = _WDT
 
 
 def install():

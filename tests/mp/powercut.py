@@ -13,7 +13,7 @@ import sys
 import time
 
 import vfs
-from cutlib import abandon
+from cutlib import Hal, abandon
 
 from edge import codec, config
 from edge.hal.unix.flashdev import FlashDev
@@ -31,14 +31,6 @@ CFG = config.load(
     },
 )
 CATS = config.category_ids(CFG)  # the workload uses 0 (essential) and 1 (diagnostics)
-
-
-class Hal:
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
 
 
 HAL = Hal()

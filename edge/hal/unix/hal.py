@@ -120,6 +120,8 @@ class Hal:
             self.reset_detail = detail or None
         elif word == "running":
             self.reset_cause = "hard"
+        elif word == "soft":  # the agent asked for the reset (cmd/reboot, an update)
+            self.reset_cause = "soft"
         self.note_reset("running")
 
     def note_reset(self, cause, detail=""):

@@ -3,19 +3,17 @@
 # times) or a serve file (Modbus: edge/hal/unix/replay_serve.py); time only moves when the
 # replay driver (edge/hal/unix/replay_main.py) steps it, so every run yields the same readings.
 #
-# Feed file (host_tools/agent/replay.py writes it): records of
-#   ts_ms u32 LE | len u16 LE | data[len]   (len <= 256, ts non-decreasing)
-# ts_ms counts from the start of the replayed range; bytes are due when the clock reaches it.
+# Feed file (host_tools/agent/replay.py writes it; the record is edge/wire.py's, docs/FORMAT.md
+# 5.4): ts_ms u32 LE | len u16 LE | data[len] (len <= 256, ts non-decreasing). ts_ms counts
+# from the start of the replayed range; bytes are due when the clock reaches it.
 
 import json
-import struct
 
 from micropython import const
 
+from edge import wire
 from edge.hal.unix import hal as unix
 
-_REC_HEAD = const(6)
-_MAX_DATA = const(256)
 _END = const(0x7FFFFFFF)  # next_due of an exhausted feed
 
 
@@ -26,8 +24,8 @@ class FeedUART:
     def __init__(self, hal, path):
         self._hal = hal
         self._f = open(path, "rb")
-        self._head = bytearray(_REC_HEAD)
-        self._data = bytearray(_MAX_DATA)
+        self._head = bytearray(wire.FEED_HEAD_LEN)
+        self._data = bytearray(wire.FEED_MAX)
         self._mv = memoryview(self._data)
         self._pos = 0
         self._left = 0
@@ -37,12 +35,12 @@ class FeedUART:
         self._load()
 
     def _load(self):
-        if self._f.readinto(self._head) < _REC_HEAD:
+        if self._f.readinto(self._head) < wire.FEED_HEAD_LEN:
             self.next_due = _END
             return
-        due, n = struct.unpack_from("<IH", self._head, 0)
-        if n > _MAX_DATA or self._f.readinto(self._mv[:n]) < n:
-            raise ValueError("replay feed: bad or truncated record")
+        due, n = wire.feed_head(self._head)
+        if self._f.readinto(self._mv[:n]) < n:
+            raise ValueError("replay feed: truncated record")
         self.next_due = due
         self._pos = 0
         self._left = n

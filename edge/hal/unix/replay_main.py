@@ -44,9 +44,11 @@ class Driver:
             w = f(now) if f is not None else None
             if w is not None:
                 d = ticks_diff(w, now)
-                if best is None or d < best:
+                # a timer due now had its poll just now: only a future one moves the clock
+                # (a stale timer must never hold the clock still)
+                if d > 0 and (best is None or d < best):
                     best = d
-        return None if best is None else self.hal.now + max(best, 0)
+        return None if best is None else self.hal.now + best
 
     def poll(self, now, emit):
         n = 0

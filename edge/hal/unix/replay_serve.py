@@ -4,25 +4,20 @@
 # for the same request, after the recorded latency on the virtual clock. A recorded timeout
 # gives no reply (the master's own timeout timer runs), a recorded bad frame is served as it was.
 #
-# Serve file (docs/FORMAT.md 5.4), little-endian records in capture order:
-#   t_ms u32 | latency_ms u16 | flags u8 | slave u8 | fn u8 | addr u16 | count u16 |
-#   len u16 | reply[len]
-# flags: bit 0 addr unknown (a reply-only capture), bit 1 count unknown (an exception or a
-# garbled reply), bit 2 no reply (the master timed out).
+# Serve file: the record of edge/wire.py (docs/FORMAT.md 5.4), in capture order.
 
 import os
-import struct
 
 from micropython import const
 
+from edge import wire
 from edge.bus import crc
 
-_HEAD = const(15)
-_MAX_REPLY = const(300)
+_HEAD = const(15)  # wire.SERVE_HEAD_LEN
 _WINDOW = const(32)  # exchanges read ahead for other requests before the oldest is dropped
-_ANY_ADDR = const(1)
-_ANY_COUNT = const(2)
-_NO_REPLY = const(4)
+_ANY_ADDR = const(1)  # wire.SERVE_ANY_ADDR, folded here
+_ANY_COUNT = const(2)  # wire.SERVE_ANY_COUNT
+_NO_REPLY = const(4)  # wire.SERVE_NO_REPLY
 END = const(0x7FFFFFFF)
 
 
@@ -56,9 +51,7 @@ class ServeUART:
             return None
         if self._f.readinto(self._head) < _HEAD:
             raise ValueError("replay serve file: truncated record")
-        _t, lat, flags, slave, fn, addr, count, n = struct.unpack_from("<IHBBBHHH", self._head, 0)
-        if n > _MAX_REPLY:
-            raise ValueError("replay serve file: bad record")
+        _t, lat, flags, slave, fn, addr, count, n = wire.serve_head(self._head)
         reply = self._f.read(n) if n else b""
         if len(reply) < n:
             raise ValueError("replay serve file: truncated record")

@@ -77,11 +77,13 @@ def _inputs():
     # The agent's own builder: a UART that cannot be opened, an unknown bus or pin fails
     # here exactly as it would stop the agent at boot (ConfigError naming the key).
     from edge import inputs
+    from edge.agent import check_sources
 
     cfg = _state["cfg"]
     specs = cfg["inputs"]
     if not specs:
-        return "none configured (the simulated fridge runs)"
+        check_sources(cfg)  # no inputs and no simulator asked for: the agent's boot error
+        return "none configured (the simulated fridge runs: sim.enabled)"
     hal = _hal()
     sources = inputs.build(cfg, hal)
     counts = [0] * len(sources)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 from host_tools.captures.appliances.faults import Faults
 from host_tools.captures.appliances.framing import modbus_crc, modbus_request
 from host_tools.captures.appliances.modbus import ModbusSlave
 
 SLAVE = 1
-READS = [
+READS: list[dict[str, Any]] = [
     {
         "fn": 4,
         "addr": 0,

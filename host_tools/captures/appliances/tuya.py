@@ -18,7 +18,7 @@ PRODUCT = b'{"p":"abcdefgh12345678","v":"1.0.0","m":0}'
 
 def split_frames(buf: bytes) -> tuple[list[bytes], bytes]:
     """The checksum-valid frames in `buf` and the unparsed rest (a frame still arriving)."""
-    frames = []
+    frames: list[bytes] = []
     while True:
         i = buf.find(b"\x55\xaa")
         if i < 0 or len(buf) - i < 7:

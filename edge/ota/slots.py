@@ -1,0 +1,73 @@
+# Trial, confirm and rollback bookkeeping on top of the boot state (edge/ota/boot.py, docs/OTA.md
+# section 4): staging a verified agent slot or config file as the next boot's trial, confirming
+# it once the trial run passed its self-check, and the paths of the inactive slot and config.
+
+from edge.ota.boot import other, read_state, write_json, write_state
+
+CONFIGS = ("/ota/config1.json", "/ota/config2.json")
+
+
+def inactive_slot(st):
+    """The slot an update may write: never the confirmed one (a trial is never running while
+    an update is accepted, so the confirmed slot is the running one)."""
+    return other(st["slot"])
+
+
+def inactive_config(st):
+    return CONFIGS[1] if st["cfg"] == CONFIGS[0] else CONFIGS[0]
+
+
+def write_config(root, path, cfg):
+    """A complete config file, atomically."""
+    write_json(root, path, cfg)
+
+
+def stage(root, st, kind, slot, cfg, cid=None, version=None, min_version=None, chash=None):
+    """Make (slot, cfg) the next boot's single trial. Written last, after everything it names
+    is complete on flash: a cut before this leaves the confirmed pair as the only choice."""
+    st["trial"] = {
+        "kind": kind,
+        "slot": slot,
+        "cfg": cfg,
+        "id": cid,
+        "version": version,
+        "min_version": min_version,
+        "cfg_hash": chash,
+        "tries": 0,
+    }
+    write_state(root, st)
+
+
+def confirm(root, st, reported=False):
+    """The running trial passed: it becomes the confirmed pair. Returns the outcome record
+    (`reported`: the caller replies at once, so the next boot need not)."""
+    t = st["trial"]
+    st["slot"] = t["slot"]
+    st["cfg"] = t["cfg"]
+    if t.get("version"):
+        st["versions"][t["slot"]] = t["version"]
+    mv = t.get("min_version")
+    if mv and (not st.get("floor") or _v(mv) > _v(st["floor"])):
+        st["floor"] = mv  # anti-rollback: never accept below this again
+    st["last"] = {
+        "kind": t.get("kind"),
+        "id": t.get("id"),
+        "version": t.get("version"),
+        "cfg_hash": t.get("cfg_hash"),
+        "result": "confirmed",
+        "reported": reported,
+    }
+    st["trial"] = None
+    write_state(root, st)
+    return st["last"]
+
+
+def running_trial(root):
+    """The trial this boot is running (tried once, not confirmed), or None."""
+    st = read_state(root)
+    t = st.get("trial")
+    return st if isinstance(t, dict) and t.get("tries") else None
+
+
+def _v(s):
+    return tuple(int(p) for p in s.split("."))

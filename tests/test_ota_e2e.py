@@ -1,0 +1,286 @@
+"""Over-the-air updates end to end: the real agent under unix MicroPython, booted like a board
+(deploy's main.py, slot a in lib/, edgectl run --slots), mosquitto, and the host tools
+(`edgectl update` / `config` API). docs/OTA.md sections 4-9."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+
+import pytest
+
+from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.backend.connect import ConnectOptions
+from host_tools.backend.proxy import FaultProxy
+from host_tools.ota import update as up
+from tests.ota_rig import Telemetry, crash_bundle, make_key, real_bundle, status
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ota-e2e")
+    make_key(d)
+    other = d / "other"
+    other.mkdir()
+    make_key(other)
+    key = d / "release.json"
+    return {
+        "dir": d,
+        "pub": (d / "release.pub").read_bytes(),
+        "v110": real_bundle(d, "1.1.0", key, "v110.bundle"),
+        "v110min": real_bundle(d, "1.1.0", key, "v110min.bundle", min_version="1.1.0"),
+        "v105": real_bundle(d, "1.0.5", key, "v105.bundle"),
+        "v120crash": crash_bundle(d, "1.2.0", key),
+        "foreign": real_bundle(d, "1.3.0", other / "release.json", "foreign.bundle"),
+    }
+
+
+def start_agent(rig, tmp_path, broker, device, port=None, **over):
+    cfg = agent_config(
+        "unix-sim",
+        device_id=device,
+        mqtt={"port": port or broker.port, **over.pop("mqtt", {})},
+        sim={"rate_hz": 30},
+        ota={"trial_ms": 30000, "settle_ms": 1500, **over.pop("ota", {})},
+        **over,
+    )
+    agent = AgentProcess(
+        cfg, root=True, workdir=str(tmp_path / "board"), secrets={"release.pub": rig["pub"]}
+    )
+    agent.start()
+    wait_status(broker, device, lambda s: s.get("state") == "online" and "ota" in s)
+    return agent
+
+
+def wait_status(broker, device, pred, timeout=30.0):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = status(broker.port, device, 2)
+            if pred(last):
+                return last
+        except Exception:  # no retained status yet
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"status never matched: {last}")
+
+
+def opts(broker):
+    return ConnectOptions(port=broker.port)
+
+
+def test_update_confirms_then_a_crashing_release_rolls_back(rig, tmp_path, broker, micropython):
+    dev = "ota-a"
+    tele = Telemetry(broker.port, dev)
+    agent = start_agent(rig, tmp_path, broker, dev)
+    try:
+        states = []
+        o = up.update_device(
+            opts(broker), dev, rig["v110"], timeout=90, progress=lambda o, s, st: states.append(st)
+        )
+        assert o.state == "confirmed", o
+        assert "downloading" in states and "installed" in states
+        s = wait_status(broker, dev, lambda s: s["ota"]["slot"] == "b")
+        assert s["ota"]["version"] == "1.1.0" and "trial" not in s["ota"]
+        assert agent.boots == 2  # one reset into the trial
+
+        o = up.update_device(opts(broker), dev, rig["v120crash"], timeout=120)
+        assert o.state == "rolled_back", o
+        assert "crash: RuntimeError: this release crashes at start" in o.error
+        s = wait_status(broker, dev, lambda s: "rolled_back" in s["ota"].get("last", ""))
+        assert s["ota"]["slot"] == "b" and s["ota"]["version"] == "1.1.0"
+        # what the crashing release stored before it died is delivered by the rolled-back one
+        attempt = [ln for ln in agent.output if ln.startswith("@crash-attempt")]
+        assert attempt, agent.output[-20:]
+        first, nxt = map(int, attempt[0].split()[1:])
+        assert nxt > first
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not set(range(first, nxt)) <= tele.seqs:
+            time.sleep(0.2)
+        assert set(range(first, nxt)) <= tele.seqs
+    finally:
+        agent.cleanup()
+        tele.close()
+
+
+def send_raw(broker, dev, data, **cmd):
+    """Publish `data` as a bundle and send cmd/update with fields overridden; the outcome."""
+    r = up.Replies(opts(broker), "edge", [dev], "update")
+    try:
+        sha = hashlib.sha256(data).hexdigest()
+        base = up.chunk_base("edge", dev, sha)
+        up.publish_chunks(r.conn, base, data, 1024)
+        doc = {"id": "raw", "version": "9.0.0", "size": len(data), "sha256": sha, "topic": base}
+        doc.update(cmd)
+        r.conn.publish_checked(f"edge/{dev}/cmd/update", json.dumps(doc))
+        while True:
+            reply = r.next(dev, "raw", 90)
+            assert reply is not None, "no reply"
+            if not reply.get("ok") or reply.get("state") in up.FINAL + ("installed",):
+                return reply
+    finally:
+        r.close()
+
+
+def test_refusals_say_why(rig, tmp_path, broker, micropython):
+    dev = "ota-b"
+    agent = start_agent(rig, tmp_path, broker, dev)
+    try:
+        _refusals(rig, broker, dev)
+    except BaseException:
+        print("\n".join(ln[:300] for ln in agent.output if not ln.startswith("@stats")))
+        raise
+    finally:
+        agent.cleanup()
+
+
+def _refusals(rig, broker, dev):
+    if True:
+        o = up.update_device(opts(broker), dev, rig["foreign"], timeout=60)
+        assert o.state == "refused" and o.error.startswith("bad signature"), o
+
+        good = rig["v110"].read_bytes()
+        r = send_raw(broker, dev, good, sha256="ab" * 32, version="1.1.0")
+        assert not r["ok"] and r["error"].startswith("wrong hash"), r
+
+        cut = good[:-4000]
+        r = send_raw(broker, dev, cut, version="1.1.0")
+        assert not r["ok"] and r["error"].startswith("truncated bundle"), r
+
+        bad = dict(size=len(good), sha256=hashlib.sha256(good).hexdigest(), topic="other/x")
+        r = send_raw(broker, dev, good, **bad)
+        assert not r["ok"] and "'topic' must be a topic under edge/" in r["error"], r
+
+        o = up.update_device(opts(broker), dev, rig["v110min"], timeout=90)
+        assert o.state == "confirmed", o
+        wait_status(broker, dev, lambda s: s["ota"].get("floor") == "1.1.0")
+        o = up.update_device(opts(broker), dev, rig["v110"], timeout=60)
+        assert o.state == "refused" and "not newer than the running 1.1.0" in o.error, o
+        for down in (False, True):  # `downgrade: true` never goes below the minimum
+            o = up.update_device(opts(broker), dev, rig["v105"], downgrade=down, timeout=60)
+            assert o.state == "refused", o
+            assert o.error.startswith("downgrade: 1.0.5 is below the minimum 1.1.0"), o
+        s = wait_status(broker, dev, lambda s: True)
+        assert s["ota"]["version"] == "1.1.0" and s["ota"]["slot"] == "b"
+
+
+def test_download_resumes_after_a_power_cut(rig, tmp_path, broker, micropython):
+    dev = "ota-d"
+    # a slow link (20 KB/s) so the cut lands inside the download
+    with FaultProxy(broker.port, rtt_ms=20, bandwidth_bps=20000) as proxy:
+        agent = start_agent(rig, tmp_path, broker, dev, port=proxy.port)
+        seen: list[tuple[int, str]] = []
+        cut = threading.Event()
+        at = []
+
+        def progress(offset, size, state):
+            seen.append((offset, state))
+            if state == "downloading" and offset > 0 and not cut.is_set():
+                cut.set()
+                agent.proc.kill()  # power cut: no clean shutdown, no reset request
+                at.append(len(seen))
+
+        result = {}
+        t = threading.Thread(
+            target=lambda: result.update(
+                o=up.update_device(opts(broker), dev, rig["v110"], timeout=120, progress=progress)
+            )
+        )
+        t.start()
+        assert cut.wait(60)
+        agent.done.wait(10)
+        agent2 = start_agent(rig, tmp_path, broker, dev, port=proxy.port)
+        try:
+            t.join(150)
+            o = result["o"]
+            assert o.state == "confirmed", o
+            # after the restart the device resumes where the bytes on flash stop, not at 0
+            after = [off for off, st in seen[at[0] :] if st == "downloading"]
+            assert after and after[0] > 0, seen
+        finally:
+            agent2.cleanup()
+            agent.cleanup()
+
+
+def test_remote_config_trial_confirm_rollback_and_what_is_refused(
+    rig, tmp_path, broker, micropython
+):
+    dev = "ota-c"
+    agent = start_agent(
+        rig, tmp_path, broker, dev, mqtt={"user": "ota-c", "password": "s3cret-pass"}
+    )
+    seen_payloads: list[str] = []
+    try:
+        o = up.config_device(opts(broker), dev, {"status_ms": 7000})
+        assert o.state == "confirmed", o
+        h = o.config_hash
+        assert re.fullmatch(r"[0-9a-f]{16}", h)
+        g = up.config_device(opts(broker), dev, None, keys=["status_ms", "mqtt"])
+        cfg = g.replies[-1]["config"]
+        assert cfg["status_ms"] == 7000 and cfg["mqtt"]["password"] == "***"
+        assert g.config_hash == h
+        seen_payloads += [json.dumps(r) for r in o.replies + g.replies]
+
+        for change, why in [
+            ({"mqtt": {"host": "evil.example"}}, "config key 'mqtt.host' cannot be changed"),
+            ({"ota": {"key": "/tmp/x"}}, "config key 'ota' cannot be changed"),
+            ({"store": {"flush_n": 0}}, "config key 'store.flush_n'"),
+            ({"statu_ms": 5}, "statu_ms"),  # misspelled: the schema names the key
+        ]:
+            o = up.config_device(opts(broker), dev, change)
+            seen_payloads += [json.dumps(r) for r in o.replies]
+            assert o.state == "refused" and why in o.error, (change, o)
+
+        # consent: widen a granted category, or essential, and the change is refused
+        r = up.Replies(opts(broker), "edge", [dev], "consent")
+        r.conn.publish_checked(
+            f"edge/{dev}/cmd/consent", json.dumps({"version": 1, "grant": ["usage"], "id": "g"})
+        )
+        assert r.next(dev, "g", 20)["ok"]
+        r.close()
+        chans = g.replies[-1]["config"].get("channels")
+        if chans is None:
+            g = up.config_device(opts(broker), dev, None, keys=["channels"])
+            chans = g.replies[-1]["config"]["channels"]
+        for cat, why in [
+            ("usage", "widening: the change collects more under 'usage'"),
+            ("essential", "would be collected as 'essential'"),
+        ]:
+            more = chans + [{"id": 42, "name": "new_sensor", "category": cat}]
+            o = up.config_device(opts(broker), dev, {"channels": more})
+            assert o.state == "refused" and why in o.error, o
+        more = chans + [{"id": 42, "name": "new_sensor", "category": "location"}]  # not granted
+        o = up.config_device(opts(broker), dev, {"channels": more})
+        assert o.state == "confirmed", o
+
+        # valid for the schema, but the trial forwards nothing in time: it rolls back
+        slow = {"batch": {"linger_ms": 600000, "max_readings": 1000}}
+        o = up.config_device(opts(broker), dev, slow, timeout=120)
+        assert o.state == "rolled_back", o
+        assert "self-check failed" in o.error and "no reading acknowledged" in o.error, o
+        g = up.config_device(opts(broker), dev, None, keys=["status_ms", "batch"])
+        assert g.replies[-1]["config"]["status_ms"] == 7000
+        assert g.replies[-1]["config"]["batch"]["linger_ms"] != 600000
+        seen_payloads += [json.dumps(r) for r in g.replies]
+        assert not any("s3cret-pass" in p for p in seen_payloads)
+    finally:
+        agent.cleanup()
+
+
+def test_reboot_command(rig, tmp_path, broker, micropython):
+    dev = "ota-r"
+    agent = start_agent(rig, tmp_path, broker, dev)
+    try:
+        r = up.Replies(opts(broker), "edge", [dev], "reboot")
+        r.conn.publish_checked(f"edge/{dev}/cmd/reboot", json.dumps({"id": "r1", "delay_ms": 200}))
+        reply = r.next(dev, "r1", 20)
+        r.close()
+        assert reply == {"ok": True, "state": "rebooting", "in_ms": 200, "id": "r1"}
+        s = wait_status(broker, dev, lambda s: s.get("reset_cause") == "soft", 30)
+        assert s["state"] == "online" and agent.boots == 2
+    finally:
+        agent.cleanup()
