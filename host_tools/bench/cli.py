@@ -49,4 +49,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     p.add_argument("--profile", help="day: one appliance profile (default: all)")
     p.add_argument("--hours", type=float, help="day: virtual hours per profile (default 24)")
+    p.add_argument(
+        "--before", action="store_true", help="day: the agent's earlier settings, to compare"
+    )
     p.set_defaults(func=cmd_bench)

@@ -163,14 +163,16 @@ def _wire(counter: MqttCounter, virtual_ms: int, readings: int) -> dict:
     }
 
 
-def run_profile(name: str, hours: float, broker, timeout: float = 1800) -> dict:
+def run_profile(
+    name: str, hours: float, broker, timeout: float = 1800, before: bool = False
+) -> dict:
     """One profile: the agent's day and the baseline's, both through a counting proxy."""
     if name not in PROFILES:
         raise ToolError(f"unknown profile {name!r}; choose from: {', '.join(PROFILES)}")
     seconds = max(int(hours * 3600), 60)
     work = tempfile.mkdtemp(prefix=f"edge-day-{name}-")
     try:
-        cfg = profile(name, seconds)
+        cfg = profile(name, seconds, before)
         device = cfg["device_id"]
         counter = MqttCounter()
         col = Collector(broker.host, broker.port, keep_readings=True).start()
@@ -213,6 +215,7 @@ def run_profile(name: str, hours: float, broker, timeout: float = 1800) -> dict:
         budget_ok = all(f["p95_ms"] <= f["budget_ms"] for f in lat.values())
         out = {
             "profile": name,
+            "config": "before" if before else "product",
             "virtual_hours": round(seconds / 3600, 2),
             "real_seconds": round(real_s, 1),
             "readings": len(readings),
@@ -279,14 +282,16 @@ def _baseline(device: str, readings: list, work: str, timeout: float, broker) ->
 
 
 def bench_day(args=None) -> dict:
-    """Every profile (or --profile NAME) for --hours of virtual time (default 24)."""
+    """Every profile (or --profile NAME) for --hours of virtual time (default 24); --before:
+    with the agent's earlier behaviour (day_profiles.BEFORE) for comparison."""
     hours = float(getattr(args, "hours", None) or os.environ.get("EDGE_DAY_HOURS", 24))
     names = [args.profile] if getattr(args, "profile", None) else list(PROFILES)
+    before = bool(getattr(args, "before", False))
     out: dict = {"profiles": {}}
     with broker_mod.start(prefer="mosquitto") as b:
         # the profiles run side by side: each has its own proxy, collector and processes
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            runs = {name: pool.submit(run_profile, name, hours, b) for name in names}
+            runs = {name: pool.submit(run_profile, name, hours, b, 1800, before) for name in names}
             for name in names:
                 out["profiles"][name] = runs[name].result()
     out["tls_estimate"] = (

@@ -196,6 +196,18 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def profile(name: str, seconds: int) -> dict:
+# `--before`: the same appliance with the agent's behaviour before latency budgets, format 2
+# and the compact status: format 1 batches, the 200 ms linger (now a 200 ms budget), the full
+# status document every 5 s, keepalive 30 s
+BEFORE: dict = {
+    "mqtt": {"keepalive": 30},
+    "batch": {"format": 1, "latency_ms": 200},
+    "status_ms": 5000,
+    "status_detail": "full",
+}
+
+
+def profile(name: str, seconds: int, before: bool = False) -> dict:
     """The device config of a profile for a run of `seconds` (virtual)."""
-    return _merge(_merge(COMMON, PROFILES[name]), {"sim": {"seconds": seconds}})
+    cfg = _merge(_merge(COMMON, PROFILES[name]), {"sim": {"seconds": seconds}})
+    return _merge(cfg, BEFORE) if before else cfg
