@@ -17,7 +17,7 @@ from edge.health import Health
 from edge.mqtt.link import Link, make_client
 from edge.minimise import Minimiser
 from edge.mqtt.client import MQTTError
-from edge.store.store import Store
+from edge.store.backend import BackendError, open_store
 
 _DRAIN_TIMEOUT_MS = const(60000)
 _HOUSEKEEPING_MS = const(1000)
@@ -30,6 +30,12 @@ def _all_done(sources):
         if not s.done():
             return False
     return True
+
+
+def _unload_ota():
+    from edge import ota
+
+    ota.unload("edge.ota.trial", "edge.ota.remote", "edge.ota.slots", "edge.ota.boot")
 
 
 def _no_input_stats():
@@ -88,7 +94,10 @@ class Agent:
                 self.urgent_ch[ch["id"]] = 1
         dev = cfg["device_id"]
         root = hal.mount_store(cfg["store"]["path"])
-        self.store = Store(root, cfg, self.categories, hal)
+        try:
+            self.store = open_store(cfg, hal, root, self.categories)
+        except BackendError as e:
+            raise config.ConfigError(str(e))
         self.consent = Consent(root, self.categories, dev, consent_key(cfg))
         self.minimise = Minimiser(cfg, self.consent)
         # the client's packet buffers early, while the heap is one piece: large blocks first
@@ -152,9 +161,17 @@ class Agent:
     def _lifecycle(self, name, doc):
         # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
         # and run), so they get it; imported on the first such command only (docs/OTA.md)
-        from edge.ota import remote
+        try:
+            from edge.ota import remote
 
-        return remote.execute(self, name, doc)
+            return remote.execute(self, name, doc)
+        except MemoryError:
+            # a tight heap: the command is refused, the agent goes on (docs/OTA.md 10)
+            raise ValueError("out of memory for cmd/%s (%d B free)" % (name, gc.mem_free()))
+        finally:
+            if self.updater is None:  # nothing of it runs on: let its code go
+                _unload_ota()
+                gc.collect()
 
     # --- inbound events (the client's read loop and CONNACK) ---------------------------------
     def _on_connect(self, session_present):
@@ -398,6 +415,8 @@ class Agent:
             watch = trial.start(self)
             if watch is not None:
                 tasks.append(asyncio.create_task(watch))
+            elif self.updater is None:
+                _unload_ota()
         await self.sampler()
         self.fwd.flush = True  # no more readings come: partial batches go now
         self.fwd.poke()

@@ -76,11 +76,11 @@ def _path_ok(p):
 
 
 def parse_manifest(raw):
-    """Validate the manifest; returns it with `files` as (path, size, sha256 bytes) tuples.
+    """Validate the manifest (bytes, or an open file holding exactly it); returns it with `files` as (path, size, sha256 bytes) tuples.
     Keys: bundle (=FORMAT), version, min_version (optional), mpy (the target's
     sys.implementation._mpy), platform, files [[path, size, sha256 hex], ...]."""
     try:
-        m = json.loads(raw)
+        m = json.load(raw) if hasattr(raw, "read") else json.loads(raw)
     except ValueError:
         raise BundleError("manifest is not valid JSON")
     if not isinstance(m, dict) or m.get("bundle") != FORMAT:
@@ -93,9 +93,8 @@ def parse_manifest(raw):
     files = m.get("files")
     if not isinstance(files, list) or not 0 < len(files) <= MAX_FILES:
         raise BundleError("manifest needs 1..%d files" % MAX_FILES)
-    out = []
     seen = {}
-    for f in files:
+    for k, f in enumerate(files):
         if not isinstance(f, list) or len(f) != 3:
             raise BundleError("manifest file entries are [path, size, sha256]")
         path, size, digest = f
@@ -107,10 +106,9 @@ def parse_manifest(raw):
         if not isinstance(digest, str) or len(digest) != 64:
             raise BundleError("manifest sha256 of %s is not 64 hex digits" % path)
         try:
-            out.append((path, size, binascii.unhexlify(digest)))
+            files[k] = (path, size, binascii.unhexlify(digest))  # in place: no second list
         except ValueError:
             raise BundleError("manifest sha256 of %s is not hex" % path)
-    m["files"] = out
     return m
 
 

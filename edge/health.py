@@ -15,6 +15,18 @@ from micropython import const
 from edge import codec, wire
 from edge.mqtt.client import MQTTError
 
+# what a status too large for the packet buffer keeps (place(), case 3)
+_ESSENTIAL_KEYS = (
+    "state",
+    "device",
+    "boot",
+    "uptime_ms",
+    "heap_free",
+    "consent_version",
+    "reconnects",
+    "inbound",
+    "status_too_large",
+)
 TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packet buffer
 _STEP_MS = const(1000)  # heartbeat and change check, well inside any watchdog timeout (>= 2000)
 # compact keys a change message carries when their value moved (docs/HEALTH.md 1.2); uptime,
@@ -108,8 +120,12 @@ class Health:
             h["oldest_unsent_boot"] = age_boot  # a past boot, never synced: age unknown
         h["drops"] = self.drops(h["unknown_channel"])
         h["flash_writes"] = st["commits"]
-        flash = getattr(hal, "flash", None)  # the emulated NOR flash on unix
-        if flash is not None:
+        h["store_backend"] = store.backend  # rawlog or segments (docs/FORMAT.md 8.8)
+        flash = getattr(hal, "flash", None)  # the emulated NOR flash under littlefs on unix
+        if "erases" in st:
+            # the raw log counts the programs and erases of its partition, on a board too
+            h["flash"] = {"progs": st["programs"], "erases": st["erases"]}
+        elif flash is not None:
             h["flash"] = {
                 "progs": flash.progs,
                 "prog_bytes": flash.prog_bytes,
@@ -271,6 +287,15 @@ class Health:
             doc["status_too_large"] = self.too_large
             out.pos = 0
             json.dump(doc, out)
+            if out.pos > len(out.mv):
+                # Case 3: still too large: what says whether the device is safe and reachable
+                # (state, consent, the inbound refusals: under attack they matter most)
+                small = {"omitted": "too large"}
+                for k in _ESSENTIAL_KEYS:
+                    if k in doc:
+                        small[k] = doc[k]
+                out.pos = 0
+                json.dump(small, out)
         if out.pos > len(out.mv):
             raise ValueError("status too large for the packet buffer")
         return out.pos

@@ -74,7 +74,10 @@ def _ots_candidate(ident, q, msg, sig, off, ots_type):
     h = hashlib.sha256(ident)
     h.update(struct.pack(">IH", q, D_MESG))
     h.update(sig[off + 4 : off + 4 + N])  # C, the randomiser
-    h.update(msg)
+    if callable(msg):
+        msg(h)  # a message streamed from flash: feeds h itself
+    else:
+        h.update(msg)
     qd = h.digest()
     qc = qd + checksum(qd, w, ls)
     # one 55-byte buffer for every chain step: I || u32(q) || u16(i) || u8(j) || tmp
@@ -139,7 +142,8 @@ def lms_verify(pub, msg, sig, off=0, end=None):
 
 
 def hss_verify(pub, msg, sig):
-    """True when sig is a valid HSS signature of msg under the HSS public key pub
+    """True when sig is a valid HSS signature of msg (bytes, or a callable that feeds the message
+    to the hash object it is given) under the HSS public key pub
     (u32 levels || LMS public key, section 6.3); SignatureError when malformed."""
     if len(pub) != 4 + LMS_PUB_LEN:
         raise SignatureError("HSS public key must be %d bytes" % (4 + LMS_PUB_LEN))

@@ -185,11 +185,12 @@ $slice.signed bool - - older form: two's complement
 """,
     """
 store obj {} - the flash store (docs/FORMAT.md)
+store.backend str "auto" auto|rawlog|segments where readings are kept: `rawlog` the raw record log on the board's log partition (docs/FORMAT.md 8), `segments` segment files on littlefs (docs/FORMAT.md 2), `auto` the raw log when the board has its partition, else segments
 store.path str "store" 1..255 directory of the store on the filesystem
 store.flush_ms int 1000 0..3600000 commit at least this often
 store.flush_n int 50 1..10000 commit after this many readings
-store.segment_bytes int 16384 512..1048576 size of one segment file
-store.total_bytes int 1572864 4096.. bytes all categories together may use
+store.segment_bytes int 16384 512..1048576 size of one segment file (segments only)
+store.total_bytes int 1572864 4096.. bytes all categories together may use (the raw log is also bounded by its partition)
 batch obj {} - batching for MQTT
 batch.max_readings int 100 1..1000 readings per batch
 batch.latency_ms int 200 0..86400000 latency budget of a category without its own (`categories.*.latency_ms`); a batch holds everything due within it (docs/MQTT.md 9)
@@ -217,7 +218,7 @@ backend.key hex - 32..128 authenticates the collector's end-to-end acks and sign
 backend.key_file file - 1..255 file holding the key in hex
 watchdog_ms int,null null 0|2000.. hardware watchdog timeout; null: the board file's
 ota obj - - over-the-air updates and remote config (docs/OTA.md); never changed by cmd/config
-ota.key str - 1..255 release public key file (60 bytes, `edgectl release-key`); absent: /secrets/release.pub
+ota.key file - 1..255 release public key file (60 bytes, `edgectl release-key`); absent: /secrets/release.pub
 ota.trial_ms int - 5000..3600000 a trial (new agent or config) that has not proven itself by then rolls back; absent: 120000
 ota.settle_ms int - 0..600000 no trial is confirmed before it has run this long; absent: 3000
 ota.window int - 1..16 update chunks subscribed at once; absent: 4

@@ -383,3 +383,7 @@ def test_property_random_hostile_traffic_never_stops_a_revocation(
     assert new == 0 and st["mqtt"]["rx_rejected"] == 0, s.tail()
     assert not inbound.get("task_restarts") and not inbound.get("read_errors"), s.tail()
     assert s.alive() and not bad, bad[:5]
+    # the refusals reach the backend in the status, also when the status outgrows its buffer
+    s.obs.wait(lambda m: False, 6)  # one more status period (5 s)
+    last = [json.loads(p) for _t, t, p in s.obs.msgs if t.endswith("/status") and p][-1]
+    assert sum(last["inbound"]["refused"]) > 0, last

@@ -22,6 +22,7 @@ KEYS = {
     "flash_size",
     "fs_offset",
     "fs_size",
+    "log_partition",
     "firmware",
     "pins",
     "uarts",
@@ -64,6 +65,17 @@ def validate(b, stem):
         fo, fs = b.get("fs_offset"), b.get("fs_size")
         if not _is_int(fo) or not _is_int(fs, 4096) or fo % 4096 or fs % 4096 or fo + fs > size:
             bad.append("fs_offset/fs_size must be 4 KiB aligned and inside the flash")
+        log = b.get("log_partition")
+        if not isinstance(log, dict) or set(log) != {"label", "offset", "size"}:
+            bad.append("log_partition needs exactly label, offset and size")
+        else:
+            lo, ls = log["offset"], log["size"]
+            if not isinstance(log["label"], str) or not 0 < len(log["label"]) <= 16:
+                bad.append("log_partition.label must be 1..16 characters")
+            if not _is_int(lo) or not _is_int(ls, 8 * 4096) or lo % 4096 or ls % 4096:
+                bad.append("log_partition offset/size must be 4 KiB aligned, >= 32 KiB")
+            elif lo + ls > size or (_is_int(fo) and _is_int(fs) and lo < fo + fs and fo < lo + ls):
+                bad.append("log_partition must be inside the flash, apart from the filesystem")
     fw = b.get("firmware") or {}
     if set(fw) != {"file", "sha256"}:
         bad.append("firmware needs exactly file and sha256")
@@ -129,6 +141,9 @@ def test_validator_catches_mistakes():
         ({"flash_offset": 0}, "0x1000"),
         ({"flash_size": 3000000}, "power of two"),
         ({"colour": "red"}, "undocumented"),
+        ({"log_partition": {"label": "log", "offset": 2097152, "size": 1048576}}, "apart"),
+        ({"log_partition": {"label": "log", "offset": 4194304, "size": 1048576}}, "inside"),
+        ({"log_partition": {"label": "log", "offset": 3145728}}, "exactly"),
         ({"firmware": {"file": "x.bin", "sha256": "abc"}}, "sha256"),
         (
             {"uarts": {"a": {"id": 1, "tx": 17, "rx": 16}, "b": {"id": 2, "tx": 17, "rx": 5}}},

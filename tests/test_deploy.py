@@ -12,6 +12,7 @@ from host_tools import cli
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.board import deploy as dp
+from host_tools.board.vboard import log_image
 from host_tools.errors import ToolError
 
 try:  # tests/ may or may not be a package
@@ -75,6 +76,8 @@ def test_deploy_run_agent_readings_arrive_then_noop(vboard, tmp_path, capsys):
         st = col.stats()
         assert ok, (st, vboard.proc.stdout)
         assert st["gaps"].get("vb-0001") == 0  # readings from this device, no sequence gaps
+        # the readings went to the board's raw log partition, not to littlefs (boards/README.md)
+        assert b"ELOG" in log_image(vboard.image).read_bytes()
 
 
 def test_cut_deploy_is_detected_and_repaired(vboard, tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ import pytest
 from pathlib import Path
 
 from host_tools import cli
+from host_tools.board import partitions
 from host_tools.board.flash import parse_offset
 from host_tools.paths import board_file as load_board, boards_dir
 
@@ -55,9 +56,27 @@ def test_known_offsets():
     assert parse_offset(load_board("esp32-c3")["flash_offset"]) == 0
 
 
+def stock_firmware(path, board="esp32-generic"):
+    """A stand-in for a micropython.org combined image: the app header byte, padding and
+    MicroPython's own partition table at flash offset 0x8000 (its partitions-4MiB.csv, or
+    -8MiB for 8 MiB boards)."""
+    b = load_board(board)
+    vfs = b["flash_size"] - 0x200000
+    table = partitions.build_table(
+        [
+            partitions.Partition("nvs", 1, 0x02, 0x9000, 0x6000),
+            partitions.Partition("phy_init", 1, 0x01, 0xF000, 0x1000),
+            partitions.Partition("factory", 0, 0x00, 0x10000, 0x1F0000),
+            partitions.Partition("vfs", 1, 0x81, 0x200000, vfs),
+        ]
+    )
+    at = partitions.TABLE_OFFSET - parse_offset(b["flash_offset"])
+    path.write_bytes(b"\xe9" + bytes(at - 1) + table + bytes(8192))
+    return path
+
+
 def _pinned_board(tmp_path, sha):
-    fw = tmp_path / "fw.bin"
-    fw.write_bytes(b"\xe9" + bytes(4095))
+    fw = stock_firmware(tmp_path / "fw.bin")
     board = dict(load_board("esp32-generic"), name="pinned")
     board["firmware"] = {"file": "fw.bin", "sha256": sha}
     path = tmp_path / "pinned.json"
@@ -91,8 +110,7 @@ def test_sha256_pinned_match_and_mismatch(tmp_path, capsys, monkeypatch):
 
 
 def test_missing_port_one_line_hint(tmp_path, capsys, monkeypatch):
-    fw = tmp_path / "fw.bin"
-    fw.write_bytes(b"\xe9" + bytes(100))
+    fw = stock_firmware(tmp_path / "fw.bin", "esp32-s3")
     argv = [
         "flash",
         "--board",
@@ -124,8 +142,7 @@ def test_missing_firmware_and_unknown_board(capsys, monkeypatch):
 def test_silent_port_gives_hint(tmp_path, capsys, monkeypatch):
     # A pty nobody answers on: esptool cannot sync; we turn that into one line + hint.
     m, s = pty.openpty()
-    fw = tmp_path / "fw.bin"
-    fw.write_bytes(b"\xe9" + bytes(100))
+    fw = stock_firmware(tmp_path / "fw.bin")
     monkeypatch.setenv("ESPTOOL_CONNECT_ATTEMPTS", "1")
     try:
         argv = [
@@ -145,3 +162,41 @@ def test_silent_port_gives_hint(tmp_path, capsys, monkeypatch):
     lines = err.strip().splitlines()
     assert rc == 2 and lines[-1].startswith("edgectl: esptool:") and "cable" in lines[-1]
     assert sum(line.startswith("edgectl:") for line in lines) == 1
+
+
+@pytest.mark.parametrize("name", ESP_BOARDS)
+def test_flash_writes_the_board_partition_table(name, tmp_path, capsys, monkeypatch):
+    """The image flashed carries the board's table: littlefs cut to fs_size, the raw log
+    partition added (boards/README.md), the firmware's other partitions as they were."""
+    board = load_board(name)
+    fw = stock_firmware(tmp_path / "fw.bin", name)
+    argv = ["flash", "--board", name, "--port", "/dev/x", "--firmware", str(fw), "--dry-run"]
+    rc, out, _ = run(argv, capsys, monkeypatch)
+    assert rc == 0 and "partition table: " in out
+    image = shlex.split(out.strip().splitlines()[-1])[-1]
+    data = open(image, "rb").read()
+    at = partitions.TABLE_OFFSET - parse_offset(board["flash_offset"])
+    parts = {p.label: p for p in partitions.parse_table(data[at : at + partitions.TABLE_MAX])}
+    log = board["log_partition"]
+    assert (parts["vfs"].offset, parts["vfs"].size) == (board["fs_offset"], board["fs_size"])
+    assert parts[log["label"]].offset == log["offset"] and parts[log["label"]].size == log["size"]
+    assert parts[log["label"]].type == 1 and parts["factory"].size == 0x1F0000
+    assert len(data) == fw.stat().st_size and data[:at] == fw.read_bytes()[:at]
+    # --keep-partitions flashes the image as it is
+    rc, out, _ = run(argv + ["--keep-partitions"], capsys, monkeypatch)
+    assert rc == 0 and shlex.split(out.strip().splitlines()[-1])[-1] == str(fw)
+
+
+def test_image_without_a_partition_table_is_refused(tmp_path, capsys, monkeypatch):
+    fw = tmp_path / "app.bin"
+    fw.write_bytes(b"\xe9" + bytes(100))  # an app image alone, no bootloader or table
+    argv = ["flash", "--board", "esp32-generic", "--port", "/dev/x", "--firmware", str(fw)]
+    rc, _, err = run(argv + ["--dry-run"], capsys, monkeypatch)
+    assert rc == 2 and err.count("\n") == 1 and "no partition table" in err
+    assert "--keep-partitions" in err
+    bad = bytearray(stock_firmware(tmp_path / "fw.bin").read_bytes())
+    bad[0x7000 + 40] ^= 1  # an entry changed: its MD5 no longer matches
+    (tmp_path / "bad.bin").write_bytes(bytes(bad))
+    argv[-1] = str(tmp_path / "bad.bin")
+    rc, _, err = run(argv + ["--dry-run"], capsys, monkeypatch)
+    assert rc == 2 and "MD5" in err

@@ -4,6 +4,7 @@ agent erases what the collector stored of the category and the ledger counts it;
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -107,6 +108,7 @@ def test_subject_export_then_erase(tmp_path):
     assert [x["seq"] for x in doc["readings"]] == list(range(1, 26))
     assert doc["registry"]["status"]["state"] == "online" and doc["receipt"]["version"] == 1
     assert {x["device"] for x in doc["readings"]} == {"subj-1"}  # nothing of subj-2
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == receipt["sha256"]
 
     r = _edgectl("subject", "erase", "subj-1", "--db", db)
     assert r.returncode == 0, r.stderr

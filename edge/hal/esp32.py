@@ -76,6 +76,22 @@ class Hal:
                     pass
         return path
 
+    def log_device(self, path, spec):
+        """The raw log partition (docs/FORMAT.md 8): the data partition labelled
+        spec["label"] (default "log") in the flashed partition table, None when there is
+        none. esp32.Partition.writeblocks with an offset programs without erasing; ioctl 6
+        erases one 4096-byte block, which is what the log needs. An encrypted partition is
+        refused: flash encryption cannot program a page in several parts."""
+        import esp32
+
+        found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=spec.get("label", "log"))
+        if not found:
+            return None
+        part = found[0]
+        if part.info()[5]:
+            raise OSError("log partition %s is encrypted" % spec.get("label", "log"))
+        return part
+
     def free_heap(self):
         return gc.mem_free()
 

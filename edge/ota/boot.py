@@ -1,7 +1,7 @@
 # Boot selection between the agent's A/B slots, with trial, confirm and rollback (docs/OTA.md
-# section 4). This file is also the body of the /main.py that `edgectl deploy` writes, so it
-# imports nothing from edge/ (it decides which edge/ is imported) and an update never changes
-# it: only a deploy over the serial port writes /main.py.
+# section 4). `edgectl deploy` also installs this file, compiled, as /lib/edgeboot.mpy, outside
+# both slots, for the /main.py it writes: so it imports nothing from edge/ (it decides which
+# edge/ is imported), and an update never changes that copy: only a deploy does.
 
 import json
 import os
@@ -100,16 +100,6 @@ def note_failure(root, why):
         write_state(root, st)
 
 
-def _reset():
-    try:
-        import machine
-
-        machine.reset()
-    except (ImportError, AttributeError):
-        pass
-    sys.exit(RESET_EXIT)  # unix port: the supervisor starts us again
-
-
 def _cause():
     try:
         import machine
@@ -119,27 +109,34 @@ def _cause():
         return ""
 
 
-def boot(root=""):
-    """Choose a slot and config, put the slot first on sys.path (ahead of frozen and ROMFS
-    modules), run the agent; a crash of a trial or a requested reboot resets the board."""
+def choose(root=""):
+    """Choose a slot and config for this boot and put the slot first on sys.path (ahead of
+    frozen and ROMFS modules); returns (config path, trial?). /main.py calls this, then drops
+    this module before it starts the agent, so none of it stays on the heap."""
     st = read_state(root)
     slot, cfg = select(root, st, _cause())
     path = root + SLOTS[slot]
     if path in sys.path:
         sys.path.remove(path)
     sys.path.insert(0, path)
-    try:
-        from edge import main as agent_main
+    return root + cfg, bool(st.get("trial"))
 
-        agent = agent_main.run(root + cfg, root)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:
-        if not st.get("trial"):
-            raise  # the confirmed agent: as before updates (the REPL on a board, exit 1 on unix)
-        note_failure(root, "crash: %s: %s" % (type(e).__name__, e))
-        sys.print_exception(e)
-        _reset()  # the trial failed: the next boot rolls back
-        return
-    if getattr(agent, "reboot", None):
-        _reset()
+
+def crashed(root, trial, e):
+    """The agent raised e. A trial's crash is recorded and resets the board (the next boot
+    rolls back); the confirmed agent's is raised as before updates existed."""
+    if not trial:
+        raise e
+    note_failure(root, "crash: %s: %s" % (type(e).__name__, e))
+    sys.print_exception(e)
+    reset()
+
+
+def reset():
+    try:
+        import machine
+
+        machine.reset()
+    except (ImportError, AttributeError):
+        pass
+    sys.exit(RESET_EXIT)  # unix port: the supervisor starts us again

@@ -46,6 +46,18 @@ def rmtree(path):
     os.rmdir(path)
 
 
+def _hash_file(path, buf, h, h2=None):
+    """Feed a file to one or two hash objects through buf."""
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return
+            h.update(memoryview(buf)[:n])
+            if h2 is not None:
+                h2.update(memoryview(buf)[:n])
+
+
 def _exists(path):
     try:
         return os.stat(path)[6]
@@ -55,23 +67,31 @@ def _exists(path):
 
 class Installer:
     """One bundle into `slot` under `root`. policy: dict with pub (release key), mpy,
-    platform, current (running release or None), floor (None or version), downgrade (bool)."""
+    platform, current (running release or None), floor (None or version), downgrade (bool).
+
+    On flash beside the slot: /ota/<slot>.manifest (the signed manifest, streamed there as it
+    arrives: no manifest-sized block of RAM) and /ota/<slot>.head (the 12-byte header and the
+    signature), written once the signature verified."""
 
     def __init__(self, root, slot, size, sha256, policy):
         self.dir = root + SLOTS[slot]
         self.head_path = root + "/ota/" + slot + ".head"
+        self.man_path = root + "/ota/" + slot + ".manifest"
         self.size = size
         self.sha256 = sha256
         self.policy = policy
-        # set by _head()/_open_next() before any use; None while there is nothing open/parsed
+        # set before any use; None while there is nothing open/parsed
         self.f = None  # type: io.BufferedWriter  # type: ignore[assignment]
+        self.mf = None  # type: io.BufferedWriter  # type: ignore[assignment]
         self._reset()
 
     def _reset(self):
         self.off = 0
         self.total = hashlib.sha256()
-        self.head = bytearray()  # type: bytearray | None
-        self.head_len = 0
+        self.hdr = bytearray(bundle.HEADER_LEN)
+        self.sig = None  # type: bytearray  # type: ignore[assignment]
+        self.mlen = 0
+        self.slen = 0
         self.m = None  # type: dict  # type: ignore[assignment]
         self.fi = 0  # index of the file being written
         self.fpos = 0
@@ -79,13 +99,14 @@ class Installer:
 
     # --- begin / resume ------------------------------------------------------------------
     def start(self):
-        """Begin from byte 0: the slot's old agent and head are removed."""
+        """Begin from byte 0: the slot's old agent, head and manifest are removed."""
         self.close()
         rmtree(self.dir + "/edge")
-        try:
-            os.remove(self.head_path)
-        except OSError:
-            pass
+        for p in (self.head_path, self.man_path, self.man_path + ".part"):
+            try:
+                os.remove(p)
+            except OSError:
+                pass
         self._reset()
         return 0
 
@@ -93,14 +114,19 @@ class Installer:
         """Continue a download whose bytes are on flash; returns the offset to fetch next."""
         try:
             with open(self.head_path, "rb") as f:
-                head = f.read()
-        except OSError:
-            return self.start()
-        try:
-            self._head(head, False)
-        except (InstallError, bundle.BundleError):
+                f.readinto(self.hdr)
+                self.mlen, self.slen = bundle.parse_header(self.hdr)
+                self.sig = bytearray(self.slen)
+                if f.readinto(self.sig) != self.slen:
+                    raise InstallError("head truncated")
+            self._accept()
+        except (OSError, InstallError, bundle.BundleError):
             return self.start()
         buf = bytearray(_READ)
+        self.total.update(self.hdr)
+        _hash_file(self.man_path, buf, self.total)
+        self.total.update(self.sig)
+        self.off = bundle.HEADER_LEN + self.mlen + self.slen
         files = self.m["files"]
         while self.fi < len(files):
             path, size, digest = files[self.fi]
@@ -109,13 +135,7 @@ class Installer:
             if have <= 0 or have > size:
                 break
             h = hashlib.sha256()
-            with open(name, "rb") as f:
-                while True:
-                    n = f.readinto(buf)
-                    if not n:
-                        break
-                    h.update(memoryview(buf)[:n])
-                    self.total.update(memoryview(buf)[:n])
+            _hash_file(name, buf, h, self.total)
             self.off += have
             if have < size:
                 self.fpos = have
@@ -139,17 +159,33 @@ class Installer:
         i = 0
         n = len(mv)
         while i < n:
-            if self.m is None:
-                want = self.head_len or bundle.HEADER_LEN
-                take = min(want - len(self.head), n - i)  # type: ignore[arg-type]
-                self.head.extend(mv[i : i + take])  # type: ignore[union-attr]
+            pos = self.off + i  # offset in the bundle of mv[i]
+            if pos < bundle.HEADER_LEN:
+                take = min(bundle.HEADER_LEN - pos, n - i)
+                self.hdr[pos : pos + take] = mv[i : i + take]
                 i += take
-                if not self.head_len and len(self.head) == bundle.HEADER_LEN:
-                    mlen, slen = bundle.parse_header(self.head)
-                    self.head_len = bundle.HEADER_LEN + mlen + slen
-                elif self.head_len and len(self.head) == self.head_len:
-                    self._head(self.head, True)
-                    self.head = None
+                if pos + take == bundle.HEADER_LEN:
+                    self.mlen, self.slen = bundle.parse_header(self.hdr)
+                    makedirs(self.man_path.rsplit("/", 1)[0])
+                    self.mf = open(self.man_path + ".part", "wb")
+                continue
+            end_m = bundle.HEADER_LEN + self.mlen
+            if pos < end_m:  # the manifest goes straight to flash
+                take = min(end_m - pos, n - i)
+                self.mf.write(mv[i : i + take])
+                i += take
+                if pos + take == end_m:
+                    self.mf.close()
+                    self.mf = None
+                    self.sig = bytearray(self.slen)
+                continue
+            end_s = end_m + self.slen
+            if pos < end_s:
+                take = min(end_s - pos, n - i)
+                self.sig[pos - end_m : pos - end_m + take] = mv[i : i + take]
+                i += take
+                if pos + take == end_s:
+                    self._accept(True)
                     self._open_next()
                 continue
             files = self.m["files"]
@@ -164,22 +200,24 @@ class Installer:
             if self.fpos == size:
                 self._close_file()
                 self._open_next()
-        if self.f is not None:
-            self.f.flush()  # the durability point of a chunk (littlefs syncs on flush)
+        for f in (self.f, self.mf):
+            if f is not None:
+                f.flush()  # the durability point of a chunk (littlefs syncs on flush)
         self.total.update(mv)
         self.off += n
 
-    def _head(self, head, fresh):
-        mlen, slen = bundle.parse_header(head)
-        if len(head) != bundle.HEADER_LEN + mlen + slen:
-            raise InstallError("bundle head is truncated")
-        raw = memoryview(head)[bundle.HEADER_LEN : bundle.HEADER_LEN + mlen]
-        m = bundle.parse_manifest(bytes(raw))
+    def _accept(self, fresh=False):
+        """Verify the signature over the manifest on flash, parse it, check it against the
+        policy; when fresh, keep the head (header + signature) for a resume."""
+        man = self.man_path + (".part" if fresh else "")
+        buf = bytearray(_READ)
         p = self.policy
-        if not bundle.verify(p["pub"], raw, memoryview(head)[bundle.HEADER_LEN + mlen :]):
+        if not bundle.verify(p["pub"], lambda h: _hash_file(man, buf, h), self.sig):
             raise InstallError(
                 "bad signature: the bundle is not signed by this device's release key"
             )
+        with open(man) as f:
+            m = bundle.parse_manifest(f)  # parsed from the file: no manifest-sized string
         why = bundle.compatible(m, p["mpy"], p["platform"])
         if why:
             raise InstallError("incompatible: " + why)
@@ -194,7 +232,7 @@ class Installer:
                 "downgrade: bundle %s is not newer than the running %s (send downgrade: true to "
                 "allow it above the minimum)" % (m["version"], cur)
             )
-        need = len(head) + bundle.payload_size(m)
+        need = bundle.HEADER_LEN + self.mlen + self.slen + bundle.payload_size(m)
         if need != self.size:
             raise InstallError(
                 "truncated bundle: its manifest needs %d bytes, the update announced %d"
@@ -204,15 +242,13 @@ class Installer:
                 % (need, self.size)
             )
         self.m = m
-        if not fresh:
-            self.total.update(head)
-            self.off = len(head)
-            return
-        makedirs(self.head_path.rsplit("/", 1)[0])
-        tmp = self.head_path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(head)
-        os.rename(tmp, self.head_path)
+        if fresh:
+            os.rename(man, self.man_path)
+            tmp = self.head_path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(self.hdr)
+                f.write(self.sig)
+            os.rename(tmp, self.head_path)
 
     def _open_next(self):
         files = self.m["files"]
@@ -247,9 +283,11 @@ class Installer:
         return self.m
 
     def close(self):
-        if self.f is not None:
-            try:
-                self.f.close()
-            except OSError:
-                pass
-            self.f = None
+        for f in (self.f, self.mf):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self.f = None
+        self.mf = None

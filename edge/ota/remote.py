@@ -5,6 +5,7 @@
 
 import asyncio
 import binascii
+import gc
 import hashlib
 import json
 import os
@@ -19,7 +20,10 @@ COMMANDS = ("update", "config", "config/get", "reboot")
 _MAX_BUNDLE = const(4194304)
 _RESERVE = const(16384)  # flash left free beyond a bundle and the store's unused quota
 _MAX_TOPIC = const(128)
-_MAX_REPLY = const(1200)  # a config/get reply larger than this is refused: ask for keys
+_MAX_REPLY = const(1200)
+# heap an update needs beyond its code: the chunks in flight (window x chunk), the manifest
+# (about 200 B a file on a 64-bit port), hashing and file buffers, with room for the data path
+_UPDATE_FREE = const(24576)  # a config/get reply larger than this is refused: ask for keys
 # Identity, broker, trust and inputs: only a deploy over the serial port changes these. A
 # command could otherwise move the telemetry to another broker, swap the release key, or make
 # a channel measure something else than what the owner consented to (docs/OTA.md section 8).
@@ -157,6 +161,7 @@ def _free_bytes(path):
 
 
 def update(agent, doc):
+    from edge import lms  # noqa: F401  (loaded now: the heap check below counts it)
     from edge.ota.updater import Updater, pending
 
     cur = agent.updater
@@ -188,12 +193,24 @@ def update(agent, doc):
     key = release_key(agent)
     free = _free_bytes(root)
     if free is not None:
-        store_room = max(agent.cfg["store"]["total_bytes"] - agent.store.used_bytes(), 0)
-        if free < req["size"] + store_room + _RESERVE:
+        # the store must keep room for its whole quota: a slot that eats into it would make
+        # the store drop readings for want of flash (docs/OTA.md section 7)
+        total = agent.cfg["store"]["total_bytes"]
+        store_room = max(total - agent.store.used_bytes(), 0)
+        short = req["size"] + store_room + _RESERVE - free
+        if short > 0:
             raise ValueError(
-                "not enough flash: bundle %d B + the store's free quota %d B + %d B reserve, "
-                "%d B free" % (req["size"], store_room, _RESERVE, free)
+                "not enough flash: the bundle (%d B), the store's unused quota (%d B) and %d B "
+                "reserve need %d B more than the %d B free; lower store.total_bytes to %d or less "
+                "(edgectl config DEVICE --set store.total_bytes=N)"
+                % (req["size"], store_room, _RESERVE, short, free, (total - short) // 4096 * 4096)
             )
+    gc.collect()
+    if gc.mem_free() < _UPDATE_FREE:
+        raise ValueError(
+            "not enough free heap for an update: %d B free with its code loaded, %d B needed "
+            "(a ROMFS or frozen agent keeps the code off the heap)" % (gc.mem_free(), _UPDATE_FREE)
+        )
     was = pending(root)
     resume = bool(was) and was.get("sha256") == req["sha256"]
     policy = {

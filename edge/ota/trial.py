@@ -123,3 +123,6 @@ async def watch(agent, st):
             agent.request_reboot(why)
             break
     hb.stop()
+    from edge import ota
+
+    ota.unload("edge.ota.trial", "edge.ota.slots", "edge.ota.boot")

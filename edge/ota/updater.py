@@ -116,12 +116,29 @@ class Updater:
             self.fail(str(e), True)
         except OSError as e:
             self.fail("flash error: %s" % e, False)
-        except MemoryError:
+        except MemoryError as e:
+            import sys
+
+            sys.print_exception(e)
             self.fail("out of memory while installing", False)
         finally:
             self.ins.close()
             self.done = True
             await self._unsubscribe_all()
+            if self.a.updater is self:
+                self.a.updater = None
+            # the code of an update is not needed until the next one (docs/OTA.md 10)
+            from edge import ota
+
+            ota.unload(
+                "edge.ota.updater",
+                "edge.ota.install",
+                "edge.ota.remote",
+                "edge.ota.slots",
+                "edge.ota.boot",
+                "edge.bundle",
+                "edge.lms",
+            )
 
     def fail(self, why, final):
         """A refused bundle forgets the download; a flash or memory error keeps it (resume)."""

@@ -8,6 +8,7 @@ from micropython import const
 
 from edge import codec
 from edge.store import segment
+from edge.store.base import StoreBase, new_stats
 from edge.store.segment import BLOCK, footprint, seg_name
 from edge.wire import SEG_HEAD_LEN, seg_head
 
@@ -15,7 +16,6 @@ _SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never r
 _READ_BUF = const(2048)
 _ENOSPC = const(28)
 _FRAME = segment.FRAME_FMT
-_CURSOR_MS = const(10000)  # cursor writes at most this often (save_cursor)
 _LOW = const(0xFFFFFFFF)  # a record holds a seq's low 32 bits; its segment the epoch (FORMAT 1)
 
 # A segment is a 5-slot list, named by these indices: a class instance (even with __slots__)
@@ -64,7 +64,9 @@ class _Stream:
         return len(self.segs)
 
 
-class Store:
+class Store(StoreBase):
+    backend = "segments"
+
     def __init__(self, root, cfg, categories, hal):
         sc = cfg["store"]
         self.root = root
@@ -77,18 +79,7 @@ class Store:
         self.rmv = memoryview(self.rbuf)
         self.head = bytearray(SEG_HEAD_LEN)
         self.rec = bytearray(codec.REC_LEN)  # first_unacked()'s frame
-        # counters: every drop by reason and category (DESIGN.md 3, health status)
-        self.stats = {  # type: dict
-            "appended": 0,
-            "committed": 0,
-            "commits": 0,
-            "acked": 0,
-            "deleted_segments": 0,
-            "corrupt_records": 0,
-            "torn_tails": 0,
-            "bad_segments": 0,
-            "dropped": {},
-        }
+        self.stats = new_stats()  # type: dict
         self.last_commit = hal.ticks_ms()
         self.streams = []
         _mkdir(root)
@@ -189,31 +180,6 @@ class Store:
         last = self.next_seq - 1
         return last - (last & _LOW)
 
-    def whole(self, low):
-        """The whole seq whose low 32 bits are `low`, among the last 2^32 handed out (the
-        forwarder keeps only the low bits of the batches in flight, FORMAT 1)."""
-        n = self.next_seq
-        seq = n - (n & _LOW) + low
-        return seq if seq < n else seq - _LOW - 1
-
-    def tick(self, now):
-        """Group commit by time (default every 1 s, DESIGN.md 3)."""
-        if self.hal.ticks_diff(now, self.last_commit) >= self.flush_ms:
-            self.commit()
-
-    def commit(self):
-        """Make every buffered reading durable."""
-        for s in self.streams:
-            if s.n:
-                self._commit_stream(s)
-        self.last_commit = self.hal.ticks_ms()
-
-    def pending(self):
-        n = 0
-        for s in self.streams:
-            n += s.n
-        return n
-
     def _commit_stream(self, s):
         nbytes = s.n * codec.REC_LEN
         segment.seal(s.buf, s.n)  # the frames' CRCs (FORMAT 2.3)
@@ -279,31 +245,11 @@ class Store:
             s.roff = s.aoff = SEG_HEAD_LEN
         s.active.write(self.head)
 
-    def _enforce_quota(self, s):
-        while s.quota and s.bytes > s.quota and len(s.segs) > 1:
-            self._delete_oldest(s, "quota")
-        while self.total_bytes and self.used_bytes() > self.total_bytes:
-            if not self._evict_any(None, "full"):
-                break
+    def _units(self, s):
+        return len(s.segs)
 
-    def _evict_any(self, keep, reason):
-        """Delete the oldest segment of the biggest category (never the active segment of
-        `keep`). Returns False when there is nothing to delete."""
-        big = None
-        for t in self.streams:
-            n = len(t.segs) - (1 if t.active is not None or t is keep else 0)
-            if n > 0 and (big is None or t.bytes > big.bytes):
-                big = t
-        if big is None:
-            return False
-        self._delete_oldest(big, reason)
-        return True
-
-    def used_bytes(self):
-        n = 0
-        for s in self.streams:
-            n += s.bytes
-        return n
+    def _evictable(self, t, keep):
+        return len(t.segs) - (1 if t.active is not None or t is keep else 0)
 
     def _delete_oldest(self, s, reason):
         seg = s.segs[0]
@@ -334,11 +280,6 @@ class Store:
             s.rseg, s.roff = nxt, SEG_HEAD_LEN
         if s.aseg <= seg[SEG_NO]:
             s.aseg, s.aoff = nxt, SEG_HEAD_LEN
-
-    def _drop(self, reason, s, n):
-        d = self.stats["dropped"]
-        key = reason + ":" + s.name
-        d[key] = d.get(key, 0) + n
 
     # --- forwarding ----------------------------------------------------------------------
     def fill(self, cat, writer):
@@ -425,23 +366,6 @@ class Store:
         s = self.streams[cat]
         s.rseg, s.roff = s.aseg, s.aoff
 
-    def save_cursor(self, force=False):
-        """Persist the ack cursors, lazily: an unsaved ack only means duplicates later, and
-        every state write costs littlefs metadata programs and, in time, erases. Writes only
-        when a cursor moved, and then at most every 10 s unless `force`."""
-        now = self.hal.ticks_ms()
-        if not force and (
-            self._saved_acked() or self.hal.ticks_diff(now, self.last_save) < _CURSOR_MS
-        ):
-            return
-        self._save_state()
-
-    def _saved_acked(self):
-        for s in self.streams:
-            if s.acked != s.saved:
-                return False
-        return True
-
     def backlog(self, cat):
         """Committed bytes of a category not yet acknowledged (an upper bound)."""
         s = self.streams[cat]
@@ -496,14 +420,17 @@ class Store:
                 n += seg[SEG_SIZE] - s.roff
         return n
 
-    def buffered(self, cat):
-        """Readings of the category appended but not yet committed."""
-        return self.streams[cat].n
-
     def unsent(self, cat):
         s = self.streams[cat]
         i = s.seg_index(s.rseg)
         return i < len(s.segs) and (i < len(s.segs) - 1 or s.roff < s.segs[i][SEG_SIZE])
+
+    def oldest_seq(self, cat):
+        """The seq of the first reading still held for the category, -1 when none."""
+        for seg in self.streams[cat].segs:
+            if seg[SEG_FIRST] >= 0:
+                return seg[SEG_FIRST]
+        return -1
 
     def purge(self, cat):
         """Delete every unsent reading of a category (consent revoked): buffered, committed

@@ -8,7 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from host_tools.board.deploy import CACHE_DIR, MANIFEST, agent_files, compiler_for, main_py
+from host_tools.board.deploy import (
+    CACHE_DIR,
+    MANIFEST,
+    agent_files,
+    boot_module,
+    compiler_for,
+    main_py,
+)
 from host_tools.paths import board_file, local_mpy
 
 UNIX_BOARD = {"name": "unix-sim", "chip": "unix"}
@@ -18,11 +25,14 @@ def make_root(root: Path, config: dict, secrets: dict[str, bytes] | None = None)
     """Lay out `root` as a freshly deployed board; an existing slot a is kept (the board's
     flash survives a restart), the config and secrets are rewritten."""
     root.mkdir(parents=True, exist_ok=True)
+    comp = compiler_for(local_mpy())
     if not (root / "lib" / "edge").is_dir():
-        for rel, data in agent_files(compiler_for(local_mpy()), UNIX_BOARD, CACHE_DIR).items():
+        for rel, data in agent_files(comp, UNIX_BOARD, CACHE_DIR).items():
             p = root / "lib" / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
+    (root / "lib").mkdir(exist_ok=True)
+    (root / "lib" / "edgeboot.mpy").write_bytes(boot_module(comp, CACHE_DIR))
     (root / "main.py").write_bytes(main_py())
     # the board file where deploy puts it, and where the agent's loader finds it on unix
     # (boards/ in the working directory, edge/board.py)

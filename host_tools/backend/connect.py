@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -258,15 +258,13 @@ def _client(
     persistent: bool,
     manual_ack: bool,
 ) -> mqtt.Client:
-    kw: dict[str, Any] = {}
-    if not mqtt5:
-        kw["clean_session"] = not persistent
     c = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
+        # MQTT 5 has no clean session flag: clean start goes with CONNECT (connect() below)
+        clean_session=None if mqtt5 else not persistent,
         protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311,
         manual_ack=manual_ack,
-        **kw,
     )
     if opts.user:
         c.username_pw_set(opts.user, opts.password)
@@ -313,15 +311,17 @@ def connect(
         c.on_publish = conn._on_publish
         if on_message is not None:
             c.on_message = on_message
-        kw: dict[str, Any] = {}
+        props = None
         if mqtt5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_NEVER_EXPIRES if persistent else 0
-            kw = {"clean_start": not persistent, "properties": props}
-        # paho's annotations say int; it sleeps on the values, so seconds as floats work
-        c.reconnect_delay_set(0.05, 1.0)  # type: ignore[arg-type]
+        c.reconnect_delay_set(0.05, 1.0)  # type: ignore[arg-type]  # seconds, floats work
         try:
-            c.connect(opts.host, opts.port, keepalive=opts.keepalive, **kw)
+            if mqtt5:
+                c.connect(opts.host, opts.port, opts.keepalive, clean_start=not persistent,
+                          properties=props)  # fmt: skip
+            else:
+                c.connect(opts.host, opts.port, opts.keepalive)
         except (OSError, ValueError) as e:
             # ssl.SSLError is an OSError: a bad CA or host name lands here
             why = getattr(e, "strerror", None) or str(e) or type(e).__name__

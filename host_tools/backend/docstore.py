@@ -125,10 +125,10 @@ class DocStore:
     def device(self, device: str) -> dict:
         with self.lock:
             q = Query().device == device
-            r = self.receipts.get(q)
+            receipt = self.receipts.get(q)
             return {
                 "registry": self.devices.get(q),
-                "receipt": r.get("receipt") if isinstance(r, dict) else None,
+                "receipt": receipt["receipt"] if receipt else None,
             }
 
     def forget(self, device: str) -> int:

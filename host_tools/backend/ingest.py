@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from edge import codec
 from host_tools.backend import e2e
@@ -48,6 +48,44 @@ class Delivery:
     topic: str
     payload: bytes
     token: Any = None
+
+
+class Source(Protocol):
+    """Where messages come from (docs/BACKEND.md 2): MqttSource today; a NATS JetStream durable
+    consumer implements the same methods."""
+
+    def start(self, deliver: Callable[[Delivery], None]) -> None: ...
+    def ack(self, token: Any) -> None: ...
+    def send(self, device: str, suffix: str, payload: bytes) -> None: ...
+    def pause(self) -> None: ...
+    def stop(self) -> None: ...
+    def alive(self) -> bool: ...
+
+
+class Sink(Protocol):
+    """Where readings go (docs/BACKEND.md 2, 3): SqliteSink today; a PostgreSQL sink keeps the
+    key (device, seq) and ON CONFLICT DO NOTHING. A transaction starts with the first write."""
+
+    def insert_readings(self, rows: list[tuple]) -> tuple[list[tuple], int, list[tuple]]: ...
+    def add_status(self, device: str, received_ms: int, doc_text: str) -> None: ...
+    def count_category(self, device: str, category: str) -> int: ...
+    def erase_category(self, device: str, category: str) -> int: ...
+    def ledger(
+        self,
+        device: str,
+        version: int,
+        event: str,
+        category: str,
+        seq: int | None,
+        readings: int,
+        action: str,
+        detail: dict | None = None,
+    ) -> bool: ...
+    def savepoint(self) -> None: ...
+    def release(self) -> None: ...
+    def rollback_to(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
 
 
 class Refused(Exception):
@@ -147,7 +185,7 @@ class WorkerConfig:
 class Worker:
     """One worker thread over one source, one sink and one document store."""
 
-    def __init__(self, source, sink, docs, cfg: WorkerConfig) -> None:
+    def __init__(self, source: Source, sink: Sink, docs, cfg: WorkerConfig) -> None:
         self.source = source
         self.sink = sink
         self.docs = docs
@@ -275,14 +313,19 @@ class Worker:
         with self.db_lock:
             try:
                 for d in group:
+                    self.sink.savepoint()
                     try:
                         self._handle(d, acks, mirror)
                     except Refused as r:
+                        self.sink.rollback_to()
                         self._refuse(d, r)
                     except sqlite3.Error:
                         raise
                     except Exception as e:  # a bug or an input nobody foresaw: one message
+                        self.sink.rollback_to()  # nothing half-written of it stays
                         self.note("internal", f"{d.topic[:80]}: {type(e).__name__}: {e}")
+                    else:
+                        self.sink.release()
                 self.sink.commit()
             except sqlite3.Error:
                 self.sink.rollback()

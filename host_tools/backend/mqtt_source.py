@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -22,6 +22,11 @@ from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.ingest import Delivery
+
+
+def _not_started(d: Delivery) -> None:
+    raise RuntimeError("the source is not started")
+
 
 MAX_TOPIC = 200  # bytes; `{prefix}/{64-char id}/t/{64-char category}` fits with room
 
@@ -136,10 +141,6 @@ class MqttSource:
         return t is not None and t.is_alive()
 
 
-def _not_started(d: Delivery) -> None:
-    raise RuntimeError("the source delivers only after start()")
-
-
 class QueueSource:
     """An in-process source (tests, benchmarks): put() deliveries; acks are recorded."""
 
@@ -148,7 +149,7 @@ class QueueSource:
         self.sent: list[tuple[str, str, bytes]] = []
         self.deliver: Callable[[Delivery], None] = _not_started
 
-    def start(self, deliver) -> None:
+    def start(self, deliver: Callable[[Delivery], None]) -> None:
         self.deliver = deliver
 
     def put(self, topic: str, payload: bytes, token=None) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from host_tools.errors import ToolError
 
@@ -116,6 +116,19 @@ class SqliteSink:
             except sqlite3.Error:
                 pass
 
+    def savepoint(self) -> None:
+        """Mark the start of one message's writes inside the group's transaction."""
+        self.begin()
+        self.db.execute("SAVEPOINT message")
+
+    def release(self) -> None:
+        self.db.execute("RELEASE message")
+
+    def rollback_to(self) -> None:
+        """Undo what the current message wrote (it failed half-way); the group goes on."""
+        self.db.execute("ROLLBACK TO message")
+        self.db.execute("RELEASE message")
+
     def close(self) -> None:
         self.rollback()
         self.db.close()
@@ -213,25 +226,26 @@ class SqliteSink:
     def rows(self, sql: str, args: Iterable = ()) -> list[tuple]:
         return self.db.execute(sql, tuple(args)).fetchall()
 
-    def subject_data(self, device: str) -> dict:
-        """Everything held about one device, as JSON-ready lists."""
-
-        def table(sql: str) -> list[dict]:
-            cur = self.db.execute(sql, (device,))
-            names = [c[0] for c in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in cur]
-
-        return {
-            "readings": table("SELECT * FROM readings WHERE device=? ORDER BY seq"),
-            "seq_conflicts": table("SELECT * FROM seq_conflicts WHERE device=? ORDER BY seq"),
-            "status_history": table(
-                "SELECT received_ms, doc FROM status_history WHERE device=? ORDER BY received_ms"
+    def subject_tables(self, device: str) -> Iterator[tuple[str, Iterator[dict]]]:
+        """Everything held about one device: (table name, rows as dicts), streamed from a
+        cursor so a device with millions of readings is never held in RAM at once."""
+        queries = (
+            ("readings", "SELECT * FROM readings WHERE device=? ORDER BY seq"),
+            ("seq_conflicts", "SELECT * FROM seq_conflicts WHERE device=? ORDER BY seq"),
+            (
+                "status_history",
+                "SELECT received_ms, doc FROM status_history WHERE device=? ORDER BY received_ms",
             ),
-            "consent_ledger": table(
+            (
+                "consent_ledger",
                 "SELECT version, event, category, seq, readings, action, at_ms, detail "
-                "FROM consent_ledger WHERE device=? ORDER BY id"
+                "FROM consent_ledger WHERE device=? ORDER BY id",
             ),
-        }
+        )
+        for name, sql in queries:
+            cur = self.db.execute(sql, (device,))
+            cols = [c[0] for c in cur.description]
+            yield name, (dict(zip(cols, r, strict=True)) for r in cur)
 
     def erase_subject(self, device: str, keep_ledger: bool = True) -> dict[str, int]:
         """Delete every row about one device (the consent ledger unless keep_ledger is off)."""

@@ -54,26 +54,43 @@ def _no_collector_running(db: str) -> None:
 
 
 def export(db: str, device: str, out: str) -> dict:
-    """Write everything held about `device` to `out` (JSON); returns the receipt."""
+    """Write everything held about `device` to `out`: one JSON object, written as it is read
+    (temporary file, then rename); returns the receipt."""
     sink, docs = _open(db)
     try:
-        data = {"device": device, "exported_ms": now_ms(), **docs.device(device)}
-        data.update(sink.subject_data(device))
-        text = json.dumps(data, indent=1, sort_keys=True).encode()
+        at = now_ms()
+        head = {"device": device, "exported_ms": at, **docs.device(device)}
+        digest = hashlib.sha256()
+        counts: dict[str, int] = {}
         tmp = out + ".tmp"
         with open(tmp, "wb") as f:
-            f.write(text)
+
+            def put(text: str) -> None:
+                b = text.encode()
+                digest.update(b)
+                f.write(b)
+
+            put(json.dumps(head, sort_keys=True)[:-1])
+            for table, rows in sink.subject_tables(device):
+                put(f',\n "{table}": [')
+                n = 0
+                for row in rows:
+                    put(("\n  " if n == 0 else ",\n  ") + json.dumps(row, sort_keys=True))
+                    n += 1
+                put("\n ]" if n else "]")
+                counts[table] = n
+            put("\n}\n")
         os.replace(tmp, out)
         receipt = {
             "subject": device,
             "action": "export",
-            "at_ms": data["exported_ms"],
+            "at_ms": at,
             "file": os.path.abspath(out),
-            "sha256": hashlib.sha256(text).hexdigest(),
-            "counts": {t: len(data[t]) for t in _TABLES},
-            "registry": data["registry"] is not None,
+            "sha256": digest.hexdigest(),
+            "counts": counts,
+            "registry": head["registry"] is not None,
         }
-        sink.ledger(device, receipt["at_ms"], "export", "*", None, 0, "exported", receipt)
+        sink.ledger(device, at, "export", "*", None, 0, "exported", receipt)
         sink.commit()
         return receipt
     finally:

@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "deploy": "host_tools.board.deploy:bench_deploy",
     "replay": "host_tools.bench.replay:bench_replay",
     "day": "host_tools.bench.day:bench_day",
+    "update": "host_tools.bench.update:bench_update",
     "inputs": "host_tools.bench.inputs:bench_inputs",
     "collector": "host_tools.bench.collector:bench_collector",
 }
@@ -52,4 +53,5 @@ def register(sub) -> None:
     p.add_argument(
         "--before", action="store_true", help="day: the agent's earlier settings, to compare"
     )
+    p.add_argument("--board", help="store: the board whose log partition sizes flash life")
     p.set_defaults(func=cmd_bench)

@@ -1,5 +1,6 @@
 """`edgectl dump PATH`: decode the store's files (docs/FORMAT.md section 2) from a store
-directory, single files, or a whole littlefs image read from a board (littlefs-python).
+directory, single files, a whole littlefs image read from a board (littlefs-python), or an
+image of the raw record log partition (docs/FORMAT.md section 8, host_tools/board/dump_raw.py).
 Prints a readable report; exit 1 when anything is corrupt, 0 when everything checks."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from edge import codec, wire
+from host_tools.board.dump_raw import DEFAULT_CATEGORIES, dump_raw_image, is_raw_image
 from host_tools.errors import ToolError
 
 SEG_HEAD_LEN = wire.SEG_HEAD_LEN  # FORMAT.md 2.2
@@ -156,8 +158,9 @@ def dump_image(data: bytes, rep: Report) -> None:
                 dump_file(path, f.read(), rep)
 
 
-def dump_path(path: str) -> Report:
-    """Report on a store directory, a single store file, or a littlefs image."""
+def dump_path(path: str, categories: tuple[str, ...] = DEFAULT_CATEGORIES) -> Report:
+    """Report on a store directory, a single store file, a littlefs image or a raw log image
+    (`categories`: names whose tags the raw log report names)."""
     rep = Report()
     if os.path.isdir(path):
         for root, _dirs, files in sorted(os.walk(path)):
@@ -173,13 +176,16 @@ def dump_path(path: str) -> Report:
         raise ToolError(f"cannot read {path}: {e.strerror}") from e
     if not path.endswith((".seg", ".json", ".tmp")) and is_littlefs_image(data):
         dump_image(data, rep)
+    elif not path.endswith((".seg", ".json", ".tmp")) and is_raw_image(data):
+        dump_raw_image(data, rep, categories)
     else:
         dump_file(os.path.basename(path), data, rep)
     return rep
 
 
 def cmd_dump(args) -> int:
-    rep = dump_path(args.path)
+    names = tuple(c for c in args.categories.split(",") if c)
+    rep = dump_path(args.path, names)
     for line in rep.lines:
         print(line)
     print(
@@ -191,7 +197,15 @@ def cmd_dump(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "dump", help="decode store files or a littlefs image (exit 1 on corruption)"
+        "dump", help="decode store files, a littlefs or a raw log image (exit 1 on corruption)"
     )
-    p.add_argument("path", help="store directory, a .seg/state.json file, or a littlefs image")
+    p.add_argument(
+        "path",
+        help="store directory, a .seg/state.json file, a littlefs image or a raw log image",
+    )
+    p.add_argument(
+        "--categories",
+        default=",".join(DEFAULT_CATEGORIES),
+        help="category names (comma-separated) whose tags a raw log report names",
+    )
     p.set_defaults(func=cmd_dump)

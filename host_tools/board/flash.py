@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host_tools.board import partitions
 from host_tools.errors import ToolError
 from host_tools.paths import board_file
 
@@ -85,9 +86,12 @@ def plan_flash(
     firmware: str | None = None,
     erase: bool = False,
     baud: int = DEFAULT_BAUD,
+    keep_partitions: bool = False,
 ) -> FlashPlan:
     """Resolve chip, offset, size and image for `board`; check the image's sha256 when the
-    board file pins one for that image. Does not touch the port."""
+    board file pins one for that image; unless keep_partitions, flash a copy of the image with
+    the board's partition table (host_tools/board/partitions.py: littlefs cut to the board's
+    size, the raw log partition added). Does not touch the port."""
     chip = str(_board_key(board, "chip"))
     if not chip.startswith("esp"):
         raise ToolError(
@@ -115,13 +119,31 @@ def plan_flash(
             plan.notes.append(f"sha256 of {image.name} matches the board file")
         else:
             plan.notes.append(f"sha256 of {image.name} not pinned by the board file: not checked")
+        if board.get("log_partition") and not keep_partitions:
+            _with_board_table(plan, board)
     else:
         plan.notes.append(f"firmware file {image} not present")
     plan.argv = ["esptool", "--chip", chip, "--port", port, "--baud", str(baud), "write-flash"]
     if erase:
         plan.argv.append("--erase-all")
-    plan.argv += ["--flash-size", size, hex(offset), str(image)]
+    plan.argv += ["--flash-size", size, hex(offset), str(plan.image)]
     return plan
+
+
+def _with_board_table(plan: FlashPlan, board: dict) -> None:
+    """Point the plan at a copy of the image carrying the board's partition table, written to
+    the temporary directory (the dry run's command line works as printed)."""
+    import tempfile
+
+    patched, parts = partitions.patch_image(plan.image.read_bytes(), plan.offset, board)
+    out = Path(tempfile.gettempdir()) / f"edge-{board['name']}-{plan.image.name}"
+    out.write_bytes(patched)
+    plan.image = out
+    plan.notes.append(
+        "partition table: "
+        + ", ".join(f"{p.label} {p.offset:#x}+{p.size >> 10}K" for p in parts)
+        + f" (copy of the image with it: {out})"
+    )
 
 
 def _chip_name(esp: object) -> str:
@@ -171,7 +193,14 @@ def write_firmware(plan: FlashPlan) -> None:
 
 def cmd_flash(args: argparse.Namespace) -> int:
     """CLI handler: plan, then print (dry run) or flash."""
-    plan = plan_flash(board_file(args.board), args.port, args.firmware, args.erase, args.baud)
+    plan = plan_flash(
+        board_file(args.board),
+        args.port,
+        args.firmware,
+        args.erase,
+        args.baud,
+        args.keep_partitions,
+    )
     for note in plan.notes:
         print(f"# {note}")
     if args.dry_run:
@@ -191,4 +220,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--erase", action="store_true", help="erase the whole flash first")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="baud rate for writing")
     p.add_argument("--dry-run", action="store_true", help="print the esptool command only")
+    p.add_argument(
+        "--keep-partitions",
+        action="store_true",
+        help="flash the image's own partition table (no raw log partition: the store uses "
+        "littlefs, boards/README.md)",
+    )
     p.set_defaults(func=cmd_flash)

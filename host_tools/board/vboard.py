@@ -2,7 +2,8 @@
 
 Unix MicroPython runs behind a pty whose slave is symlinked at `--link`, so mpremote, pyserial
 and esptool see a serial port. The board's root filesystem is littlefs on an emulated NOR
-flash backed by `--image` (host_tools/board/mp/vboard_boot.py), so files survive a reboot. When the
+flash backed by `--image` (host_tools/board/mp/vboard_boot.py), so files survive a reboot; its
+raw log partition (boards/README.md) is the emulated flash in `IMAGE.log`. When the
 MicroPython process exits (mpremote's Ctrl-D soft reset makes the unix port exit), the launcher
 prints `soft reboot`, starts a new one on the same image and re-enters the raw REPL if the host
 was in it, so mpremote works without `resume`. The board's UARTs are bridged to what the user
@@ -32,6 +33,14 @@ from host_tools.paths import micropython_path
 
 BOOT_SCRIPT = Path(__file__).resolve().parent / "mp" / "vboard_boot.py"
 DEFAULT_IMAGE_BYTES = 2 * 1024 * 1024
+DEFAULT_LOG_BYTES = 1024 * 1024  # the unix-sim board's log_partition size
+
+
+def log_image(image: Path) -> Path:
+    """The raw log partition's image beside the filesystem image (boards/README.md)."""
+    return image.with_name(image.name + ".log")
+
+
 _CTRL_A, _CTRL_B = 0x01, 0x02
 
 
@@ -102,6 +111,7 @@ class VirtualBoard:
         env = dict(
             os.environ,
             VBOARD_IMAGE=str(self.image),
+            VBOARD_LOG_IMAGE=str(log_image(self.image)),
             VBOARD_RUN_MAIN="1" if run_main else "0",
             VBOARD_UARTS=self.uarts.directory,
         )
@@ -269,8 +279,9 @@ def run_vboard(
     heapsize: str | None,
     uarts: list[UartSpec] | None = None,
 ) -> None:
-    """Create the image if needed and serve the board until SIGTERM/SIGINT."""
+    """Create the images if needed and serve the board until SIGTERM/SIGINT."""
     make_image(image, image_bytes)
+    make_image(log_image(image), DEFAULT_LOG_BYTES)
     board = VirtualBoard(link, image, soft_reset, heapsize, uarts)
 
     def stop(_sig: int, _frame: object) -> None:

@@ -244,12 +244,14 @@ def case_boot_purge(root, port):
     except CutHere:
         pass
     for s in a.store.streams:  # the cut: nothing more reaches the flash image
-        if s.active is not None:
+        if getattr(s, "active", None) is not None:
             s.active.close()
     import vfs
 
     vfs.umount("/flash")
     a.hal.flash.close()
+    if getattr(a.hal, "log_flash", None) is not None:
+        a.hal.log_flash.close()
     b = Agent(cfg, load_hal())  # the reboot
     usage = b.categories.index("usage")
     return {

@@ -155,14 +155,17 @@ class Run:
 
 
 def slot_ok(slot, errs, k):
-    """The slot's files are exactly those its signed head names."""
+    """The slot's files are exactly those its signed manifest names."""
     try:
         with open(ROOT + "/ota/" + slot + ".head", "rb") as f:
             head = f.read()
+        with open(ROOT + "/ota/" + slot + ".manifest", "rb") as f:
+            raw = f.read()
         mlen, slen = bundle.parse_header(head)
-        raw = head[bundle.HEADER_LEN : bundle.HEADER_LEN + mlen]
-        if not bundle.verify(PUB, raw, head[bundle.HEADER_LEN + mlen :]):
-            raise ValueError("bad signature on the head")
+        if len(raw) != mlen or len(head) != bundle.HEADER_LEN + slen:
+            raise ValueError("head or manifest truncated")
+        if not bundle.verify(PUB, raw, head[bundle.HEADER_LEN :]):
+            raise ValueError("bad signature on the manifest")
         m = bundle.parse_manifest(raw)
         for path, size, digest in m["files"]:
             with open(ROOT + boot.SLOTS[slot] + "/" + path, "rb") as f:

@@ -194,7 +194,37 @@ def main() -> None:
             vectors["records"].append({"file": fname, "expect": expect})
     with open(os.path.join(HERE, "vectors.json"), "w") as f:
         json.dump(vectors, f, indent=1)
+    rawlog_vector()
+
+
+def rawlog_vector() -> None:
+    """rawlog.img: a raw log partition of 8 blocks written by the agent's own store under unix
+    MicroPython (tests/mp/rawlog_vector.py; docs/FORMAT.md 6.9), with what the workload left
+    unacknowledged by its own bookkeeping (not by decoding the image)."""
+    import subprocess
+
+    from host_tools.paths import micropython_path, mp_env
+
+    env = mp_env()
+    root = os.path.dirname(os.path.dirname(HERE))
+    env["MICROPYPATH"] = ".frozen:" + root + ":" + os.path.join(root, "tests", "mp")
+    img = os.path.join(HERE, "rawlog.img")
+    out = subprocess.run(
+        [micropython_path(), os.path.join(root, "tests", "mp", "rawlog_vector.py"), "build", img],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    doc = json.loads(out.strip().splitlines()[-1])
+    with open(os.path.join(HERE, "rawlog.json"), "w") as f:
+        json.dump({"file": "rawlog.img", "blocks": 8, "expect": doc["expect"]}, f, indent=1)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["rawlog"]:
+        rawlog_vector()  # only the raw log vector (python tests/vectors/make_vectors.py rawlog)
+    else:
+        main()

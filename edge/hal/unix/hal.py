@@ -96,7 +96,28 @@ class Hal:
             _makedirs(parent)
         self.flash = flashdev.FlashDev(image=path + ".img")
         flashdev.mount(self.flash, _FLASH_MOUNT)
+        _makedirs(_FLASH_MOUNT + "/store")  # consent state lives there with either backend
         return _FLASH_MOUNT + "/store"
+
+    def log_device(self, path, spec):
+        """The raw log partition (docs/FORMAT.md 8), None when there is none. On the virtual
+        board: the emulated partition its boot script opened before the root switch. Else an
+        emulated NOR partition of the board's `log_partition` size in the image file
+        `path`.log, with the raw-partition rules enforced."""
+        if _root_is_littlefs():
+            try:
+                import _vboard_log  # type: ignore[import-not-found]  # set by the vboard boot
+
+                return _vboard_log.dev
+            except ImportError:
+                return None
+        size = spec.get("size", 0)
+        if not isinstance(size, int) or size < 4096:
+            return None
+        from edge.hal.unix import flashdev
+
+        self.log_flash = flashdev.FlashDev(size // 4096, image=path + ".log", nor=True)
+        return self.log_flash
 
     def free_heap(self):
         import gc

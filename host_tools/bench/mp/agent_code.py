@@ -12,6 +12,7 @@ import edge.hal.unix.flashdev  # noqa: F401  (the unix HAL mounts the emulated f
 import edge.hal.unix.hal  # noqa: F401
 import edge.main  # noqa: F401  (config, agent and everything the agent imports)
 import edge.sensors.simfridge  # noqa: F401
+import edge.store.rawlog  # noqa: F401  (the unix board's store backend, imported when chosen)
 
 # asyncio loads these parts on first use of their names
 _LAZY = (asyncio.StreamWriter, asyncio.Event, asyncio.wait_for_ms)

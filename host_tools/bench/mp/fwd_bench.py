@@ -83,19 +83,22 @@ async def forward(agent, n):
 
 
 def flash_heap_bytes(workdir):
-    """Heap held by one emulated NOR flash device (edge/hal/unix/flashdev.py, file-backed as the
-    unix HAL mounts it): it stands in for hardware, so it is measured on its own and left out
-    of the working set (on an ESP32 the flash is not on the heap). littlefs's own buffers and
-    open files are not part of it: they count, as they do on a board."""
+    """Heap held by the emulated NOR flash devices the unix HAL opens (edge/hal/unix/flashdev.py,
+    file-backed: the littlefs image and the raw log partition): they stand in for hardware, so
+    they are measured on their own and left out of the working set (on an ESP32 the flash is
+    not on the heap). littlefs's own buffers, open files and the raw log's block table are not
+    part of it: they count, as they do on a board."""
     gc.collect()
     a = gc.mem_alloc()
-    dev = flashdev.FlashDev(image=workdir + "/probe.img")
+    fs = flashdev.FlashDev(image=workdir + "/probe.img")
+    log = flashdev.FlashDev(256, image=workdir + "/probe.log", nor=True)
     gc.collect()
     n = gc.mem_alloc() - a
-    dev.close()
     import os
 
-    os.remove(workdir + "/probe.img")
+    for dev, name in ((fs, "/probe.img"), (log, "/probe.log")):
+        dev.close()
+        os.remove(workdir + name)
     return n
 
 

@@ -1,6 +1,7 @@
 # Virtual board boot script (MicroPython, unix port): `micropython -i vboard_boot.py`.
 # Puts the root filesystem on littlefs over an emulated NOR flash backed by an image file,
-# like an ESP32's /, then runs /boot.py and (unless entered for the raw REPL) /main.py.
+# like an ESP32's /, opens the raw log partition's image, then runs /boot.py and (unless
+# entered for the raw REPL) /main.py.
 # Started by host_tools/board/vboard.py (issue 7); see ../shared/TOOLCHAIN.md sections 3 and 5.
 
 import os
@@ -93,12 +94,36 @@ def _run(name):
         exec(open(name, "r").read(), {"__name__": "__main__"})
     except KeyboardInterrupt:
         print("KeyboardInterrupt")
+    except SystemExit as e:
+        # exit code 75: the agent asked for a board reset (edge/ota/boot.py, RESET_EXIT) and
+        # the unix port has no machine.reset(): end this process as a reset would; the
+        # launcher starts a fresh one, which runs /main.py (host_tools/board/vboard.py)
+        if e.args and e.args[0] == 75:
+            os.system("kill -9 $PPID")
+        raise
     except Exception as e:  # noqa: BLE001 - a board prints the error and drops to the REPL
         sys.print_exception(e)
 
 
+def _open_log(path):
+    # The board's raw log partition (docs/FORMAT.md 8) on its own image file, opened before the
+    # root switch hides the host's files; the unix HAL finds it as module `_vboard_log`.
+    try:
+        dev = FileFlash(path)
+    except OSError:
+        return
+
+    class _Log:
+        pass
+
+    _Log.dev = dev
+    sys.modules["_vboard_log"] = _Log
+
+
 _image = os.getenv("VBOARD_IMAGE")
 if _image:
+    if os.getenv("VBOARD_LOG_IMAGE"):
+        _open_log(os.getenv("VBOARD_LOG_IMAGE"))
     _mount_root(_image)
 del _image
 # The UARTs bridged with `edgectl vboard --uart NAME=...`: a host directory of ptys, mounted
