@@ -62,6 +62,7 @@ def test_agent_publishes_readings_from_three_buses(agents, tmp_path):
                 inputs=inputs,
                 mqtt={"host": b.host, "port": b.port},
                 sim={"seconds": 3},
+                status_detail="full",  # the inputs' counters are in the full document
             )
             a = agents(cfg, workdir=str(tmp_path))
 

@@ -29,7 +29,7 @@ def _config(port: int, count: int, rate: int) -> dict:
         channels=[{"id": 1, "name": "cabinet_temp_cC", "category": "essential"}],
         # the backlog may use the whole store: an eviction would be a (counted) loss
         categories={"essential": {"quota": 1572864}},
-        batch={"max_readings": 250, "linger_ms": 50},
+        batch={"max_readings": 250, "latency_ms": 50},
         sim={"rate_hz": rate, "count": count},
     )
 

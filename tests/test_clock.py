@@ -122,13 +122,15 @@ def test_readings_before_the_sync_arrive_as_wall_clock(agents, tmp_path):
         mqtt={"port": port},
         sim={"seconds": 3, "rate_hz": 300},
         clock={"synced_at_ms": 1000},
+        status_detail="full",  # `clock.converted` is in the full document (docs/HEALTH.md 1)
     )
     a = agents(cfg, workdir=str(tmp_path))
     births: list[dict] = []
     assert _wait_log(a, "clock: synced after 2 attempts", 15), a.output
     with broker_mod.start(port=port) as b, Collector(b.host, b.port) as col:
         col.client.message_callback_add(
-            f"edge/{dev}/status", lambda c, u, m: births.append(json.loads(m.payload))
+            f"edge/{dev}/status",
+            lambda c, u, m: births.append(codec.decode_status(json.loads(m.payload))),
         )
         a.wait(60)
         t1 = time.time() * 1000

@@ -83,6 +83,7 @@ def test_status_message_content_arrives_at_the_collector(agents, broker):
             sim={"seconds": 3},
             inputs=inputs,
             status_ms=500,
+            status_detail="full",  # every snapshot the whole document (docs/HEALTH.md 1)
             watchdog_ms=2000,
         )
         agents.run(cfg, 60)

@@ -46,6 +46,12 @@ def _pending(st):
     return n
 
 
+def _buffered(st, cat):
+    """Readings of the category appended but not yet committed (the forwarder's latency
+    budget counts them as waiting, docs/MQTT.md 9)."""
+    return st.streams[cat].n
+
+
 def _used_bytes(st):
     n = 0
     for s in st.streams:
@@ -105,6 +111,7 @@ class StoreBase:
     tick = _tick
     commit = _commit
     pending = _pending
+    buffered = _buffered
     used_bytes = _used_bytes
     _drop = _drop
     whole = _whole

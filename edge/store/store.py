@@ -430,7 +430,7 @@ class Store(StoreBase):
 
     def unsent_bytes(self, cat):
         """Committed bytes after the reader position: an upper bound on what fill() adds,
-        found without touching the filesystem (the forwarder's linger decision)."""
+        found without touching the filesystem (the forwarder's latency budget)."""
         s = self.streams[cat]
         segs = s.segs
         n = 0

@@ -29,7 +29,7 @@ _CHUNK = 25000  # readings per fill: 700 KB of records, inside the store's 1 MiB
 
 
 def make_cfg(host, port, n, batch, window, workdir, rate, fmt):
-    batch_cfg = {"max_readings": batch, "linger_ms": 5}
+    batch_cfg = {"max_readings": batch, "latency_ms": 5}
     if fmt:
         batch_cfg["format"] = fmt
     return config.load(
