@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from host_tools.backend import nats_cluster, postgres
-from host_tools.backend.nats_cluster import pid_alive
+from host_tools.backend.broker import pid_alive, wait_pid_gone
 from host_tools.errors import ToolError
 
 STATE = "cluster.json"
@@ -178,7 +178,7 @@ class Rig:
                 p.wait(5)
         elif pid_alive(pid):
             os.kill(pid, sig)
-            _wait_gone(pid, 30)
+            wait_pid_gone(pid, 30)
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         self.workers[i] = 0
@@ -243,20 +243,19 @@ class Rig:
         self.stop()
 
 
-def _wait_gone(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def up(
-    workdir: str, nodes: int = 3, workers: int = 2, prefix: str = "edge", pg: bool = True
+    workdir: str,
+    nodes: int = 3,
+    workers: int = 2,
+    prefix: str = "edge",
+    pg: bool = True,
+    ack_wait: float | None = None,
 ) -> Rig:
     """Start the tier; on any failure stop what was started."""
     os.makedirs(workdir, exist_ok=True)
     if os.path.exists(os.path.join(workdir, STATE)):
         raise ToolError(f"a cluster is already up in {workdir} (edgectl cluster down first)")
-    ncl = nats_cluster.start(os.path.join(workdir, "nats"), nodes, prefix)
+    ncl = nats_cluster.start(os.path.join(workdir, "nats"), nodes, prefix, ack_wait=ack_wait)
     rig = Rig(workdir, ncl, None, prefix)
     try:
         if pg:
@@ -271,7 +270,7 @@ def up(
 
 # --- the commands --------------------------------------------------------------------------------
 def cmd_up(args) -> int:
-    rig = up(args.workdir, args.nodes, args.workers, args.prefix, pg=not args.no_pg)
+    rig = up(args.workdir, args.nodes, args.workers, args.prefix, not args.no_pg, args.ack_wait)
     rig.save()
     info = {
         "workdir": os.path.abspath(args.workdir),
@@ -350,6 +349,13 @@ def register(sub) -> None:
     u.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     u.add_argument("--prefix", default="edge")
     u.add_argument("--no-pg", action="store_true", help="only the NATS cluster")
+    u.add_argument(
+        "--ack-wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds before a message no worker acknowledged goes to another (default 10)",
+    )
     u.add_argument("--json", action="store_true")
     u.set_defaults(func=cmd_up)
     d = cs.add_parser("down", help="stop what `up` started (by PID) and remove the work directory")

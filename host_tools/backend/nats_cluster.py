@@ -22,7 +22,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 
-from host_tools.backend.broker import HOST, free_port, wait_listening
+from host_tools.backend.broker import HOST, free_port, pid_alive, wait_listening, wait_pid_gone
 from host_tools.errors import ToolError
 
 STREAM = "EDGE"
@@ -85,7 +85,7 @@ class Cluster:
             p.wait(10)
         elif pid_alive(n.pid):
             os.kill(n.pid, signal.SIGKILL)
-            _wait_pid(n.pid, 10)
+            wait_pid_gone(n.pid, 10)
 
     def start_node(self, i: int) -> None:
         """(Re)start node i on its ports with its data (after kill())."""
@@ -123,9 +123,26 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(5)
-            elif not _wait_pid(n.pid, 10):
+            elif not wait_pid_gone(n.pid, 10):
                 os.kill(n.pid, signal.SIGKILL)
-                _wait_pid(n.pid, 5)
+                wait_pid_gone(n.pid, 5)
+
+    def stream_leader(self) -> int:
+        """The index of the node that leads the stream EDGE right now (-1: none)."""
+        import asyncio
+
+        import nats
+
+        async def ask() -> str:
+            nc = await nats.connect(servers=self.urls, connect_timeout=2)
+            try:
+                info = await nc.jetstream(timeout=5).stream_info(STREAM)
+                return (info.cluster.leader if info.cluster else None) or ""
+            finally:
+                await nc.close()
+
+        name = asyncio.run(ask())
+        return next((i for i, n in enumerate(self.nodes) if n.name == name), -1)
 
     def state(self) -> dict:
         return {
@@ -140,29 +157,6 @@ class Cluster:
         return cls(d["workdir"], [Node(**n) for n in d["nodes"]], d["prefix"], d.get("users"))
 
 
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_pid(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    return not pid_alive(pid)
-
-
 def _tail(path: str) -> str:
     try:
         with open(path, "rb") as f:
@@ -173,6 +167,7 @@ def _tail(path: str) -> str:
 
 def _write_conf(c: Cluster, n: Node) -> str:
     store = os.path.join(c.workdir, n.name, "jetstream")
+    replicas = min(3, len(c.nodes))
     os.makedirs(store, exist_ok=True)
     routes = ", ".join(
         f"nats-route://{HOST}:{o.cluster_port}" for o in c.nodes if o.name != n.name
@@ -184,7 +179,11 @@ def _write_conf(c: Cluster, n: Node) -> str:
         f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 2GB }}\n'
         f"cluster {{ name: edge, listen: {HOST}:{n.cluster_port}, routes: [{routes}] }}\n"
         # MQTT 3.1.1 for the devices; its sessions and retained messages live in JetStream
-        f"mqtt {{ listen: {HOST}:{n.mqtt_port}, ack_wait: 30s, max_ack_pending: 1000 }}\n"
+        # every MQTT stream and consumer (sessions, retained messages, QoS 1 queues) on
+        # three replicas: with fewer, a killed node takes sessions' quorum with it and the
+        # devices' CONNECTs on the other nodes time out
+        f"mqtt {{ listen: {HOST}:{n.mqtt_port}, ack_wait: 30s, max_ack_pending: 1000, "
+        f"stream_replicas: {replicas}, consumer_replicas: {replicas} }}\n"
         f"{c.users or ''}\n"
     )
     path = os.path.join(c.workdir, f"{n.name}.conf")
@@ -193,7 +192,13 @@ def _write_conf(c: Cluster, n: Node) -> str:
     return path
 
 
-def start(workdir: str, nodes: int = 3, prefix: str = "edge", users: str | None = None) -> Cluster:
+def start(
+    workdir: str,
+    nodes: int = 3,
+    prefix: str = "edge",
+    users: str | None = None,
+    ack_wait: float | None = None,
+) -> Cluster:
     """Start `nodes` nats-server processes forming one JetStream cluster, wait until it
     has a meta leader, and create the stream and the durable consumer of the workers."""
     os.makedirs(workdir, exist_ok=True)
@@ -215,7 +220,7 @@ def start(workdir: str, nodes: int = 3, prefix: str = "edge", users: str | None 
     try:
         for i in range(nodes):
             c.start_node(i)
-        ensure_stream(c.urls, prefix, replicas=min(3, nodes))
+        ensure_stream(c.urls, prefix, replicas=min(3, nodes), ack_wait=ack_wait or ACK_WAIT_S)
     except BaseException:
         c.stop()
         raise
@@ -226,7 +231,13 @@ def subjects(prefix: str) -> list[str]:
     return [f"{prefix}.{k}" for k in SUBJECT_KINDS]
 
 
-def ensure_stream(urls: list[str], prefix: str, replicas: int = 3, timeout: float = 60.0) -> None:
+def ensure_stream(
+    urls: list[str],
+    prefix: str,
+    replicas: int = 3,
+    timeout: float = 60.0,
+    ack_wait: float = 10.0,
+) -> None:
     """Create the stream EDGE and the durable pull consumer `collectors` (idempotent). A fresh
     cluster elects its JetStream meta leader within seconds: retry until then."""
     import asyncio
@@ -258,7 +269,7 @@ def ensure_stream(urls: list[str], prefix: str, replicas: int = 3, timeout: floa
                         ConsumerConfig(
                             durable_name=CONSUMER,
                             ack_policy=AckPolicy.EXPLICIT,
-                            ack_wait=ACK_WAIT_S,
+                            ack_wait=ack_wait,
                             max_ack_pending=MAX_ACK_PENDING,
                             max_deliver=-1,
                         ),

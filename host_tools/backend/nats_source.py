@@ -202,10 +202,13 @@ class NatsSource:
                     pass
             self._pending.clear()
         finally:
+            # the acks and device publishes queued so far go out; then close (a drain would
+            # wait out its 30 s timeout on the pull subscription's open request)
             try:
-                await self.nc.drain()
+                await self.nc.flush(timeout=2)
             except Exception:
-                await self.nc.close()
+                pass
+            await self.nc.close()
 
     def _delivery(self, m: Any) -> Delivery | None:
         """The message as the worker sees it, or None (refused here and acknowledged: a

@@ -21,7 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from host_tools.backend.broker import HOST, free_port, wait_listening
+from host_tools.backend.broker import HOST, free_port, pid_alive, wait_listening
 from host_tools.errors import ToolError
 
 DBNAME = "edge"
@@ -93,7 +93,7 @@ class Postgres:
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash would (chaos runs); start() brings it back."""
@@ -107,32 +107,27 @@ class Postgres:
             _signal(self, signal.SIGKILL)
             _wait_gone(self, 10)
 
-    def restart(self) -> None:
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the server again on its port and data (after kill() or a crash). A killed
+        postmaster's backends exit when they notice, and until the last one has, the new
+        postmaster refuses the shared memory they hold: try again until then."""
         self.kill()
-        # a killed postmaster leaves its children to notice and exit; the lock file is cleaned
-        # up by the next start when its PID is gone
-        _spawn(self)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie of ours is gone too
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _spawn(self)
+                return
+            except ToolError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def _signal(pg: Postgres, sig: int) -> None:
     if pg.proc is not None:
         if pg.proc.poll() is None:
             pg.proc.send_signal(sig)
-    elif _pid_alive(pg.pid):
+    elif pid_alive(pg.pid):
         os.kill(pg.pid, sig)
 
 
@@ -142,7 +137,7 @@ def _wait_gone(pg: Postgres, timeout: float) -> bool:
         if pg.proc is not None:
             if pg.proc.poll() is not None:
                 return True
-        elif not _pid_alive(pg.pid):
+        elif not pid_alive(pg.pid):
             return True
         time.sleep(0.05)
     return False
@@ -151,6 +146,7 @@ def _wait_gone(pg: Postgres, timeout: float) -> bool:
 def _spawn(pg: Postgres) -> None:
     user = _run_as()
     log = open(os.path.join(os.path.dirname(pg.datadir), "postgres.log"), "ab")
+    start = log.tell()
     if user is not None:
         os.chown(log.name, pwd.getpwnam(user).pw_uid, -1)
     cmd = [
@@ -170,16 +166,19 @@ def _spawn(pg: Postgres) -> None:
         start_new_session=True,  # a Ctrl-C of the tool does not reach the server
     )
     pg.pid = pg.proc.pid
+    log.close()  # the server has its own descriptor
     if not wait_listening(pg.port, 60, pg.proc):
-        tail = _log_tail(log.name)
+        tail = _log_tail(log.name, start)
         pg.stop()
         raise ToolError(f"PostgreSQL did not start on {HOST}:{pg.port}: {tail}")
     _wait_ready(pg)
 
 
-def _log_tail(path: str) -> str:
+def _log_tail(path: str, start: int = 0) -> str:
+    """The end of what the server logged since `start` (this run only)."""
     try:
         with open(path, "rb") as f:
+            f.seek(start)
             return f.read()[-300:].decode(errors="replace").strip() or "no output"
     except OSError:
         return "no log"
@@ -233,8 +232,9 @@ def start(workdir: str, port: int | None = None) -> Postgres:
             **_as_user(user),
         )
         if out.returncode != 0:
-            tail = (out.stderr or out.stdout).strip().splitlines()[-1:]
-            raise ToolError(f"initdb failed in {datadir}: {' '.join(tail) or out.returncode}")
+            lines = [ln for ln in (out.stderr or out.stdout).splitlines() if "error" in ln]
+            why = " / ".join(lines[:3]) or f"exit {out.returncode}"
+            raise ToolError(f"initdb failed in {datadir}: {why}")
     pg = Postgres(datadir, port or free_port())
     _spawn(pg)
     with psycopg.connect(f"postgresql://postgres@{HOST}:{pg.port}/postgres", autocommit=True) as c:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 
 from host_tools.backend import broker as broker_mod
@@ -61,22 +60,13 @@ def bench_sqlite(batches: list[tuple[str, bytes]], workdir: str) -> dict:
     db = os.path.join(workdir, "bench.sqlite")
     sink = SqliteSink(db, "FULL")
     docs = DocStore(os.path.join(workdir, "bench.docs.json"))
-    source = QueueSource()
+    source = QueueSource(expect=len(batches))
     worker = Worker(source, sink, docs, WorkerConfig(e2e_ack=True))
     worker.start()
-    done = threading.Event()
-    n = len(batches)
-
-    def ack(token) -> None:
-        source.acked.append(token)
-        if len(source.acked) == n:
-            done.set()
-
-    source.ack = ack  # type: ignore[method-assign]
     t0 = time.perf_counter()
     for i, (topic, payload) in enumerate(batches):
         worker.deliver(Delivery(topic, payload, i))
-    done.wait(600)
+    source.all_acked.wait(600)
     dt = time.perf_counter() - t0
     worker.stop()
     stored = sink.rows("SELECT count(*) FROM readings")[0][0]

@@ -18,30 +18,19 @@ WORKER_COUNTS = (1, 2, 4)
 
 
 def _child(dsn: str, batches: list[tuple[str, bytes]], ready, go, out) -> None:
-    import threading
-
     from host_tools.backend.ingest import Delivery, Worker, WorkerConfig
     from host_tools.backend.mqtt_source import QueueSource
     from host_tools.backend.pg_sink import PgDocs, PgSink
 
     sink = PgSink(dsn)
-    source = QueueSource()
+    source = QueueSource(expect=len(batches))
     worker = Worker(source, sink, PgDocs(sink), WorkerConfig(e2e_ack=True))
-    done = threading.Event()
-    n = len(batches)
-
-    def ack(token) -> None:
-        source.acked.append(token)
-        if len(source.acked) == n:
-            done.set()
-
-    source.ack = ack  # type: ignore[method-assign]
     worker.start()
     ready.release()
     go.wait()
     for i, (topic, payload) in enumerate(batches):
         worker.deliver(Delivery(topic, payload, i))
-    done.wait(600)
+    source.all_acked.wait(600)
     end = time.time()
     worker.stop()
     sink.close()
