@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-DEPLOY_MODES = {"plain": []}  # mode -> extra `edgectl deploy` arguments
+DEPLOY_MODES = {"plain": [], "romfs": ["--romfs"]}  # mode -> extra `edgectl deploy` arguments
 EDGECTL = os.path.join(os.path.dirname(sys.executable), "edgectl")
 
 

@@ -8,6 +8,7 @@ deploy's compiler for the board's .mpy format and native arch, so mpremote only 
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import tempfile
@@ -37,3 +38,45 @@ def build_image(files: dict[str, bytes], out: Path) -> bytes:
     if not image.startswith(HEADER):
         raise ToolError(f"mpremote romfs build wrote no ROMFS image to {out}")
     return image
+
+
+# On the board: the ROM partition's size and the SHA-256 of its first N bytes, read in place
+# (hashlib takes the partition's memoryview: nothing is copied to the heap).
+_DIGEST = """import vfs, hashlib, binascii
+if not hasattr(vfs, 'rom_ioctl'):
+    print('none')
+else:
+    d = vfs.rom_ioctl(2, 0)
+    if isinstance(d, int):
+        print('none')
+    else:
+        print(len(d), binascii.hexlify(hashlib.sha256(d[:{n}]).digest()).decode())
+"""
+
+
+def board_rom(run, image: bytes) -> bool:
+    """True when the board's ROM partition already holds `image`; ToolError when the board
+    has no ROM partition or the image does not fit. `run` executes code on the board."""
+    out = run(_DIGEST.format(n=len(image))).split()
+    if not out or out[0] == "none":
+        raise ToolError(
+            "board has no ROM partition (no vfs.rom_ioctl): --romfs needs MicroPython 1.25+ "
+            "with a ROMFS partition in its layout (docs/DEPLOY.md section 9)"
+        )
+    if int(out[0]) < len(image):
+        raise ToolError(
+            f"ROMFS image is {len(image)} bytes, the board's ROM partition {out[0]} bytes"
+        )
+    return out[1] == hashlib.sha256(image).hexdigest()
+
+
+def deploy_image(port: str, image: Path) -> None:
+    """Write the image to the board's ROM partition with `mpremote romfs deploy`."""
+    argv = [sys.executable, "-m", "mpremote", "connect", port, "romfs", "deploy", str(image)]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"mpremote romfs deploy to {port} did not finish in 300 s") from None
+    if r.returncode != 0 or "ROMFS image deployed" not in r.stdout:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise ToolError(f"mpremote romfs deploy failed: {msg[-1] if msg else r.returncode}")
