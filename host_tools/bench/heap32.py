@@ -313,6 +313,10 @@ def measure(readings: int, local_mpy: int) -> dict:
         "heap32_agent_code_bytes": a32["code_bytes"],
         "heap32_agent_code_bytes_romfs": a32r["code_bytes"],
         "heap32_agent_modules": f"{len(agent32)} of {len(agent)}",
+        # the agent's modules that do not load there, on 64-bit: a bound for their 32-bit share
+        "heap32_agent_missing_64bit_bytes": sum(
+            v for m, v in a64["modules"].items() if m not in a32["modules"]
+        ),
         "heap32_working_set_bytes": w32["working_set_bytes"],
         "heap32_working_set_64bit_bytes": w64["working_set_bytes"],
         "heap32_working_set_code_bytes": w32["code_bytes"],
@@ -320,5 +324,6 @@ def measure(readings: int, local_mpy: int) -> dict:
         "heap32_standins": ",".join(STANDINS32),
         "heap32_not_loaded": ",".join(sorted(failed)),
         "heap32_module_bytes": c32f["modules"],
+        "heap32_module_bytes_romfs": r32["modules"],
         "heap32_not_loaded_why": failed,
     }
