@@ -407,7 +407,7 @@ def deploy(
         mpy, ver = b.info()
         comp = None if frozen else compiler_for(mpy, ver)
         want = build_files(comp, device, board, cache)
-        if romfs:
+        if romfs and comp is not None:  # (comp is None only for --frozen, refused above)
             want = {p: v for p, v in want.items() if not p.startswith("/lib/edge/")}
             b = _deploy_romfs(b, port, comp, board, cache, log, rep)
         have = b.run_json(_mp_script("deploy_scan.py", ROOTS=list(ROOTS), TOP=list(TOP_FILES)))
