@@ -1,5 +1,5 @@
 """`edgectl demo`: broker + collector + one agent under unix MicroPython, with a consent grant
-and a revocation mid-run, a live table per category and a summary (issue 2)."""
+and a revocation mid-run, a live table per category and a summary."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ DEVICE = "fridge-0001"
 
 def _consent(col: Collector, version: int, grant: list[str], deny: list[str]) -> None:
     doc = {"version": version, "grant": grant, "deny": deny}
-    # retained, so a device that was offline gets the latest (issue 5)
+    # retained, so a device that was offline gets the latest (docs/CONSENT.md)
     col.client.publish(f"edge/{DEVICE}/cmd/consent", json.dumps(doc), qos=1, retain=True)
 
 
