@@ -7,8 +7,8 @@ process is started on free loopback ports with its data under the work directory
 PID is written to `WORKDIR/cluster.json`; `down` stops them by those PIDs. `worker` is one
 worker in the foreground (what `up` starts).
 
-`Rig` is the same thing in-process for tests, `edgectl fleet` and the benchmark, with the
-chaos moves: kill or restart a node, a worker or the database.
+`Rig` holds the same parts by PID for tests, with the chaos moves: kill or restart a node,
+a worker or the database.
 """
 
 from __future__ import annotations

@@ -170,4 +170,6 @@ def bench_collector(args) -> dict:
         "mqtt_sqlite_stored": mq["stored"],
         "goal_sqlite_readings_per_s": 50_000,
         **pg,
+        # the SQLite figure is the baseline of the PostgreSQL ones (same batches, same worker)
+        "pg_1w_vs_sqlite": round(pg["pg_readings_per_s_1w"] / sqlite_rate, 2),
     }
