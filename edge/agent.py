@@ -12,15 +12,15 @@ from micropython import const
 from edge import clock, codec, config, meta, net, watchdog, wire
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
-from edge.forwarder import Forwarder
+from edge.forwarder import Forwarder, packet_bytes
 from edge.health import Health
 from edge.mqtt.link import Link, make_client
 from edge.minimise import Minimiser
 from edge.mqtt.client import MQTTError
 from edge.store.backend import BackendError, open_store
 
-_SAMPLE_MS = const(10)
 _DRAIN_TIMEOUT_MS = const(60000)
+_HOUSEKEEPING_MS = const(1000)
 _REBOOT_DRAIN_MS = const(2000)  # before a reset: what is not acked yet is on flash anyway
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
 
@@ -87,8 +87,11 @@ class Agent:
         check_sources(cfg)
         self.categories = config.category_ids(cfg)
         self.chan_cat = {}
+        self.urgent_ch = bytearray(256)  # channel id -> 1: its readings go at once
         for ch in cfg["channels"]:
             self.chan_cat[ch["id"]] = self.categories.index(ch["category"])
+            if ch.get("urgent"):
+                self.urgent_ch[ch["id"]] = 1
         dev = cfg["device_id"]
         root = hal.mount_store(cfg["store"]["path"])
         try:
@@ -99,7 +102,14 @@ class Agent:
         self.minimise = Minimiser(cfg, self.consent)
         # the client's packet buffers early, while the heap is one piece: large blocks first
         # (allocated after the small objects below, a code + 48 KiB heap ran out: measured)
-        c = make_client(cfg, 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN)
+        # (the forwarder builds its batches inside the packet buffer: forwarder.packet_bytes)
+        c = make_client(
+            cfg,
+            max(
+                512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN,
+                packet_bytes(cfg, self.categories),
+            ),
+        )
         self.client = c
         try:
             # clock: forward-time conversion of unsynced stamps (docs/FORMAT.md 4)
@@ -130,6 +140,7 @@ class Agent:
             self.station.status if self.station is not None else None,
         )
         c.will = (self.health.topic, b'{"state":"offline"}', True)
+        self.cmds.register("status", self.health.on_command)  # the full document on request
         subs = [(codec.topic(cfg["mqtt"]["prefix"], dev, wire.T_CMD, "#"), 1)]
         if self.fwd.e2e:
             subs.append((self.fwd.ack_topic, 0))
@@ -221,11 +232,14 @@ class Agent:
         if rules:  # data minimisation before storage (docs/CONSENT.md 7)
             ts, value = self.minimise.apply(rules, channel, ts, value)
         self.store.append(cat, channel, ts, flags, value)
+        if self.urgent_ch[channel]:
+            self.fwd.urgent(cat)  # an alarm: sent now, not at the budget (docs/MQTT.md 9)
 
     async def sampler(self):
         """Task: poll every source, commit by policy, stop when the run's limits are met."""
         sim = self.cfg["sim"]
         limit_ms = sim["seconds"] * 1000
+        nap_ms = self.cfg["sample_ms"]
         hb = self.wd.add("sampler")
         # the run ends when every source is finite and done (a simulator's count, a replay)
         finite = [s for s in self.sources if hasattr(s, "done")]
@@ -243,7 +257,7 @@ class Agent:
             ):
                 self.sampling = False
                 break
-            await asyncio.sleep_ms(0 if n else _SAMPLE_MS)
+            await asyncio.sleep_ms(0 if n else nap_ms)
         hb.stop()
         self.store.commit()
 
@@ -326,10 +340,9 @@ class Agent:
 
     async def housekeeping(self, hb):
         """Task: stats line, cursor persistence, gc (the one place that collects)."""
-        period = self.cfg["status_ms"]
         while True:
             hb.beat()
-            await asyncio.sleep_ms(min(period, 1000))
+            await asyncio.sleep_ms(_HOUSEKEEPING_MS)
             self.store.save_cursor()
             gc.collect()
             try:
@@ -412,7 +425,8 @@ class Agent:
             elif self.updater is None:
                 _unload_ota()
         await self.sampler()
-        self.fwd.flush = True  # no more readings come: send partial batches without linger
+        self.fwd.flush = True  # no more readings come: partial batches go now
+        self.fwd.poke()
         # drain: everything committed is acknowledged, or give up after a timeout
         t = self.hal.ticks_ms()
         drain = _REBOOT_DRAIN_MS if self.reboot else _DRAIN_TIMEOUT_MS

@@ -1,6 +1,6 @@
 # Batch payload format 2 (docs/FORMAT.md section 3.8): the readings of one batch as columns per
 # channel (seq, timestamp, value), each coded as differences in order-k Exp-Golomb codes.
-# Dual-runtime like edge/codec.py: the agent encodes, the host decodes, from this same file.
+# Dual-runtime like edge/codec.py: the agent writes with this file; edge/batchv2_read.py reads.
 
 from array import array
 
@@ -17,13 +17,13 @@ from edge import codec
 VERSION = const(2)
 FLAG_NAMES = const(0x04)  # device id and category follow the header (3.8.1)
 FLAG_DEFLATE = const(0x08)  # the body is a raw DEFLATE stream (RFC 1951)
-_FLAGS_KNOWN = const(0x0D)  # CLOCK_UNSYNCED | NAMES | DEFLATE; bit 1 and bits 4-7 are zero
+FLAGS_KNOWN = const(0x0D)  # CLOCK_UNSYNCED | NAMES | DEFLATE; bit 1 and bits 4-7 are zero
 MAX_CHANNELS = const(32)  # distinct channels in one batch; the writer closes the batch at 33
 MAX_COUNT = const(65535)
 _MAX_OFF = const(0x3FFFFFFF)  # seq and ts offsets from the batch's first reading (small ints)
 _MAX_K = const(30)
-_K_BITS = const(5)
-_MAX_ZEROS = const(70)  # a longer run of zero bits is no code of this format (3.8.3)
+K_BITS = const(5)
+MAX_ZEROS = const(70)  # a longer run of zero bits is no code of this format (3.8.3)
 SEQ_LIMIT = 1 << 48  # seqs are 48-bit (FORMAT.md 1)
 _NIB = b"\x00\x01\x02\x02\x03\x03\x03\x03\x04\x04\x04\x04\x04\x04\x04\x04"
 
@@ -53,10 +53,6 @@ def zigzag(x):
     return x + x if x >= 0 else -x - x - 1
 
 
-def unzigzag(z):
-    return z >> 1 if not z & 1 else -(z >> 1) - 1
-
-
 def put_uvarint(buf, p, v):
     """LEB128: 7 bits per byte, least significant group first, bit 7 = more follows."""
     while v >= 0x80:
@@ -75,27 +71,12 @@ def uvarint_len(v):
     return n
 
 
-def get_uvarint(mv, p, limit_bits=64):
-    """(value, next offset); FormatError when truncated or wider than limit_bits."""
-    v = 0
-    shift = 0
-    while True:
-        if p >= len(mv):
-            raise codec.FormatError("varint truncated at offset %d" % p)
-        b = mv[p]
-        p += 1
-        v |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            break
-        if shift >= limit_bits:
-            raise codec.FormatError("varint too long at offset %d" % p)
-    if v >> limit_bits:
-        raise codec.FormatError("varint out of range at offset %d" % p)
-    return v, p
-
-
 # --- encoder ------------------------------------------------------------------------------------
+
+
+def output_size(device, max_readings):
+    """Bytes of the output buffer a BatchWriter2 of this many readings needs."""
+    return codec.batch_header_len(device, b"x" * 64) + 2 + max_readings * codec.ENTRY_LEN + 16
 
 
 class BatchWriter2:
@@ -105,7 +86,7 @@ class BatchWriter2:
     format 1, and a batch whose format 2 coding is not smaller is sent as format 1 instead, so
     a device set to format 2 never sends more bytes than format 1 would."""
 
-    def __init__(self, device, max_readings, names=False):
+    def __init__(self, device, max_readings, names=False, out=None):
         if not 0 < len(device) <= codec.MAX_NAME:
             raise ValueError("device id length must be 1..64")
         self.device = device if isinstance(device, bytes) else device.encode()
@@ -113,11 +94,11 @@ class BatchWriter2:
         self.cap = n
         self.names = names
         # format 1 writer over the one output buffer: fallback, and its size bounds format 2
-        # (16 bytes more: format 2 stops at the first code that passes the format 1 size)
-        self.v1 = codec.BatchWriter(
-            self.device,
-            codec.batch_header_len(self.device, b"x" * 64) + 2 + n * codec.ENTRY_LEN + 16,
-        )
+        # (16 bytes more: format 2 stops at the first code that passes the format 1 size);
+        # `out`: a writable buffer to use instead (the forwarder's view of the client's packet
+        # buffer, see codec.BatchWriter)
+        size = output_size(self.device, n)
+        self.v1 = codec.BatchWriter(self.device, size if out is None else out[:size])
         self.buf = self.v1.buf
         self.mv = self.v1.mv
         self.tix = bytearray(n)  # table index of each reading's channel
@@ -238,8 +219,8 @@ class BatchWriter2:
         k = _best_k(h)
         one = 1 << k
         buf = self.buf
-        acc = (self.acc << (_K_BITS + 1)) | (k << 1) | (1 if regular else 0)
-        nacc = self.nacc + _K_BITS + 1
+        acc = (self.acc << (K_BITS + 1)) | (k << 1) | (1 if regular else 0)
+        nacc = self.nacc + K_BITS + 1
         pos = self.pos
         end = self.end
         prev = 0
@@ -411,179 +392,3 @@ def _best_k(h):
             above -= h[k + 1]
             above_bits -= h[k + 1] * (k + k + 1)
     return best
-
-
-# --- decoder ------------------------------------------------------------------------------------
-
-
-class _Bits:
-    """Reads the body's bits, most significant first."""
-
-    def __init__(self, mv, p):
-        self.mv = mv
-        self.p = p
-        self.acc = 0
-        self.n = 0
-
-    def bits(self, n):
-        while self.n < n:
-            if self.p >= len(self.mv):
-                raise codec.FormatError("body truncated")
-            self.acc = (self.acc << 8) | self.mv[self.p]
-            self.p += 1
-            self.n += 8
-        self.n -= n
-        x = self.acc >> self.n
-        self.acc &= (1 << self.n) - 1
-        return x
-
-    def eg(self, k):
-        """One order-k Exp-Golomb code: z zero bits, then z + k + 1 bits starting with a 1."""
-        z = 0
-        while not self.acc:  # the buffered bits are all zero: count them and load a byte
-            z += self.n
-            if z > _MAX_ZEROS:
-                raise codec.FormatError("no Exp-Golomb code at byte %d" % self.p)
-            if self.p >= len(self.mv):
-                raise codec.FormatError("body truncated")
-            self.acc = self.mv[self.p]
-            self.p += 1
-            self.n = 8
-        lead = self.n - bitlen(self.acc)
-        z += lead
-        if z > _MAX_ZEROS:
-            raise codec.FormatError("no Exp-Golomb code at byte %d" % self.p)
-        self.n -= lead
-        return self.bits(z + k + 1) - (1 << k)
-
-
-def _column(rd, n, order):
-    """Values of one column (3.8.4); a list of n ints."""
-    k = rd.bits(_K_BITS)
-    regular = rd.bits(1)
-    out = []
-    prev = 0
-    step = 0
-    for j in range(n):
-        if regular and j >= order:
-            r = 0
-        else:
-            r = unzigzag(rd.eg(k))
-        if order == 2 and j >= 1:
-            step += r
-            r = step
-        prev += r
-        out.append(prev)
-    return out
-
-
-def decode(mv, device=None, category=None):
-    """Decode a format 2 payload (magic and version already checked by codec.decode_batch)."""
-    flags = mv[3]
-    if flags & ~_FLAGS_KNOWN:
-        raise codec.FormatError("unknown flag bits 0x%02x" % flags)
-    boot, p = get_uvarint(mv, 4, 16)
-    count, p = get_uvarint(mv, p, 16)
-    first_seq, p = get_uvarint(mv, p, 48)
-    zts, p = get_uvarint(mv, p, 64)
-    base_ts = unzigzag(zts)
-    if not count:
-        raise codec.FormatError("count 0")
-    if not first_seq:
-        raise codec.FormatError("seq 0")
-    if flags & FLAG_NAMES:
-        (device, category), p = codec.read_names(mv, p, device, category)
-    body = mv[p:]
-    if flags & FLAG_DEFLATE:
-        body = memoryview(_inflate(body, count * 32 + 64))
-    rd = _Bits(body, 0)
-    nch = rd.eg(0) + 1
-    if nch > count or nch > MAX_CHANNELS:
-        raise codec.FormatError("%d channels for %d readings" % (nch, count))
-    chans = []
-    sizes = []
-    seen = {}
-    total = 0
-    for _ in range(nch):
-        ch = rd.bits(8)
-        n = rd.eg(0) + 1
-        if ch in seen:
-            raise codec.FormatError("channel %d listed twice" % ch)
-        seen[ch] = True
-        total += n
-        if total > count:
-            raise codec.FormatError("channel sizes exceed count %d" % count)
-        chans.append(ch)
-        sizes.append(n)
-    if total != count:
-        raise codec.FormatError("channel sizes add up to %d, count is %d" % (total, count))
-    readings = []
-    for t in range(nch):
-        n = sizes[t]
-        seqs = _column(rd, n, 2)
-        tss = _column(rd, n, 2)
-        vals = _column(rd, n, 1)
-        for j in range(n):
-            if seqs[j] < 0 or (j and seqs[j] <= seqs[j - 1]):
-                raise codec.FormatError("seqs of channel %d do not rise" % chans[t])
-            v = vals[j]
-            if v < -0x80000000 or v > 0x7FFFFFFF:
-                raise codec.FormatError("value %d of channel %d is not an i32" % (v, chans[t]))
-            readings.append((first_seq + seqs[j], base_ts + tss[j], chans[t], v))
-    if rd.p != len(body) or rd.acc:
-        raise codec.FormatError("%d bytes or bits after the body" % (len(body) - rd.p))
-    readings.sort()
-    prev_seq = first_seq - 1
-    prev_ts = base_ts
-    for seq, ts, _ch, _v in readings:
-        if seq == prev_seq:
-            raise codec.FormatError("seq %d twice" % seq)
-        if ts < prev_ts:
-            raise codec.FormatError("timestamp of seq %d goes back" % seq)
-        prev_seq = seq
-        prev_ts = ts
-    if readings[0][0] != first_seq or readings[0][1] != base_ts:
-        raise codec.FormatError("first reading does not match the header")
-    if prev_seq >= SEQ_LIMIT:
-        raise codec.FormatError("seq beyond 48 bits")
-    return {
-        "version": VERSION,
-        "encoding": codec.ENC_COLUMNS,
-        "flags": flags & codec.FLAG_CLOCK_UNSYNCED,
-        "boot": boot,
-        "first_seq": first_seq,
-        "count": count,
-        "device": device,
-        "category": category,
-        "readings": readings,
-    }
-
-
-def _inflate(data, limit):
-    """The raw DEFLATE (RFC 1951) body, at most `limit` bytes out; the stream must end exactly
-    at the end of the payload."""
-    data = bytes(data)
-    try:
-        import zlib  # CPython (the host)
-    except ImportError:
-        zlib = None
-    if zlib is not None:
-        d = zlib.decompressobj(-15)
-        try:
-            out = d.decompress(data, limit)
-        except zlib.error as e:
-            raise codec.FormatError("bad deflated body: %s" % e)
-        if d.unconsumed_tail or not d.eof or d.unused_data:
-            raise codec.FormatError("deflated body cut, too long or followed by bytes")
-        return out
-    import deflate  # MicroPython: decompression is in every port with "extra features"
-    import io
-
-    src = io.BytesIO(data)
-    try:
-        out = deflate.DeflateIO(src, deflate.RAW).read(limit + 1)
-    except (OSError, ValueError, EOFError) as e:
-        raise codec.FormatError("bad deflated body: %r" % e)
-    if len(out) > limit or src.tell() != len(data):
-        raise codec.FormatError("deflated body cut, too long or followed by bytes")
-    return out

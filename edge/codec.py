@@ -102,10 +102,12 @@ class BatchWriter:
     """Packs readings of one category into a preallocated buffer (no allocation per reading)."""
 
     def __init__(self, device, capacity):
+        """capacity: a size in bytes, or a writable buffer to pack into (the forwarder passes a
+        view of the MQTT client's packet buffer, so a batch is built where it is sent from)."""
         if not 0 < len(device) <= MAX_NAME:
             raise ValueError("device id length must be 1..64")
         self.device = device if isinstance(device, bytes) else device.encode()
-        self.buf = bytearray(capacity)
+        self.buf = bytearray(capacity) if isinstance(capacity, int) else capacity
         self.mv = memoryview(self.buf)
         self.count = 0
         self.last_seq = 0  # set by add(); read only once count > 0
@@ -215,9 +217,9 @@ def decode_batch(data, device=None, category=None):
     if bytes(mv[0:2]) != BATCH_MAGIC:
         raise FormatError("bad batch magic")
     if mv[2] == 2:
-        from edge import batchv2  # loaded only where format 2 is received
+        from edge import batchv2_read  # loaded only where format 2 is received
 
-        return batchv2.decode(mv, device, category)
+        return batchv2_read.decode(mv, device, category)
     if len(mv) < 2 + BATCH_FIXED_LEN + 2:
         raise FormatError("batch too short: %d bytes" % len(mv))
     version, enc, flags, boot, first_seq, count, base_ts = struct.unpack_from(
@@ -277,6 +279,63 @@ def decode_batch(data, device=None, category=None):
         "category": names[1],
         "readings": readings,
     }
+
+
+# --- Status (docs/HEALTH.md 1) ----------------------------------------------------------
+# compact key -> the full document's key; values in seconds are scaled to ms
+_STATUS_KEYS = (
+    ("s", "state"),
+    ("b", "boot"),
+    ("rc", "reset_cause"),
+    ("rd", "reset_detail"),
+    ("hf", "heap_free"),
+    ("sd", "store_depth"),
+    ("ob", "oldest_unsent_boot"),
+    ("dr", "drops"),
+    ("er", "errors"),
+    ("rx", "reconnects"),
+    ("cv", "consent_version"),
+    ("fw", "flash_writes"),
+    ("wf", "wifi"),
+    ("ot", "ota"),
+)
+
+
+def decode_status(doc, previous=None):
+    """A status message (a parsed JSON object) with the full document's key names: a compact
+    snapshot is expanded, a change message (`d: 1`) is expanded and merged over `previous`
+    (the last status of that device), a full document and the Last Will pass unchanged."""
+    if not isinstance(doc, dict) or "state" in doc or not ("s" in doc or "d" in doc):
+        return doc
+    change = doc.get("d") == 1
+    out = dict(previous) if change and isinstance(previous, dict) else {}
+    for short, name in _STATUS_KEYS:
+        if short in doc:
+            out[name] = doc[short]
+    if "up" in doc:
+        out["uptime_ms"] = doc["up"] * 1000 if isinstance(doc["up"], int) else None
+    if "oa" in doc or not change:
+        oa = doc.get("oa")
+        out["oldest_unsent_age_ms"] = oa * 1000 if isinstance(oa, int) else None
+    if "ck" in doc or not change:
+        ck = doc.get("ck")
+        if isinstance(ck, list) and len(ck) == 3:
+            out["clock"] = {
+                "synced": True,
+                "boot": ck[0],
+                "sync_ticks": ck[1],
+                "sync_wall_ms": ck[2],
+            }
+        else:
+            out["clock"] = {"synced": False}
+    n = doc.get("n")
+    if isinstance(n, list) and len(n) == 2:
+        out["sampled"], out["acked"] = n
+    if not change:
+        out.setdefault("drops", {})
+        out.setdefault("errors", {})
+    out["compact"] = "change" if change else "snapshot"
+    return out
 
 
 # --- Topics (DESIGN.md section 5) -------------------------------------------------------

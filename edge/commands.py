@@ -307,7 +307,7 @@ class Commands:
             c.stats["rejected"] += 1
             raise
         first_seq = self.store.next_seq  # every reading from here on was gated by this version
-        purged = {}
+        purged = {}  # type: dict
         self.receipt_due = (purged, source, first_seq)  # owed from here on, whatever happens
         for cat in revoked:
             name = c.categories[cat]
@@ -349,6 +349,10 @@ class Commands:
             c.save()
         except OSError as e:
             self.log("consent: cannot persist the receipt: %s" % e)
+        except MemoryError:
+            # the update itself is persisted (Consent.apply); a receipt not on flash is made
+            # again at the next boot (_boot: its version differs), so it is not worth a wait
+            pass
         self.out.put_receipt(self.topic_receipt, r, c.version)
         return r
 
@@ -373,7 +377,7 @@ class Commands:
 
     def status(self):
         """The non-zero counters of the command path (status `inbound`)."""
-        d = {}
+        d = {}  # type: dict
         if sum(self.refused):
             d["refused"] = self.refused  # counts in the order of _REFUSALS (docs/HEALTH.md)
         for k in ("waits", "unanswered"):

@@ -9,19 +9,17 @@ from array import array
 from micropython import const
 
 from edge import auth, codec, wire
+from edge.budget import DUE, WAIT, Budgets
 from edge.clock import Stamper
 from edge.mqtt.client import MQTTError
 
-_IDLE_MS = const(20)
 _FULL_MS = const(2)
 _RING = const(64)  # batches sent but not yet behind the store's cursor
 # slot flags
 _F_PUBACK = const(1)  # the broker acknowledged this PUBLISH on the current connection
 _F_E2E = const(2)  # the collector acknowledged the batch (end-to-end mode)
 _F_STORED = const(4)  # store.ack() has been called for it
-# _due(): what a category with unsent readings is waiting for
-_LINGER = const(1)  # a partial batch waits for more readings
-_DUE = const(2)  # a batch goes now
+_NOT_DUE = const(-2)  # _batch(): the category waits inside its latency budget
 
 
 class _Cap:
@@ -37,6 +35,34 @@ class _Cap:
             return False
         self.left -= 1
         return True
+
+
+def _header_room(topics):
+    """Bytes before a batch in the packet buffer: the longest PUBLISH header of these topics
+    (fixed header, Remaining Length of up to 3 bytes, topic, packet id: MQTT 3.1.1 3.3)."""
+    return 1 + 3 + 2 + max(len(t) for t in topics) + 2
+
+
+def _writer(cfg, dev, out):
+    """The batch writer of config `batch.format` over the buffer `out`."""
+    n = cfg["batch"]["max_readings"]
+    if cfg["batch"]["format"] == 2:  # columns per channel (docs/FORMAT.md 3.8)
+        from edge.batchv2 import BatchWriter2
+
+        return BatchWriter2(dev, n, cfg["batch"]["names"], out)
+    return codec.BatchWriter(
+        dev, out[: codec.batch_header_len(dev, "x" * 64, 1) + n * codec.ENTRY_LEN]
+    )
+
+
+def packet_bytes(cfg, categories):
+    """The client's packet buffer the forwarder needs: a batch of `batch.max_readings` in
+    either format after its PUBLISH header (format 2's output buffer is the larger:
+    edge/batchv2.py output_size, 18 bytes beyond format 1's header and entries)."""
+    dev = cfg["device_id"]
+    topics = [codec.topic(cfg["mqtt"]["prefix"], dev, "t", name) for name in categories]
+    n = cfg["batch"]["max_readings"]
+    return _header_room(topics) + codec.batch_header_len(dev, "x" * 64) + 18 + n * codec.ENTRY_LEN
 
 
 class Forwarder:
@@ -62,16 +88,14 @@ class Forwarder:
         key = auth.backend_key(cfg)
         self.ack_check = auth.AckCheck(key, dev) if key else None
         self.max_readings = cfg["batch"]["max_readings"]
-        self.linger_ms = cfg["batch"]["linger_ms"]
-        if cfg["batch"]["format"] == 2:  # columns per channel (docs/FORMAT.md 3.8)
-            from edge.batchv2 import BatchWriter2
-
-            self.writer = BatchWriter2(dev, self.max_readings, cfg["batch"]["names"])
-        else:
-            self.writer = codec.BatchWriter(
-                dev,
-                codec.batch_header_len(dev, "x" * 64, 1) + self.max_readings * codec.ENTRY_LEN,
-            )
+        self.budgets = Budgets(cfg, categories, hal)  # latency budgets (docs/MQTT.md 9)
+        self.task = None
+        self.napping = False
+        self.poked = False
+        # The batch is built inside the client's packet buffer, after room for the PUBLISH
+        # header (Client.send_placed): a batch is never copied and has no buffer of its own.
+        self.off = _header_room(self.topics)
+        self.writer = _writer(cfg, dev, client.txmv[self.off :])
         self.cap = _Cap(self.writer)
         # the ring of sent batches, oldest first: preallocated, nothing allocated per batch
         self.r_pid = array("H", bytes(2 * _RING))
@@ -99,12 +123,8 @@ class Forwarder:
         self.acked_counts = [0] * len(categories)
         # what the store fills batches through: unsynced stamps -> wall ms (FORMAT.md 4)
         self.stamp = Stamper(clock, self.writer, store.boot)
-        # linger (DESIGN.md 3): a category with less than a full batch waits up to linger_ms
-        # (HAL ticks, so virtual time in a replay) from when its data was first seen
-        self.wait_since = [-1] * len(categories)
         self.full_bytes = self.max_readings * codec.REC_LEN
         self.flush = False  # set once sampling has ended: partial batches go at once
-        self.lingering = False  # the last pass left a partial batch waiting
 
     # --- ring ------------------------------------------------------------------------------
     def _delivered(self, k):
@@ -190,12 +210,28 @@ class Forwarder:
         return True
 
     # --- sending -----------------------------------------------------------------------------
-    async def _publish(self, k):
+    async def _publish(self, cat, radio_on):
+        """Fill and send the next batch of a category if one is due (_batch); its result.
+        The window slot is taken before the fill: the batch is built in the packet buffer."""
+        c = self.client
+        if c.inflight >= c.window:
+            await c.wait_slot()  # before the fill (_send)
+        k = self._batch(cat, radio_on)
+        if k >= 0:
+            self._send(k)
+            await c.drain()
+        return k
+
+    def _send(self, k, dup=False):
+        """PUBLISH the batch of ring slot k from the packet buffer it was built in. The caller
+        waited for a window slot before the fill: nothing else may use that buffer between
+        the fill and this call, so there is no await in between."""
+        n = len(self.writer.finish())
         # the packet id is in the ring before the PUBLISH leaves: its PUBACK may be parsed
-        # before publish() returns
-        self.r_pid[k] = self.client.next_pid()
-        payload = self.writer.finish()
-        await self.client.publish(self.topics[self.r_cat[k]], payload, 1, False, self.r_pid[k])
+        # during the drain that follows
+        self.r_pid[k] = self.client.send_placed(
+            self.topics[self.r_cat[k]], self.off, n, 1, False, self.r_pid[k] if dup else 0, dup
+        )
 
     def _restart(self):
         """Forget the ring and re-read from each category's cursor: everything not delivered
@@ -228,6 +264,8 @@ class Forwarder:
                 # revoked meanwhile: its readings were purged; never send them again
                 self.r_flags[k] |= _F_PUBACK | _F_STORED
                 continue
+            if not self.r_flags[k] & _F_PUBACK and self.client.inflight >= self.client.window:
+                await self.client.wait_slot()  # before the fill (_send)
             n, _seg, _off = self._fill(cat, self.r_n[k])
             if n != self.r_n[k] or w.last_seq & 0xFFFFFFFF != self.r_last[k]:
                 self._restart()
@@ -235,7 +273,8 @@ class Forwarder:
             if self.r_flags[k] & _F_PUBACK:
                 continue  # acknowledged already: only its place in the store is skipped
             self.stats["resent_batches"] += 1
-            await self.client.publish(self.topics[cat], w.finish(), 1, False, self.r_pid[k], True)
+            self._send(k, True)
+            await self.client.drain()
         self._free_head()
 
     def _stale(self):
@@ -259,22 +298,36 @@ class Forwarder:
             # under new packet ids.
             self._restart()
 
-    def _due(self, cat):
-        """Case 1: nothing unsent: 0. Case 2: less than a full batch, first seen less than
-        linger_ms ago (HAL ticks, so virtual time in a replay) and sampling goes on: _LINGER.
-        Case 3: a full batch, or it waited long enough: _DUE (DESIGN.md 3 linger)."""
+    def _due(self, cat, radio_on):
+        """edge/budget.py Budgets.due() for what the store holds of the category; the end of
+        the run (`flush`) makes everything due."""
         pending = self.store.unsent_bytes(cat)
-        if pending <= 0:
-            self.wait_since[cat] = -1
-            return 0
-        if pending < self.full_bytes and not self.flush:
-            now = self.hal.ticks_ms()
-            if self.wait_since[cat] < 0:
-                self.wait_since[cat] = now
-            if self.hal.ticks_diff(now, self.wait_since[cat]) < self.linger_ms:
-                return _LINGER
-        self.wait_since[cat] = -1
-        return _DUE
+        waiting = pending > 0 or self.store.buffered(cat)
+        full = self.flush or pending >= self.full_bytes
+        return self.budgets.due(cat, waiting, full, radio_on)
+
+    def urgent(self, cat):
+        """An urgent reading of the category was stored (config channels[].urgent): it goes
+        at once, with everything its category holds."""
+        self.budgets.urgent[cat] = 1
+        self.poke()
+
+    def poke(self):
+        """End the task's nap now (an urgent reading, the end of the run)."""
+        if self.napping and not self.poked and self.task is not None:
+            self.poked = True
+            self.task.cancel()  # caught in _nap(): the loop goes on
+
+    async def _nap(self, ms):
+        self.napping = True
+        try:
+            await asyncio.sleep_ms(ms)
+        except asyncio.CancelledError:
+            if not self.poked:
+                raise  # the agent stops its tasks
+        finally:
+            self.napping = False
+            self.poked = False
 
     def _fill(self, cat, limit):
         """Start a batch of the category and fill it from the store with at most `limit`
@@ -305,32 +358,36 @@ class Forwarder:
         self.stats["forwarded"] += n
         return k
 
-    def _batch(self, cat):
-        """The next batch of a category, in a new ring slot: the slot, or -1 when none is due.
-        A partial batch that lingers sets `lingering`."""
+    def _batch(self, cat, radio_on):
+        """The next batch of a category, in a new ring slot: the slot; _NOT_DUE while it waits
+        inside its budget; -1 when it has nothing to send."""
         # enforcement again at forward time: a revoked category is never sent
         if not self.consent.allowed[cat]:
             return -1
-        due = self._due(cat)
-        if due == _LINGER:
-            self.lingering = True
-        if due != _DUE:
-            return -1
-        return self._take(cat)
+        due = self._due(cat, radio_on)
+        if due != DUE:
+            return _NOT_DUE if due == WAIT else -1
+        if self.store.buffered(cat):
+            self.store.commit()  # what the budget sends must be durable first
+        k = self._take(cat)
+        if not self.store.buffered(cat) and not self.store.unsent(cat):
+            self.budgets.sent_all(cat)
+        return k
 
     def _pause_ms(self, sent):
-        """How long the task sleeps after a pass over the categories."""
+        """How long the task naps after a pass over the categories."""
         if self.count >= _RING:
             return _FULL_MS  # the ring is full: acknowledgements come soon
         if sent:
             return 0
-        return min(_IDLE_MS, self.linger_ms) if self.lingering else _IDLE_MS
+        return max(self.budgets.next_ms, 1)
 
     async def run(self, hb=None):
         """Task: forward committed readings while connected. Helpers are plain functions
-        (no coroutine allocated per pass) except _publish and _resume.
+        (no coroutine allocated per pass) except _resume.
         hb: its watchdog heartbeat (edge/watchdog.py)."""
         c = self.client
+        self.task = asyncio.current_task()
         while True:
             if hb is not None:
                 hb.beat()
@@ -345,16 +402,26 @@ class Forwarder:
             elif self._stale():
                 self._restart()
             sent = False
-            self.lingering = False
+            self.budgets.next_ms = self.budgets.nap_ms
+            waiting = 0  # categories inside their budget in this pass (bit per category)
             for cat in range(len(self.categories)):
                 if self.count >= _RING:
                     break  # the ring is full: wait for acknowledgements
-                k = self._batch(cat)
-                if k < 0:
-                    continue
                 try:
-                    await self._publish(k)
+                    k = await self._publish(cat, sent)
                 except (OSError, MQTTError):
                     break  # the link task reconnects; the ring is re-sent then
-                sent = True
-            await asyncio.sleep_ms(self._pause_ms(sent))
+                if k == _NOT_DUE:
+                    waiting |= 1 << cat
+                if k >= 0:
+                    sent = True
+            if sent and waiting:
+                # the radio is on: what has waited half its budget goes along (Budgets.due 3)
+                for cat in range(len(self.categories)):
+                    if not waiting >> cat & 1 or self.count >= _RING:
+                        continue
+                    try:
+                        await self._publish(cat, True)
+                    except (OSError, MQTTError):
+                        break
+            await self._nap(self._pause_ms(sent))

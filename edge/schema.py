@@ -66,6 +66,7 @@ categories map * name consent categories; `essential` is the only one sent witho
 categories.* obj ! - storage policy of one category
 categories.*.quota int 0 0.. bytes of flash the category may hold; 0 = no quota
 categories.*.evict str "drop_oldest" drop_oldest|reject_new what makes room when the quota is full
+categories.*.latency_ms int - 0..86400000 latency budget: the longest a reading of this category waits on the device before it is sent, while connected (docs/MQTT.md 9); absent: `batch.latency_ms`
 categories.*.minimise list - - data minimisation rules before storage (docs/CONSENT.md 5)
 categories.*.minimise[] obj ! - one rule
 categories.*.minimise[].op str ! drop|coarsen|pseudonymise what the rule does
@@ -82,6 +83,7 @@ channels[].decimals int - 0..6 the stored integer is the value times 10^decimals
 channels[].deadband int - 0.. report only moves larger than this; 0 = every change
 channels[].interval_ms int - 0.. at most one report per interval
 channels[].max_silent_ms int - 0.. re-report an unchanged value after this long
+channels[].urgent bool - - a reading of this channel is sent at once with what its category holds, whatever the budget (an alarm); absent: false
 """,
     """
 inputs list [] 0..32 appliance buses and sensors (docs/INPUTS.md 2); empty: the simulated fridge when `sim.enabled`, else a config error at boot
@@ -191,7 +193,7 @@ store.segment_bytes int 16384 512..1048576 size of one segment file (segments on
 store.total_bytes int 1572864 4096.. bytes all categories together may use (the raw log is also bounded by its partition)
 batch obj {} - batching for MQTT
 batch.max_readings int 100 1..1000 readings per batch
-batch.linger_ms int 200 0..600000 wait this long for a batch to fill
+batch.latency_ms int 200 0..86400000 latency budget of a category without its own (`categories.*.latency_ms`); a batch holds everything due within it (docs/MQTT.md 9)
 batch.format int 1 1..2 payload format (docs/FORMAT.md 3): 1 = fixed 11-byte entries; 2 = columns per channel (3.8), sent as format 1 when that is not smaller
 batch.names bool false - format 2: also name the device and category in the payload (the topic always does)
 sim obj {} - the simulated fridge (unix, no `inputs`)
@@ -200,7 +202,10 @@ sim.rate_hz int 50 0..10000000 readings per second (benchmarks run the simulator
 sim.count int 0 0.. stop after this many readings; 0 = no limit
 sim.seconds int 0 0.. stop after this long; 0 = no limit
 sim.seed int 1 0.. random seed
-status_ms int 5000 0..86400000 status message period; 0 = 5000
+status_ms int 900000 0..86400000 period of the retained status snapshot (docs/HEALTH.md 1); 0 = 900000
+status_change_ms int 60000 0..86400000 a change of drops or errors is reported at most this often between snapshots
+status_detail str "compact" compact|full what the snapshot holds: what an operator acts on, short keys; or the full document (also the reply to cmd/status)
+sample_ms int 10 1..1000 how long the sampler sleeps when its inputs gave nothing (UARTs keep their bytes meanwhile in the driver's buffer)
 clock obj - - the wall clock (docs/INPUTS.md 6)
 clock.ntp_host str - 1..253 NTP server; absent: pool.ntp.org
 clock.synced_at_ms int,null null 0.. unix only: NTP succeeds this long after start

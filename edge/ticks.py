@@ -7,7 +7,7 @@ try:
 except ImportError:  # CPython (host-side tests and fuzzing)
     import time as _time
 
-    from edge.wire import TICKS_PERIOD, ticks_diff  # type: ignore[assignment]
+    from edge.wire import TICKS_PERIOD, ticks_diff  # type: ignore[no-redef]
 
     def ticks_ms():  # type: ignore[misc]
         ms = int(_time.monotonic() * 1000)  # type: ignore[attr-defined]

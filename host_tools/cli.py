@@ -1,10 +1,12 @@
-"""`edgectl`: argparse front end. Handlers only parse and call the API modules (STYLE 7.2)."""
+"""`edgectl`: argparse front end. Handlers only parse and call the API modules."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+import edge
 
 from host_tools.errors import ToolError
 
@@ -37,6 +39,11 @@ COMMAND_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgectl", description="Edge telemetry agent tools")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"edgectl {edge.__version__} (agent {edge.__version__}, edge/__init__.py)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from host_tools.agent.run import AgentProcess
 from host_tools.backend import broker as broker_mod
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root, micropython_path, mp_env
@@ -25,6 +26,7 @@ def pytest_addoption(parser):
 # parsers. Under a minute on this project's 2-core machine; `make test` runs everything.
 FAST_MODULES = {
     "test_lint",
+    "test_stub_typecheck",
     "test_boundary",
     "test_wire",
     "test_codec",
@@ -95,3 +97,37 @@ def broker():
     b = broker_mod.start()
     yield b
     b.stop()
+
+
+class Agents:
+    """Starts the real agent under unix MicroPython (host_tools/agent/run.py AgentProcess) and
+    stops every one it started when the test ends, pass or fail. The `agents` fixture."""
+
+    def __init__(self) -> None:
+        self.started: list[AgentProcess] = []
+
+    def __call__(self, cfg: dict, cls: type[AgentProcess] = AgentProcess, **kw) -> AgentProcess:
+        """Start an agent with config `cfg` (AgentProcess options: heap, workdir, root...)."""
+        a = cls(cfg, **kw).start()
+        self.started.append(a)
+        return a
+
+    def run(self, cfg: dict, timeout: float = 120, **kw) -> AgentProcess:
+        """Start an agent and wait until it ends (ToolError on a crash or the timeout); its
+        `final` holds the last counters."""
+        a = self(cfg, **kw)
+        a.wait(timeout)
+        return a
+
+    def stop_all(self) -> None:
+        for a in self.started:
+            a.cleanup()
+
+
+@pytest.fixture
+def agents(micropython):
+    """`agents(cfg, **opts)` starts an agent, `agents.run(cfg, timeout)` runs one to its end;
+    every agent is stopped and its temporary work directory removed at teardown."""
+    started = Agents()
+    yield started
+    started.stop_all()

@@ -38,7 +38,7 @@ def device_config(port: int, store: str, key: bytes | None = KEY) -> dict:
         channels=chans,
         mqtt={"host": "127.0.0.1", "port": port, "window": 3},
         store={"path": store, "flush_n": 16, "flush_ms": 40},
-        batch={"max_readings": 12, "linger_ms": 5},
+        batch={"max_readings": 12, "latency_ms": 5},
         status_ms=60000,
     )
     cfg["consent"] = {"local_dir": os.path.dirname(store)}

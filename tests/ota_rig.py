@@ -129,7 +129,9 @@ def status(port: int, device: str, timeout: float = 5.0) -> dict:
     c.connect("127.0.0.1", port)
     c.loop_start()
     try:
-        return json.loads(q.get(timeout=timeout))
+        from edge import codec  # compact snapshots in the full names (docs/HEALTH.md 1)
+
+        return codec.decode_status(json.loads(q.get(timeout=timeout)))
     finally:
         c.loop_stop()
         c.disconnect()

@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.skipif(not broker_mod.mosquitto_path(), reason="needs mosquitto"),
 ]
 REVOKE_S = 5.0  # every revocation applied and receipted within 5 s of arriving
-PROPERTY_HEADROOM = int(os.environ.get("EDGE_ADV_HEADROOM_KIB", "96")) * 1024
+PROPERTY_HEADROOM = int(os.environ.get("EDGE_ADV_HEADROOM_KIB", "48")) * 1024
 
 
 class Scene:

@@ -77,11 +77,11 @@ def _forger(port: int):
 
 
 @pytest.mark.adversarial
-def test_forged_acks_delete_nothing(micropython):
+def test_forged_acks_delete_nothing(agents):
     """Before: a client on an open broker acked every batch it saw, the device freed its store
     and the collector that came later got none of them. With a backend key the device takes
     only acks signed with it."""
-    from host_tools.agent.run import AgentProcess, agent_config
+    from host_tools.agent.run import agent_config
     from host_tools.backend import broker as broker_mod
     from host_tools.backend.collect import AckingCollector
 
@@ -96,20 +96,17 @@ def test_forged_acks_delete_nothing(micropython):
             sim={"rate_hz": 1000, "count": count},
             backend={"key": KEY.hex()},
         )
-        agent = AgentProcess(cfg).start()
+        agent = agents(cfg)
+        time.sleep(5)  # the device sends everything; only the forger answers
+        forger.loop_stop()
+        forger.disconnect()
+        col = AckingCollector(b.host, b.port, device_keys={FORGED_DEVICE: KEY}).start()
         try:
-            time.sleep(5)  # the device sends everything; only the forger answers
-            forger.loop_stop()
-            forger.disconnect()
-            col = AckingCollector(b.host, b.port, device_keys={FORGED_DEVICE: KEY}).start()
-            try:
-                agent.wait(60)
-                col.wait_for(lambda c: c.counts["unique"] >= count, 20)
-                stored = col.counts["unique"]
-            finally:
-                col.stop()
+            agent.wait(60)
+            col.wait_for(lambda c: c.counts["unique"] >= count, 20)
+            stored = col.counts["unique"]
         finally:
-            agent.cleanup()
+            col.stop()
     final = agent.final or {}
     print(f"forged acks: {sent['acks']} sent; collector stored {stored} of {count}; {final}")
     assert sent["acks"] > 20

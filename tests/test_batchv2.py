@@ -206,7 +206,7 @@ def test_fuzzed_payloads_give_format_errors_only_micropython(micropython, tmp_pa
     assert got == want  # same verdict and the same readings under both interpreters
 
 
-def test_agent_sends_format_2_and_the_collector_gets_every_reading(micropython, broker):
+def test_agent_sends_format_2_and_the_collector_gets_every_reading(agents, broker):
     """The real agent (unix MicroPython) with batch.format 2 against mosquitto: every reading
     arrives once with the values format 1 gives, in fewer bytes; the topic supplies the
     identity the payload leaves out."""
@@ -214,7 +214,7 @@ def test_agent_sends_format_2_and_the_collector_gets_every_reading(micropython, 
 
     got = {}
     for fmt in (1, 2):
-        final, stats, readings = _run(broker, f"fmt{fmt}-1", 1200, batch={"format": fmt})
+        final, stats, readings = _run(agents, broker, f"fmt{fmt}-1", 1200, batch={"format": fmt})
         assert stats["unique"] == final["appended"] == 400 and stats["rejected"] == 0
         got[fmt] = (sorted((r[1] - readings[0][1], r[4], r[5]) for r in readings), final)
     assert [r[1:] for r in got[1][0]] == [r[1:] for r in got[2][0]]  # same channels and values

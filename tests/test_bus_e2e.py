@@ -6,7 +6,7 @@ import struct
 import threading
 import time
 
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.captures.appliances import ModbusSlave, Pty, TuyaMCU, serve, tuya_dp, tuya_frame
@@ -14,7 +14,7 @@ from host_tools.captures.appliances import ModbusSlave, Pty, TuyaMCU, serve, tuy
 DEVICE = "washer-e2e"
 
 
-def test_agent_publishes_readings_from_three_buses(tmp_path):
+def test_agent_publishes_readings_from_three_buses(agents, tmp_path):
     line, tuya, meter = Pty(), Pty(), Pty()
     mcu = TuyaMCU(
         [tuya_frame(0x07, tuya_dp(1, 1, b"\x01") + tuya_dp(2, 2, struct.pack(">i", -183)))],
@@ -52,7 +52,6 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
             ],
         },
     ]
-    agent = None
     with broker_mod.start() as b:
         col = Collector(b.host, b.port).start()
         try:
@@ -63,8 +62,9 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
                 inputs=inputs,
                 mqtt={"host": b.host, "port": b.port},
                 sim={"seconds": 3},
+                status_detail="full",  # the inputs' counters are in the full document
             )
-            agent = AgentProcess(cfg, workdir=str(tmp_path)).start()
+            a = agents(cfg, workdir=str(tmp_path))
 
             def feed():
                 time.sleep(1.0)
@@ -75,7 +75,7 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
                 line.write(b"UT\n")
 
             threading.Thread(target=feed, daemon=True).start()
-            assert agent.wait(60) == 0
+            assert a.wait(60) == 0
             want = {
                 (1, 425),
                 (5, 1),
@@ -98,7 +98,7 @@ def test_agent_publishes_readings_from_three_buses(tmp_path):
                 s.stop()
             for p in (line, tuya, meter):
                 p.close()
-    assert want <= set(got), (got, agent.output[-10:])
+    assert want <= set(got), (got, a.output[-10:])
     assert got.count((1, 425)) == 1  # deadband suppressed the repeat
     assert mcu.cmds[:5] == [0x00, 0x01, 0x02, 0x03, 0x08]
     assert slave.requests >= 1

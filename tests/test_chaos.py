@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import AckingCollector
 
@@ -29,29 +29,29 @@ def _config(port: int, count: int, rate: int) -> dict:
         channels=[{"id": 1, "name": "cabinet_temp_cC", "category": "essential"}],
         # the backlog may use the whole store: an eviction would be a (counted) loss
         categories={"essential": {"quota": 1572864}},
-        batch={"max_readings": 250, "linger_ms": 50},
+        batch={"max_readings": 250, "latency_ms": 50},
         sim={"rate_hz": rate, "count": count},
     )
 
 
-def _run(count: int, rate: int, chaos, timeout: float = 240) -> tuple[dict, dict, dict]:
+def _run(agents, count: int, rate: int, chaos, timeout: float = 240) -> tuple[dict, dict, dict]:
     with broker_mod.start(prefer="mosquitto") as b:
         col = AckingCollector(b.host, b.port, keep_readings=False).start()
-        agent = AgentProcess(_config(b.port, count, rate)).start()
+        a = agents(_config(b.port, count, rate))
         info: dict = {}
-        t = threading.Thread(target=chaos, args=(b, col, agent, info), daemon=True)
+        t = threading.Thread(target=chaos, args=(b, col, a, info), daemon=True)
         t.start()
         try:
-            agent.wait(timeout)
+            a.wait(timeout)
             t.join(30)
             col.wait_for(lambda c: c.stats()["unique"] >= count, 20)
         finally:
-            agent.cleanup()
+            a.stop()
             col.stop()
-        return col.stats(), agent.final or {}, info
+        return col.stats(), a.final or {}, info
 
 
-def test_50_broker_kills_lose_nothing():
+def test_50_broker_kills_lose_nothing(agents):
     count, kills = 100_000, 50
     rng = random.Random(7)
 
@@ -62,7 +62,7 @@ def test_50_broker_kills_lose_nothing():
             b.restart()  # SIGKILL, then a new mosquitto on the same port
             info["kills"] += 1
 
-    stats, final, info = _run(count, 2000, chaos)
+    stats, final, info = _run(agents, count, 2000, chaos)
     print(f"chaos: {info['kills']} kills, {stats}")
     assert info["kills"] == kills
     assert stats["unique"] == count, stats  # every reading arrived
@@ -75,7 +75,7 @@ def test_50_broker_kills_lose_nothing():
     assert final["acked"] == count and final["mqtt"]["resends"] >= kills // 2, final
 
 
-def test_resume_within_5s_after_10s_outage():
+def test_resume_within_5s_after_10s_outage(agents):
     def chaos(b, col, agent, info):
         time.sleep(2)
         b.kill()
@@ -87,14 +87,14 @@ def test_resume_within_5s_after_10s_outage():
             time.sleep(0.02)
         info["resume_s"] = time.monotonic() - t0
 
-    stats, final, info = _run(30_000, 2000, chaos)
+    stats, final, info = _run(agents, 30_000, 2000, chaos)
     assert stats["unique"] == 30_000 and stats["gaps"] == {DEVICE: 0}, stats
     print(f"resume after a 10 s outage: {info['resume_s']:.2f} s")
     assert info["resume_s"] <= 5.0, info
 
 
 @pytest.mark.slow
-def test_200_broker_kills_lose_nothing():
+def test_200_broker_kills_lose_nothing(agents):
     rng = random.Random(11)
 
     def chaos(b, col, agent, info):
@@ -104,5 +104,5 @@ def test_200_broker_kills_lose_nothing():
             b.restart()
             info["kills"] += 1
 
-    stats, final, info = _run(300_000, 4000, chaos, timeout=600)
+    stats, final, info = _run(agents, 300_000, 4000, chaos, timeout=600)
     assert stats["unique"] == 300_000 and stats["gaps"] == {DEVICE: 0}, stats

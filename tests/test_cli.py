@@ -11,6 +11,13 @@ def _run(*args, timeout=120):
     return subprocess.run([*EDGECTL, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def test_version_is_the_agents():
+    import edge
+
+    r = _run("--version")
+    assert r.returncode == 0 and r.stdout.startswith(f"edgectl {edge.__version__} "), r
+
+
 def test_tool_error_is_one_line_exit_2():
     r = _run("run", "--board", "no-such-board")
     assert r.returncode == 2

@@ -110,7 +110,7 @@ def _wait_log(agent: AgentProcess, text: str, timeout: float) -> bool:
     return False
 
 
-def test_readings_before_the_sync_arrive_as_wall_clock(micropython, tmp_path):
+def test_readings_before_the_sync_arrive_as_wall_clock(agents, tmp_path):
     """The broker comes up only after the simulated NTP success: everything sampled before it
     waited in the store with (boot, ticks) and is converted when forwarded."""
     port = broker_mod.free_port()
@@ -122,23 +122,22 @@ def test_readings_before_the_sync_arrive_as_wall_clock(micropython, tmp_path):
         mqtt={"port": port},
         sim={"seconds": 3, "rate_hz": 300},
         clock={"synced_at_ms": 1000},
+        status_detail="full",  # `clock.converted` is in the full document (docs/HEALTH.md 1)
     )
-    agent = AgentProcess(cfg, workdir=str(tmp_path)).start()
+    a = agents(cfg, workdir=str(tmp_path))
     births: list[dict] = []
-    try:
-        assert _wait_log(agent, "clock: synced after 2 attempts", 15), agent.output
-        with broker_mod.start(port=port) as b, Collector(b.host, b.port) as col:
-            col.client.message_callback_add(
-                f"edge/{dev}/status", lambda c, u, m: births.append(json.loads(m.payload))
-            )
-            agent.wait(60)
-            t1 = time.time() * 1000
-            final = agent.final
-            assert col.wait_for(lambda c: c.stats()["unique"] >= final["appended"], 15)
-            readings = sorted(col.readings, key=lambda r: r[1])
-            boot_rel = dict(col.boot_relative.get(dev, {}))
-    finally:
-        agent.cleanup()
+    assert _wait_log(a, "clock: synced after 2 attempts", 15), a.output
+    with broker_mod.start(port=port) as b, Collector(b.host, b.port) as col:
+        col.client.message_callback_add(
+            f"edge/{dev}/status",
+            lambda c, u, m: births.append(codec.decode_status(json.loads(m.payload))),
+        )
+        a.wait(60)
+        t1 = time.time() * 1000
+        final = a.final
+        assert col.wait_for(lambda c: c.stats()["unique"] >= final["appended"], 15)
+        readings = sorted(col.readings, key=lambda r: r[1])
+        boot_rel = dict(col.boot_relative.get(dev, {}))
     assert len(readings) == final["appended"] >= 250
     assert not boot_rel  # nothing left flagged
     ts = [r[2] for r in readings]
@@ -150,7 +149,7 @@ def test_readings_before_the_sync_arrive_as_wall_clock(micropython, tmp_path):
     assert births[-1]["clock"]["converted"] >= 100
 
 
-def test_readings_of_a_past_unsynced_boot_stay_boot_relative(micropython, broker, tmp_path):
+def test_readings_of_a_past_unsynced_boot_stay_boot_relative(agents, broker, tmp_path):
     dev = "clock-2"
     # boot 1: the clock never syncs and there is no broker; the process is killed
     cfg = agent_config(
@@ -160,14 +159,12 @@ def test_readings_of_a_past_unsynced_boot_stay_boot_relative(micropython, broker
         sim={"seconds": 30, "rate_hz": 300},
         clock={"synced_at_ms": 10**9},
     )
-    a1 = AgentProcess(cfg, workdir=str(tmp_path)).start()
-    try:
-        end = time.monotonic() + 20
-        while a1.stats.get("committed", 0) < 150 and time.monotonic() < end:
-            time.sleep(0.1)
-        assert a1.stats.get("committed", 0) >= 150, a1.output
-    finally:
-        a1.stop()  # SIGTERM: no clean shutdown
+    a1 = agents(cfg, workdir=str(tmp_path))
+    end = time.monotonic() + 20
+    while a1.stats.get("committed", 0) < 150 and time.monotonic() < end:
+        time.sleep(0.1)
+    assert a1.stats.get("committed", 0) >= 150, a1.output
+    a1.stop()  # SIGTERM: no clean shutdown
     with Collector(broker.host, broker.port) as col:
         cfg = agent_config(
             "unix-sim",
@@ -175,11 +172,7 @@ def test_readings_of_a_past_unsynced_boot_stay_boot_relative(micropython, broker
             mqtt={"port": broker.port},
             sim={"seconds": 1, "rate_hz": 300},
         )
-        a2 = AgentProcess(cfg, workdir=str(tmp_path)).start()
-        try:
-            a2.wait(60)
-        finally:
-            a2.cleanup()
+        agents.run(cfg, 60, workdir=str(tmp_path))
         assert col.wait_for(lambda c: c.status.get(dev, {}).get("state") == "stopped", 10)
         readings = list(col.readings)
         rel = dict(col.boot_relative[dev])

@@ -16,7 +16,7 @@ from host_tools.agent.run import AgentProcess, agent_config
 from tests.collector_rig import CollectProcess, batch, db_rows, publisher
 
 
-def _agent(port: int, device: str, count: int, rate: int, **mqtt) -> AgentProcess:
+def _agent(agents, port: int, device: str, count: int, rate: int, **mqtt) -> AgentProcess:
     cfg = agent_config(
         "unix-sim",
         device_id=device,
@@ -27,7 +27,7 @@ def _agent(port: int, device: str, count: int, rate: int, **mqtt) -> AgentProces
         batch={"max_readings": 100, "linger_ms": 50},
         sim={"rate_hz": rate, "count": count},
     )
-    return AgentProcess(cfg).start()
+    return agents(cfg)
 
 
 def _held(db: str, device: str) -> tuple[int, int, int, int]:
@@ -39,29 +39,29 @@ def _held(db: str, device: str) -> tuple[int, int, int, int]:
     )[0]
 
 
-def _run_with_chaos(broker, tmp_path, device: str, chaos, count=20_000, rate=2000, **mqtt):
+def _run_with_chaos(agents, broker, tmp_path, device: str, chaos, count=20_000, rate=2000, **mqtt):
     """Collector(s) and an agent streaming `count` readings; chaos(cols, db, agent, info) runs
     beside them. Returns when every reading is stored or 60 s after the agent ended."""
     db = str(tmp_path / "c.sqlite")
     cols = [CollectProcess(broker.port, db).ready()]
-    agent = _agent(broker.port, device, count, rate, **mqtt)
+    a = _agent(agents, broker.port, device, count, rate, **mqtt)
     info: dict = {}
-    t = threading.Thread(target=chaos, args=(cols, db, agent, info), daemon=True)
+    t = threading.Thread(target=chaos, args=(cols, db, a, info), daemon=True)
     t.start()
     try:
-        assert agent.wait(180) == 0, agent.output[-20:]
+        assert a.wait(180) == 0, a.output[-20:]
         t.join(60)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (_held(db, device)[0] or 0) < count:
             time.sleep(0.2)
     finally:
-        agent.cleanup()
+        a.stop()
         for c in cols:
             c.term()
-    return db, agent.final or {}, info, cols
+    return db, a.final or {}, info, cols
 
 
-def test_sigkill_mid_stream_in_puback_mode_loses_nothing(broker, tmp_path):
+def test_sigkill_mid_stream_in_puback_mode_loses_nothing(agents, broker, tmp_path):
     """The device's default mode: it deletes a batch once the broker PUBACKs it. The collector
     is SIGKILLed twice mid-stream; its persistent session makes the broker keep what arrives
     meanwhile and re-send what it had not acknowledged."""
@@ -74,7 +74,7 @@ def test_sigkill_mid_stream_in_puback_mode_loses_nothing(broker, tmp_path):
             time.sleep(1.5)
             cols.append(CollectProcess(broker.port, db).ready())
 
-    db, final, info, cols = _run_with_chaos(broker, tmp_path, "ck-1", chaos)
+    db, final, info, cols = _run_with_chaos(agents, broker, tmp_path, "ck-1", chaos)
     rows, distinct, lo, hi = _held(db, "ck-1")
     print(f"SIGKILL x2 at rows {info['killed_at_rows']}: stored {rows}, seqs {lo}..{hi}")
     assert final["appended"] == 20_000 and final["dropped"] == {}
@@ -82,7 +82,7 @@ def test_sigkill_mid_stream_in_puback_mode_loses_nothing(broker, tmp_path):
     assert rows == distinct == 20_000 and (lo, hi) == (1, 20_000)  # 0 lost, 0 twice
 
 
-def test_sigterm_and_restart_lose_nothing(broker, tmp_path):
+def test_sigterm_and_restart_lose_nothing(agents, broker, tmp_path):
     def chaos(cols, db, agent, info):
         time.sleep(2.5)
         info["rc"] = cols[-1].term()
@@ -90,13 +90,13 @@ def test_sigterm_and_restart_lose_nothing(broker, tmp_path):
         time.sleep(1.0)
         cols.append(CollectProcess(broker.port, db).ready())
 
-    db, final, info, cols = _run_with_chaos(broker, tmp_path, "ck-2", chaos, count=12_000)
+    db, final, info, cols = _run_with_chaos(agents, broker, tmp_path, "ck-2", chaos, count=12_000)
     assert info["rc"] == 0 and info["final"]["unique"] > 0
     rows, distinct, lo, hi = _held(db, "ck-2")
     assert rows == distinct == 12_000 and (lo, hi) == (1, 12_000)
 
 
-def test_two_collectors_on_one_database(broker, tmp_path):
+def test_two_collectors_on_one_database(agents, broker, tmp_path):
     """A second collector (its own client id) on the same file while the first runs: both
     receive everything; the key stores each reading once."""
 
@@ -104,7 +104,7 @@ def test_two_collectors_on_one_database(broker, tmp_path):
         time.sleep(1.0)
         cols.append(CollectProcess(broker.port, db, "--client-id", "second").ready())
 
-    db, final, info, cols = _run_with_chaos(broker, tmp_path, "ck-3", chaos, count=8_000)
+    db, final, info, cols = _run_with_chaos(agents, broker, tmp_path, "ck-3", chaos, count=8_000)
     rows, distinct, lo, hi = _held(db, "ck-3")
     assert rows == distinct == 8_000 and (lo, hi) == (1, 8_000)
     second = cols[1].final()

@@ -2,12 +2,12 @@
 
 import json
 
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 
 
-def _run(broker, device, count, rate=5000, **extra):
+def _run(agents, broker, device, count, rate=5000, **extra):
     col = Collector(broker.host, broker.port).start()
     try:
         cfg = agent_config(
@@ -17,20 +17,15 @@ def _run(broker, device, count, rate=5000, **extra):
             sim={"count": count, "rate_hz": rate},
             **extra,
         )
-        agent = AgentProcess(cfg).start()
-        try:
-            agent.wait(120)
-        finally:
-            agent.cleanup()
-        final = agent.final
+        final = agents.run(cfg, 120).final
         col.wait_for(lambda c: c.stats()["unique"] >= final["appended"], 15)
         return final, col.stats(), list(col.readings)
     finally:
         col.stop()
 
 
-def test_every_reading_arrives_exactly_once(micropython, broker):
-    final, stats, readings = _run(broker, "e2e-1", 3000)
+def test_every_reading_arrives_exactly_once(agents, broker):
+    final, stats, readings = _run(agents, broker, "e2e-1", 3000)
     cfg = agent_config("unix-sim")
     essential = {c["id"] for c in cfg.get("channels", [])} or None
     assert final["sampled"] == 3000
@@ -44,15 +39,15 @@ def test_every_reading_arrives_exactly_once(micropython, broker):
     assert essential is None or {r[4] for r in readings} <= essential
 
 
-def test_readings_are_decoded_to_the_simulated_values(micropython, broker):
-    final, stats, readings = _run(broker, "e2e-2", 60)
+def test_readings_are_decoded_to_the_simulated_values(agents, broker):
+    final, stats, readings = _run(agents, broker, "e2e-2", 60)
     # the simulator's first reading is channel 1 with value 200 + LCG noise in [-100, 100)
     first = min(readings, key=lambda r: r[1])
     assert first[4] == 1 and 100 <= first[5] < 300
     assert stats["by_category"] == {"essential": 20}
 
 
-def test_consent_grant_lets_a_category_through(micropython, broker):
+def test_consent_grant_lets_a_category_through(agents, broker):
     col = Collector(broker.host, broker.port).start()
     try:
         topic = "edge/e2e-3/cmd/consent"
@@ -65,13 +60,10 @@ def test_consent_grant_lets_a_category_through(micropython, broker):
             mqtt={"port": broker.port},
             sim={"seconds": 3, "rate_hz": 600},
         )
-        agent = AgentProcess(cfg).start()
         try:
-            agent.wait(60)
+            final = agents.run(cfg, 60).final
         finally:
-            agent.cleanup()
             col.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
-        final = agent.final
         col.wait_for(lambda c: c.stats()["unique"] >= final["appended"], 15)
         s = col.stats()
         assert s["by_category"].get("usage", 0) > 0
@@ -82,10 +74,10 @@ def test_consent_grant_lets_a_category_through(micropython, broker):
         col.stop()
 
 
-def test_amqtt_fallback_broker_carries_a_batch(micropython):
+def test_amqtt_fallback_broker_carries_a_batch(agents):
     """The embedded broker a machine without mosquitto gets still runs the data path."""
     with broker_mod.start(prefer="amqtt") as b:
-        final, stats, _ = _run(b, "e2e-amqtt", 300)
+        final, stats, _ = _run(agents, b, "e2e-amqtt", 300)
         assert stats["unique"] == final["appended"] == 100
 
 

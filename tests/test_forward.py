@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from host_tools.bench import forward as fwdbench
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root
@@ -62,7 +62,7 @@ def _mpy_tree(micropython: str, dest: str) -> str:
     return dest
 
 
-def _run_in_heap(micropython, broker, tmp_path, monkeypatch, headroom):
+def _run_in_heap(agents, micropython, broker, tmp_path, monkeypatch, headroom):
     tree = _mpy_tree(micropython, str(tmp_path / "lib"))
     env = dict(os.environ, MICROPYPATH=".frozen:" + tree)
     # the code footprint: every module the agent loads, imported as the memory bench does
@@ -82,28 +82,26 @@ def _run_in_heap(micropython, broker, tmp_path, monkeypatch, headroom):
         sim={"rate_hz": 5000, "count": 30000},
     )
     monkeypatch.setattr("host_tools.paths.edge_root", lambda: tree)  # run the .mpy tree
-    a = AgentProcess(cfg, heap=str(heap)).start()
-    try:
-        a.wait(120)
-    finally:
-        a.cleanup()
+    a = agents.run(cfg, 120, heap=str(heap))
     print(f"code footprint {code} B, heap {heap} B:", a.final)
     assert a.final["acked"] == a.final["committed"] > 0
 
 
-def test_agent_runs_in_code_footprint_plus_96k(micropython, broker, tmp_path, monkeypatch):
-    _run_in_heap(micropython, broker, tmp_path, monkeypatch, 96 * 1024)
+def test_agent_runs_in_code_footprint_plus_96k(agents, micropython, broker, tmp_path, monkeypatch):
+    _run_in_heap(agents, micropython, broker, tmp_path, monkeypatch, 96 * 1024)
 
 
-def test_agent_runs_in_code_footprint_plus_48k(micropython, broker, tmp_path, monkeypatch):
+def test_agent_runs_in_code_footprint_plus_48k(agents, micropython, broker, tmp_path, monkeypatch):
     """The DESIGN.md 6 target: heapsize = code footprint + 48 KiB (issue 4)."""
-    _run_in_heap(micropython, broker, tmp_path, monkeypatch, 48 * 1024)
+    _run_in_heap(agents, micropython, broker, tmp_path, monkeypatch, 48 * 1024)
 
 
-def test_agent_fails_in_code_footprint_plus_24k(micropython, broker, tmp_path, monkeypatch):
+def test_agent_fails_in_code_footprint_plus_24k(
+    agents, micropython, broker, tmp_path, monkeypatch
+):
     """The heap test can fail: half the headroom is not enough."""
     with pytest.raises(ToolError, match="MemoryError"):
-        _run_in_heap(micropython, broker, tmp_path, monkeypatch, 24 * 1024)
+        _run_in_heap(agents, micropython, broker, tmp_path, monkeypatch, 24 * 1024)
 
 
 def test_bench_memory_figures(micropython, monkeypatch):

@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from host_tools.agent.run import AgentProcess, agent_config
+import edge
+from host_tools.agent.run import agent_config
 from host_tools.backend.collect import Collector
 from tests.conftest import ROOT, run_mp
 
@@ -28,7 +29,7 @@ def _status_history(col: Collector, device: str) -> list[dict]:
     return seen
 
 
-def _restart_status(broker, device: str, workdir: str) -> dict:
+def _restart_status(agents, broker, device: str, workdir: str) -> dict:
     """Run the agent again on the same store; return its last status message."""
     with Collector(broker.host, broker.port) as col:
         col.wait_for(lambda c: False, 0.5)  # the previous run's retained status, if any
@@ -39,11 +40,7 @@ def _restart_status(broker, device: str, workdir: str) -> dict:
             mqtt={"port": broker.port},
             sim={"seconds": 1, "rate_hz": 50},
         )
-        agent = AgentProcess(cfg, workdir=workdir).start()
-        try:
-            agent.wait(60)
-        finally:
-            agent.stop()
+        agents.run(cfg, 60, workdir=workdir)
         assert col.wait_for(
             lambda c: (
                 c.status.get(device) is not old
@@ -70,7 +67,7 @@ def _faulty(mode: str, broker, device: str, workdir: str, **extra):
     return run_mp(FAULTY, mode, path, heap="512K", timeout=60)
 
 
-def test_status_message_content_arrives_at_the_collector(micropython, broker):
+def test_status_message_content_arrives_at_the_collector(agents, broker):
     dev = "health-1"
     # two simulated ADC inputs: one essential channel, one `usage` channel (no consent: dropped)
     inputs = [
@@ -86,13 +83,10 @@ def test_status_message_content_arrives_at_the_collector(micropython, broker):
             sim={"seconds": 3},
             inputs=inputs,
             status_ms=500,
+            status_detail="full",  # every snapshot the whole document (docs/HEALTH.md 1)
             watchdog_ms=2000,
         )
-        agent = AgentProcess(cfg).start()
-        try:
-            agent.wait(60)
-        finally:
-            agent.cleanup()
+        agents.run(cfg, 60)
         assert col.wait_for(lambda c: c.status.get(dev, {}).get("state") == "stopped", 10)
         final = col.status[dev]
         states = [h["state"] for h in history]
@@ -102,6 +96,7 @@ def test_status_message_content_arrives_at_the_collector(micropython, broker):
     online = [h for h in history if h["state"] == "online"]
     assert online[-1]["uptime_ms"] > online[0]["uptime_ms"]
     assert final["device"] == dev and final["boot"] == 1
+    assert final["version"] == edge.__version__  # the one version source (edge/__init__.py)
     assert final["reset_cause"] == "power_on" and final["reset_detail"] is None
     assert 2500 <= final["uptime_ms"] <= 30000
     assert final["heap_free"] > 0 and final["heap_alloc"] > 0
@@ -117,7 +112,7 @@ def test_status_message_content_arrives_at_the_collector(micropython, broker):
     assert final["watchdog"]["tasks"] >= 5 and final["watchdog"]["feeds"] > 0
 
 
-def test_hung_task_is_detected_and_reported_after_the_restart(micropython, broker, tmp_path):
+def test_hung_task_is_detected_and_reported_after_the_restart(agents, broker, tmp_path):
     dev = "health-hang"
     r = _faulty("hung_forwarder", broker, dev, str(tmp_path))
     out = r.stdout
@@ -125,7 +120,7 @@ def test_hung_task_is_detected_and_reported_after_the_restart(micropython, broke
     assert "@log watchdog: task forwarder silent for" in out, out
     assert "@log watchdog: expired, no feed for" in out and "(forwarder); resetting" in out, out
     assert (tmp_path / "store.reset").read_text().split() == ["watchdog", "forwarder"]
-    st = _restart_status(broker, dev, str(tmp_path))
+    st = _restart_status(agents, broker, dev, str(tmp_path))
     assert st["reset_cause"] == "watchdog" and st["reset_detail"] == "forwarder"
     assert st["boot"] == 2
 
@@ -147,22 +142,21 @@ def test_blocked_event_loop_is_detected_by_the_watchdog_thread(micropython, brok
     assert (tmp_path / "store.reset").read_text().split() == ["watchdog", "event_loop_blocked"]
 
 
-def test_crash_then_restart_reports_crash(micropython, broker, tmp_path):
+def test_crash_then_restart_reports_crash(agents, broker, tmp_path):
     dev = "health-crash"
     r = _faulty("crash", broker, dev, str(tmp_path))
     assert r.returncode == 1, r.stdout
     assert "RuntimeError: injected" in r.stdout + r.stderr
-    st = _restart_status(broker, dev, str(tmp_path))
+    st = _restart_status(agents, broker, dev, str(tmp_path))
     assert st["reset_cause"] == "crash" and st["reset_detail"] == "RuntimeError"
     # and a clean stop is followed by a plain power-on
-    st = _restart_status(broker, dev, str(tmp_path))
+    st = _restart_status(agents, broker, dev, str(tmp_path))
     assert st["reset_cause"] == "power_on" and st["boot"] == 3
 
 
 @pytest.mark.parametrize("value", [-1, 500, True, "8000"])
-def test_bad_watchdog_timeout_is_a_config_error(micropython, tmp_path, value):
+def test_bad_watchdog_timeout_is_a_config_error(agents, tmp_path, value):
     cfg = agent_config("unix-sim", watchdog_ms=value, mqtt={"port": 1})
-    agent = AgentProcess(cfg, workdir=str(tmp_path))
-    agent.start()
-    assert agent.proc.wait(30) == 2
-    assert "config key 'watchdog_ms'" in agent.proc.stderr.read()
+    a = agents(cfg, workdir=str(tmp_path))
+    assert a.proc.wait(30) == 2
+    assert "config key 'watchdog_ms'" in a.proc.stderr.read()

@@ -1,10 +1,10 @@
-"""MQTT client (issue 4): inbound fuzz, dead-link detection, bad password backoff, ACL."""
+"""MQTT client: inbound fuzz, malformed packets from a fake broker (tests/mqtt_harness.py),
+dead-link detection, bad password backoff, ACL."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -13,6 +13,7 @@ import pytest
 
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.proxy import FaultProxy
+from tests import mqtt_harness as mq
 from tests.conftest import ROOT, mp_json
 
 MP = os.path.join(ROOT, "tests", "mp")
@@ -55,7 +56,7 @@ def _bad_packets() -> list[bytes]:
         b"\x32\x03\x00\x01a",  # QoS 1 without a packet id
         b"\x30\xff\xff\xff\xff\x7f",  # 5-byte remaining length
         b"\x90\xff\xff\x7f" + b"x" * 64,  # oversized SUBACK (2 MB claimed)
-        b"\x20\x02\x00\x00",  # a second CONNACK
+        mq.connack(),  # a second CONNACK
         b"\x10\x00",  # CONNECT from the server
         b"\x00\x00",  # reserved type 0
         b"\xf0\x00",  # reserved type 15
@@ -65,42 +66,24 @@ def _bad_packets() -> list[bytes]:
     ]
 
 
-class ScriptedBroker:
-    """Fake broker: CONNACK, then one malformed packet per connection (paho-style harness)."""
-
-    def __init__(self, packets: list[bytes]) -> None:
-        self.packets = list(packets)
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(4)
-        self.port = self.srv.getsockname()[1]
-        self.closed_by_client = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        for pkt in self.packets:
-            c, _ = self.srv.accept()
-            c.settimeout(5)
-            c.recv(1024)  # CONNECT
-            c.sendall(b"\x20\x02\x00\x00" + pkt)
-            try:
-                if c.recv(1024) == b"":
-                    self.closed_by_client += 1
-            except OSError:
-                self.closed_by_client += 1
-            c.close()
-        self.srv.close()
-
-
 def test_malformed_packets_over_a_socket_drop_and_reconnect(micropython):
+    """A fake broker answers each CONNECT with a CONNACK and one malformed packet; the client
+    must reject it, close the connection itself and connect again."""
     pkts = _bad_packets()
-    fake = ScriptedBroker(pkts)
-    r = mp_json(CLIENT, "reconnect", "127.0.0.1", str(fake.port), str(len(pkts)), timeout=60)
-    fake.thread.join(10)
+    closed_by_client = []
+
+    def script(conn: mq.Conn, n: int) -> None:
+        conn.expect(mq.connect("fuzz-dev", keepalive=5, clean=True))
+        conn.send(mq.connack(), pkts[n])
+        closed_by_client.append(conn.closed_by_peer())
+
+    with mq.FakeBroker(timeout=5) as fake:
+        fake.serve(script, connections=len(pkts))
+        r = mp_json(CLIENT, "reconnect", "127.0.0.1", str(fake.port), str(len(pkts)), timeout=60)
+        fake.join()
     assert r["connects"] == len(pkts)  # re-established after every rejection
     assert r["rx_rejected"] == len(pkts)  # each one counted
-    assert fake.closed_by_client == len(pkts)  # the client dropped the connection itself
+    assert closed_by_client == [True] * len(pkts)  # the client dropped the connection itself
     assert sum(r["reasons"]) == len(pkts)
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.proxy import FaultProxy
 from host_tools.ota import update as up
@@ -38,7 +38,7 @@ def rig(tmp_path_factory):
     }
 
 
-def start_agent(rig, tmp_path, broker, device, port=None, **over):
+def start_agent(agents, rig, tmp_path, broker, device, port=None, **over):
     cfg = agent_config(
         "unix-sim",
         device_id=device,
@@ -47,12 +47,11 @@ def start_agent(rig, tmp_path, broker, device, port=None, **over):
         ota={"trial_ms": 30000, "settle_ms": 1500, **over.pop("ota", {})},
         **over,
     )
-    agent = AgentProcess(
+    a = agents(
         cfg, root=True, workdir=str(tmp_path / "board"), secrets={"release.pub": rig["pub"]}
     )
-    agent.start()
     wait_status(broker, device, lambda s: s.get("state") == "online" and "ota" in s)
-    return agent
+    return a
 
 
 def wait_status(broker, device, pred, timeout=30.0):
@@ -73,10 +72,10 @@ def opts(broker):
     return ConnectOptions(port=broker.port)
 
 
-def test_update_confirms_then_a_crashing_release_rolls_back(rig, tmp_path, broker, micropython):
+def test_update_confirms_then_a_crashing_release_rolls_back(agents, rig, tmp_path, broker):
     dev = "ota-a"
     tele = Telemetry(broker.port, dev)
-    agent = start_agent(rig, tmp_path, broker, dev)
+    agent = start_agent(agents, rig, tmp_path, broker, dev)
     try:
         states = []
         o = up.update_device(
@@ -103,7 +102,6 @@ def test_update_confirms_then_a_crashing_release_rolls_back(rig, tmp_path, broke
             time.sleep(0.2)
         assert set(range(first, nxt)) <= tele.seqs
     finally:
-        agent.cleanup()
         tele.close()
 
 
@@ -126,16 +124,14 @@ def send_raw(broker, dev, data, **cmd):
         r.close()
 
 
-def test_refusals_say_why(rig, tmp_path, broker, micropython):
+def test_refusals_say_why(agents, rig, tmp_path, broker):
     dev = "ota-b"
-    agent = start_agent(rig, tmp_path, broker, dev)
+    agent = start_agent(agents, rig, tmp_path, broker, dev)
     try:
         _refusals(rig, broker, dev)
     except BaseException:
         print("\n".join(ln[:300] for ln in agent.output if not ln.startswith("@stats")))
         raise
-    finally:
-        agent.cleanup()
 
 
 def _refusals(rig, broker, dev):
@@ -168,11 +164,11 @@ def _refusals(rig, broker, dev):
         assert s["ota"]["version"] == "1.1.0" and s["ota"]["slot"] == "b"
 
 
-def test_download_resumes_after_a_power_cut(rig, tmp_path, broker, micropython):
+def test_download_resumes_after_a_power_cut(agents, rig, tmp_path, broker):
     dev = "ota-d"
     # a slow link (20 KB/s) so the cut lands inside the download
     with FaultProxy(broker.port, rtt_ms=20, bandwidth_bps=20000) as proxy:
-        agent = start_agent(rig, tmp_path, broker, dev, port=proxy.port)
+        agent = start_agent(agents, rig, tmp_path, broker, dev, port=proxy.port)
         seen: list[tuple[int, str]] = []
         cut = threading.Event()
         at = []
@@ -193,94 +189,125 @@ def test_download_resumes_after_a_power_cut(rig, tmp_path, broker, micropython):
         t.start()
         assert cut.wait(60)
         agent.done.wait(10)
-        agent2 = start_agent(rig, tmp_path, broker, dev, port=proxy.port)
-        try:
-            t.join(150)
-            o = result["o"]
-            assert o.state == "confirmed", o
-            # after the restart the device resumes where the bytes on flash stop, not at 0
-            after = [off for off, st in seen[at[0] :] if st == "downloading"]
-            assert after and after[0] > 0, seen
-        finally:
-            agent2.cleanup()
-            agent.cleanup()
+        start_agent(agents, rig, tmp_path, broker, dev, port=proxy.port)  # the next boot
+        t.join(150)
+        o = result["o"]
+        assert o.state == "confirmed", o
+        # after the restart the device resumes where the bytes on flash stop, not at 0
+        after = [off for off, st in seen[at[0] :] if st == "downloading"]
+        assert after and after[0] > 0, seen
 
 
-def test_remote_config_trial_confirm_rollback_and_what_is_refused(
-    rig, tmp_path, broker, micropython
-):
+def test_remote_config_trial_confirm_rollback_and_what_is_refused(agents, rig, tmp_path, broker):
     dev = "ota-c"
-    agent = start_agent(
-        rig, tmp_path, broker, dev, mqtt={"user": "ota-c", "password": "s3cret-pass"}
+    start_agent(
+        agents, rig, tmp_path, broker, dev, mqtt={"user": "ota-c", "password": "s3cret-pass"}
     )
     seen_payloads: list[str] = []
-    try:
-        o = up.config_device(opts(broker), dev, {"status_ms": 7000})
-        assert o.state == "confirmed", o
-        h = o.config_hash
-        assert re.fullmatch(r"[0-9a-f]{16}", h)
-        g = up.config_device(opts(broker), dev, None, keys=["status_ms", "mqtt"])
-        cfg = g.replies[-1]["config"]
-        assert cfg["status_ms"] == 7000 and cfg["mqtt"]["password"] == "***"
-        assert g.config_hash == h
-        seen_payloads += [json.dumps(r) for r in o.replies + g.replies]
+    o = up.config_device(opts(broker), dev, {"status_ms": 7000})
+    assert o.state == "confirmed", o
+    h = o.config_hash
+    assert re.fullmatch(r"[0-9a-f]{16}", h)
+    g = up.config_device(opts(broker), dev, None, keys=["status_ms", "mqtt"])
+    cfg = g.replies[-1]["config"]
+    assert cfg["status_ms"] == 7000 and cfg["mqtt"]["password"] == "***"
+    assert g.config_hash == h
+    seen_payloads += [json.dumps(r) for r in o.replies + g.replies]
 
-        for change, why in [
-            ({"mqtt": {"host": "evil.example"}}, "config key 'mqtt.host' cannot be changed"),
-            ({"ota": {"key": "/tmp/x"}}, "config key 'ota' cannot be changed"),
-            ({"store": {"flush_n": 0}}, "config key 'store.flush_n'"),
-            ({"statu_ms": 5}, "statu_ms"),  # misspelled: the schema names the key
-        ]:
-            o = up.config_device(opts(broker), dev, change)
-            seen_payloads += [json.dumps(r) for r in o.replies]
-            assert o.state == "refused" and why in o.error, (change, o)
+    for change, why in [
+        ({"mqtt": {"host": "evil.example"}}, "config key 'mqtt.host' cannot be changed"),
+        ({"ota": {"key": "/tmp/x"}}, "config key 'ota' cannot be changed"),
+        ({"store": {"flush_n": 0}}, "config key 'store.flush_n'"),
+        ({"statu_ms": 5}, "statu_ms"),  # misspelled: the schema names the key
+    ]:
+        o = up.config_device(opts(broker), dev, change)
+        seen_payloads += [json.dumps(r) for r in o.replies]
+        assert o.state == "refused" and why in o.error, (change, o)
 
-        # consent: widen a granted category, or essential, and the change is refused
-        r = up.Replies(opts(broker), "edge", [dev], "consent")
-        r.conn.publish_checked(
-            f"edge/{dev}/cmd/consent", json.dumps({"version": 1, "grant": ["usage"], "id": "g"})
-        )
-        assert r.next(dev, "g", 20)["ok"]
-        r.close()
-        chans = g.replies[-1]["config"].get("channels")
-        if chans is None:
-            g = up.config_device(opts(broker), dev, None, keys=["channels"])
-            chans = g.replies[-1]["config"]["channels"]
-        for cat, why in [
-            ("usage", "widening: the change collects more under 'usage'"),
-            ("essential", "would be collected as 'essential'"),
-        ]:
-            more = chans + [{"id": 42, "name": "new_sensor", "category": cat}]
-            o = up.config_device(opts(broker), dev, {"channels": more})
-            assert o.state == "refused" and why in o.error, o
-        more = chans + [{"id": 42, "name": "new_sensor", "category": "location"}]  # not granted
+    # consent: widen a granted category, or essential, and the change is refused
+    r = up.Replies(opts(broker), "edge", [dev], "consent")
+    r.conn.publish_checked(
+        f"edge/{dev}/cmd/consent", json.dumps({"version": 1, "grant": ["usage"], "id": "g"})
+    )
+    assert r.next(dev, "g", 20)["ok"]
+    r.close()
+    chans = g.replies[-1]["config"].get("channels")
+    if chans is None:
+        g = up.config_device(opts(broker), dev, None, keys=["channels"])
+        chans = g.replies[-1]["config"]["channels"]
+    for cat, why in [
+        ("usage", "widening: the change collects more under 'usage'"),
+        ("essential", "would be collected as 'essential'"),
+    ]:
+        more = chans + [{"id": 42, "name": "new_sensor", "category": cat}]
         o = up.config_device(opts(broker), dev, {"channels": more})
-        assert o.state == "confirmed", o
+        assert o.state == "refused" and why in o.error, o
+    more = chans + [{"id": 42, "name": "new_sensor", "category": "location"}]  # not granted
+    o = up.config_device(opts(broker), dev, {"channels": more})
+    assert o.state == "confirmed", o
 
-        # valid for the schema, but the trial forwards nothing in time: it rolls back
-        slow = {"batch": {"linger_ms": 600000, "max_readings": 1000}}
-        o = up.config_device(opts(broker), dev, slow, timeout=120)
-        assert o.state == "rolled_back", o
-        assert "self-check failed" in o.error and "no reading acknowledged" in o.error, o
-        g = up.config_device(opts(broker), dev, None, keys=["status_ms", "batch"])
-        assert g.replies[-1]["config"]["status_ms"] == 7000
-        assert g.replies[-1]["config"]["batch"]["linger_ms"] != 600000
-        seen_payloads += [json.dumps(r) for r in g.replies]
-        assert not any("s3cret-pass" in p for p in seen_payloads)
-    finally:
-        agent.cleanup()
+    # valid for the schema, but the trial forwards nothing in time: it rolls back
+    slow = {"batch": {"linger_ms": 600000, "max_readings": 1000}}
+    o = up.config_device(opts(broker), dev, slow, timeout=120)
+    assert o.state == "rolled_back", o
+    assert "self-check failed" in o.error and "no reading acknowledged" in o.error, o
+    g = up.config_device(opts(broker), dev, None, keys=["status_ms", "batch"])
+    assert g.replies[-1]["config"]["status_ms"] == 7000
+    assert g.replies[-1]["config"]["batch"]["linger_ms"] != 600000
+    seen_payloads += [json.dumps(r) for r in g.replies]
+    assert not any("s3cret-pass" in p for p in seen_payloads)
 
 
-def test_reboot_command(rig, tmp_path, broker, micropython):
+def test_reboot_command(agents, rig, tmp_path, broker):
     dev = "ota-r"
-    agent = start_agent(rig, tmp_path, broker, dev)
-    try:
-        r = up.Replies(opts(broker), "edge", [dev], "reboot")
-        r.conn.publish_checked(f"edge/{dev}/cmd/reboot", json.dumps({"id": "r1", "delay_ms": 200}))
-        reply = r.next(dev, "r1", 20)
-        r.close()
-        assert reply == {"ok": True, "state": "rebooting", "in_ms": 200, "id": "r1"}
-        s = wait_status(broker, dev, lambda s: s.get("reset_cause") == "soft", 30)
-        assert s["state"] == "online" and agent.boots == 2
-    finally:
-        agent.cleanup()
+    agent = start_agent(agents, rig, tmp_path, broker, dev)
+    r = up.Replies(opts(broker), "edge", [dev], "reboot")
+    r.conn.publish_checked(f"edge/{dev}/cmd/reboot", json.dumps({"id": "r1", "delay_ms": 200}))
+    reply = r.next(dev, "r1", 20)
+    r.close()
+    assert reply == {"ok": True, "state": "rebooting", "in_ms": 200, "id": "r1"}
+    s = wait_status(broker, dev, lambda s: s.get("reset_cause") == "soft", 30)
+    assert s["state"] == "online" and agent.boots == 2
+
+
+def test_deployed_agent_runs_in_code_plus_48k_and_refuses_an_update_it_cannot_hold(
+    agents, rig, tmp_path, broker
+):
+    """The steady state of an agent booted through /main.py and the selector fits the same
+    code + 48 KiB heap as the plain agent (tests/test_forward.py); an update that would not fit
+    is refused with the reason and the agent goes on forwarding (docs/OTA.md 10)."""
+    import os
+    import subprocess
+
+    from host_tools.agent.board_root import make_root
+    from host_tools.bench import forward as fwdbench
+    from host_tools.paths import micropython_path
+
+    root = tmp_path / "board"
+    make_root(root, agent_config("unix-sim", device_id="ota-h"))
+    probe = os.path.join(os.path.dirname(fwdbench.SCRIPT), "agent_code.py")
+    out = subprocess.run(
+        [micropython_path(), "-X", "heapsize=1M", probe],
+        env=dict(os.environ, MICROPYPATH=".frozen:" + str(root / "lib")),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    code = int(out.split()[-1])
+    cfg = agent_config(
+        "unix-sim", device_id="ota-h", mqtt={"port": broker.port}, sim={"rate_hz": 100}
+    )
+    agent = agents(
+        cfg,
+        heap=str(code + 48 * 1024),
+        root=True,
+        workdir=str(root),
+        secrets={"release.pub": rig["pub"]},
+    )
+    wait_status(broker, "ota-h", lambda s: s.get("state") == "online" and s["acked"] > 0)
+    o = up.update_device(opts(broker), "ota-h", rig["v110"], timeout=60)
+    assert o.state == "refused", o
+    assert "out of memory" in o.error or "not enough free heap" in o.error, o
+    acked = status(broker.port, "ota-h")["acked"]
+    wait_status(broker, "ota-h", lambda s: s["acked"] > acked)  # still forwarding
+    assert agent.proc.poll() is None and agent.boots == 1

@@ -43,3 +43,20 @@ def test_harness_catches_a_trial_staged_before_its_slot_is_complete(bundles, mic
     res = mp_last_json("ota_powercut.py", "every", "0", "300", str(bundles), "broken", heap="8M")
     assert res["violations"] > 0
     assert any("not bootable" in e for e in res["errors"]), json.dumps(res["errors"][:3])
+
+
+@pytest.mark.slow
+def test_every_cut_point_of_an_update_of_the_real_agent(tmp_path, micropython, monkeypatch):
+    """The same with two real agent bundles (about 155 KB each) on a 2 MiB flash."""
+    from tests.ota_rig import real_bundle
+
+    make_key(tmp_path)
+    key = tmp_path / "release.json"
+    real_bundle(tmp_path, "1.0.0", key, "v1.bundle")
+    real_bundle(tmp_path, "1.1.0", key, "v2.bundle")
+    monkeypatch.setenv("OTA_CUT_BLOCKS", "512")
+    info = mp_last_json("ota_powercut.py", "count", str(tmp_path), heap="16M")
+    res = mp_last_json(
+        "ota_powercut.py", "every", "0", str(info["ops"]), str(tmp_path), heap="16M", timeout=7200
+    )
+    assert res["cuts"] == info["ops"] and res["violations"] == 0, res["errors"]

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.provision import provision
 from tests.collector_rig import CollectProcess, db_rows
@@ -19,7 +19,7 @@ from tests.collector_rig import CollectProcess, db_rows
 DEV = "pv-0001"
 
 
-def test_provisioned_device_collector_and_consent_over_tls(micropython, tmp_path):
+def test_provisioned_device_collector_and_consent_over_tls(agents, tmp_path):
     out = tmp_path / "prov"
     port, backend = broker_mod.free_port(), broker_mod.free_port()
     sdir = out / "devices" / DEV / "secrets"
@@ -44,7 +44,7 @@ def test_provisioned_device_collector_and_consent_over_tls(micropython, tmp_path
             ],
             sim={"rate_hz": 200, "seconds": 8},
         )
-        agent = AgentProcess(cfg).start()
+        agent = agents(cfg)
         try:
             time.sleep(3)
             r = subprocess.run(
@@ -63,7 +63,7 @@ def test_provisioned_device_collector_and_consent_over_tls(micropython, tmp_path
                     break
                 time.sleep(0.2)
         finally:
-            agent.cleanup()
+            agent.stop()
             assert col.term() == 0, col.err
     s = col.final()
     held = dict(db_rows(db, "SELECT category, count(*) FROM readings GROUP BY 1"))

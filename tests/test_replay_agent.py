@@ -94,3 +94,26 @@ def test_24h_capture_replays_through_agent(tmp_path: Path) -> None:
     )
     assert runs[0][1]["digest"] == runs[1][1]["digest"] and runs[0][1]["readings"] == 432000
     assert max(r[0] for r in runs) <= 60
+
+
+def test_the_replay_api_takes_options_not_a_namespace(tmp_path: Path) -> None:
+    """host_tools.agent.replay.run is callable without argparse: an AgentReplayOptions, and
+    a golden mismatch comes back as the exit code."""
+    from host_tools.agent import replay as replay_agent
+    from host_tools.captures.replay import load, parse_time, schedule
+
+    src = str(SAMPLES / "fridge-line.ecap")
+    meta, chunks, _ = load([src])
+    items = schedule(chunks, ("rx",), None, parse_time("10"), 1)
+    golden = tmp_path / "golden.json"
+    opts = replay_agent.AgentReplayOptions(
+        board="unix-sim", capture=src, expect=str(golden), update_golden=True
+    )
+    result, code = replay_agent.run(opts, meta, items, chunks)
+    assert code == 0 and result.readings == 50 and json.loads(golden.read_text())["readings"]
+    doc = json.loads(golden.read_text())
+    doc["readings"][0][4] += 1
+    doc["digest"] = "x"
+    golden.write_text(json.dumps(doc))
+    opts.update_golden = False
+    assert replay_agent.run(opts, meta, items, chunks)[1] == 1

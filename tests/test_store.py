@@ -187,3 +187,11 @@ def test_seqs_cross_2_to_the_32_without_wrapping(tmp_path):
     assert [s[1] for s in out["segments"]] == [0, 1]
     assert out["batches"] == [[start, 2**32 - 1, 5], [2**32, 2**32 + 4, 5]]
     assert out["next_seq"] > 2**32 + 4
+
+
+def test_segment_index_matches_a_list_model_and_costs_a_third(micropython):
+    """The store's in-RAM segment index (edge/store/segindex.py): random appends, deletions
+    and updates agree with a list of lists, and an entry costs at most a third of one."""
+    r = mp_last_json("segindex_model.py")
+    assert r["steps"] == 20000
+    assert r["entry_bytes"] * 3 <= r["list_entry_bytes"], r

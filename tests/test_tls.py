@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.broker import free_port, wait_listening
 from tests.conftest import ROOT, mp_json
@@ -128,7 +128,7 @@ def test_bad_certificates_refused_never_plaintext(micropython, tls_broker, case)
         assert r["error"], r
 
 
-def test_agent_forwards_over_tls(micropython, tls_broker):
+def test_agent_forwards_over_tls(agents, tls_broker):
     """The agent's config wiring: mqtt.tls {ca, server_hostname} end to end."""
     b, ports, d = tls_broker
     cfg = agent_config(
@@ -141,9 +141,5 @@ def test_agent_forwards_over_tls(micropython, tls_broker):
         },
         sim={"rate_hz": 5000, "count": 600},
     )
-    a = AgentProcess(cfg).start()
-    try:
-        a.wait(60)
-    finally:
-        a.cleanup()
+    a = agents.run(cfg, 60)
     assert a.final and a.final["acked"] == a.final["committed"] > 0, a.final

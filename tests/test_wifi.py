@@ -7,6 +7,7 @@ import json
 
 import os
 
+from edge import codec
 from tests.conftest import ROOT, run_mp
 
 
@@ -60,7 +61,8 @@ def test_agent_starts_the_station_and_reports_it(micropython, tmp_path, broker):
     import paho.mqtt.client as mqtt
 
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wifi-test-watcher")
-    sub.on_message = lambda c, u, m: status.append(json.loads(m.payload))
+    # compact snapshots in the full names (docs/HEALTH.md 1)
+    sub.on_message = lambda c, u, m: status.append(codec.decode_status(json.loads(m.payload)))
     sub.connect("127.0.0.1", broker.port)
     sub.subscribe("edge/hp-wifi/status", 1)
     sub.loop_start()

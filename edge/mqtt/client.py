@@ -289,24 +289,39 @@ class Client:
         self.stats["published"] += 1
         return pid
 
-    async def publish_placed(self, topic, off, n, retain=False):
-        """QoS 0 PUBLISH (3.3) of n payload bytes the caller already wrote at tx[off:]: the
-        fixed header and topic go just before them, so the payload is never copied (the
-        retained status, edge/health.py)."""
+    def send_placed(self, topic, off, n, qos=0, retain=False, pid=0, dup=False):
+        """Write one PUBLISH (3.3) of the n payload bytes the caller already wrote at tx[off:]
+        without yielding: the fixed header, topic and packet id go just before them, so the
+        payload is never copied (the retained status, edge/health.py; the batches, which the
+        forwarder builds in place, edge/forwarder.py). Returns the packet id (0 for QoS 0).
+        With QoS 1 the caller has waited for a window slot (wait_slot)."""
         if not self.connected.is_set():
             raise MQTTError("not connected")
-        rem = 2 + len(topic) + n
-        hlen = 3 + len(topic) + (1 if rem < 0x80 else 2 if rem < 0x4000 else 3)
+        rem = 2 + len(topic) + (2 if qos else 0) + n
+        hlen = rem - n + 1 + (1 if rem < 0x80 else 2 if rem < 0x4000 else 3)
         start = off - hlen
         if start < 0:
             raise ValueError("topic too long for the room before the payload")
         b = self.tx
-        b[start] = _PUBLISH | (1 if retain else 0)
-        _put_str(b, _put_varlen(b, start + 1, rem), topic)
+        b[start] = _PUBLISH | (qos << 1) | (1 if retain else 0) | (0x08 if dup and qos else 0)
+        p = _put_str(b, _put_varlen(b, start + 1, rem), topic)
+        if qos:
+            if not pid:
+                pid = self.next_pid()
+            struct.pack_into(">H", b, p, pid)
+            self.inflight += 1
+        else:
+            pid = 0
         self.stream.write(self.txmv[start : off + n])
         self.last_tx = time.ticks_ms()
         self.stats["tx_bytes"] += hlen + n
         self.stats["published"] += 1
+        return pid
+
+    async def publish_placed(self, topic, off, n, retain=False):
+        """QoS 0 PUBLISH of n payload bytes the caller already wrote at tx[off:] (send_placed),
+        then flush."""
+        self.send_placed(topic, off, n, 0, retain)
         await self.drain()
 
     def backlog(self):

@@ -123,6 +123,6 @@ async def watch(agent, st):
             agent.request_reboot(why)
             break
     hb.stop()
-    from edge import ota
+    from edge import ota as ota_pkg  # `ota` above is the config section
 
-    ota.unload("edge.ota.trial", "edge.ota.slots", "edge.ota.boot")
+    ota_pkg.unload("edge.ota.trial", "edge.ota.slots", "edge.ota.boot")

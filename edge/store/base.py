@@ -1,7 +1,8 @@
 # What both store backends share (edge/store/store.py on littlefs, edge/store/rawlog.py on a
 # raw partition): the counters, group commit by time, drop accounting, lazy cursor saves and
-# eviction by category size. A backend provides _commit_stream, _save_state, _delete_oldest,
-# _units (its segments or blocks of a category) and _evictable.
+# eviction by category size. A backend provides _commit_stream, _save_state (which clears
+# `moved`, set by ack()), _delete_oldest, _units (its segments or blocks of a category) and
+# _evictable.
 
 from micropython import const
 
@@ -45,6 +46,12 @@ def _pending(st):
     return n
 
 
+def _buffered(st, cat):
+    """Readings of the category appended but not yet committed (the forwarder's latency
+    budget counts them as waiting, docs/MQTT.md 9)."""
+    return st.streams[cat].n
+
+
 def _used_bytes(st):
     n = 0
     for s in st.streams:
@@ -71,13 +78,8 @@ def _save_cursor(st, force=False):
     every state write costs flash programs and, in time, erases. Writes only when a
     cursor moved, and then at most every 10 s unless `force`."""
     now = st.hal.ticks_ms()
-    if not force:
-        moved = False
-        for s in st.streams:
-            if s.acked != s.saved:
-                moved = True
-        if not moved or st.hal.ticks_diff(now, st.last_save) < _CURSOR_MS:
-            return
+    if not force and (not st.moved or st.hal.ticks_diff(now, st.last_save) < _CURSOR_MS):
+        return
     st._save_state()
 
 
@@ -109,6 +111,7 @@ class StoreBase:
     tick = _tick
     commit = _commit
     pending = _pending
+    buffered = _buffered
     used_bytes = _used_bytes
     _drop = _drop
     whole = _whole

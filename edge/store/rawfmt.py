@@ -129,11 +129,11 @@ def _check(mv, p, end, rtype):
 
 
 def pack_meta(buf, boot, seq_hi, streams):
-    """A meta record into buf[0:] (streams: objects with `tag` and `acked`); its length."""
+    """A meta record into buf[0:] (streams: objects with `name` and `acked`); its length."""
     struct.pack_into(META_FMT, buf, 0, META_TYPE, len(streams), boot, seq_hi)
     p = META_HEAD
     for s in streams:
-        struct.pack_into("<IQ", buf, p, s.tag, s.acked)
+        struct.pack_into("<IQ", buf, p, cat_tag(s.name), s.acked)
         p += META_CAT
     struct.pack_into("<I", buf, p, crc32(memoryview(buf)[:p]) & 0xFFFFFFFF)
     return p + 4

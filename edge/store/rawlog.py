@@ -26,19 +26,17 @@ class StoreError(Exception):
 
 class _Stream:
     """One category: its live blocks as a list linked through ring.next, oldest first; the
-    commit buffer with its open chunk; the reader and the acknowledged position, each a
-    (block, offset of a chunk) plus the seq up to which that chunk is done."""
+    commit buffer with its open chunk; the reader and the acknowledged positions (a block, the
+    offset of a chunk in it, and the seq up to which that chunk is done). 17 attributes: the
+    most a MicroPython instance holds in its smallest attribute table but one."""
 
-    def __init__(self, idx, name, policy):
-        self.idx = idx
+    def __init__(self, name, policy):
         self.name = name
-        self.tag = rawfmt.cat_tag(name)
         self.quota = policy.get("quota", 0)
         self.reject_new = policy.get("evict", "drop_oldest") == "reject_new"
         self.first = NONE
-        self.last = NONE
         self.bytes = 0  # flash footprint: whole blocks
-        self.wblk = NONE  # the block taking this boot's commits (always `last`), else NONE
+        self.wblk = NONE  # the block taking this boot's commits (always the last), else NONE
         # commit buffer, allocated by the first append (a category without consent never
         # gets one) and released when a revocation purges the category
         self.buf = None
@@ -47,14 +45,24 @@ class _Stream:
         self.cpos = -1  # start of the open chunk in buf, -1 when none is open
         self.lseq = 0  # seq and timestamp of the last reading appended
         self.lts = 0
-        self.rec = 0  # bytes of records in the live blocks
         self.acked = 0  # highest acknowledged seq
-        self.saved = 0  # `acked` as last written to a meta record
         self.rblk = NONE  # reader: block, chunk offset, seqs up to rthr already handed out
         self.roff = HEAD_LEN
         self.rthr = 0
-        self.ablk = NONE  # the acknowledged position
-        self.aoff = HEAD_LEN
+        self.apos = apos(NONE, HEAD_LEN)  # the acknowledged position: block and chunk offset
+
+
+def apos(b, off):
+    """A stream's acknowledged position as one small int: block << 13 | offset (<= 4096)."""
+    return (b << 13) | off
+
+
+def ablk(s):
+    return s.apos >> 13
+
+
+def aoff(s):
+    return s.apos & 0x1FFF
 
 
 class RawStore(StoreBase):
@@ -76,20 +84,19 @@ class RawStore(StoreBase):
         self.streams = []
         tags = {}  # type: dict
         for i, name in enumerate(categories):
-            s = _Stream(i, name, cfg["categories"][name])
-            if s.tag in tags:
+            tag = rawfmt.cat_tag(name)
+            if tag in tags:
                 raise StoreError(
-                    "categories %s and %s share a tag" % (categories[tags[s.tag]], name)
+                    "categories %s and %s share a tag" % (categories[tags[tag]], name)
                 )
-            tags[s.tag] = i
-            self.streams.append(s)
+            tags[tag] = i
+            self.streams.append(_Stream(name, cfg["categories"][name]))
         try:
             self.ring = Ring(dev, self.stats)
         except RingError as e:
             raise StoreError(str(e))
         if self.ring.n < len(categories) + 3:
             raise StoreError("log partition too small: %d blocks" % self.ring.n)
-        self.mbuf = bytearray(rawfmt.meta_len(len(categories)))
         self.mblk = NONE
         self.moff = 0
         self.ring.scan(tags)
@@ -110,22 +117,31 @@ class RawStore(StoreBase):
     def _save_state(self, new_block=False):
         if self.next_seq >= self.seq_hi:
             self.seq_hi = self.next_seq + _SEQ_RESERVE
-        ln = rawfmt.pack_meta(self.mbuf, self.boot, self.seq_hi, self.streams)
         ring = self.ring
-        if new_block or self.mblk == NONE or self.moff + ln > BLOCK:
+        if (
+            new_block
+            or self.mblk == NONE
+            or self.moff + rawfmt.meta_len(len(self.streams)) > BLOCK
+        ):
             old = self.mblk
             b = self._alloc(rawfmt.KIND_META, 0, META, None)
-            ring.program(b, HEAD_LEN, memoryview(self.mbuf)[:ln])
+            ring.program(b, HEAD_LEN, self._pack_meta())
             self.mblk = b
-            self.moff = HEAD_LEN + ln
+            self.moff = HEAD_LEN
             if old != NONE:
                 ring.free(old)  # only once the new block holds a whole record
         else:
-            ring.program(self.mblk, self.moff, memoryview(self.mbuf)[:ln])
-            self.moff += ln
-        for s in self.streams:
-            s.saved = s.acked
+            ring.program(self.mblk, self.moff, self._pack_meta())
+        self.moff += rawfmt.meta_len(len(self.streams))
+        self.moved = False
         self.last_save = self.hal.ticks_ms()
+
+    def _pack_meta(self):
+        """The meta record in the ring's read buffer (no buffer of its own)."""
+        ring = self.ring
+        ring.wblk = -1  # the read window is gone
+        ln = rawfmt.pack_meta(ring.rbuf, self.boot, self.seq_hi, self.streams)
+        return ring.rmv[:ln]
 
     # --- ingest --------------------------------------------------------------------------
     def append(self, cat, channel, ts, flags, value):
@@ -214,11 +230,9 @@ class RawStore(StoreBase):
                 # Case 1: a cut: nothing more happens. Case 2: the chip refused: what that
                 # program left is read as corrupt bytes; this block takes no more commits.
                 s.wblk = NONE
-                s.rec += BLOCK - ring.used[b]
                 ring.used[b] = BLOCK
                 raise
             ring.used[b] += q - p
-            s.rec += q - p
             p = q
         self.stats["committed"] += s.n
         self.stats["commits"] += 1
@@ -237,14 +251,13 @@ class RawStore(StoreBase):
         return b
 
     def _new_block(self, s):
-        b = self._alloc(rawfmt.KIND_DATA, s.tag, s.idx, s)
-        if s.last == NONE:
-            s.first = b
-            s.rblk = s.ablk = b
-            s.roff = s.aoff = HEAD_LEN
+        b = self._alloc(rawfmt.KIND_DATA, rawfmt.cat_tag(s.name), self.streams.index(s), s)
+        if s.first == NONE:
+            s.first = s.rblk = b
+            s.roff = HEAD_LEN
+            s.apos = apos(b, HEAD_LEN)
         else:
-            self.ring.next[s.last] = b
-        s.last = b
+            self.ring.next[rawread.last(self.ring, s)] = b
         s.wblk = b
         s.bytes += BLOCK
 
@@ -256,7 +269,7 @@ class RawStore(StoreBase):
 
     def _delete_oldest(self, s, reason):
         b = s.first
-        n = rawread.count_after(self, b, s.aoff, s.acked) if b == s.ablk else 0
+        n = rawread.count_after(self, b, aoff(s), s.acked) if b == ablk(s) else 0
         if n:
             self._drop(reason, s, n)
         self.unlink_first(s)
@@ -267,16 +280,14 @@ class RawStore(StoreBase):
         b = s.first
         ring.free(b)
         s.first = ring.next[b]
-        s.rec -= ring.used[b] - HEAD_LEN
         if s.first == NONE:
-            s.last = NONE
             s.wblk = NONE
         s.bytes -= BLOCK
         self.stats["deleted_segments"] += 1
         if s.rblk == b:
             s.rblk, s.roff = s.first, HEAD_LEN
-        if s.ablk == b:
-            s.ablk, s.aoff = s.first, HEAD_LEN
+        if ablk(s) == b:
+            s.apos = apos(s.first, HEAD_LEN)
 
     # --- forwarding, acknowledgement, purge: edge/store/rawread.py --------------------------
     def fill(self, cat, writer):
@@ -288,7 +299,7 @@ class RawStore(StoreBase):
     def rewind(self, cat):
         """Re-send from the first unacknowledged reading (after a reconnect)."""
         s = self.streams[cat]
-        s.rblk, s.roff, s.rthr = s.ablk, s.aoff, s.acked
+        s.rblk, s.roff, s.rthr = ablk(s), aoff(s), s.acked
 
     def unsent(self, cat):
         s = self.streams[cat]
@@ -300,19 +311,19 @@ class RawStore(StoreBase):
         segment store): an upper bound (every 11 bytes of chunks counted as a reading), found
         without reading flash."""
         s = self.streams[cat]
-        return rawread.estimate(self.ring, s, s.rblk, s.roff) * codec.REC_LEN
+        return rawread.estimate(self.ring, s.rblk, s.roff) * codec.REC_LEN
 
     def backlog(self, cat):
         """Committed readings not yet acknowledged, as bytes of 28-byte records (an upper
         bound, as unsent_bytes)."""
         s = self.streams[cat]
-        return rawread.estimate(self.ring, s, s.ablk, s.aoff) * codec.REC_LEN
+        return rawread.estimate(self.ring, ablk(s), aoff(s)) * codec.REC_LEN
 
     def unacked(self, cat):
         """Readings of a category not yet acknowledged: committed (an upper bound, as
         backlog) plus buffered."""
         s = self.streams[cat]
-        return rawread.estimate(self.ring, s, s.ablk, s.aoff) + s.n
+        return rawread.estimate(self.ring, ablk(s), aoff(s)) + s.n
 
     def first_unacked(self, cat):
         return rawread.first_unacked(self, self.streams[cat])

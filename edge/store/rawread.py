@@ -49,23 +49,25 @@ def load_meta(ring, metas):
 
 
 def load_streams(st, acked):
-    """Link each category's live blocks in allocation order, read each block once (counts,
-    where its records end, the highest seq), free the blocks with nothing unacknowledged.
-    Returns the highest seq found."""
+    """Link each category's live blocks in allocation order, read each block once (where its
+    records end, the highest seq), free the blocks with nothing unacknowledged. Returns the
+    highest seq found."""
     ring = st.ring
+    tails = [NONE] * len(st.streams)
     for b in ring.in_order():
-        if ring.owner[b] < len(st.streams):
-            _link_sorted(ring, st.streams[ring.owner[b]], b)
+        i = ring.owner[b]
+        if i < len(st.streams):
+            tails[i] = _link_sorted(ring, st.streams[i], tails[i], b)
     top = 0
     for s in st.streams:
-        s.acked = s.saved = s.rthr = acked.get(s.tag, 0)
+        s.acked = s.rthr = acked.get(rawfmt.cat_tag(s.name), 0)
         prev = NONE
         b = s.first
         while b != NONE:
             nb = ring.next[b]
             last = walk(st, b)
             top = max(top, last)
-            if last < 0 or last <= s.acked:
+            if last <= s.acked:
                 # nothing readable, or all acknowledged: free it (earlier ones hold lower seqs)
                 ring.free(b)
                 if prev == NONE:
@@ -74,32 +76,42 @@ def load_streams(st, acked):
                     ring.next[prev] = nb
             else:
                 s.bytes += BLOCK
-                s.rec += ring.used[b] - HEAD_LEN
                 prev = b
             b = nb
-        s.last = prev
-        s.rblk = s.ablk = s.first
+        s.rblk = s.first
+        s.apos = (s.first << 13) | HEAD_LEN
     return top
 
 
-def _link_sorted(ring, s, b):
+def last(ring, s):
+    """The stream's newest block (NONE when it has none)."""
+    b = s.first
+    while b != NONE and ring.next[b] != NONE:
+        b = ring.next[b]
+    return b
+
+
+def _link_sorted(ring, s, tail, b):
+    """Link b into the stream's list by sequence number; returns the new tail."""
     ring.next[b] = NONE
-    if s.last == NONE:
-        s.first = s.last = b
-    elif ring.order[b] > ring.order[s.last]:
-        ring.next[s.last] = b
-        s.last = b
-    else:  # a block the allocator skipped over while it was live: older than its neighbours
-        prev = NONE
-        c = s.first
-        while c != NONE and ring.order[c] < ring.order[b]:
-            prev = c
-            c = ring.next[c]
-        ring.next[b] = c
-        if prev == NONE:
-            s.first = b
-        else:
-            ring.next[prev] = b
+    if tail == NONE:
+        s.first = b
+        return b
+    if ring.order[b] > ring.order[tail]:
+        ring.next[tail] = b
+        return b
+    # a block the allocator skipped over while it was live: older than its neighbours
+    prev = NONE
+    c = s.first
+    while c != NONE and ring.order[c] < ring.order[b]:
+        prev = c
+        c = ring.next[c]
+    ring.next[b] = c
+    if prev == NONE:
+        s.first = b
+    else:
+        ring.next[prev] = b
+    return tail
 
 
 def walk(st, b):
@@ -204,7 +216,7 @@ def ack(st, s, seq, pos, off):
         return  # Case 1: its block is gone (evicted, purged): nothing before it is left
     while s.first != b:  # Case 2: free everything before the acknowledged position
         st.unlink_first(s)
-    s.ablk, s.aoff = b, off
+    s.apos = (b << 13) | off
 
 
 def count_after(st, b, off, thr):
@@ -228,17 +240,15 @@ def count_after(st, b, off, thr):
         off += rawfmt.chunk_len(k)
 
 
-def estimate(ring, s, b, off):
-    """An upper bound on the stream's readings from position (b, off) on, without reading
+def estimate(ring, b, off):
+    """An upper bound on a stream's readings from position (b, off) on, without reading
     flash: its bytes of records from there, every ENTRY_LEN of them counted as a reading."""
-    if b == NONE:
-        return 0
-    before = off - HEAD_LEN
-    c = s.first
-    while c != b and c != NONE:
-        before += ring.used[c] - HEAD_LEN
-        c = ring.next[c]
-    return max(s.rec - before, 0) // ENTRY_LEN
+    n = 0
+    while b != NONE:
+        n += max(ring.used[b] - off, 0)
+        b = ring.next[b]
+        off = HEAD_LEN
+    return n // ENTRY_LEN
 
 
 def first_unacked(st, s):
@@ -246,8 +256,8 @@ def first_unacked(st, s):
     from the commit buffer; None when there is none."""
     ring = st.ring
     mv = ring.rmv
-    b = s.ablk
-    off = s.aoff
+    b = s.apos >> 13
+    off = s.apos & 0x1FFF
     while b != NONE:
         off, p = _chunks(st, b, off, ring.used[b])
         if p >= 0:
@@ -307,12 +317,14 @@ def purge(st, s):
         ring.zero(b)
         st.stats["deleted_segments"] += 1
         b = nb
+    idx = st.streams.index(s)
     for b in range(ring.n):
-        if ring.owner[b] == FREED_DATA | s.idx:
+        if ring.owner[b] == FREED_DATA | idx:
             ring.zero(b)
-    s.first = s.last = s.wblk = s.rblk = s.ablk = NONE
-    s.bytes = s.rec = 0
-    s.roff = s.aoff = HEAD_LEN
+    s.first = s.wblk = s.rblk = NONE
+    s.bytes = 0
+    s.roff = HEAD_LEN
+    s.apos = (NONE << 13) | HEAD_LEN
     s.rthr = s.acked
     if n:
         st._drop("purged", s, n)

@@ -51,7 +51,6 @@ class Ring:
         self.order = None
         self.top = 0  # highest block sequence number on the partition
         self.ptr = 0  # where the next allocation starts looking
-        self.head = bytearray(HEAD_LEN)
         self.rbuf = bytearray(_RBUF)
         self.rmv = memoryview(self.rbuf)
         self.wblk = -1  # the block and byte range rbuf holds (read window)
@@ -82,13 +81,15 @@ class Ring:
         everything else FREE. The allocation pointer follows the newest block."""
         newest = -1
         self.order = array("I", bytes(4 * self.n))
+        head = self.rmv[:HEAD_LEN]
+        self.wblk = -1
         for b in range(self.n):
-            self.read(b, 0, self.head)
-            state, kind, bseq, tag = rawfmt.parse_head(self.head)
+            self.read(b, 0, head)
+            state, kind, bseq, tag = rawfmt.parse_head(head)
             self.owner[b] = FREE
             self.next[b] = NONE
             if state == rawfmt.BAD or bseq > 0xFFFFFFFF:  # 2^32 allocations: 500 GB written
-                if any(x for x in self.head):  # a zeroed header is a purged block, not damage
+                if any(x for x in head):  # a zeroed header is a purged block, not damage
                     self.stats["bad_segments"] += 1
                 continue
             if state == rawfmt.ERASED:
@@ -136,8 +137,9 @@ class Ring:
         self.owner[b] = FREE  # not live until its header is on flash
         self.erase(b)
         self.top += 1
-        rawfmt.pack_head(self.head, kind, self.top, tag)
-        self.program(b, 0, memoryview(self.head)[: rawfmt.FREED_OFF])
+        self.wblk = -1  # the header is built in the read buffer
+        rawfmt.pack_head(self.rbuf, kind, self.top, tag)
+        self.program(b, 0, self.rmv[: rawfmt.FREED_OFF])
         self.owner[b] = owner
         self.gen[b] = self.top & 0xFF
         self.next[b] = NONE

@@ -9,22 +9,15 @@ from micropython import const
 from edge import codec
 from edge.store import segment
 from edge.store.base import StoreBase, new_stats
+from edge.store.segindex import SegIndex
 from edge.store.segment import BLOCK, footprint, seg_name
 from edge.wire import SEG_HEAD_LEN, seg_head
 
 _SEQ_RESERVE = const(1024)  # seqs reserved per state write, so a seq is never reused
-_READ_BUF = const(2048)
+_READ_BUF = const(1024)  # fill() keeps a segment open for its next read
 _ENOSPC = const(28)
 _FRAME = segment.FRAME_FMT
 _LOW = const(0xFFFFFFFF)  # a record holds a seq's low 32 bits; its segment the epoch (FORMAT 1)
-
-# A segment is a 5-slot list, named by these indices: a class instance (even with __slots__)
-# costs a third more heap per segment on MicroPython and an attribute lookup per access.
-SEG_NO = const(0)  # file number (NNNNNNNN.seg), never reused
-SEG_FIRST = const(1)  # first seq in the file, -1 until the first commit
-SEG_LAST = const(2)  # highest seq seen, -1 until the reader or the writer reached the end
-SEG_SIZE = const(3)  # bytes in the file, header included
-SEG_READABLE = const(4)  # the header checked (docs/FORMAT.md 2.2); False: never read
 
 
 class StoreError(Exception):
@@ -32,7 +25,7 @@ class StoreError(Exception):
 
 
 class _Stream:
-    """The segments of one category, oldest first (each a list indexed by the SEG_* slots).
+    """The segments of one category, oldest first (edge/store/segindex.py).
     Seqs here are whole (48-bit, FORMAT 1); a segment's records share first_seq's epoch.
     `bytes` is the flash footprint (whole blocks) of all its segments."""
 
@@ -42,26 +35,19 @@ class _Stream:
         self.quota = policy.get("quota", 0)
         self.reject_new = policy.get("evict", "drop_oldest") == "reject_new"
         self.dir = root + "/" + name
-        self.segs = []
-        self.active = None  # open file of segs[-1] while it takes appends
+        self.segs = SegIndex()
+        self.active = None  # open file of the newest segment while it takes appends
         # commit buffer, allocated by the first append (a category without consent never gets
         # one, issue 4 memory) and released when a revocation purges the category
         self.buf = None
         self.n = 0  # records pending in buf (not yet durable)
         self.acked = 0  # highest acknowledged seq
-        self.saved = 0  # `acked` as last written to the state file
         self.rseg = 0  # reader: segno and offset of the next record to send
         self.roff = SEG_HEAD_LEN
         self.aseg = 0  # reader position just after the last acknowledged record
         self.aoff = SEG_HEAD_LEN
         self.bytes = 0
         self.next_segno = 1  # segment numbers never repeat
-
-    def seg_index(self, segno):
-        for i, s in enumerate(self.segs):
-            if s[SEG_NO] >= segno:
-                return i
-        return len(self.segs)
 
 
 class Store(StoreBase):
@@ -77,6 +63,8 @@ class Store(StoreBase):
         self.total_bytes = sc["total_bytes"]
         self.rbuf = bytearray(_READ_BUF)
         self.rmv = memoryview(self.rbuf)
+        self.rfile = None  # fill()'s open segment file, and its number
+        self.rno = -1
         self.head = bytearray(SEG_HEAD_LEN)
         self.rec = bytearray(codec.REC_LEN)  # first_unacked()'s frame
         self.stats = new_stats()  # type: dict
@@ -102,8 +90,7 @@ class Store(StoreBase):
         for s in self.streams:
             acked[s.name] = s.acked
         segment.save_state(self.root, self.boot, self.seq_hi, acked)
-        for s in self.streams:
-            s.saved = s.acked
+        self.moved = False  # the cursors on flash are the ones in RAM
         self.last_save = self.hal.ticks_ms()
 
     # --- boot scan -----------------------------------------------------------------------
@@ -117,9 +104,7 @@ class Store(StoreBase):
             r = segment.probe(
                 s.dir + "/" + seg_name(segno), s.idx, self.rbuf, i == len(nums) - 1, self.stats
             )
-            s.segs.append(
-                [segno, r[segment.FIRST], r[segment.LAST], r[segment.SIZE], r[segment.OK]]
-            )
+            s.segs.append(segno, r[segment.FIRST], r[segment.LAST], r[segment.SIZE], r[segment.OK])
             s.bytes += footprint(r[2])
             top = max(top, r[0], r[1])
         # Appends after boot always go to a new segment: a torn tail is never extended.
@@ -198,12 +183,14 @@ class Store(StoreBase):
                     raise
         hi = self._epoch()
         last = struct.unpack_from("<I", s.buf, (s.n - 1) * codec.REC_LEN + codec.REC_HEAD_LEN)[0]
-        seg = s.segs[-1]
-        if seg[SEG_FIRST] < 0:
-            seg[SEG_FIRST] = hi | struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0]
-        seg[SEG_LAST] = hi | last
-        s.bytes += footprint(seg[SEG_SIZE] + nbytes) - footprint(seg[SEG_SIZE])
-        seg[SEG_SIZE] += nbytes
+        segs = s.segs
+        i = len(segs) - 1
+        if segs.first(i) < 0:
+            segs.set_first(i, hi | struct.unpack_from("<I", s.buf, codec.REC_HEAD_LEN)[0])
+        segs.set_last(i, hi | last)
+        size = segs.size(i)
+        s.bytes += footprint(size + nbytes) - footprint(size)
+        segs.grow(i, nbytes)
         self.stats["committed"] += s.n
         self.stats["commits"] += 1
         s.n = 0
@@ -215,7 +202,7 @@ class Store(StoreBase):
         # than half full starts a new segment instead: it never copies more than half a block
         # and wastes less than half of one.
         if s.active is not None:
-            size = s.segs[-1][SEG_SIZE]
+            size = s.segs.size(len(s.segs) - 1)
             tail = size % BLOCK
             if size + nbytes > self.segment_bytes or (tail > BLOCK // 2 and tail + nbytes > BLOCK):
                 self._close_active(s)
@@ -238,7 +225,7 @@ class Store(StoreBase):
         s.next_segno += 1
         seg_head(self.head, s.idx, self._epoch() >> 32)
         s.active = open(s.dir + "/" + seg_name(segno), "wb")
-        s.segs.append([segno, -1, -1, SEG_HEAD_LEN, True])
+        s.segs.append(segno, -1, -1, SEG_HEAD_LEN, True)
         s.bytes += footprint(SEG_HEAD_LEN)
         if len(s.segs) == 1:
             s.rseg = s.aseg = segno
@@ -252,33 +239,35 @@ class Store(StoreBase):
         return len(t.segs) - (1 if t.active is not None or t is keep else 0)
 
     def _delete_oldest(self, s, reason):
-        seg = s.segs[0]
-        unacked = self._after(seg, s.aseg, s.aoff)
+        unacked = self._after(s.segs, 0, s.aseg, s.aoff)
         if unacked:
             self._drop(reason, s, unacked)
         self._remove_segment(s)
 
-    def _after(self, seg, segno, off):
-        """Readings of a segment that lie after position (segno, off)."""
-        if seg[SEG_NO] < segno or not seg[SEG_READABLE]:
+    def _after(self, segs, i, segno, off):
+        """Readings of segment i that lie after position (segno, off)."""
+        no = segs.segno(i)
+        if no < segno or not segs.readable(i):
             return 0
-        n = (seg[SEG_SIZE] - SEG_HEAD_LEN) // codec.REC_LEN
-        if seg[SEG_NO] == segno:
+        n = (segs.size(i) - SEG_HEAD_LEN) // codec.REC_LEN
+        if no == segno:
             n -= (off - SEG_HEAD_LEN) // codec.REC_LEN
         return max(n, 0)
 
     def _remove_segment(self, s):
-        seg = s.segs.pop(0)
+        segs = s.segs
+        no = segs.segno(0)
+        s.bytes -= footprint(segs.size(0))
+        segs.pop_oldest()
         try:
-            os.remove(s.dir + "/" + seg_name(seg[SEG_NO]))
+            os.remove(s.dir + "/" + seg_name(no))
         except OSError:
             pass
-        s.bytes -= footprint(seg[SEG_SIZE])
         self.stats["deleted_segments"] += 1
-        nxt = s.segs[0][SEG_NO] if s.segs else s.next_segno
-        if s.rseg <= seg[SEG_NO]:
+        nxt = segs.segno(0) if len(segs) else s.next_segno
+        if s.rseg <= no:
             s.rseg, s.roff = nxt, SEG_HEAD_LEN
-        if s.aseg <= seg[SEG_NO]:
+        if s.aseg <= no:
             s.aseg, s.aoff = nxt, SEG_HEAD_LEN
 
     # --- forwarding ----------------------------------------------------------------------
@@ -287,28 +276,56 @@ class Store(StoreBase):
         full. Returns (count, seg, off): the reader position after the last one added.
         Only frames whose CRC checks are returned (FORMAT 2.3); bad bytes are skipped."""
         s = self.streams[cat]
+        try:
+            return self._fill(s, writer)
+        finally:
+            self._close_reader()
+
+    def _read(self, s, no):
+        """Read the segment `no` from s.roff into rbuf; its file stays open for the next read
+        of the same fill (one open per segment, not one per buffer). Returns the byte count."""
+        f = self.rfile
+        if f is None or self.rno != no:
+            self._close_reader()
+            f = self.rfile = open(s.dir + "/" + seg_name(no), "rb")
+            self.rno = no
+        f.seek(s.roff)
+        return f.readinto(self.rbuf)
+
+    def _close_reader(self):
+        f = self.rfile
+        self.rfile = None
+        self.rno = -1
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def _fill(self, s, writer):
+        segs = s.segs
         added = 0
         while True:
-            i = s.seg_index(s.rseg)
-            if i >= len(s.segs):
+            i = segs.find(s.rseg)
+            if i >= len(segs):
                 break
-            seg = s.segs[i]
-            last = i == len(s.segs) - 1
-            if seg[SEG_NO] != s.rseg:
-                s.rseg, s.roff = seg[SEG_NO], SEG_HEAD_LEN
+            no = segs.segno(i)
+            last = i == len(segs) - 1
+            if no != s.rseg:
+                s.rseg, s.roff = no, SEG_HEAD_LEN
             n = 0
-            if seg[SEG_READABLE]:
+            if segs.readable(i):
                 try:
-                    with open(s.dir + "/" + seg_name(seg[SEG_NO]), "rb") as f:
-                        f.seek(s.roff)
-                        n = f.readinto(self.rbuf)
+                    n = self._read(s, no)
                 except OSError:
-                    pass
+                    self._close_reader()
             p = 0
             full = False
             bad = False
             # the segment's epoch << 32
-            hi = seg[SEG_FIRST] - (seg[SEG_FIRST] & _LOW) if seg[SEG_FIRST] > 0 else 0
+            hi = segs.first(i)
+            hi = hi - (hi & _LOW) if hi > 0 else 0
+            top = segs.last(i)
             mv = self.rmv[:n]  # one view per read, not one per record (issue 4 memory)
             while p < n:
                 r = codec.check_record(mv, p)
@@ -328,9 +345,10 @@ class Store(StoreBase):
                         full = True
                         break
                     added += 1
-                if seg[SEG_LAST] < seq:
-                    seg[SEG_LAST] = seq
+                if top < seq:
+                    top = seq
                 p += codec.REC_LEN
+            segs.set_last(i, top)
             s.roff += p
             if full or (p and n == len(self.rbuf)):
                 if full:
@@ -344,9 +362,9 @@ class Store(StoreBase):
             if p < n:
                 self.stats["torn_tails"] += 1
             if last:
-                s.roff = max(s.roff, seg[SEG_SIZE])
+                s.roff = max(s.roff, segs.size(i))
                 break
-            s.rseg, s.roff = s.segs[i + 1][SEG_NO], SEG_HEAD_LEN
+            s.rseg, s.roff = segs.segno(i + 1), SEG_HEAD_LEN
         return added, s.rseg, s.roff
 
     def ack(self, cat, seq, seg, off):
@@ -356,9 +374,11 @@ class Store(StoreBase):
             return
         self.stats["acked"] += 1
         s.acked = seq
+        self.moved = True
         s.aseg, s.aoff = seg, off
         # whole segments below the acknowledged position are deleted (DESIGN.md 3)
-        while len(s.segs) > 1 and s.segs[0][SEG_NO] < seg and s.segs[0][SEG_LAST] <= seq:
+        segs = s.segs
+        while len(segs) > 1 and segs.segno(0) < seg and segs.last(0) <= seq:
             self._remove_segment(s)
 
     def rewind(self, cat):
@@ -369,10 +389,10 @@ class Store(StoreBase):
     def backlog(self, cat):
         """Committed bytes of a category not yet acknowledged (an upper bound)."""
         s = self.streams[cat]
+        segs = s.segs
         n = 0
-        for seg in s.segs:
-            if seg[SEG_NO] >= s.aseg:
-                n += seg[SEG_SIZE] - SEG_HEAD_LEN
+        for i in range(segs.find(s.aseg), len(segs)):
+            n += segs.size(i) - SEG_HEAD_LEN
         return n - (s.aoff - SEG_HEAD_LEN)
 
     def unacked(self, cat):
@@ -385,15 +405,15 @@ class Store(StoreBase):
         the commit buffer; None when there is none or it cannot be read (the health status's
         oldest unsent age)."""
         s = self.streams[cat]
-        i = s.seg_index(s.aseg)
+        segs = s.segs
+        i = segs.find(s.aseg)
         off = s.aoff
-        while i < len(s.segs):
-            seg = s.segs[i]
-            if seg[SEG_NO] != s.aseg:
+        while i < len(segs):
+            if segs.segno(i) != s.aseg:
                 off = SEG_HEAD_LEN
-            if seg[SEG_READABLE] and off + codec.REC_LEN <= seg[SEG_SIZE]:
+            if segs.readable(i) and off + codec.REC_LEN <= segs.size(i):
                 try:
-                    with open(s.dir + "/" + seg_name(seg[SEG_NO]), "rb") as f:
+                    with open(s.dir + "/" + seg_name(segs.segno(i)), "rb") as f:
                         f.seek(off)
                         n = f.readinto(self.rec)
                 except OSError:
@@ -410,26 +430,29 @@ class Store(StoreBase):
 
     def unsent_bytes(self, cat):
         """Committed bytes after the reader position: an upper bound on what fill() adds,
-        found without touching the filesystem (the forwarder's linger decision)."""
+        found without touching the filesystem (the forwarder's latency budget)."""
         s = self.streams[cat]
+        segs = s.segs
         n = 0
-        for seg in s.segs:
-            if seg[SEG_NO] > s.rseg:
-                n += seg[SEG_SIZE] - SEG_HEAD_LEN
-            elif seg[SEG_NO] == s.rseg:
-                n += seg[SEG_SIZE] - s.roff
+        for i in range(segs.find(s.rseg), len(segs)):
+            if segs.segno(i) > s.rseg:
+                n += segs.size(i) - SEG_HEAD_LEN
+            else:
+                n += segs.size(i) - s.roff
         return n
 
     def unsent(self, cat):
         s = self.streams[cat]
-        i = s.seg_index(s.rseg)
-        return i < len(s.segs) and (i < len(s.segs) - 1 or s.roff < s.segs[i][SEG_SIZE])
+        segs = s.segs
+        i = segs.find(s.rseg)
+        return i < len(segs) and (i < len(segs) - 1 or s.roff < segs.size(i))
 
     def oldest_seq(self, cat):
         """The seq of the first reading still held for the category, -1 when none."""
-        for seg in self.streams[cat].segs:
-            if seg[SEG_FIRST] >= 0:
-                return seg[SEG_FIRST]
+        segs = self.streams[cat].segs
+        for i in range(len(segs)):
+            if segs.first(i) >= 0:
+                return segs.first(i)
         return -1
 
     def purge(self, cat):
@@ -440,9 +463,9 @@ class Store(StoreBase):
         s.n = 0
         s.buf = None
         self._close_active(s)
-        for seg in s.segs:
-            n += self._after(seg, s.rseg, s.roff)  # in-flight ones were sent already
-        while s.segs:
+        for i in range(len(s.segs)):
+            n += self._after(s.segs, i, s.rseg, s.roff)  # in-flight ones were sent already
+        while len(s.segs):
             self._remove_segment(s)
         s.rseg = s.aseg = s.next_segno
         s.roff = s.aoff = SEG_HEAD_LEN

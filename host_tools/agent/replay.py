@@ -7,7 +7,6 @@ summary says why a replay produced no readings (docs/REPLAY.md 3).
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import difflib
 import hashlib
@@ -16,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 from edge import wire
 from host_tools.agent.run import AgentProcess, agent_config
@@ -70,11 +70,28 @@ def wall0_ms(meta: dict, t_from: float | None) -> int:
     return int(when.timestamp() * 1000) + int((t_from or 0) * 1000)
 
 
-def device_config(args: argparse.Namespace) -> dict:
-    """The device config: --config, else the capture's sidecar `NAME.agent.json`."""
-    path = args.config
+@dataclass
+class AgentReplayOptions:
+    """What `edgectl replay FILE --agent BOARD` asks of run(), one field per CLI flag."""
+
+    board: str  # --agent: the board whose config defaults the device config goes over
+    capture: str  # the (first) capture file: its sidecar NAME.agent.json is the default config
+    config: str | None = None  # --config DEVICE.json
+    framing: str = "auto"  # --framing: how frames are counted
+    t_from_s: float | None = None  # --from, in capture seconds
+    t_to_s: float | None = None  # --to
+    grant: str = "all"  # --grant: consent before the run ("all", "none" or categories)
+    heap: str | None = None  # --heap: MicroPython heap
+    timeout: float = 600.0  # --timeout: give up after this many seconds
+    collector_out: str | None = None  # --collector-out FILE
+    expect: str | None = None  # --expect GOLDEN.json
+    update_golden: bool = False  # --update-golden
+
+
+def device_config(path: str | None, capture: str) -> dict:
+    """The device config: `path` (--config), else the capture's sidecar `NAME.agent.json`."""
     if path is None:
-        root = args.files[0][: -len(".ecap")] if args.files[0].endswith(".ecap") else args.files[0]
+        root = capture[: -len(".ecap")] if capture.endswith(".ecap") else capture
         path = root + ".agent.json"
         if not os.path.exists(path):
             raise ToolError(f"--agent needs --config DEVICE.json (no sidecar {path})")
@@ -185,23 +202,25 @@ def compare_golden(path: str, doc: dict) -> list[str]:
 
 
 def run(
-    args: argparse.Namespace,
+    opts: AgentReplayOptions,
     meta: dict,
     items: list[tuple[int, bytes]],
     chunks: list[capfile.Chunk] | None = None,
-) -> ReplayResult:
+) -> tuple[ReplayResult, int]:
     """Replay `items` into the agent (Modbus inputs: the exchanges of `chunks`, both
-    directions); returns the summary (frames, readings, digest, inputs, why none...)."""
+    directions); returns the summary (frames, readings, digest, inputs, why none...) and the
+    exit code (1: the collector output differs from the golden file)."""
     t_start = time.monotonic()
-    device = device_config(args)
+    exit_code = 0
+    device = device_config(opts.config, opts.capture)
     device.setdefault("device_id", DEFAULT_DEVICE)
-    counter = FrameCounter(args.framing)
+    counter = FrameCounter(opts.framing)
     for _, data in items:
         counter.feed(data)
     parsed = None
     if has_modbus(device):
-        lo = int((args.t_from_s or 0) * 1e6)
-        hi = None if getattr(args, "t_to_s", None) is None else int(args.t_to_s * 1e6)
+        lo = int((opts.t_from_s or 0) * 1e6)
+        hi = None if opts.t_to_s is None else int(opts.t_to_s * 1e6)
         parsed = modbus_capture.from_chunks(chunks or [], meta, lo, hi)
     with tempfile.TemporaryDirectory(prefix="edge-replay-") as tmp:
         feed = os.path.join(tmp, "feed.bin")
@@ -215,7 +234,7 @@ def run(
             col = Collector(b.host, b.port, device.get("mqtt", {}).get("prefix", "edge")).start()
             try:
                 cfg = agent_config(
-                    args.agent,
+                    opts.board,
                     feed_inputs(device, feed, serve),
                     mqtt={"host": b.host, "port": b.port},
                 )
@@ -227,15 +246,15 @@ def run(
                 if "flush_ms" not in device.get("store", {}):
                     cfg["store"]["flush_ms"] = REPLAY_FLUSH_MS
                 cfg["replay"] = {
-                    "wall0_ms": wall0_ms(meta, args.t_from_s),
+                    "wall0_ms": wall0_ms(meta, opts.t_from_s),
                     "max_step_ms": 1000,
-                    "consent": consent_state(cfg, args.grant),
+                    "consent": consent_state(cfg, opts.grant),
                 }
-                agent = ReplayAgentProcess(cfg, heap=args.heap, workdir=os.path.join(tmp, "agent"))
+                agent = ReplayAgentProcess(cfg, heap=opts.heap, workdir=os.path.join(tmp, "agent"))
                 os.makedirs(agent.workdir, exist_ok=True)
                 agent.start()
                 try:
-                    agent.wait(args.timeout)
+                    agent.wait(opts.timeout)
                 finally:
                     agent.stop()
                 replay_doc = agent.replay_doc()
@@ -271,20 +290,20 @@ def run(
     result.why = explain(len(readings), replay_doc, parsed, device, result.bytes)
     for line in result.why:
         print(f"edgectl: replay: {line}", file=sys.stderr)
-    if args.collector_out:
-        _write_json(args.collector_out, doc)
-    if args.expect:
-        if args.update_golden:
-            _write_json(args.expect, doc)
-            print(f"golden file {args.expect} updated: {len(readings)} readings")
+    if opts.collector_out:
+        _write_json(opts.collector_out, doc)
+    if opts.expect:
+        if opts.update_golden:
+            _write_json(opts.expect, doc)
+            print(f"golden file {opts.expect} updated: {len(readings)} readings")
         else:
-            diff = compare_golden(args.expect, doc)
+            diff = compare_golden(opts.expect, doc)
             if diff:
                 print("\n".join(diff))
-                result.exit_code = 1  # type: ignore[attr-defined]
+                exit_code = 1
             else:
-                print(f"golden file {args.expect}: match ({len(readings)} readings)")
-    return result
+                print(f"golden file {opts.expect}: match ({len(readings)} readings)")
+    return result, exit_code
 
 
 def explain(

@@ -583,6 +583,10 @@ class Worker:
         doc = parse_doc(payload)
         if "device" in doc and doc["device"] != device:
             raise Refused("identity_device", f"status says {str(doc['device'])[:64]!r}")
+        # compact snapshots and change messages in the full document's key names, a change
+        # merged over the device's last status (docs/HEALTH.md 1)
+        with self.lock:
+            doc = codec.decode_status(doc, self.status.get(device))
         now = int(time.time() * 1000)
         if now - self._status_ms.get(device, 0) >= STATUS_HISTORY_MS:
             self._status_ms[device] = now

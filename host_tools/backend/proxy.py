@@ -29,10 +29,14 @@ class FaultProxy:
         bandwidth_bps: int = 0,
         target_host: str = HOST,
         port: int = 0,
+        tap=None,
     ) -> None:
         self.target = (target_host, target_port)
         self.delay = rtt_ms / 2000.0  # each direction carries half the round trip
         self.bandwidth = bandwidth_bps  # bytes per second per direction, 0 = unlimited
+        # tap(conn, key, data): every chunk as it is delivered, conn numbering the client
+        # connections from 1, key "bytes_up" (client to server) or "bytes_down"
+        self.tap = tap
         self.blackhole = False
         self.want_port = port
         self.port = 0
@@ -132,20 +136,23 @@ class FaultProxy:
         for w in (cw, bw):
             w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.stats["connections"] += 1
+        conn = self.stats["connections"]
         pair = (cw, bw)
         self.conns.add(pair)
         await asyncio.gather(
-            self._pipe(cr, bw, "bytes_up"),
-            self._pipe(br, cw, "bytes_down"),
+            self._pipe(cr, bw, "bytes_up", conn),
+            self._pipe(br, cw, "bytes_down", conn),
             return_exceptions=True,
         )
         self.conns.discard(pair)
         for w in pair:
             w.transport.abort()
 
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, key: str) -> None:
+    async def _pipe(
+        self, r: asyncio.StreamReader, w: asyncio.StreamWriter, key: str, conn: int = 0
+    ) -> None:
         q: asyncio.Queue = asyncio.Queue()
-        sender = asyncio.ensure_future(self._deliver(q, w, key))
+        sender = asyncio.ensure_future(self._deliver(q, w, key, conn))
         try:
             while True:
                 data = await r.read(65536)
@@ -163,7 +170,9 @@ class FaultProxy:
             sender.cancel()
             w.transport.abort()
 
-    async def _deliver(self, q: asyncio.Queue, w: asyncio.StreamWriter, key: str) -> None:
+    async def _deliver(
+        self, q: asyncio.Queue, w: asyncio.StreamWriter, key: str, conn: int = 0
+    ) -> None:
         while True:
             item = await q.get()
             if item is None:
@@ -177,6 +186,8 @@ class FaultProxy:
                 continue
             w.write(data)
             self.stats[key] += len(data)
+            if self.tap is not None:
+                self.tap(conn, key, data)
             if self.bandwidth:
                 await asyncio.sleep(len(data) / self.bandwidth)
             await w.drain()

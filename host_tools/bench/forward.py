@@ -123,4 +123,8 @@ def bench_memory(args=None) -> dict:
         "working_set_last_bytes": m["working_set_last_bytes"],
         "working_set_growth_bytes": m["working_set_growth_bytes"],
         "late_imports": ",".join(m["late_imports"]),
+        "readings_per_s": m["readings_per_s"],
+        "sampler_held_ms": m["sampler_held_ms"],
+        "dropped": sum(m["dropped"].values()),
+        "offline_working_set_bytes": m["offline_working_set_bytes"],
     }

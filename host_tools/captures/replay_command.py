@@ -48,11 +48,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     kinds = ("rx", "tx") if args.direction == "both" else (args.direction,)
     t_from = parse_time(args.from_) if args.from_ else None
     t_to = parse_time(args.to) if args.to else None
-    args.t_from_s = t_from
-    args.t_to_s = t_to
     items = schedule(chunks, kinds, t_from, t_to, args.loop)
+    exit_code = 0
     if args.agent:
-        result = replay_agent.run(args, meta, items, chunks)
+        opts = replay_agent.AgentReplayOptions(
+            board=args.agent,
+            capture=args.files[0],
+            config=args.config,
+            framing=args.framing,
+            t_from_s=t_from,
+            t_to_s=t_to,
+            grant=args.grant,
+            heap=args.heap,
+            timeout=args.timeout,
+            collector_out=args.collector_out,
+            expect=args.expect,
+            update_golden=args.update_golden,
+        )
+        result, exit_code = replay_agent.run(opts, meta, items, chunks)
     elif args.pty:
         result = replay_to_pty(
             items, args.pty, speed, args.wait, args.framing, announce=None if args.json else print
@@ -68,7 +81,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(result.timing.line())
     if args.json:
         print(result.to_json())
-    return getattr(result, "exit_code", 0)
+    return exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:

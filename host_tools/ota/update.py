@@ -87,6 +87,37 @@ class Replies:
         self.conn.close()
 
 
+def follow(
+    replies: Replies,
+    device: str,
+    cid: str,
+    out: Outcome,
+    end: float,
+    timeout: float,
+    on_reply=None,
+) -> None:
+    """Collect the device's replies to command `cid` into `out` until a final state, a
+    refusal or the deadline `end` (time.monotonic()); on_reply(doc) sees each one."""
+    while True:
+        r = replies.next(device, cid, end - time.monotonic())
+        if r is None:
+            out.error = f"no outcome within {timeout:g} s (last state: {out.state})"
+            out.state = "timeout"
+            return
+        out.replies.append(r)
+        out.state = r.get("state") or ("refused" if not r.get("ok") else "?")
+        out.config_hash = r.get("config_hash") or out.config_hash
+        if on_reply:
+            on_reply(r)
+        if not r.get("ok"):
+            out.error = r.get("error", "refused")
+            if out.state not in FINAL:
+                out.state = "refused"
+            return
+        if out.state in FINAL:
+            return
+
+
 def chunk_base(prefix: str, device: str, sha256: str) -> str:
     return f"{prefix}/{device}/ota/{sha256[:16]}"
 
@@ -141,25 +172,13 @@ def update_device(
         if downgrade:
             cmd["downgrade"] = True
         replies.conn.publish_checked(f"{prefix}/{device}/cmd/update", json.dumps(cmd))
-        end = t0 + timeout
-        while True:
-            doc = replies.next(device, cid, end - time.monotonic())
-            if doc is None:
-                out.error = f"no outcome within {timeout:g} s (last state: {out.state})"
-                out.state = "timeout"
-                break
-            out.replies.append(doc)
-            state = doc.get("state") or ("refused" if not doc.get("ok") else "?")
-            out.state = state
-            if progress:
-                progress(doc.get("offset", 0), doc.get("size", m["size"]), state)
-            if not doc.get("ok"):
-                out.error = doc.get("error", "refused")
-                if state not in FINAL:
-                    out.state = "refused"
-                break
-            if state in FINAL:
-                break
+        on_reply = None
+        if progress:
+
+            def on_reply(doc: dict) -> None:
+                progress(doc.get("offset", 0), doc.get("size", m["size"]), out.state)
+
+        follow(replies, device, cid, out, t0 + timeout, timeout, on_reply)
     finally:
         if not keep:
             try:
@@ -264,23 +283,7 @@ def config_device(
         replies.conn.publish_checked(
             f"{prefix}/{device}/cmd/config", json.dumps({"id": cid, **partial})
         )
-        end = t0 + timeout
-        while True:
-            r = replies.next(device, cid, end - time.monotonic())
-            if r is None:
-                out.error = f"no outcome within {timeout:g} s (last state: {out.state})"
-                out.state = "timeout"
-                break
-            out.replies.append(r)
-            out.state = r.get("state") or "refused"
-            out.config_hash = r.get("config_hash") or out.config_hash
-            if not r.get("ok"):
-                out.error = r.get("error", "refused")
-                if out.state not in FINAL:
-                    out.state = "refused"
-                break
-            if out.state in FINAL:
-                break
+        follow(replies, device, cid, out, t0 + timeout, timeout)
     finally:
         replies.close()
         if get is not None:

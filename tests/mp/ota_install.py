@@ -10,8 +10,16 @@ from edge.ota.install import Installer
 
 root, path, pubf, size, sha, pol = sys.argv[1:7]
 cut = int(sys.argv[7]) if len(sys.argv) > 7 else -1
-with open(path, "rb") as f:
-    data = f.read()
+src = open(path, "rb")  # read chunk by chunk, as a device receives it
+src.seek(0, 2)
+total = src.tell()
+
+
+def chunk(off, n):
+    src.seek(off)
+    return src.read(n)
+
+
 with open(pubf, "rb") as f:
     pub = f.read()
 policy = json.loads(pol)
@@ -26,14 +34,14 @@ try:
     off = ins.start()
     if cut >= 0:
         while off < cut:
-            ins.feed(data[off : min(off + 1024, cut)])
+            ins.feed(chunk(off, min(1024, cut - off)))
             off = min(off + 1024, cut)
         ins.close()
         ins = Installer(root, "b", size, digest, policy)
         off = ins.resume()
         out["resumed_at"] = off
-    while off < len(data):
-        ins.feed(data[off : off + 1024])
+    while off < total:
+        ins.feed(chunk(off, 1024))
         off += 1024
     m = ins.finish()
     out = dict(out, ok=True, version=m["version"], files=len(m["files"]))

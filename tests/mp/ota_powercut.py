@@ -23,7 +23,11 @@ from edge.ota import boot, slots
 from edge.ota.install import Installer, InstallError
 from edge.store.store import Store
 
-BLOCKS = 160  # 640 KiB
+import os
+
+# 640 KiB for the small bundles of the default run; OTA_CUT_BLOCKS=512 (2 MiB, a board's
+# filesystem) for two slots of the real agent (the --slow run)
+BLOCKS = int(os.getenv("OTA_CUT_BLOCKS") or 160)
 ROOT = "/c"
 CHUNK = 1024
 STORE_CFG = config.load(

@@ -6,7 +6,7 @@ import json
 import os
 import zlib
 
-from edge import batchv2, codec
+from edge import batchv2, batchv2_read, codec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -142,7 +142,7 @@ def main() -> None:
     fridge = bytes.fromhex(vectors["batches"][len(BATCHES)]["hex"])
     head = 4  # magic, version, flags; then boot, count, first_seq, base_ts varints
     for _ in range(4):
-        head = batchv2.get_uvarint(fridge, head)[1]
+        head = batchv2_read.get_uvarint(fridge, head)[1]
     z = zlib.compressobj(9, zlib.DEFLATED, -15)
     deflated = fridge[:3] + bytes([fridge[3] | batchv2.FLAG_DEFLATE]) + fridge[4:head]
     deflated += z.compress(fridge[head:]) + z.flush()

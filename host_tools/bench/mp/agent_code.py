@@ -8,11 +8,17 @@ import gc
 
 import edge.batchv2  # noqa: F401  (the forwarder's writer for batch.format 2, the default)
 import edge.board  # noqa: F401  (watchdog.timeout_ms reads the board file)
+import edge.config
 import edge.hal.unix.flashdev  # noqa: F401  (the unix HAL mounts the emulated flash)
 import edge.hal.unix.hal  # noqa: F401
 import edge.main  # noqa: F401  (config, agent and everything the agent imports)
 import edge.sensors.simfridge  # noqa: F401
 import edge.store.rawlog  # noqa: F401  (the unix board's store backend, imported when chosen)
+
+# A config check imports the schema and unloads it (edge/config.py), as every boot does; the
+# names it interned stay for the whole run (MicroPython never frees interned strings, and their
+# pools grow by doubling: the pool it added was 15 KB here), so they count as code.
+edge.config.load(None, {"sim": {"enabled": True}})
 
 # asyncio loads these parts on first use of their names
 _LAZY = (asyncio.StreamWriter, asyncio.Event, asyncio.wait_for_ms)

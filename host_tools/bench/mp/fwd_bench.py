@@ -29,7 +29,7 @@ _CHUNK = 25000  # readings per fill: 700 KB of records, inside the store's 1 MiB
 
 
 def make_cfg(host, port, n, batch, window, workdir, rate, fmt):
-    batch_cfg = {"max_readings": batch, "linger_ms": 5}
+    batch_cfg = {"max_readings": batch, "latency_ms": 5}
     if fmt:
         batch_cfg["format"] = fmt
     return config.load(
@@ -102,9 +102,12 @@ def flash_heap_bytes(workdir):
     return n
 
 
-async def memory(agent, n, flash):
+async def memory(agent, n, flash, hold):
     """Sample, store and forward n readings; heap in use sampled after collections, beyond
-    the code and the emulated flash device."""
+    the code and the emulated flash device. The simulator runs at its rate (20,000/s) but is
+    held while more than `hold` readings wait for their acknowledgement: on a loaded machine
+    the data path may not sustain the rate, and a growing backlog is measured on its own
+    (offline_working_set_bytes), not mixed into the data path's working set."""
     tasks = [asyncio.create_task(agent.link.run()), asyncio.create_task(agent.fwd.run())]
     gc.collect()
     start = gc.mem_alloc() - flash
@@ -113,10 +116,17 @@ async def memory(agent, n, flash):
     step = max(n // 20, 1)
     mark = step
     src = agent.sources[0]
+    held = 0
+    t0 = prev = time.ticks_ms()
     while agent.fwd.stats["acked_readings"] < n:
-        now = time.ticks_ms()
-        src.poll(now, agent.emit, 512)
-        agent.store.tick(now)
+        t = time.ticks_ms()
+        room = hold - (src.emitted - agent.fwd.stats["acked_readings"])
+        if room <= 0:
+            held += time.ticks_diff(t, prev)
+        prev = t
+        now = time.ticks_add(t, -held)  # the simulator's clock stands still while held
+        src.poll(now, agent.emit, min(max(room, 0), 512))
+        agent.store.tick(t)
         if src.done():
             agent.store.commit()
         await asyncio.sleep_ms(0)
@@ -129,6 +139,7 @@ async def memory(agent, n, flash):
             mark += step
             if agent.fwd.idle() and src.done():
                 break
+    dt = time.ticks_diff(time.ticks_ms(), t0)
     for t in tasks:
         t.cancel()
     k = max(len(peaks) // 10, 1)
@@ -136,6 +147,8 @@ async def memory(agent, n, flash):
     last = max(peaks[-k:])
     return {
         "readings": agent.fwd.stats["acked_readings"],
+        "readings_per_s": agent.fwd.stats["acked_readings"] * 1000 // max(dt, 1),
+        "sampler_held_ms": held,
         "code_heap_bytes": _CODE,
         "interp_heap_bytes": _BASE,
         "startup_bytes": start - _BASE - _CODE,
@@ -146,8 +159,28 @@ async def memory(agent, n, flash):
         "working_set_last_bytes": last,
         "working_set_growth_bytes": last - first,
         "samples": peaks,
-        "dropped": agent.store.stats["dropped"],
+        "dropped": dict(agent.store.stats["dropped"]),  # before offline() fills the quota
+        "offline_working_set_bytes": offline(agent, flash),
     }
+
+
+def offline(agent, flash):
+    """Heap in use beyond the code and the flash device with the store's first category at
+    its quota and nothing acknowledged: the broker is gone (the store keeps an entry per
+    segment file, so its RAM follows the backlog up to the quota)."""
+    agent.client._close()
+    s = agent.store.streams[0]
+    quota = s.quota or agent.store.total_bytes
+    i = 0
+    peak = 0
+    while s.bytes < quota and not agent.store.stats["dropped"]:
+        for _ in range(1000):
+            agent.emit(1, i & 0xFFFF)
+            i += 1
+        agent.store.commit()
+        gc.collect()
+        peak = max(peak, gc.mem_alloc() - _BASE - _CODE - flash)
+    return peak
 
 
 def encode(n, batch, fmt):
@@ -215,7 +248,10 @@ def main():
     )
     agent = Agent(cfg, load_hal(), out=quiet)
     try:
-        res = asyncio.run(forward(agent, n) if mode == "forward" else memory(agent, n, flash))
+        hold = int(window) * int(batch)  # the readings the forwarder has in flight at most
+        res = asyncio.run(
+            forward(agent, n) if mode == "forward" else memory(agent, n, flash, hold)
+        )
     finally:
         asyncio.new_event_loop()
     res["code_heap_bytes"] = _CODE
