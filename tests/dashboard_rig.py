@@ -12,6 +12,7 @@ from edge import codec
 from host_tools.backend.collect import Collector
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS = os.path.join(ROOT, "build", "test-artifacts")  # screenshots the tests keep
 CHROMIUM = "/usr/bin/chromium"
 # without the background-networking switches Chromium tries to reach its own services, which
 # this sandbox refuses; a fresh profile per launch keeps runs independent
@@ -128,3 +129,40 @@ def close_browser(ctx) -> None:
     ctx.close()
     if profile:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+# Everything the checks read from the page, in one evaluation.
+PAGE_STATE = """
+() => {
+  const text = (n) => (n ? n.textContent.trim() : null);
+  const cards = {};
+  for (const c of document.querySelectorAll("#charts .card")) {
+    const gd = c.querySelector(".chart");
+    const line = gd.querySelector(".scatterlayer .trace path.js-line");
+    cards[c.dataset.channel] = {
+      points: Number(c.dataset.points),
+      traced: gd.data && gd.data[0] ? gd.data[0].x.length : -1,
+      ordered: gd.data && gd.data[0] ? [...gd.data[0].x].every((x, i, a) => i === 0 || a[i - 1] <= x) : null,
+      drawn: line ? (line.getAttribute("d") || "").length : 0,
+      name: text(c.querySelector(".name")),
+      unit: text(c.querySelector(".unit")),
+      consent: c.dataset.consent || null,
+      note: text(c.querySelector(".note")),
+    };
+  }
+  const grants = {};
+  for (const r of document.querySelectorAll("#grants tr[data-category]")) {
+    grants[r.dataset.category] = text(r.querySelector(".badge"));
+  }
+  const ledger = [...document.querySelectorAll("#ledger tr[data-event]")].map((r) =>
+    [...r.querySelectorAll("td")].map((td) => td.textContent.trim()));
+  return {
+    title: text(document.getElementById("title")),
+    state: text(document.querySelector("#device-head .badge")),
+    cards, grants, ledger,
+    receipt: text(document.getElementById("receipt")),
+    live: text(document.getElementById("live")),
+    collectors: document.querySelectorAll("#collectors tr[data-collector]").length,
+  };
+}
+"""

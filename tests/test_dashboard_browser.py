@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from tests.dashboard_rig import ROOT, browser_ready, close_browser, launch
+from tests.dashboard_rig import ARTIFACTS, PAGE_STATE, ROOT, browser_ready, close_browser, launch
 
 DEVICE = "fridge-0001"
 NAMES = {1: "cabinet_temp", 2: "freezer_temp", 3: "compressor_power", 4: "defrost_cycles",
@@ -30,7 +30,6 @@ NAMES = {1: "cabinet_temp", 2: "freezer_temp", 3: "compressor_power", 4: "defros
 UNITS = {1: "(°C)", 2: "(°C)", 3: "(W)", 4: "", 5: "", 6: ""}
 GRANTED = (1, 2, 3, 4)  # essential, diagnostics: granted at the end of the demo
 REVOKED = (5, 6)  # usage: granted at 20 %, revoked at 60 %
-ARTIFACTS = os.path.join(ROOT, "build", "test-artifacts")
 
 # a page that loses channel 3 on the way: the stream's readings arrive without it
 DROP_CHANNEL_3 = """
@@ -63,43 +62,8 @@ window.EventSource = class extends Orig {
 };
 """
 
-# Everything the checks read from the page, in one evaluation.
-PAGE_STATE = """
-() => {
-  const text = (n) => (n ? n.textContent.trim() : null);
-  const cards = {};
-  for (const c of document.querySelectorAll("#charts .card")) {
-    const gd = c.querySelector(".chart");
-    const line = gd.querySelector(".scatterlayer .trace path.js-line");
-    cards[c.dataset.channel] = {
-      points: Number(c.dataset.points),
-      traced: gd.data && gd.data[0] ? gd.data[0].x.length : -1,
-      drawn: line ? (line.getAttribute("d") || "").length : 0,
-      name: text(c.querySelector(".name")),
-      unit: text(c.querySelector(".unit")),
-      consent: c.dataset.consent || null,
-      note: text(c.querySelector(".note")),
-    };
-  }
-  const grants = {};
-  for (const r of document.querySelectorAll("#grants tr[data-category]")) {
-    grants[r.dataset.category] = text(r.querySelector(".badge"));
-  }
-  const ledger = [...document.querySelectorAll("#ledger tr[data-event]")].map((r) =>
-    [...r.querySelectorAll("td")].map((td) => td.textContent.trim()));
-  return {
-    title: text(document.getElementById("title")),
-    state: text(document.querySelector("#device-head .badge")),
-    cards, grants, ledger,
-    receipt: text(document.getElementById("receipt")),
-    live: text(document.getElementById("live")),
-    collectors: document.querySelectorAll("#collectors tr[data-collector]").length,
-  };
-}
-"""
 
-
-def page_problems(s: dict, stored: dict[int, int]) -> list[str]:
+def page_problems(s: dict, stored: dict[int, int]) -> list[str]:  # the demo's device page
     """What is wrong with the device page, from its state (PAGE_STATE) and the number of
     readings the database holds per channel."""
     bad = []
@@ -206,6 +170,7 @@ def stored_per_channel(db: str) -> dict[int, int]:
         con.close()
 
 
+@pytest.mark.slow
 def test_dashboard_shows_the_demo_live_in_chromium(tmp_path):
     why = browser_ready()
     if why:

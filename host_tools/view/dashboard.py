@@ -16,6 +16,7 @@ and are shown as text, never as markup.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import socket
@@ -29,6 +30,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from host_tools.errors import ToolError
+from host_tools.view.follow import SeqWindow, unseen
 from host_tools.view.query import DEVICE_ID, ViewStore, drops_total, open_view
 
 TAIL_READINGS = 20_000  # readings a device page starts with (the newest)
@@ -78,7 +80,7 @@ def series(view: ViewStore, device: str, rows: list[tuple]) -> dict:
         s["y"].append(ch.value(channel, value))
     return {
         "channels": out,
-        "last_seq": rows[-1][0] if rows else None,
+        "last_seq": max(r[0] for r in rows) if rows else None,
         "unplaced": unplaced,
     }
 
@@ -254,7 +256,7 @@ class Dashboard:
 
     async def _stream(self, resp: web.StreamResponse, dev: str | None) -> None:
         token = None
-        last_seq = -1
+        window: SeqWindow | None = None  # the readings this page has been sent
         erasures = None
         beat = time.monotonic()
         while True:
@@ -269,32 +271,34 @@ class Dashboard:
                         if doc["erasures"] != erasures:
                             # a revocation erased readings: the page starts its charts again
                             erasures = doc["erasures"]
-                            last_seq = -1
-                    last_seq = await self._send_readings(resp, dev, last_seq)
+                            window = None
+                    window = await self._send_readings(resp, dev, window)
                 beat = time.monotonic()
             elif time.monotonic() - beat > HEARTBEAT_S:
                 await resp.write(b": alive\n\n")
                 beat = time.monotonic()
             await asyncio.sleep(POLL_S)
 
-    async def _send_readings(self, resp: web.StreamResponse, dev: str, last_seq: int) -> int:
-        """New readings after last_seq (or the newest TAIL_READINGS when last_seq < 0, with
-        `reset`); returns the seq the page now has."""
-        reset = last_seq < 0
-        while True:
-            if reset:
-                rows = await self.run(self.view.readings_tail, dev, TAIL_READINGS)
-            else:
-                rows = await self.run(self.view.readings_after, dev, last_seq, STEP_READINGS)
-            if not rows and not reset:
-                return last_seq
+    async def _send_readings(
+        self, resp: web.StreamResponse, dev: str, window: SeqWindow | None
+    ) -> SeqWindow:
+        """The readings the page has not been sent; with no window yet, the newest
+        TAIL_READINGS marked `reset` (the page drops what it drew)."""
+        if window is None:
+            window = SeqWindow()
+            rows = await self.run(self.view.readings_tail, dev, TAIL_READINGS)
+            window.start(rows)
             doc = await self.run(series, self.view, dev, rows)
-            doc["reset"] = reset
-            await self._send(resp, "readings", doc)
+            await self._send(resp, "readings", {**doc, "reset": True})
+            return window
+        read_after = functools.partial(self.view.readings_after, dev)
+        while True:
+            rows, more = await self.run(unseen, window, read_after, STEP_READINGS)
             if rows:
-                last_seq = rows[-1][0]
-            if reset or len(rows) < STEP_READINGS:
-                return last_seq
+                doc = await self.run(series, self.view, dev, rows)
+                await self._send(resp, "readings", {**doc, "reset": False})
+            if not more:
+                return window
 
     async def _on_shutdown(self, app: web.Application) -> None:
         # an event stream never ends by itself: end them so a stop does not wait for them

@@ -208,7 +208,7 @@ function ensureChart(meta) {
     margin: { l: 50, r: 10, t: 6, b: 30 }, xaxis: { type: "date" },
     yaxis: { zeroline: false }, showlegend: false,
   }, { displayModeBar: false, responsive: true, staticPlot: false });
-  c = { card, div, name, unit, cat, points, note, count: 0, meta };
+  c = { card, div, name, unit, cat, points, note, count: 0, meta, xs: [], ys: [] };
   charts.set(key, c);
   return c;
 }
@@ -219,18 +219,38 @@ function setCount(c, n) {
   c.points.textContent = num(n) + (n === 1 ? " point" : " points");
 }
 
+// Points of one channel stay in time order: a late batch (another category's, or one re-sent
+// after a reconnect) brings seqs below those drawn, so those are merged in, not appended.
+function addPoints(c, xs, ys) {
+  const sorted = xs.every((x, i) => i === 0 || xs[i - 1] <= x);
+  if (sorted && (c.xs.length === 0 || c.xs[c.xs.length - 1] <= xs[0])) {
+    for (let i = 0; i < xs.length; i++) { c.xs.push(xs[i]); c.ys.push(ys[i]); }
+    const over = c.xs.length - MAX_POINTS;
+    if (over > 0) { c.xs.splice(0, over); c.ys.splice(0, over); }
+    Plotly.extendTraces(c.div, { x: [xs.map((ms) => new Date(ms))], y: [ys] }, [0], MAX_POINTS);
+  } else {
+    const pts = c.xs.map((x, i) => [x, c.ys[i]]);
+    for (let i = 0; i < xs.length; i++) pts.push([xs[i], ys[i]]);
+    pts.sort((a, b) => a[0] - b[0]);
+    const keep = pts.slice(Math.max(0, pts.length - MAX_POINTS));
+    c.xs = keep.map((p) => p[0]);
+    c.ys = keep.map((p) => p[1]);
+    Plotly.restyle(c.div, { x: [c.xs.map((ms) => new Date(ms))], y: [c.ys.slice()] }, [0]);
+  }
+  setCount(c, c.xs.length);
+}
+
 function onReadings(doc) {
   if (doc.reset) for (const c of charts.values()) {
+    c.xs = [];
+    c.ys = [];
     Plotly.restyle(c.div, { x: [[]], y: [[]] }, [0]);
     setCount(c, 0);
   }
   for (const [ch, s] of Object.entries(doc.channels)) {
     const meta = (lastDevice && lastDevice.channels.find((m) => String(m.channel) === ch))
       || { channel: Number(ch), name: "channel " + ch, unit: "", category: null };
-    const c = ensureChart(meta);
-    const xs = s.x.map((ms) => new Date(ms));
-    Plotly.extendTraces(c.div, { x: [xs], y: [s.y] }, [0], MAX_POINTS);
-    setCount(c, Math.min(MAX_POINTS, c.count + xs.length));
+    addPoints(ensureChart(meta), s.x, s.y);
   }
   const un = document.getElementById("unplaced");
   if (un && doc.reset) un.textContent = "";
