@@ -18,6 +18,7 @@ import urllib.request
 import pytest
 
 from host_tools.view.dashboard import Server
+from host_tools.view.follow import SeqWindow, unseen
 from host_tools.view.query import SqliteView
 from tests.dashboard_rig import batch, collector, fill
 
@@ -264,3 +265,46 @@ def test_the_command_serves_until_sigterm(db):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_seq_window_sends_late_rows_once_and_lets_old_holes_go():
+    stored: dict[int, tuple] = {}
+
+    def put(*seqs: int) -> None:
+        for s in seqs:
+            stored[s] = (s, s * 10, None, "c", 1, s, 0)
+
+    def read_after(after: int, limit: int) -> list[tuple]:
+        return [stored[s] for s in sorted(stored) if s > after][:limit]
+
+    now = [0.0]
+    w = SeqWindow(hold_seqs=100, hold_s=60, clock=lambda: now[0])
+    put(1, 2, 3)
+    w.start(read_after(-1, 10))
+    assert (w.floor, w.top) == (3, 3)
+    put(7, 8)  # 4-6 are another category's, still on their way
+    assert [r[0] for r in unseen(w, read_after, 10)[0]] == [7, 8]
+    assert (w.floor, w.top) == (3, 8)
+    put(5, 6)
+    assert [r[0] for r in unseen(w, read_after, 10)[0]] == [5, 6]
+    assert unseen(w, read_after, 10) == ([], False)  # nothing twice
+    assert w.floor == 3  # 4 may still come
+    # paging: more rows than one step, each sent once, in order
+    put(*range(9, 40))
+    got = []
+    while True:
+        rows, more = unseen(w, read_after, 10)
+        got += [r[0] for r in rows]
+        if not more:
+            break
+    assert got == list(range(9, 40))
+    # 4 never comes (purged on the device): after hold_s the floor moves past it
+    now[0] = 61.0
+    assert unseen(w, read_after, 10) == ([], False)
+    now[0] = 62.0
+    unseen(w, read_after, 10)
+    assert w.floor == 39 and w.sent == set()
+    # a hole far below the top stops counting after hold_seqs
+    put(*range(41, 300))
+    unseen(w, read_after, 1000)
+    assert w.floor >= 299 - 100
