@@ -221,7 +221,9 @@ class Agent:
             self.unknown_channel += 1
             return
         self.sampled += 1
-        if not self.consent.gate(cat):  # before anything touches flash (DESIGN.md 3)
+        if not self.consent.gate(
+            cat
+        ):  # before anything touches flash (docs/DESIGN.md "Requirements", consent)
             return
         ts = self.hal.wall_ms()
         flags = 0

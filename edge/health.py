@@ -37,7 +37,7 @@ _CHANGE_KEYS = ("s", "b", "rc", "rd", "sd", "oa", "ob", "dr", "er", "rx", "cv", 
 
 class _Sink(io.IOBase):
     """json.dump() target that writes into a region of a preallocated buffer, so a status
-    never exists as a str and a bytes copy (large, contiguous allocations: issue 4 memory).
+    never exists as a str and a bytes copy (large, contiguous allocations: bounded RAM).
     Past the region's end it only counts (`pos`), so the caller sees how large it was."""
 
     def __init__(self, mv):

@@ -65,7 +65,7 @@ def prepare_db(path: str | None) -> str:
 
 def _consent(col: Collector, version: int, grant: list[str], deny: list[str]) -> None:
     doc = {"version": version, "grant": grant, "deny": deny}
-    # retained, so a device that was offline gets the latest (issue 5)
+    # retained, so a device that was offline gets the latest (docs/CONSENT.md)
     col.client.publish(f"edge/{DEVICE}/cmd/consent", json.dumps(doc), qos=1, retain=True)
 
 

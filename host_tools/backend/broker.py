@@ -105,7 +105,7 @@ def _mosquitto_conf(port: int, extra: str) -> str:
         f"listener {port} {HOST}\n"
         "allow_anonymous true\n"
         "persistence false\n"
-        # Nagle halves a pipelined window's rate (TOOLCHAIN.md 8)
+        # Nagle halves a pipelined window's rate
         "set_tcp_nodelay true\n"
         "max_queued_messages 100000\n"
         "log_type error\nlog_type warning\nlog_type notice\n"

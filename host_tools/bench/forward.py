@@ -1,9 +1,9 @@
-"""`edgectl bench forward` and `edgectl bench memory` (issue 4).
+"""`edgectl bench forward` and `edgectl bench memory` (docs/MQTT.md 6).
 
-Both drive the real `edge` modules under unix MicroPython (host_tools/bench/mp/fwd_bench.py) against
-mosquitto started by host_tools.backend.broker; the 20 ms RTT runs go through host_tools.backend.proxy.
-Sizes can be lowered for tests with EDGE_BENCH_SCALE (a float, default 1.0).
-"""
+Both drive the real `edge` modules under unix MicroPython (host_tools/bench/mp/fwd_bench.py)
+against mosquitto started by host_tools.backend.broker; the 20 ms RTT runs go through
+host_tools.backend.proxy. Sizes can be lowered for tests with EDGE_BENCH_SCALE (a float, default
+1.0)."""
 
 from __future__ import annotations
 

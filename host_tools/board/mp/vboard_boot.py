@@ -2,7 +2,7 @@
 # Puts the root filesystem on littlefs over an emulated NOR flash backed by an image file,
 # like an ESP32's /, opens the raw log partition's image, then runs /boot.py and (unless
 # entered for the raw REPL) /main.py.
-# Started by host_tools/board/vboard.py (issue 7); see ../shared/TOOLCHAIN.md sections 3 and 5.
+# Started by host_tools/board/vboard.py (docs/DEPLOY.md 0).
 
 import os
 import sys
@@ -17,7 +17,7 @@ class FileFlash:
     # opened before the root switch. NOR semantics: a program can only clear bits
     # (new = old & data); erase sets the block to 0xFF. Nothing here allocates per call
     # beyond the preallocated scratch buffer, because littlefs may call it with the heap
-    # locked (TOOLCHAIN 3, gotchas).
+    # locked.
 
     def __init__(self, path):
         self.f = open(path, "r+b")
