@@ -291,7 +291,6 @@ class Worker:
                     first = self.q.get(timeout=0.2)
                 except queue.Empty:
                     self._flush_docs(force=False)
-                    self._save_stats_idle()
                     continue
                 group = []
                 readings = 0
@@ -339,7 +338,9 @@ class Worker:
                         self.note("internal", f"{d.topic[:80]}: {type(e).__name__}: {e}")
                     else:
                         self.sink.release()
-                self._save_stats(force=False)
+                # with the group's own commit: when due, and when the queue is drained so the
+                # counters a reader sees include the last group (no write while idle)
+                self._save_stats(force=self.q.empty())
                 self.sink.commit()
             except sqlite3.Error:
                 self.sink.rollback()
@@ -393,7 +394,7 @@ class Worker:
         return True
 
     def _save_stats_idle(self, force: bool = False) -> None:
-        """Between groups: save counters that moved since the last save (once they are due)."""
+        """Outside a group (at the end): save counters that moved since the last save."""
         if self.cfg.stats_name is None:
             return
         with self.lock:
