@@ -211,6 +211,14 @@ class PgSink:
             "INSERT INTO status_history VALUES (%s, %s, %s)", (device, received_ms, doc_text)
         )
 
+    def put_meta(self, key: str, value: str) -> None:
+        """Set one key of the `meta` table (a worker's counters, docs/BACKEND.md 3)."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (key, value),
+        )
+
     def count_category(self, device: str, category: str) -> int:
         return self._one(
             "SELECT count(*) FROM readings WHERE device=%s AND category=%s", (device, category)
