@@ -46,7 +46,9 @@ def main(path):
         )
 
     fwd = agent.fwd
-    tap = LatencyTap(fwd.writer, fwd.writer, hal)
+    grants = (bench.get("consent") or {}).get("grants") or {}
+    names = [n for n in fwd.categories if grants.get(n)]
+    tap = LatencyTap(fwd.writer, fwd.writer, hal, names)
     fwd.stamp.writer = tap  # behind the clock's stamper (edge/clock.py): wall-clock stamps
     radio = Radio(c, bench.get("burst_gap_ms", 2000))
     vl = VirtualLoop(busy)
@@ -68,6 +70,7 @@ def main(path):
         "fallbacks": getattr(fwd.writer, "fallbacks", 0),
         "sampled": agent.sampled,
         "appended": agent.store.stats["appended"],
+        "task_restarts": sum(agent.restarts.values()),
         "uart": [{"rx": p.rx_bytes, "tx": p.tx_bytes} for p in hal.ports],
     }
     print("@day " + json.dumps(res))
