@@ -200,7 +200,12 @@ def _run_agent(name: str, cfg: dict, broker, work: str, timeout: float) -> dict:
             if dev["task_restarts"]:
                 # a task that died measured a broken agent, not a device-day
                 raise ToolError(
-                    f"bench day: {name}: the agent's tasks died {dev['task_restarts']} times"
+                    f"bench day: {name}: the agent's tasks died {dev['task_restarts']} times, "
+                    f"first: {'; '.join(dev['task_deaths'])}"
+                )
+            if dev["latency_unknown"]:
+                raise ToolError(
+                    f"bench day: {name}: {dev['latency_unknown']} readings of no known category"
                 )
             acked = dev["forwarder"]["acked_readings"]
             if not col.wait_for(lambda c: c.stats()["unique"] >= acked, 30):
@@ -321,11 +326,14 @@ def _baseline(device: str, readings: list, work: str, timeout: float, broker) ->
                     "keepalive": KEEPALIVE_S,
                     "wall0_ms": WALL0_MS,
                     "burst_gap_ms": BURST_GAP_MS,
+                    "categories": [c for c, g in CONSENT_ALL["grants"].items() if g],
                     "readings": path,
                 },
                 f,
             )
         dev = _run_mp("day_baseline.py", spec, timeout)
+        if dev["latency_unknown"]:
+            raise ToolError(f"bench day: {dev['latency_unknown']} readings of no known category")
         time.sleep(0.3)
     return {"dev": dev, "counter": counter}
 

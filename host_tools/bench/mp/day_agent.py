@@ -18,12 +18,16 @@ from edge import config
 from edge.agent import Agent
 
 import day_hal
-from day_probe import LatencyTap, Radio
+from day_probe import Latency, LatencyTap, Radio
 from vloop import VirtualLoop
 
 
+_died = []  # the first reports of a task that died (the host names them in its error)
+
+
 def _quiet(line):
-    pass
+    if "died" in line and len(_died) < 3:
+        _died.append(line)
 
 
 def main(path):
@@ -32,6 +36,9 @@ def main(path):
     bench = doc.pop("bench")
     time.set_wall(bench["wall0_ms"])
     cfg = config.load(json.dumps(doc))
+    # the probe's histograms first, while the heap is empty (day_probe.Latency)
+    grants = (bench.get("consent") or {}).get("grants") or {}
+    lat = Latency([n for n in config.category_ids(cfg) if grants.get(n)])
     hal = day_hal.Hal(bench.get("seed", 1), bench.get("consent"))
     agent = Agent(cfg, hal, out=_quiet)
     c = agent.client
@@ -46,9 +53,7 @@ def main(path):
         )
 
     fwd = agent.fwd
-    grants = (bench.get("consent") or {}).get("grants") or {}
-    names = [n for n in fwd.categories if grants.get(n)]
-    tap = LatencyTap(fwd.writer, fwd.writer, hal, names)
+    tap = LatencyTap(fwd.writer, fwd.writer, hal, lat)
     fwd.stamp.writer = tap  # behind the clock's stamper (edge/clock.py): wall-clock stamps
     radio = Radio(c, bench.get("burst_gap_ms", 2000))
     vl = VirtualLoop(busy)
@@ -63,6 +68,7 @@ def main(path):
     res = {
         "virtual_ms": time.elapsed_ms() - t0,
         "latency": tap.report(),
+        "latency_unknown": tap.lat.unknown,
         "radio": radio.report(),
         "jumps": vl.jumps,
         "mqtt": c.stats,
@@ -71,6 +77,7 @@ def main(path):
         "sampled": agent.sampled,
         "appended": agent.store.stats["appended"],
         "task_restarts": sum(agent.restarts.values()),
+        "task_deaths": _died,
         "uart": [{"rx": p.rx_bytes, "tx": p.tx_bytes} for p in hal.ports],
     }
     print("@day " + json.dumps(res))
