@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.backend.proxy import FaultProxy
+from host_tools.bench.store import NOR_CYCLES
 from host_tools.bench.day_profiles import BEFORE, CONSENT_ALL, KEEPALIVE_S, PROFILES, profile
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root, micropython_path, mp_env
@@ -234,10 +235,22 @@ def _latency(cfg: dict, dev: dict) -> tuple[dict, bool]:
     lat = dev["latency"]
     default = cfg["batch"]["latency_ms"]
     for cat, figs in lat.items():
-        figs["budget_ms"] = (cfg.get("categories", {}).get(cat) or {}).get(
-            "latency_ms", default
-        )
+        figs["budget_ms"] = (cfg.get("categories", {}).get(cat) or {}).get("latency_ms", default)
     return lat, all(f["p95_ms"] <= f["budget_ms"] for f in lat.values())
+
+
+def _flash(dev: dict, virtual_ms: int) -> dict:
+    """The raw log's erases and programs per device-day on its emulated partition, measured,
+    and the flash life they give: blocks x NOR_CYCLES erases (wear levelled, docs/FORMAT.md
+    8.2) at that rate."""
+    f = dev["flash"]
+    erases = _scale(f["erases"], virtual_ms)
+    return {
+        "flash_commits_per_day": round(_scale(f["commits"], virtual_ms)),
+        "flash_programs_per_day": round(_scale(f["progs"], virtual_ms)),
+        "flash_erases_per_day": round(erases),
+        "flash_life_years": round(f["blocks"] * NOR_CYCLES / erases / 365, 1) if erases else None,
+    }
 
 
 def _ratios(ref: dict, ours: dict, suffix: str) -> dict:
@@ -280,6 +293,7 @@ def run_profile(
             "readings_per_s": round(len(readings) / seconds, 3),
             **ours,
             **_radio(dev, virtual_ms),
+            **_flash(dev, virtual_ms),
             "latency_ms": lat,
             "within_budget": budget_ok,
             "format1_fallbacks": dev["fallbacks"],
@@ -300,6 +314,7 @@ def run_profile(
                 "readings": len(old["readings"]),
                 **old_wire,
                 **_radio(old["dev"], virtual_ms),
+                **_flash(old["dev"], virtual_ms),
                 "latency_ms": old_lat,
             }
             out.update(_ratios(old_wire, ours, "_vs_before"))

@@ -65,6 +65,7 @@ def main(path):
         asyncio.new_event_loop()
         vl.close()
     gc.collect()
+    flash = getattr(hal, "log_flash", None)
     res = {
         "virtual_ms": time.elapsed_ms() - t0,
         "latency": tap.report(),
@@ -77,6 +78,13 @@ def main(path):
         "sampled": agent.sampled,
         "appended": agent.store.stats["appended"],
         "task_restarts": sum(agent.restarts.values()),
+        # the raw log's emulated partition (edge/hal/unix/hal.py log_device): real wear
+        "flash": {
+            "blocks": flash.blocks if flash else 0,
+            "erases": flash.erases if flash else 0,
+            "progs": flash.progs if flash else 0,
+            "commits": agent.store.stats["commits"],
+        },
         "task_deaths": _died,
         "uart": [{"rx": p.rx_bytes, "tx": p.tx_bytes} for p in hal.ports],
     }
