@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 
@@ -396,3 +397,72 @@ def test_property_random_hostile_traffic_never_stops_a_revocation(
     s.obs.wait(lambda m: False, 6)  # one more status period (5 s)
     last = [json.loads(p) for _t, t, p in s.obs.msgs if t.endswith("/status") and p][-1]
     assert sum(last["inbound"]["refused"]) > 0, last
+
+
+def test_pubacks_keep_the_order_of_their_publishes_under_backpressure(micropython):
+    """MQTT 3.1.1 4.6: a client sends PUBACKs in the order the PUBLISHes arrived. The device
+    withholds a PUBACK while its command queue is full (backpressure) and acknowledges an
+    oversized PUBLISH as it reads past it, a consent update goes to its own slot, and a
+    topic it does not take is acknowledged at once: none of these may overtake another. A
+    broker script sends 300 QoS 1 PUBLISHes of every kind in one burst and records the
+    PUBACKs."""
+    rng = random.Random(46)
+    kinds = {
+        "ping": lambda i: ("cmd/ping", json.dumps({"id": i}).encode()),
+        "oversized": lambda i: ("cmd/ping", b'{"pad":"' + b"x" * 3000 + b'"}'),
+        "consent": lambda i: ("cmd/consent", json.dumps({"version": i, "grant": []}).encode()),
+        "foreign": lambda i: ("x/elsewhere", b"{}"),
+        "bad_name": lambda i: ("cmd/" + "n" * 80, b"{}"),
+        "nested": lambda i: ("cmd/ping", b"[" * 200),
+    }
+    sent = [rng.choice(list(kinds)) for _ in range(300)]
+    acks: list[int] = []
+    done = threading.Event()
+
+    def script(conn, _n: int) -> None:
+        conn.read()  # CONNECT
+        conn.send(mqtt_harness.connack())
+        burst = b"".join(
+            mqtt_harness.publish(f"edge/{DEVICE}/{t}", p, qos=1, pid=i)
+            for i, (t, p) in ((i, kinds[k](i)) for i, k in enumerate(sent, 1))
+        )
+        threading.Thread(target=conn.send, args=(burst,), daemon=True).start()
+        while len(acks) < len(sent):
+            pkt = conn.read()
+            if pkt is None:
+                break  # the device closed the connection (or the timeout passed)
+            if pkt.kind == mqtt_harness.PUBACK:
+                acks.append(pkt.pid)
+            elif pkt.kind == mqtt_harness.SUBSCRIBE & 0xF0:
+                conn.send(mqtt_harness.suback(pkt.pid, 1))
+            elif pkt.kind == mqtt_harness.PUBLISH and pkt.first & 0x06:
+                conn.send(mqtt_harness.puback(pkt.pid))  # the device's own QoS 1 messages
+            elif pkt.kind == 0xC0:  # PINGREQ
+                conn.send(mqtt_harness.pingresp())
+        done.set()
+
+    fake = FakeBroker(timeout=60).serve(script, 1)
+    agent = start_agent(fake.port, seconds=120)
+    try:
+        done.wait(90)
+        deadline = time.monotonic() + 10  # the next stats line carries the waits
+        while time.monotonic() < deadline and "waits" not in agent.stats.get("inbound", {}):
+            time.sleep(0.2)
+        inbound = agent.stats.get("inbound", {})
+        counts = {k: sent.count(k) for k in kinds}
+        in_order = acks == sorted(acks)
+        _report(
+            "puback_order",
+            publishes=len(sent),
+            pubacks=len(acks),
+            in_order=in_order,
+            waits=inbound.get("waits", 0),
+            skipped=inbound.get("skipped", 0),
+            **counts,
+        )
+        assert inbound.get("waits", 0) > 0, inbound  # the queue was full: PUBACKs withheld
+        assert acks == list(range(1, len(sent) + 1)), acks[:40]
+        assert agent.proc.poll() is None
+    finally:
+        agent.cleanup()
+        fake.close()
