@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "host_tools.captures.simulate",
     "host_tools.ota.release",
     "host_tools.ota.update",
+    "host_tools.view.dashboard",
 ]
 
 

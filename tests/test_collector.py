@@ -24,7 +24,7 @@ def _agent(agents, port: int, device: str, count: int, rate: int, **mqtt) -> Age
         # one essential channel: every reading is stored and must arrive
         channels=[{"id": 1, "name": "cabinet_temp_cC", "category": "essential"}],
         categories={"essential": {"quota": 1572864}},
-        batch={"max_readings": 100, "linger_ms": 50},
+        batch={"max_readings": 100, "latency_ms": 50},
         sim={"rate_hz": rate, "count": count},
     )
     return agents(cfg)
