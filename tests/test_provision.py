@@ -34,6 +34,9 @@ class _Client:
         self.disconnects = 0
         self.ev = threading.Event()
         self.c.on_connect = self._on_connect
+        # with a subscription, ready once the broker has it (SUBACK): what is published
+        # after that reaches it even on a loaded machine
+        self.c.on_subscribe = lambda *a: self.ev.set()
         self.c.on_disconnect = lambda *a: setattr(self, "disconnects", self.disconnects + 1)
         self.c.on_message = lambda cl, ud, m: self.msgs.append((m.topic, m.payload))
         self.subscribe = subscribe
@@ -45,7 +48,8 @@ class _Client:
         self.rc = rc.value
         if self.subscribe and not rc.is_failure:
             cl.subscribe(self.subscribe, qos=1)
-        self.ev.set()
+        else:
+            self.ev.set()
 
     def pub(self, topic, payload=b"x"):
         self.c.publish(topic, payload, qos=1).wait_for_publish(5)
