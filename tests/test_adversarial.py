@@ -259,9 +259,9 @@ def test_a_broker_that_stops_reading_cannot_exhaust_the_heap(
     by the read loop, which now stops reading once 512 bytes wait to go out."""
     heap = _tight_heap(micropython, tmp_path, monkeypatch)
     fake, state = _stalling_broker(2_000_000, f"edge/{DEVICE}/{topic}")
-    agent = start_agent(fake.port, heap=heap, seconds=30)
+    agent = start_agent(fake.port, heap=heap, seconds=600)  # outlives the flood; stopped below
     try:
-        state["done"].wait(120)
+        state["done"].wait(240)
         time.sleep(2)
         alive = agent.proc.poll() is None
         out = "\n".join(agent.output[-30:])
