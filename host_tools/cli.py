@@ -15,6 +15,7 @@ from host_tools.errors import ToolError
 COMMAND_MODULES = [
     "host_tools.backend.broker",
     "host_tools.backend.collect",
+    "host_tools.backend.cluster",
     "host_tools.agent.run",
     "host_tools.agent.demo",
     "host_tools.backend.consent",

@@ -163,8 +163,13 @@ def _script(tmp: Path, mode: str, modules: list[str], readings: int, **params: o
     head = "".join(f"{k} = {v!r}\n" for k, v in params.items())
     steps = [head + (MP_DIR / "heap_probe.py").read_text()]
     if mode == "code":
-        steps += [f"_mark()\n_imp({m!r})" for m in modules]
-        steps.append(f"_mark()\nprint('@heap ' + json.dumps(_code_report({modules!r})))")
+        # the interned-name pool before and after (micropython.qstr_info(), parsed by _figures)
+        steps += [f"_mark()\nmicropython.qstr_info()\n_imp({modules[0]!r})"] if modules else []
+        steps += [f"_mark()\n_imp({m!r})" for m in modules[1:]]
+        steps.append(
+            "_mark()\nmicropython.qstr_info()\n"
+            f"print('@heap ' + json.dumps(_code_report({modules!r})))"
+        )
     else:
         steps.append("_mark()\n" + "\n".join(f"_imp({m!r})" for m in modules))
         steps.append(f"_mark()\n_work_setup({readings})")
@@ -176,9 +181,20 @@ def _script(tmp: Path, mode: str, modules: list[str], readings: int, **params: o
 
 
 def _figures(stdout: str, what: str, code: int) -> dict:
+    """The probe's `@heap` figures; with two `qstr pool:` lines (code mode), `qstr_bytes`: what
+    the interned-name pools grew by (they are on the GC heap; MicroPython interns every name a
+    module uses when it loads it, from a ROMFS image too)."""
+    pools = [
+        int(line.rsplit("n_total_bytes=", 1)[1])
+        for line in stdout.splitlines()
+        if line.startswith("qstr pool:") and "n_total_bytes=" in line
+    ]
     for line in stdout.splitlines():
         if line.startswith("@heap "):
-            return json.loads(line[6:])
+            figures = json.loads(line[6:])
+            if len(pools) == 2:
+                figures["qstr_bytes"] = pools[1] - pools[0]
+            return figures
     tail = " | ".join(stdout.strip().splitlines()[-3:])
     raise ToolError(f"heap probe on {what} failed (exit {code}): {tail}")
 
@@ -243,6 +259,8 @@ WORK_MODULES = [
     "edge.consent",
     "edge.minimise",
     "edge.batchv2",
+    "edge.forwarder",
+    "edge.mqtt.link",
     "edge.sensors.simfridge",
 ]
 
@@ -304,6 +322,7 @@ def measure(readings: int, local_mpy: int) -> dict:
     return {
         "code_heap_bytes_mpy": a64["code_bytes"],
         "code_heap_bytes_romfs": r64["code_bytes"],
+        "code_qstr_bytes_romfs": r64["qstr_bytes"],
         "romfs_image_bytes": sizes[0],
         "heap32_romfs_image_bytes": sizes[1],
         "heap32_code_bytes": c32f["code_bytes"],
@@ -312,6 +331,7 @@ def measure(readings: int, local_mpy: int) -> dict:
         "heap32_code_64bit_bytes": same64["code_bytes"],
         "heap32_agent_code_bytes": a32["code_bytes"],
         "heap32_agent_code_bytes_romfs": a32r["code_bytes"],
+        "heap32_agent_qstr_bytes_romfs": a32r["qstr_bytes"],
         "heap32_agent_modules": f"{len(agent32)} of {len(agent)}",
         # the agent's modules that do not load there, on 64-bit: a bound for their 32-bit share
         "heap32_agent_missing_64bit_bytes": sum(
