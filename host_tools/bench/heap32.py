@@ -38,9 +38,11 @@ STANDINS32 = ["socket"]  # what the WebAssembly port lacks and nothing measured 
 def mp32_package() -> Path:
     """The WebAssembly MicroPython package directory: $EDGE_MP32_DIR, or PACKAGE@VERSION
     installed with npm under build/node on first use. ToolError when node or npm is missing."""
+    if not shutil.which("node"):
+        raise ToolError("node is needed for the 32-bit heap figures: apt-get install nodejs npm")
     if os.environ.get("EDGE_MP32_DIR"):
         return Path(os.environ["EDGE_MP32_DIR"])
-    if not shutil.which("node") or not shutil.which("npm"):
+    if not shutil.which("npm"):
         raise ToolError(
             "node and npm are needed for the 32-bit heap figures: apt-get install nodejs npm"
         )
