@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from host_tools.bench import heap32
+from host_tools.bench import heap32, tlsheap
 from host_tools.paths import local_mpy
 
 pytestmark = pytest.mark.skipif(
@@ -45,6 +45,20 @@ def test_romfs_keeps_code_and_image_off_the_heap(figures):
     # the image is read into the unix port's heap before the baseline: counted, the figure
     # would exceed the image
     assert figures["code_heap_bytes_romfs"] < figures["romfs_image_bytes"]
+
+
+def test_romfs_leaves_names_interned_on_the_heap(figures):
+    # MicroPython interns every name a module uses when it loads it, from ROMFS too: a share of
+    # what ROMFS leaves, never more than all of it
+    for key in ("code_qstr_bytes_romfs", "heap32_agent_qstr_bytes_romfs"):
+        assert 0 < figures[key], key
+    assert figures["heap32_agent_qstr_bytes_romfs"] < figures["heap32_agent_code_bytes_romfs"]
+
+
+def test_tls_session_heap_on_the_unix_port():
+    r = tlsheap.measure()  # the agent's own context, a verified handshake and an echo
+    assert 0 < r["tls_context_heap_bytes"] < 16 * 1024, r
+    assert 0 < r["tls_session_heap_bytes"] < 16 * 1024, r
 
 
 def test_module_order_puts_dependencies_first():

@@ -233,6 +233,11 @@ class Worker:
         self.failed: str | None = None  # why the worker stopped (a database error)
         self._docs_dirty = False
         self._docs_flushed = time.monotonic()
+        # a sink names its database errors (PgSink: psycopg.Error); SQLite's by default
+        self.db_errors: tuple[type[BaseException], ...] = getattr(sink, "errors", (sqlite3.Error,))
+        # a sink shared by several workers keeps consent in the database (PgSink.receipt):
+        # each check reads it there under a row lock instead of from this worker's memory
+        self.shared_receipt: Callable[..., dict | None] | None = getattr(sink, "receipt", None)
         self._stats_saved = 0.0
         self._stats_messages = -1  # counts["messages"] when the counters were last saved
         self._started_ms = int(time.time() * 1000)
@@ -311,7 +316,7 @@ class Worker:
                     self.process(group)
             self._flush_docs(force=True)
             self._save_stats_idle(force=True)
-        except sqlite3.Error as e:
+        except self.db_errors as e:
             self.failed = f"database write failed: {e}"
             self.cfg.log(f"collector: {self.failed}; nothing of the last group was acknowledged")
         except BaseException as e:
@@ -331,7 +336,7 @@ class Worker:
                     except Refused as r:
                         self.sink.rollback_to()
                         self._refuse(d, r)
-                    except sqlite3.Error:
+                    except self.db_errors:
                         raise
                     except Exception as e:  # a bug or an input nobody foresaw: one message
                         self.sink.rollback_to()  # nothing half-written of it stays
@@ -342,7 +347,7 @@ class Worker:
                 # counters a reader sees include the last group (no write while idle)
                 self._save_stats(force=self.q.empty())
                 self.sink.commit()
-            except sqlite3.Error:
+            except self.db_errors:
                 self.sink.rollback()
                 raise
         self._flush_docs(force=any(m[0] == "receipt" for m in mirror))
@@ -407,7 +412,7 @@ class Worker:
             try:
                 self._save_stats(force=True)
                 self.sink.commit()
-            except sqlite3.Error:
+            except self.db_errors:
                 self.sink.rollback()
                 raise
 
@@ -535,7 +540,11 @@ class Worker:
         the latest receipt grants. A reading the receipt does not grant is refused whatever
         its seq: one sent before the revocation arrived before the receipt (same connection,
         in order), so one that arrives after it was not sent before it."""
-        r = self.receipts.get(device)
+        r = (
+            self.receipts.get(device)
+            if self.shared_receipt is None
+            else self.shared_receipt(device)
+        )
         if r is None:
             return category == "essential"
         return r["grants"].get(category) is True
@@ -559,7 +568,10 @@ class Worker:
             or not isinstance(seq, int)
         ):
             raise Refused("receipt_shape", "needs grants {str: bool}, int version and seq")
-        prev = self.receipts.get(device)
+        if self.shared_receipt is None:
+            prev = self.receipts.get(device)
+        else:  # locked until the commit: a batch checked on another worker waits for it
+            prev = self.shared_receipt(device, True)
         if prev is not None and version < prev["version"]:
             raise Refused("receipt_stale", f"{device}: v{version} after v{prev['version']}")
         before = (prev or {}).get("grants") or {}

@@ -15,7 +15,7 @@ import tempfile
 
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.proxy import FaultProxy
-from host_tools.bench import heap32
+from host_tools.bench import heap32, tlsheap
 from host_tools.errors import ToolError
 from host_tools.paths import local_mpy, micropython_path, mp_env
 
@@ -114,10 +114,12 @@ def bench_memory(args=None) -> dict:
     startup_bytes: the same measure once the agent is built, before any reading.
     code_heap_bytes_mpy, code_heap_bytes_romfs and heap32_*: the agent's compiled modules
     imported from files and from a ROMFS image, on this port and on the 32-bit WebAssembly
-    port (host_tools/bench/heap32.py; docs/MEMORY.md)."""
+    port (host_tools/bench/heap32.py; docs/MEMORY.md); tls_*: the GC heap of the agent's TLS
+    context and one session (host_tools/bench/tlsheap.py)."""
     with broker_mod.start(prefer="mosquitto") as b:
         m = run_mp("memory", b.port, _scale(1_000_000), BATCH, WINDOW, heap="1M", timeout=900)
     two = heap32.measure(_scale(100_000), local_mpy())
+    tls = tlsheap.measure()
     return {
         "readings": m["readings"],
         "code_heap_bytes": m["code_heap_bytes"],
@@ -133,4 +135,5 @@ def bench_memory(args=None) -> dict:
         "dropped": sum(m["dropped"].values()),
         "offline_working_set_bytes": m["offline_working_set_bytes"],
         **two,
+        **tls,
     }

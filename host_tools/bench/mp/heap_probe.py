@@ -19,6 +19,8 @@ import gc
 import json  # noqa: F401  (the last step prints with it)
 import sys
 
+import micropython  # noqa: F401  (qstr_info() in the code steps)
+
 sys.path[:] = [LIB, ".frozen"]  # noqa: F821  (prepended by the host)
 if ROMFS:  # noqa: F821
     import vfs
@@ -86,33 +88,43 @@ _w = {}
 
 
 def _work_setup(n):
-    """Sample (the simulated appliance, six channels), consent gate, minimisation rules, format
-    2 batches of 250 readings (docs/FORMAT.md 3): the stages of the data path that need neither
-    littlefs nor the native emitter nor a socket."""
+    """Sample (the simulated appliance, six channels), consent gate, minimisation rules, and
+    batches of 250 readings in the config's format (docs/FORMAT.md 3) written into the MQTT
+    client's packet buffer after the room for the PUBLISH header, as the forwarder builds them
+    (edge/forwarder.py): the data path without the store, the socket and the tasks."""
+    if _failed:
+        raise ImportError("the data path slice needs %r" % _failed)
     config = sys.modules["edge.config"]
+    fwd = sys.modules["edge.forwarder"]
+    codec = sys.modules["edge.codec"]
     chans = [{"id": i, "name": "c%d" % i, "category": "essential"} for i in range(1, 7)]
     cfg = config.load(
         None,
         {
             "device_id": "bench-0001",
             "channels": chans,
+            "batch": {"max_readings": 250},
             "sim": {"enabled": True, "count": n, "rate_hz": 1000000},
         },
         with_board=False,
     )
     clock = _Clock()
+    cats = config.category_ids(cfg)
     # the salt source: the WebAssembly port has no os.urandom (bytes(16): zeros, repeatable)
     consent = sys.modules["edge.consent"].Consent(
         WORK + "/",  # noqa: F821
-        config.category_ids(cfg),
+        cats,
         "bench-0001",
         None,
         bytes,
     )
     mini = sys.modules["edge.minimise"].Minimiser(cfg, consent)
-    writer = sys.modules["edge.batchv2"].BatchWriter2("bench-0001", 250)
+    client = sys.modules["edge.mqtt.link"].make_client(cfg, fwd.packet_bytes(cfg, cats))
+    topics = [codec.topic(cfg["mqtt"]["prefix"], "bench-0001", "t", c) for c in cats]
+    writer = fwd._writer(cfg, "bench-0001", client.txmv[fwd._header_room(topics) :])
     writer.start("essential", 1, 0)
     state = [0, 0, 0]  # seq, batches, payload bytes
+    _w["client"] = client
 
     def emit(ch, value):
         if not consent.gate(0):
