@@ -1,4 +1,4 @@
-"""The one error type of the host tools: `edgectl: message`, exit 2 (STYLE 7.2.3)."""
+"""The one error type of the host tools: `edgectl: message`, exit 2 (CONTRIBUTING.md)."""
 
 
 class ToolError(Exception):
