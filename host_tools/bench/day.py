@@ -24,7 +24,14 @@ from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.backend.proxy import FaultProxy
 from host_tools.bench.store import NOR_CYCLES
-from host_tools.bench.day_profiles import BEFORE, CONSENT_ALL, KEEPALIVE_S, PROFILES, profile
+from host_tools.bench.day_profiles import (
+    BEFORE,
+    CONSENT_ALL,
+    GRANTED,
+    KEEPALIVE_S,
+    PROFILES,
+    profile,
+)
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root, micropython_path, mp_env
 
@@ -341,7 +348,7 @@ def _baseline(device: str, readings: list, work: str, timeout: float, broker) ->
                     "keepalive": KEEPALIVE_S,
                     "wall0_ms": WALL0_MS,
                     "burst_gap_ms": BURST_GAP_MS,
-                    "categories": [c for c, g in CONSENT_ALL["grants"].items() if g],
+                    "categories": GRANTED,
                     "readings": path,
                 },
                 f,
