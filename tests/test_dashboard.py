@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from host_tools.view.dashboard import Server
+from host_tools.view.server import Server
 from host_tools.view.follow import SeqWindow, unseen
 from host_tools.view.query import SqliteView
 from tests.dashboard_rig import batch, collector, fill
