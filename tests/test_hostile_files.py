@@ -216,3 +216,41 @@ def test_capture_convert_hostile_logs(tmp_path, kind, good, extra):
         )
     by_code = _check(results, (0, 2))
     print(f"capture-convert {kind} {' '.join(extra)}: {len(results)} cases, exit codes {by_code}")
+
+
+def _littlefs_image() -> bytes:
+    """A littlefs image as a board's store leaves it: a segment file and a state file."""
+    from littlefs import LittleFS
+
+    fs = LittleFS(block_size=4096, block_count=8)
+    fs.makedirs("/store/usage", exist_ok=True)
+    with fs.open("/store/usage/00000001.seg", "wb") as f:
+        f.write(segment(1, 40))
+    with fs.open("/store/state.json", "wb") as f:
+        f.write(json.dumps({"boot": 3, "seq_hi": 64, "acked": {"usage": 12}}).encode())
+    return bytes(fs.context.buffer)
+
+
+def test_dump_hostile_littlefs_images(tmp_path):
+    good = _littlefs_image()
+    assert _edgectl("dump", str(_write(tmp_path / "good.img", good)))[0] == 0
+    results = _run_corpus(tmp_path, good, ".img", 6, lambda p: ("dump", p))
+    # the mutations above land anywhere in 32 KiB, mostly in erased space; these hit the
+    # bytes littlefs wrote (superblock, directories, file data), which the mount and the
+    # walk read
+    rng = random.Random(7)
+    written = [i for i, x in enumerate(good) if x != 0xFF]
+    for i in range(60):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.choice(written)
+            b[at] = rng.randrange(256) if i % 2 else b[at] ^ 1 << rng.randrange(8)
+        p = _write(tmp_path / f"written{i}.img", bytes(b))
+        results.append((f"written bytes #{i}", _edgectl("dump", str(p))))
+    by_code = _check(results, (0, 1, 2))
+    print(f"dump littlefs image: {len(results)} cases, exit codes {by_code}")
+
+
+def _write(p: Path, data: bytes) -> Path:
+    p.write_bytes(data)
+    return p
