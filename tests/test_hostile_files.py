@@ -97,7 +97,8 @@ def _run_corpus(
 ) -> list:
     results = []
     for i, (name, data) in enumerate(_mutations(good, seed, cases)):
-        p = tmp_path / f"case{i}{suffix}"
+        p = tmp_path / f"case{i}{suffix}"  # suffix "/state.json": a directory per case
+        p.parent.mkdir(exist_ok=True)
         p.write_bytes(data)
         try:
             results.append((name, _edgectl(*argv(str(p)))))
@@ -115,14 +116,15 @@ def test_dump_hostile_segment_files(tmp_path):
 
 
 def test_dump_hostile_state_files(tmp_path):
-    good = json.dumps({"acked": {"usage": [12, 3, 40]}, "next_seq": 99}).encode()
-    results = _run_corpus(tmp_path, good, ".json", 2, lambda p: ("dump", p))
+    good = json.dumps({"v": 1, "boot": 3, "seq_hi": 1024, "acked": {"usage": 12}}).encode()
+    assert _edgectl("dump", str(_write(tmp_path / "state.json", good)))[0] == 0
+    results = _run_corpus(tmp_path, good, "/state.json", 2, lambda p: ("dump", p))
     for doc in ("[]", "1", '"x"', '{"acked": []}', '{"acked": {"a": "b"}}', "[" * 100000):
-        p = tmp_path / "state.json"
-        p.write_text(doc)
+        p = _write(tmp_path / "state.json", doc.encode())
         results.append((doc[:20], _edgectl("dump", str(p))))
     by_code = _check(results, (0, 1, 2))
     print(f"dump state.json: {len(results)} cases, exit codes {by_code}")
+    assert by_code.get(1, 0) > 0  # damage is reported, not passed over
 
 
 def test_dump_hostile_raw_log_images(tmp_path):
