@@ -165,10 +165,15 @@ def test_api_and_event_stream(db):
             finally:
                 col.stop()
             later = ev.until(lambda got: "readings" in got)
-        assert later["readings"][0]["reset"] is False
-        assert later["readings"][0]["channels"] == {
-            "1": {"seq": [seq], "x": [rows[0][1]], "y": [22.0]}
-        }
+            assert later["readings"][0]["reset"] is False
+            assert later["readings"][0]["channels"] == {
+                "1": {"seq": [seq], "x": [rows[0][1]], "y": [22.0]}
+            }
+            # the document file breaks under the open page: one `problem` event, not a hang
+            with open(path[: -len(".sqlite")] + ".docs.json", "w") as f:
+                f.write("{not json")
+            bad = ev.until(lambda got: "problem" in got)
+            assert "not JSON" in bad["problem"][0]["error"]
     finally:
         srv.stop()
 
