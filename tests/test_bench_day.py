@@ -4,33 +4,23 @@ agent and the baseline, bytes counted on the wire; and the MQTT packet counter i
 from __future__ import annotations
 
 import random
-import struct
 
 from host_tools.bench import day, day_profiles
+from tests import mqtt_harness
 
 
 def _publish(topic: str, payload: bytes, qos: int = 1, pid: int = 1) -> bytes:
-    t = topic.encode()
-    body = struct.pack(">H", len(t)) + t + (struct.pack(">H", pid) if qos else b"") + payload
-    n = len(body)
-    rl = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        rl.append(b | (0x80 if n else 0))
-        if not n:
-            break
-    return bytes([0x30 | (qos << 1)]) + bytes(rl) + body
+    return mqtt_harness.publish(topic, payload, qos=qos, pid=pid if qos else 0)
 
 
 def test_mqtt_counter_splits_streams_cut_anywhere():
     up = (
         _publish("edge/d/t/usage", b"x" * 300)
         + _publish("edge/d/status", b"{}", 0)
-        + b"\xc0\x00"  # PINGREQ
+        + mqtt_harness.packet(mqtt_harness.PINGREQ)
         + _publish("edge/d/consent/receipt", b"{}")
     )
-    down = b"\x40\x02\x00\x01" * 2 + b"\xd0\x00"  # PUBACK, PUBACK, PINGRESP
+    down = mqtt_harness.puback(1) * 2 + mqtt_harness.pingresp()
     rng = random.Random(3)
     for _ in range(50):
         c = day.MqttCounter()
