@@ -185,9 +185,10 @@ def test_dashboard_shows_the_demo_live_in_chromium(tmp_path, seconds):
 
     db = str(tmp_path / "demo.sqlite")
     with sync_playwright() as p:
-        ctx = launch(p)  # first: the page opens as soon as the demo serves it
         demo = Demo(db, seconds)
+        ctx = None
         try:
+            ctx = launch(p)  # while the demo starts its broker and collector
             assert demo.has_url.wait(60) and demo.url, "".join(demo.err)[-2000:]
             errors: list[str] = []
             page = ctx.new_page()
@@ -246,5 +247,6 @@ def test_dashboard_shows_the_demo_live_in_chromium(tmp_path, seconds):
                 broken.close()
         finally:
             code = demo.stop()
-            close_browser(ctx)
+            if ctx is not None:
+                close_browser(ctx)
     assert code == 0, "".join(demo.err)[-2000:]
