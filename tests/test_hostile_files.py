@@ -97,7 +97,8 @@ def _run_corpus(
 ) -> list:
     results = []
     for i, (name, data) in enumerate(_mutations(good, seed, cases)):
-        p = tmp_path / f"case{i}{suffix}"
+        p = tmp_path / f"case{i}{suffix}"  # suffix "/state.json": a directory per case
+        p.parent.mkdir(exist_ok=True)
         p.write_bytes(data)
         try:
             results.append((name, _edgectl(*argv(str(p)))))
@@ -115,14 +116,15 @@ def test_dump_hostile_segment_files(tmp_path):
 
 
 def test_dump_hostile_state_files(tmp_path):
-    good = json.dumps({"acked": {"usage": [12, 3, 40]}, "next_seq": 99}).encode()
-    results = _run_corpus(tmp_path, good, ".json", 2, lambda p: ("dump", p))
+    good = json.dumps({"v": 1, "boot": 3, "seq_hi": 1024, "acked": {"usage": 12}}).encode()
+    assert _edgectl("dump", str(_write(tmp_path / "state.json", good)))[0] == 0
+    results = _run_corpus(tmp_path, good, "/state.json", 2, lambda p: ("dump", p))
     for doc in ("[]", "1", '"x"', '{"acked": []}', '{"acked": {"a": "b"}}', "[" * 100000):
-        p = tmp_path / "state.json"
-        p.write_text(doc)
+        p = _write(tmp_path / "state.json", doc.encode())
         results.append((doc[:20], _edgectl("dump", str(p))))
     by_code = _check(results, (0, 1, 2))
     print(f"dump state.json: {len(results)} cases, exit codes {by_code}")
+    assert by_code.get(1, 0) > 0  # damage is reported, not passed over
 
 
 def test_dump_hostile_raw_log_images(tmp_path):
@@ -216,3 +218,41 @@ def test_capture_convert_hostile_logs(tmp_path, kind, good, extra):
         )
     by_code = _check(results, (0, 2))
     print(f"capture-convert {kind} {' '.join(extra)}: {len(results)} cases, exit codes {by_code}")
+
+
+def _littlefs_image() -> bytes:
+    """A littlefs image as a board's store leaves it: a segment file and a state file."""
+    from littlefs import LittleFS
+
+    fs = LittleFS(block_size=4096, block_count=8)
+    fs.makedirs("/store/usage", exist_ok=True)
+    with fs.open("/store/usage/00000001.seg", "wb") as f:
+        f.write(segment(1, 40))
+    with fs.open("/store/state.json", "wb") as f:
+        f.write(json.dumps({"boot": 3, "seq_hi": 64, "acked": {"usage": 12}}).encode())
+    return bytes(fs.context.buffer)
+
+
+def test_dump_hostile_littlefs_images(tmp_path):
+    good = _littlefs_image()
+    assert _edgectl("dump", str(_write(tmp_path / "good.img", good)))[0] == 0
+    results = _run_corpus(tmp_path, good, ".img", 6, lambda p: ("dump", p))
+    # the mutations above land anywhere in 32 KiB, mostly in erased space; these hit the
+    # bytes littlefs wrote (superblock, directories, file data), which the mount and the
+    # walk read
+    rng = random.Random(7)
+    written = [i for i, x in enumerate(good) if x != 0xFF]
+    for i in range(60):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.choice(written)
+            b[at] = rng.randrange(256) if i % 2 else b[at] ^ 1 << rng.randrange(8)
+        p = _write(tmp_path / f"written{i}.img", bytes(b))
+        results.append((f"written bytes #{i}", _edgectl("dump", str(p))))
+    by_code = _check(results, (0, 1, 2))
+    print(f"dump littlefs image: {len(results)} cases, exit codes {by_code}")
+
+
+def _write(p: Path, data: bytes) -> Path:
+    p.write_bytes(data)
+    return p
