@@ -1,4 +1,5 @@
-"""The one error type of the host tools: `edgectl: message`, exit 2 (STYLE 7.2.3)."""
+"""The one error type of the host tools: `edgectl: message`, exit 2 (README.md section
+"Errors and exit codes")."""
 
 
 class ToolError(Exception):
@@ -11,10 +12,14 @@ def read_json_object(path: object, what: str) -> dict:
     import json
 
     try:
-        with open(str(path), encoding="utf-8") as f:
-            text = f.read()
+        with open(str(path), "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise ToolError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ToolError(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
     try:
         doc = json.loads(text)
     except ValueError as e:

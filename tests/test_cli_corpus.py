@@ -81,7 +81,7 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("demo --rate -3", "--rate"),
     # consent
     ("consent dev1 --grant usage --port {closed} --timeout 2", "{closed}"),
-    ("consent dev1 --grant bogus --port {closed}", "bogus"),
+    ("consent dev1 --grant us/age --port {closed}", "us/age"),
     ("consent dev1 --port {closed}", "--grant"),
     ("consent dev1 --grant usage --deny usage --port {closed}", "usage"),
     ("consent '' --grant usage --port {closed}", "device"),
@@ -111,17 +111,17 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("dump {emptydir}", "{emptydir}"),
     ("dump {fifo}", "{fifo}"),
     ("dump /dev/zero", "/dev/zero"),
-    ("dump {rawlog} --categories bogus", "bogus"),
+    ("dump {rawlog} --categories a/b", "a/b"),
     ("dump {rawlog} --categories ''", "--categories"),
     # flash
-    ("flash --board nope --port {nodev}", "nope"),
+    ("flash --board nope", "nope"),
     ("flash --board esp32-generic --port {nodev} --firmware {firmware}", "{nodev}"),
     ("flash --board esp32-generic --port {regular} --firmware {firmware}", "{regular}"),
-    ("flash --board esp32-generic --port {nodev} --firmware {missing}", "{missing}"),
-    ("flash --board esp32-generic --port {nodev} --firmware {empty}", "{empty}"),
-    ("flash --board esp32-generic --port {nodev} --firmware {dir}", "{dir}"),
-    ("flash --board esp32-generic --port {nodev} --baud 0", "--baud"),
-    ("flash --board esp32-generic --port {nodev} --baud -1", "--baud"),
+    ("flash --board esp32-generic --firmware {missing}", "{missing}"),
+    ("flash --board esp32-generic --firmware {empty}", "{empty}"),
+    ("flash --board esp32-generic --firmware {dir}", "{dir}"),
+    ("flash --board esp32-generic --baud 0", "--baud"),
+    ("flash --board esp32-generic --baud -1", "--baud"),
     ("flash --board esp32-generic --port bogus://x --firmware {firmware}", "bogus://x"),
     # check
     ("check {missing}", "{missing}"),
@@ -131,14 +131,14 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("check {empty}", "{empty}"),
     ("check {dir}", "{dir}"),
     ("check {fifo}", "{fifo}"),
-    ("check", "config"),
+    ("check", "CONFIG"),
     ("check {config} --board nope", "nope"),
     ("check {misspelt}", "sample_intervall"),
     # deploy
-    ("deploy --board nope --port {nodev} --device {config}", "nope"),
-    ("deploy --board esp32-generic --port {nodev} --device {missing}", "{missing}"),
-    ("deploy --board esp32-generic --port {nodev} --device {notjson}", "{notjson}"),
-    ("deploy --board esp32-generic --port {nodev} --device {misspelt}", "sample_intervall"),
+    ("deploy --board nope --device {config}", "nope"),
+    ("deploy --board esp32-generic --device {missing}", "{missing}"),
+    ("deploy --board esp32-generic --device {notjson}", "{notjson}"),
+    ("deploy --board esp32-generic --device {misspelt}", "sample_intervall"),
     ("deploy --board esp32-generic --port {nodev} --device {config}", "{nodev}"),
     ("deploy --board esp32-generic --port {regular} --device {config}", "{regular}"),
     ("deploy --board esp32-generic --port bogus://x --device {config}", "bogus://x"),
@@ -160,10 +160,13 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     # logs
     ("logs --port {nodev}", "{nodev}"),
     ("logs --port {regular}", "{regular}"),
-    ("logs --port {nodev} --baud 0", "--baud"),
-    ("logs --port {nodev} --seconds -1", "--seconds"),
+    ("logs --baud 0", "--baud"),
+    ("logs --seconds -1", "--seconds"),
     ("logs --port rfc2217://127.0.0.1:{closed}", "{closed}"),
     ("logs --port bogus://x", "bogus://x"),
+    ("logs", "no board found"),  # nothing on USB here: autodetection says so
+    ("flash --board esp32-generic --firmware {firmware}", "no board found"),
+    ("deploy --board esp32-generic --device {config}", "no board found"),
     # provision
     ("provision ''", "device"),
     ("provision a/b", "a/b"),
@@ -233,7 +236,7 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("replay {capture} --pty {regular}", "{regular}"),
     ("replay {capture} --pty {dir}", "{dir}"),
     # simulate
-    ("simulate", "appliance"),
+    ("simulate", "APPLIANCE"),
     ("simulate fridge --out {d}/s.ecap --duration 0", "--duration"),
     ("simulate fridge --out {d}/s.ecap --duration -1", "--duration"),
     ("simulate fridge --out {d}/s.ecap --interval 0", "--interval"),
@@ -245,21 +248,24 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("simulate --serve modbus --map {notjson} --pty {d}/sp", "{notjson}"),
     ("simulate --serve line --lines {missing} --pty {d}/sp", "{missing}"),
     ("simulate --serve line --faults bogus --pty {d}/sp", "--faults"),
-    ("simulate --serve tuya --port {nodev}", "{nodev}"),
+    ("simulate --serve line --port {nodev}", "{nodev}"),
     ("simulate --serve line --pty {regular}", "{regular}"),
     ("simulate --serve line --pty {d}/sp --seconds -1", "--seconds"),
     ("simulate --serve line --pty {d}/sp --baud 0", "--baud"),
     # release, release-key
-    ("release --key {missing} --out {d}/b.bin", "{missing}"),
-    ("release --key {binary} --out {d}/b.bin", "{binary}"),
+    ("release --board unix-sim --version 1.0.0 --key {missing} --out {d}/b.bin", "{missing}"),
+    ("release --board unix-sim --version 1.0.0 --key {binary} --out {d}/b.bin", "{binary}"),
     ("release --check {missing}", "{missing}"),
     ("release --check {binary}", "{binary}"),
     ("release --check {empty}", "{empty}"),
-    ("release --version nonsense --out {d}/b.bin", "nonsense"),
-    ("release --min-version x --out {d}/b.bin", "--min-version"),
-    ("release --mpy 0 --out {d}/b.bin", "--mpy"),
-    ("release --board nope --out {d}/b.bin", "nope"),
-    ("release --out {dir}", "{dir}"),
+    ("release --board unix-sim --version nonsense --key {key} --out {d}/b.bin", "nonsense"),
+    (
+        "release --board unix-sim --version 1.0.0 --key {key} --min-version x --out {d}/b.bin",
+        "--min-version",
+    ),
+    ("release --board unix-sim --version 1.0.0 --key {key} --mpy 0 --out {d}/b.bin", "--mpy"),
+    ("release --board nope --version 1.0.0 --key {key} --out {d}/b.bin", "nope"),
+    ("release --board unix-sim --version 1.0.0 --key {key} --out {dir}", "{dir}"),
     ("release-key {regular}", "{regular}"),
     ("release-key {dir}", "{dir}"),
     ("release-key {missing}/sub/k", "{missing}"),
@@ -357,6 +363,11 @@ def files():
         "closed": str(_free_port()),
         "busy": str(busy.getsockname()[1]),
     }
+    from host_tools.ota.keys import ReleaseKey
+
+    ReleaseKey.generate(d / "release.key", 5)
+    values["key"] = str(d / "release.key")
+    values["keep"] = {p.name for p in d.iterdir()} | {"precious.txt"}
     yield values
     busy.close()
     shutil.rmtree(d, ignore_errors=True)
@@ -396,6 +407,18 @@ def test_corpus_covers_every_command_and_is_large():
     assert len(cases) >= 150, len(cases)
 
 
+def _clean(files: dict) -> None:
+    """Remove what earlier cases wrote into the corpus directory (only the fixture's files
+    stay), so each case meets the same files."""
+    for entry in os.scandir(files["d"]):
+        if entry.name in files["keep"]:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+
+
 def _reset(path: str) -> None:
     """The user's file, back as it was (a case that broke the contract may have replaced it)."""
     if os.path.islink(path) or os.path.isfile(path):
@@ -412,10 +435,12 @@ def test_corpus(files):
     for template, must in cases:
         precious = files["regular"]
         _reset(precious)
+        _clean(files)
         cwd = Path(files["d"]) / "cwd"
-        shutil.rmtree(cwd, ignore_errors=True)
         cwd.mkdir()
-        o = run_edgectl(_argv(template, files), str(cwd), timeout=float(os.environ.get("CORPUS_TIMEOUT", "20")))
+        o = run_edgectl(
+            _argv(template, files), str(cwd), timeout=float(os.environ.get("CORPUS_TIMEOUT", "20"))
+        )
         problems = check(o, must.format(**files), precious)
         if os.environ.get("CORPUS_LOG"):
             with open(os.environ["CORPUS_LOG"], "a") as log:

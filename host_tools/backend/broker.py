@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 HOST = "127.0.0.1"
 
@@ -210,11 +211,14 @@ def cmd_broker(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("broker", help="run a loopback MQTT broker (mosquitto, else amqtt)")
-    p.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    p.add_argument(
+        "--port", type=argtypes.tcp_port, default=None, help="TCP port (default: a free one)"
+    )
     p.add_argument("--kind", choices=["auto", "mosquitto", "amqtt"], default="auto")
     p.add_argument(
         "--config",
         metavar="FILE",
+        type=argtypes.input_file,
         help="run mosquitto on this config (e.g. provision/broker/mosquitto.conf)",
     )
     p.set_defaults(func=cmd_broker)

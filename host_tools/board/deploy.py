@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from host_tools import argtypes
 from host_tools.board.check import problems, read_config, referenced_files
 from host_tools.board.flash import PORT_HINT
+from host_tools.board.ports import board_port, serial_port
 from host_tools.paths import board_file
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root
@@ -378,14 +380,15 @@ def _mp_script(name: str, **params: object) -> str:
 
 def deploy(
     board_name: str,
-    port: str,
+    port: str | None,
     device: Path,
     frozen: bool = False,
     log=print,
     cache: Path = CACHE_DIR,
     network: bool = True,
 ) -> DeployReport:
-    """Deploy the agent and device config to the board on `port`; see the module docstring.
+    """Deploy the agent and device config to the board on `port` (None: the only USB board
+    attached); see the module docstring.
     network=False leaves the network and broker checks out of the self-test."""
     t0 = time.monotonic()
     board = board_file(board_name)
@@ -393,7 +396,7 @@ def deploy(
     # deploy here, before the port is opened
     secret_files(device, json.loads(device_config(device, board)))
     rep = DeployReport(board)
-    b = Board(port)
+    b = Board(board_port(port))
     try:
         mpy, ver = b.info()
         comp = None if frozen else compiler_for(mpy, ver)
@@ -533,8 +536,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl deploy`."""
     p = sub.add_parser("deploy", help="compile and copy the agent and device config to a board")
     p.add_argument("--board", required=True, help="board name (boards/NAME.json) or JSON path")
-    p.add_argument("--port", required=True, help="serial port of the board (or a vboard link)")
-    p.add_argument("--device", required=True, help="device config JSON (from edgectl provision)")
+    p.add_argument(
+        "--port", type=serial_port, help="serial port or vboard link (default: the only USB board)"
+    )
+    p.add_argument(
+        "--device",
+        required=True,
+        type=argtypes.input_file,
+        help="device config JSON (from edgectl provision)",
+    )
     p.add_argument(
         "--frozen",
         action="store_true",
