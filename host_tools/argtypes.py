@@ -1,6 +1,6 @@
 """Argument types for every `edgectl` command: a bad value is refused while parsing, in one
 line that names the option (`edgectl: run: argument --port: 70000 is not a TCP port
-1..65535`), before anything starts, opens or writes (README.md section "Errors and exit codes").
+1..65535`), before anything starts, opens or writes (docs/CLI.md section 1).
 """
 
 from __future__ import annotations
@@ -68,6 +68,15 @@ def name(text: str) -> str:
     return text
 
 
+def device_id(text: str) -> str:
+    """A device id: one topic level, as `name` (docs/MQTT.md section 1)."""
+    if not wire.name_ok(text):
+        raise argparse.ArgumentTypeError(
+            f"device id {text!r} must be 1-64 letters, digits, '_' or '-'"
+        )
+    return text
+
+
 def input_file(text: str) -> str:
     """An existing regular file to read: not a directory, FIFO or device (those would block or
     never end), refused while parsing with the reason."""
@@ -103,7 +112,7 @@ def new_file(text: str) -> str:
     """An output file that must not exist yet (the tool never replaces what it did not make)."""
     output_file(text)
     if os.path.lexists(text):
-        raise argparse.ArgumentTypeError(f"{text} exists; refusing to overwrite it")
+        raise argparse.ArgumentTypeError(f"{text} exists and is never overwritten")
     return text
 
 

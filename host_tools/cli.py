@@ -17,7 +17,7 @@ import serial
 
 import edge
 
-from host_tools.errors import ToolError
+from host_tools.errors import Terminated, ToolError
 
 # Each command module exposes `register(subparsers)`, which adds its sub-command(s) and sets
 # `func` to a handler returning an int exit code. Add one line here per module.
@@ -83,13 +83,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    c = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)")
+    c.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    c.set_defaults(func=cmd_completion)
     return parser
+
+
+def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-command parsers by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+# file and directory arguments complete as paths (shtab's markers), found by their types
+_FILE_TYPES = ("input_file", "output_file", "new_file", "input_path", "link_path")
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print a static completion script generated from the parser (shtab): nothing is imported
+    when the shell completes. `eval "$(edgectl completion bash)"` or save it (docs/CLI.md 3)."""
+    import shtab
+
+    parser = build_parser()
+    for sp in commands(parser).values():
+        for action in sp._actions:
+            kind = getattr(action.type, "__name__", "")
+            if kind in _FILE_TYPES:
+                action.complete = shtab.FILE  # type: ignore[attr-defined]
+            elif kind == "directory":
+                action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+    print(shtab.complete(parser, shell=args.shell))
+    return 0
 
 
 def _unknown_options_first(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """A misspelled option is the error to report, not the required arguments argparse would
     miss because of it (`edgectl flash --prot X` says `--prot`, not `--port is required`)."""
-    subs = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    subs = commands(parser)
     words = [w for w in argv if not w.startswith("-")]
     sub = subs.get(words[0]) if words else None
     if sub is None:
@@ -104,33 +136,34 @@ def _unknown_options_first(parser: argparse.ArgumentParser, argv: list[str]) -> 
                 sub.error(f"unrecognized arguments: {word}")
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so every `finally` stops the children it started."""
-
-
 def _on_sigterm(_sig: int, _frame: object) -> None:
     raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure a user can cause is one stderr line and a documented
-    exit code (README.md section "Errors and exit codes")."""
+    exit code (docs/CLI.md section 1)."""
     parser = build_parser()
-    _unknown_options_first(parser, sys.argv[1:] if argv is None else argv)
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # said by the sub-command's parser, which knows its own options
-        subs = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-        (subs.get(getattr(args, "command", None)) or parser).error(
-            f"unrecognized arguments: {' '.join(extra)}"
-        )
+    try:
+        _unknown_options_first(parser, sys.argv[1:] if argv is None else argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the sub-command's parser, which knows its own options
+            subs = commands(parser)
+            (subs.get(str(getattr(args, "command", ""))) or parser).error(
+                f"unrecognized arguments: {' '.join(extra)}"
+            )
+    except SystemExit as e:  # a usage error (already printed), --help or --version
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
-        names = ", ".join(sorted(parser._subparsers._group_actions[0].choices))  # type: ignore[union-attr]
+        names = ", ".join(sorted(commands(parser)))
         print(f"edgectl: no COMMAND given; one of {names} (see edgectl --help)", file=sys.stderr)
         return 2
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return rc
     except ToolError as e:
         return _fail(str(e))
     except KeyboardInterrupt:

@@ -1,9 +1,13 @@
-"""The one error type of the host tools: `edgectl: message`, exit 2 (README.md section
-"Errors and exit codes")."""
+"""The one error type of the host tools: `edgectl: message`, exit 2 (docs/CLI.md section 1)."""
 
 
 class ToolError(Exception):
     """A failure the user can act on; printed as one line without a traceback."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (host_tools/cli.py) so every `finally` stops the
+    processes it started; a long-running service command treats it as its normal stop."""
 
 
 def read_json_object(path: object, what: str) -> dict:

@@ -1,4 +1,4 @@
-"""The error contract of every `edgectl` command (README.md section "Errors and exit codes"):
+"""The error contract of every `edgectl` command (docs/CLI.md section 1):
 a corpus of bad inputs (misspelled options, bad numbers and ports, missing, hostile and
 special files, broken configs, unreachable brokers and serial ports) each gives one line
 `edgectl: message` naming what was wrong and exit code 2: never a traceback, a hang, a process
@@ -12,8 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -115,7 +119,10 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("dump {rawlog} --categories ''", "--categories"),
     # flash
     ("flash --board nope", "nope"),
-    ("flash --board esp32-generic --port {nodev} --firmware {firmware}", "{nodev}"),
+    (
+        "flash --board esp32-generic --port {nodev} --firmware {firmware} --keep-partitions",
+        "{nodev}",
+    ),
     ("flash --board esp32-generic --port {regular} --firmware {firmware}", "{regular}"),
     ("flash --board esp32-generic --firmware {missing}", "{missing}"),
     ("flash --board esp32-generic --firmware {empty}", "{empty}"),
@@ -165,7 +172,7 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("logs --port rfc2217://127.0.0.1:{closed}", "{closed}"),
     ("logs --port bogus://x", "bogus://x"),
     ("logs", "no board found"),  # nothing on USB here: autodetection says so
-    ("flash --board esp32-generic --firmware {firmware}", "no board found"),
+    ("flash --board esp32-generic --firmware {firmware} --keep-partitions", "no board found"),
     ("deploy --board esp32-generic --device {config}", "no board found"),
     # provision
     ("provision ''", "device"),
@@ -451,3 +458,53 @@ def test_corpus(files):
         failures
     )
     assert not failures, report
+
+
+@pytest.mark.parametrize("argv", [["check", "--reference"], ["dump", "{rawlog}"]])
+def test_a_reader_that_goes_away_is_no_error(files, argv):
+    """`edgectl dump IMAGE | head`: the pipe closes early; no traceback, no message, 141."""
+    o = run_edgectl([a.format(**files) for a in argv], files["d"], close_stdout=True)
+    assert o.rc == 141 and o.stderr == "", o.describe()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_broker_command_stops_mosquitto(sig):
+    """SIGTERM (a service manager) or SIGINT (Ctrl-C) to `edgectl broker` stops the broker
+    process it started: none is left running."""
+    port = _free_port()
+    p = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "edgectl"), "broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "broker:" in p.stdout.readline()
+        kids = _children(p.pid)
+        assert kids and all(_alive(k) for k in kids)
+        p.send_signal(sig)
+        rc = p.wait(30)
+        assert rc == 0, p.stderr.read()
+        deadline = time.monotonic() + 10
+        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(k) for k in kids), f"left running: {kids}"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

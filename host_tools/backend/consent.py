@@ -197,7 +197,7 @@ def cmd_consent(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("consent", help="publish a consent update and wait for the receipt")
-    p.add_argument("device", type=argtypes.name)
+    p.add_argument("device", type=argtypes.device_id)
     p.add_argument("--grant", action="append", default=[], type=argtypes.name, metavar="CATEGORY")
     p.add_argument("--deny", action="append", default=[], type=argtypes.name, metavar="CATEGORY")
     p.add_argument(

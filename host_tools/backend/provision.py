@@ -495,7 +495,9 @@ def conf_backend_port(out: Path) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl provision`."""
     p = sub.add_parser("provision", help="create a device identity and the broker's access rules")
-    p.add_argument("device", type=argtypes.name, help="device id (letters, digits, '_' or '-')")
+    p.add_argument(
+        "device", type=argtypes.device_id, help="device id (letters, digits, '_' or '-')"
+    )
     p.add_argument(
         "--out",
         default="provision",

@@ -130,7 +130,7 @@ def cmd_subject(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("subject", help="export or erase what the backend holds about a device")
     p.add_argument("action", choices=["export", "erase"])
-    p.add_argument("device", type=argtypes.name, help="device id")
+    p.add_argument("device", type=argtypes.device_id, help="device id")
     p.add_argument("--db", default="collector.sqlite", help="the collector's database")
     p.add_argument(
         "--out",

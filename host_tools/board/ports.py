@@ -29,9 +29,9 @@ BOARD_VIDS = {
 
 
 def serial_port(text: str) -> str:
-    """argparse type: a pyserial URL with a known scheme, or a path to a character device
-    (a tty, a pty, a vboard's link). A regular file, a directory or a missing path is refused
-    with what is attached instead."""
+    """argparse type: a pyserial URL with a known scheme, or a path that is not an existing
+    file or directory (a tty, a pty, a vboard's link, or one not plugged in yet: opening it
+    reports that). A regular file or a directory is refused with what is attached instead."""
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
         if scheme not in URL_SCHEMES:
@@ -43,7 +43,7 @@ def serial_port(text: str) -> str:
     try:
         st = os.stat(text)
     except OSError:
-        raise argparse.ArgumentTypeError(f"{text}: no such serial port{_attached()}") from None
+        return text  # not there yet (a board being plugged in, a dry run): opening says so
     if not stat.S_ISCHR(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a character device"
         raise argparse.ArgumentTypeError(f"{text} is {kind}, not a serial port{_attached()}")

@@ -362,7 +362,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _device_list(text: str) -> str:
     """`--devices a,b,c`: device ids, each one topic level (docs/MQTT.md section 1)."""
     for dev in text.split(","):
-        argtypes.name(dev.strip())
+        argtypes.device_id(dev.strip())
     return text
 
 
@@ -383,7 +383,7 @@ _chunk.number = True  # type: ignore[attr-defined]
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl update` and `edgectl config`."""
     p = sub.add_parser("update", help="update a device's agent over MQTT with a signed bundle")
-    p.add_argument("device", nargs="?", type=argtypes.name, help="device id")
+    p.add_argument("device", nargs="?", type=argtypes.device_id, help="device id")
     p.add_argument("bundle", type=argtypes.input_file, help="bundle from edgectl release")
     p.add_argument(
         "--devices", type=_device_list, help="comma-separated device ids: a rollout in waves"
@@ -409,7 +409,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     conn_mod.add_arguments(p)
     p.set_defaults(func=cmd_update)
     c = sub.add_parser("config", help="change (--set) or read (--get) a device's config")
-    c.add_argument("device", type=argtypes.name, help="device id")
+    c.add_argument("device", type=argtypes.device_id, help="device id")
     c.add_argument(
         "--set",
         action="append",
