@@ -1,4 +1,4 @@
-# Wall clock (issue 6 item 6, docs/FORMAT.md 4): NTP sync with capped exponential backoff.
+# Wall clock (docs/FORMAT.md 4): NTP sync with capped exponential backoff.
 # Before the first sync readings carry (boot id, ticks) with FLAG_CLOCK_UNSYNCED; the forwarder
 # converts those of the current boot to wall-clock ms once time is known (Stamper).
 

@@ -1,4 +1,4 @@
-# Consent state and gate (issue 5, DESIGN.md 3): version, grant/deny per category, when and
+# Consent state and gate (docs/CONSENT.md): version, grant/deny per category, when and
 # from where it was set; persisted atomically; default deny except `essential`.
 # Signed updates: HMAC-SHA256 over the canonical bytes of docs/CONSENT.md 4 (edge/wire.py).
 

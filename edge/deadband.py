@@ -1,4 +1,4 @@
-# Sampler policy per channel (issue 6 item 4): deadband, minimum report interval and maximum
+# Sampler policy per channel (docs/INPUTS.md 1): deadband, minimum report interval and maximum
 # silent interval, applied between the sources and the agent's emit. Integers only.
 #
 # Per channel (config "channels": [{"id", ..., "deadband", "interval_ms", "max_silent_ms"}]):

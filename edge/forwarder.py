@@ -1,6 +1,6 @@
 # Batcher/forwarder: store -> batch -> PUBLISH QoS 1 -> PUBACK (-> end-to-end ack) -> ack cursor
-# (DESIGN.md 3, issue 4, docs/MQTT.md). Delivery is at-least-once: the store's cursor moves only
-# over delivered batches; after a reconnect everything after the cursor is sent again.
+# (docs/DESIGN.md "The data path", docs/MQTT.md 4). Delivery is at-least-once: the store's cursor
+# moves only over delivered batches; after a reconnect everything after the cursor is sent again.
 
 import asyncio
 import time

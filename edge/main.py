@@ -42,7 +42,7 @@ def run(config_path=None, root=None):
     try:
         asyncio.run(agent.main())
     except Exception as e:
-        # the next boot reports reset_cause "crash" (issue 6 item 7, edge/health.py)
+        # the next boot reports reset_cause "crash" (docs/HEALTH.md 3, edge/health.py)
         hal.note_reset("crash", type(e).__name__)
         raise
     finally:

@@ -1,5 +1,5 @@
-# Freeze manifest (issue 7): build a MicroPython firmware with the agent frozen in, so its code
-# runs from flash and takes no heap (DESIGN.md 5b). Used via `edgectl deploy --frozen`, or:
+# Freeze manifest (docs/DEPLOY.md 5): build a MicroPython firmware with the agent frozen in, so its
+# code runs from flash and takes no heap. Used via `edgectl deploy --frozen`, or:
 #   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=<this file>
 # (after `include("$(PORT_DIR)/boards/manifest.py")` to keep the port's own frozen modules).
 # The module list comes from the tree, never a hand-kept list (STYLE anti-patterns); this file

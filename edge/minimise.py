@@ -1,8 +1,8 @@
-# Data minimisation before storage (issue 5.4): per category in config, drop a field, coarsen
+# Data minimisation before storage (docs/CONSENT.md): per category in config, drop a field, coarsen
 # a value to a step, or pseudonymise an identifier with a keyed hash (docs/CONSENT.md 5).
 #
 #   "categories": {"usage": {"minimise": [{"op": "coarsen", "field": "ts", "step": 3600000},
-#                                         {"op": "pseudonymise", "field": "value", "channels": [6]}]}}
+# {"op": "pseudonymise", "field": "value", "channels": [6]}]}}
 #
 # Fields of a reading that a rule may touch: "ts" (ms) and "value" (i32). A dropped field is
 # stored as 0. The pseudonym key is the consent state's salt, replaced at every version change,

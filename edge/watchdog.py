@@ -1,4 +1,4 @@
-# Task supervision (issue 6 item 7, DESIGN.md 3 "Health"): every long-lived task bumps its
+# Task supervision (docs/HEALTH.md 2): every long-lived task bumps its
 # heartbeat; the supervisor feeds the HAL's watchdog only while every heartbeat is recent, so a
 # hung task (or a blocked event loop) ends in a watchdog reset on an ESP32 and in a reported
 # hang and a non-zero exit on unix (edge/hal/unix/sim.py SimWDT).

@@ -1,5 +1,5 @@
-"""Host side of the consent tests (issue 5): a real mosquitto, the real collector and the real
-agent under unix MicroPython, driven line by line through tests/mp/consent_driver.py."""
+"""Host side of the consent tests (docs/CONSENT.md): a real mosquitto, the real collector and the
+real agent under unix MicroPython, driven line by line through tests/mp/consent_driver.py."""
 
 from __future__ import annotations
 

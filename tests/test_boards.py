@@ -1,4 +1,4 @@
-"""Issue 6 item 5: every boards/*.json validates against the documented schema (boards/
+"""Board files: every boards/*.json validates against the documented schema (boards/
 README.md), and the device config's board_overrides merge as documented."""
 
 import json

@@ -1,5 +1,6 @@
-"""The device boundary (DESIGN.md 2): every edge/ module imports under unix MicroPython
-and compiles with mpy-cross; the host imports nothing of edge/ but the shared contract modules."""
+"""The device boundary (docs/DESIGN.md "Boundaries"): every edge/ module imports under unix
+MicroPython and compiles with mpy-cross; the host imports nothing of edge/ but the shared contract
+modules."""
 
 import ast
 import os

@@ -1,6 +1,7 @@
-"""Issue 6 item 9, end to end: the agent (`edge.main` under unix MicroPython, started by
-host_tools.agent.run) reads a line-protocol stream, a Tuya MCU and a Modbus RTU slave from ptys
-via an `inputs` config, and the mapped readings reach the collector through a real broker."""
+"""Appliance buses end to end (docs/INPUTS.md): the agent (`edge.main` under unix MicroPython,
+started by host_tools.agent.run) reads a line-protocol stream, a Tuya MCU and a Modbus RTU slave
+from ptys via an `inputs` config, and the mapped readings reach the collector through a real
+broker."""
 
 import struct
 import threading

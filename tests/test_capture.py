@@ -1,4 +1,4 @@
-"""Capture format, capture from a port, converters, simulator and samples (issue 8)."""
+"""Capture format, capture from a port, converters, simulator and samples (docs/REPLAY.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Broker chaos (issue 4): mosquitto SIGKILLed and restarted while the agent forwards.
+"""Broker chaos (docs/MQTT.md 3): mosquitto SIGKILLed and restarted while the agent forwards.
 
 A PUBACK only proves the broker had a batch; a broker killed before it delivered the batch to
 the collector loses it. The agent runs with `mqtt.e2e_ack` so it keeps every batch until the

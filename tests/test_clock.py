@@ -1,4 +1,4 @@
-"""Clock (issue 6 item 6, docs/FORMAT.md 4): readings taken before the first NTP sync carry
+"""Clock (docs/FORMAT.md 4): readings taken before the first NTP sync carry
 (boot, ticks) with FLAG_CLOCK_UNSYNCED and leave the device as wall-clock ms once time is
 known; readings of a past boot stay flagged and the collector keeps them boot-relative."""
 

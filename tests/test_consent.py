@@ -1,5 +1,5 @@
-"""Consent on the device (issue 5): signatures, rejected updates, persistence across power cuts,
-data minimisation, the collector's defence in depth and `edgectl consent`, under unix
+"""Consent on the device (docs/CONSENT.md): signatures, rejected updates, persistence across
+power cuts, data minimisation, the collector's defence in depth and `edgectl consent`, under unix
 MicroPython and against a real mosquitto where a device is involved."""
 
 from __future__ import annotations

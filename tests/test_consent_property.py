@@ -1,5 +1,6 @@
-"""Property test (issue 5): hypothesis generates sequences of readings and consent changes and
-runs them against ONE long-running real agent (unix MicroPython, mosquitto, the real collector).
+"""Property test (docs/CONSENT.md): hypothesis generates sequences of readings and consent changes
+and runs them against ONE long-running real agent (unix MicroPython, mosquitto, the real
+collector).
 
 After every scenario it checks:
   1. after a revocation's receipt, no reading of that category with a later seq reaches the

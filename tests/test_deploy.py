@@ -1,5 +1,5 @@
-"""`edgectl deploy` against the virtual board with the real mpremote (issue 7): the deployed
-agent runs on the board and its readings reach mosquitto; an unchanged re-deploy copies
+"""`edgectl deploy` against the virtual board with the real mpremote (docs/DEPLOY.md 5): the
+deployed agent runs on the board and its readings reach mosquitto; an unchanged re-deploy copies
 nothing; a deploy cut off mid-copy is detected and repaired; version traps are refused."""
 
 import hashlib

@@ -1,4 +1,4 @@
-"""`edgectl flash`: dry-run per board file, sha256 pinning and the error paths (issue 7).
+"""`edgectl flash`: dry-run per board file, sha256 pinning and the error paths (docs/DEPLOY.md 1).
 No hardware: the port-facing paths are shown with a missing port and with a pty that
 answers nothing (esptool's connect fails fast there)."""
 

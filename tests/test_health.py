@@ -1,4 +1,4 @@
-"""Health and watchdog (issue 6 item 7): the retained status message reaches the collector,
+"""Health and watchdog (docs/HEALTH.md): the retained status message reaches the collector,
 a hung task and a blocked event loop are detected on unix, and the reset cause is reported
 after the restart (watchdog, crash)."""
 

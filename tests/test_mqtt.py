@@ -112,7 +112,7 @@ def test_blackholed_link_detected_within_1_5x_keepalive(micropython, broker):
 
 @pytest.fixture(scope="module")
 def auth_broker():
-    """mosquitto with a password file and a per-device ACL (TOOLCHAIN.md 4). The files live in
+    """mosquitto with a password file and a per-device ACL (docs/MQTT.md 4). The files live in
     a world-readable directory: mosquitto drops root for its own user before reading them."""
     import pathlib
     import shutil
@@ -169,7 +169,7 @@ def test_acl_device_publishes_only_under_its_own_prefix(micropython, auth_broker
     finally:
         sub.loop_stop()
         sub.disconnect()
-    # mosquitto PUBACKs a denied publish and drops it silently (TOOLCHAIN.md 4)
+    # mosquitto PUBACKs a denied publish and drops it silently
     assert own["pubacks"] == other["pubacks"] == outside["pubacks"] == 1
     assert got == ["edge/dev1/t/essential"], got
 

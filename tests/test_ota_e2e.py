@@ -247,13 +247,13 @@ def test_remote_config_trial_confirm_rollback_and_what_is_refused(agents, rig, t
     assert o.state == "confirmed", o
 
     # valid for the schema, but the trial forwards nothing in time: it rolls back
-    slow = {"batch": {"linger_ms": 600000, "max_readings": 1000}}
+    slow = {"batch": {"latency_ms": 600000, "max_readings": 1000}}
     o = up.config_device(opts(broker), dev, slow, timeout=120)
     assert o.state == "rolled_back", o
     assert "self-check failed" in o.error and "no reading acknowledged" in o.error, o
     g = up.config_device(opts(broker), dev, None, keys=["status_ms", "batch"])
     assert g.replies[-1]["config"]["status_ms"] == 7000
-    assert g.replies[-1]["config"]["batch"]["linger_ms"] != 600000
+    assert g.replies[-1]["config"]["batch"]["latency_ms"] != 600000
     seen_payloads += [json.dumps(r) for r in g.replies]
     assert not any("s3cret-pass" in p for p in seen_payloads)
 

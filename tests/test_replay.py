@@ -1,4 +1,5 @@
-"""Replay into a pty: byte-identical round trip, timing at x100, damaged captures (issue 8)."""
+"""Replay into a pty: byte-identical round trip, timing at x100, damaged captures (docs/REPLAY.md
+2)."""
 
 from __future__ import annotations
 

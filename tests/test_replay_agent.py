@@ -1,5 +1,5 @@
 """`edgectl replay --agent`: the real agent under unix MicroPython with a virtual clock
-(issue 8): identical collector output on two runs, golden compare and update."""
+(docs/REPLAY.md 3): identical collector output on two runs, golden compare and update."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_golden_compare_and_update(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_24h_capture_replays_through_agent(tmp_path: Path) -> None:
-    """Issue 8 "done when": 24 h at one frame per second, twice, identical; figure printed."""
+    """24 h at one frame per second, twice, identical; figure printed."""
     cap = tmp_path / "day.ecap"
     simulate.simulate("fridge", str(cap), 86400)
     cfg = str(SAMPLES / "fridge-line.agent.json")

@@ -1,5 +1,5 @@
-"""The flash store (issue 3): recovery over 10,000 random and mutated store files, `edgectl
-dump`, the record encoder against the shared codec, restart from a flash image."""
+"""The flash store (docs/FORMAT.md 2): recovery over 10,000 random and mutated store files,
+`edgectl dump`, the record encoder against the shared codec, restart from a flash image."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Issue 6 item 8: the whole `edge` package type-checks with mypy against
+"""Stub type check: the whole `edge` package type-checks with mypy against
 micropython-esp32-stubs and the MicroPython stdlib stubs (used as the typeshed), so a wrong
 machine.* call fails `make test`. Where the stubs are wrong or a module is unix-only, the line
 carries `# type: ignore[code]` with its reason (edge/ has no `typing` at run time)."""

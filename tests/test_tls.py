@@ -1,4 +1,4 @@
-"""TLS to mosquitto (issue 4, TOOLCHAIN.md 4): DER CA, CERT_REQUIRED, server_hostname; a good
+"""TLS to mosquitto (docs/MQTT.md 5): DER CA, CERT_REQUIRED, server_hostname; a good
 certificate connects; wrong CA, wrong hostname and expired are refused, never plaintext."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _pem(obj) -> bytes:
 def tls_broker():
     """mosquitto with a good-certificate listener and an expired-certificate listener."""
     d = pathlib.Path(tempfile.mkdtemp(prefix="edge-tls-"))
-    os.chmod(d, 0o755)  # mosquitto drops root before it reads the key (TOOLCHAIN.md 4)
+    os.chmod(d, 0o755)  # mosquitto drops root before it reads the key
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key, other_key = (
         ec.generate_private_key(ec.SECP256R1()),

@@ -1,4 +1,4 @@
-"""The virtual board (issue 7): littlefs root on a file-backed flash image, behind a pty,
+"""The virtual board (docs/DEPLOY.md 0): littlefs root on a file-backed flash image, behind a pty,
 driven by the real mpremote without `resume`; the image survives reboots."""
 
 import os
@@ -98,7 +98,7 @@ def test_main_runs_at_power_up_and_mpremote_interrupts_it(vboard, tmp_path):
 
 
 def test_boots_blank_image_and_tolerates_esptool_probe(vboard):
-    # esptool on the pty fails fast; the board must survive it (TOOLCHAIN 5).
+    # esptool on the pty fails fast; the board must survive it.
     r = subprocess.run(
         [
             sys.executable,

@@ -1,5 +1,5 @@
 # Allocation-free lookup of short byte strings (keys, enum labels) received on a bus.
-# The parser hashes bytes as they arrive; lookup compares the candidate in place (issue 6 item 2).
+# The parser hashes bytes as they arrive; lookup compares the candidate in place.
 
 _MASK = 0xFFFFFF  # 24 bits: stays a small int on a 32-bit port
 

@@ -1,5 +1,5 @@
-# Hardware abstraction: the one place that knows which platform we run on (DESIGN.md 2).
-# Protocol and storage code take a `hal` object and never branch on the platform.
+# Hardware abstraction: the one place that knows which platform we run on (docs/DESIGN.md
+# "Boundaries"). Protocol and storage code take a `hal` object and never branch on the platform.
 
 import sys
 

@@ -1,4 +1,4 @@
-# ESP32 HAL (issue 6 item 1): machine.UART / I2C / ADC / Pin / WDT, onewire, network.WLAN with
+# ESP32 HAL: machine.UART / I2C / ADC / Pin / WDT, onewire, network.WLAN with
 # reconnect, ntptime, reset cause. Same method names and signatures as edge/hal/unix/hal.py; only
 # this file knows it runs on an ESP32. Checked against micropython-esp32-stubs (tests/
 # test_stub_typecheck.py).
@@ -95,7 +95,7 @@ class Hal:
     def free_heap(self):
         return gc.mem_free()
 
-    # -- reset cause (issue 6 item 7) ----------------------------------------------------------
+    # -- reset cause (docs/HEALTH.md 3) -------------------------------------------------------
     # RTC memory survives every reset but a power cut: note_reset() leaves the reason there
     # ("crash ...", or "watchdog <task>" when the supervisor stops feeding), so the next boot
     # reports what the hardware cause alone cannot tell.

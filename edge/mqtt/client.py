@@ -183,7 +183,7 @@ class Client:
             self._close()
             raise MQTTError("no CONNACK within %d ms" % _CONNECT_TIMEOUT_MS)
         except ValueError as e:
-            # Mbed TLS reports verification failures as ValueError (TOOLCHAIN 4)
+            # Mbed TLS reports verification failures as ValueError
             self._close()
             raise MQTTError(
                 "TLS handshake failed (certificate not trusted, expired, or wrong "

@@ -1,5 +1,6 @@
-# Connection supervisor (issue 4): builds the MQTT client from config (TLS, credentials, Last
-# Will), keeps the persistent session up with capped exponential backoff + full jitter, keepalive.
+# Connection supervisor (docs/MQTT.md 3): builds the MQTT client from config (TLS, credentials,
+# Last Will), keeps the persistent session up with capped exponential backoff + full jitter,
+# keepalive.
 
 import asyncio
 import random
@@ -9,7 +10,7 @@ from micropython import const
 from edge.mqtt.client import Client, MQTTError, tls_context
 
 _BACKOFF_BASE_MS = const(250)
-_BACKOFF_CAP_MS = const(4000)  # resume within 5 s of the broker's return (DESIGN.md 6)
+_BACKOFF_CAP_MS = const(4000)  # resume within 5 s of the broker's return (docs/MQTT.md 3)
 _TICK_MS = const(100)
 _RC_BAD_AUTH = const(4)
 _RC_NOT_AUTHORISED = const(5)
@@ -34,7 +35,7 @@ def make_client(cfg, max_packet):
     tls = None
     t = m.get("tls")
     if t:
-        # DER only: this MicroPython has no PEM parser (TOOLCHAIN 4); the host converts
+        # DER only: this MicroPython has no PEM parser (docs/MQTT.md 5); the host converts
         ctx = tls_context(
             _read(t["ca"]),
             _read(t["cert"]) if t.get("cert") else None,

@@ -1,2 +1,2 @@
-# Sensor drivers (issue 6 item 3). Each is a source: poll(now_ms, emit) -> readings emitted,
+# Sensor drivers (docs/INPUTS.md 2). Each is a source: poll(now_ms, emit) -> readings emitted,
 # never blocking: a measurement is started on one poll and read on a later one.

@@ -1,4 +1,4 @@
-# ADC channel with two-point calibration and oversampling (issue 6 item 3).
+# ADC channel with two-point calibration and oversampling.
 # value = v0 + (raw - r0) * (v1 - v0) / (r1 - r0), integers only; raw is read_u16() averaged
 # over `samples` reads. Calibrate by measuring two known inputs (docs/INPUTS.md).
 

@@ -1,4 +1,4 @@
-# Maxim DS18B20 1-Wire thermometer (issue 6 item 3). Datasheet: CONVERT T 0x44 (750 ms at
+# Maxim DS18B20 1-Wire thermometer. Datasheet: CONVERT T 0x44 (750 ms at
 # 12 bits), READ SCRATCHPAD 0xBE (9 bytes, byte 8 = CRC-8 x^8+x^5+x^4+1), SKIP ROM 0xCC,
 # MATCH ROM 0x55. Temperature: signed 16-bit, 1/16 C per LSB; emitted as centi-degrees.
 # The power-on scratchpad value 0x0550 (85.00 C) means "no conversion yet" and is rejected.

@@ -1,4 +1,4 @@
-# Pulse counter: energy-meter LED or S0 output (issue 6 item 3). The HAL counts edges (an IRQ
+# Pulse counter: energy-meter LED or S0 output. The HAL counts edges (an IRQ
 # or the PCNT unit on the ESP32, a rate script on unix); this driver reports, every interval,
 # the cumulative count scaled by mul/div (e.g. Wh with 1000 imp/kWh: mul 1, div 1) and,
 # optionally, the pulses in the last interval.

@@ -1,4 +1,4 @@
-# Sensirion SHT3x temperature / humidity over I2C (issue 6 item 3). Single-shot, high
+# Sensirion SHT3x temperature / humidity over I2C. Single-shot, high
 # repeatability, no clock stretching (datasheet 4.3, table 9: 0x2400; max 15.5 ms, 4.3 table 4).
 # Result: T msb, T lsb, CRC, RH msb, RH lsb, CRC; CRC-8 0x31 init 0xFF (4.12).
 # Conversion (4.13): T = -45 + 175 * S / 65535 C; RH = 100 * S / 65535 %. Emitted as

@@ -1,5 +1,5 @@
-# The store's files on flash (docs/FORMAT.md 2): segment header, boot-time probe of a
-# segment, and the state file. Nothing here raises on any byte pattern in these files (issue 3).
+# The store's files on flash (docs/FORMAT.md 2): segment header, boot-time probe of a segment, and
+# the state file. Nothing here raises on any byte pattern in these files (docs/FORMAT.md 2).
 
 import json
 import os
@@ -163,7 +163,7 @@ def save_state(root, boot, seq_hi, acked):
 
 # --- record frames, encoded in place (FORMAT 2.3; byte-identical to codec.pack_record) -----
 # One struct.pack_into per reading; the CRC-32 of every frame of a commit is computed by one
-# viper call at commit time: twice the ingest rate of codec.pack_record (issue 3 benchmark).
+# viper call at commit time: twice the ingest rate of codec.pack_record (`edgectl bench store`).
 FRAME_FMT = "<BBBIqHBBBi"  # magic, type, payload length, then the codec's payload fields
 
 

@@ -1,5 +1,6 @@
-# Durable reading store: one append-only segment stream per consent category (DESIGN.md 3,
-# docs/FORMAT.md 2). commit() is the durability point; the ack cursor deletes whole segments.
+# Durable reading store: one append-only segment stream per consent category (docs/DESIGN.md "The
+# data path", docs/FORMAT.md 2). commit() is the durability point; the ack cursor deletes whole
+# segments.
 
 import os
 import struct
@@ -37,8 +38,9 @@ class _Stream:
         self.dir = root + "/" + name
         self.segs = SegIndex()
         self.active = None  # open file of the newest segment while it takes appends
-        # commit buffer, allocated by the first append (a category without consent never gets
-        # one, issue 4 memory) and released when a revocation purges the category
+        # commit buffer, allocated by the first append (a category without consent never gets one:
+        # bounded RAM, docs/DESIGN.md "Requirements") and released when a revocation purges the
+        # category
         self.buf = None
         self.n = 0  # records pending in buf (not yet durable)
         self.acked = 0  # highest acknowledged seq
@@ -198,8 +200,8 @@ class Store(StoreBase):
 
     def _write(self, s, nbytes):
         # littlefs copies a synced file's partly filled last block before it appends (COW,
-        # TOOLCHAIN 8). A commit that would cross into a new block while the last one is more
-        # than half full starts a new segment instead: it never copies more than half a block
+        # docs/FORMAT.md 2.1). A commit that would cross into a new block while the last one is
+        # more than half full starts a new segment instead: it never copies more than half a block
         # and wastes less than half of one.
         if s.active is not None:
             size = s.segs.size(len(s.segs) - 1)
@@ -209,7 +211,7 @@ class Store(StoreBase):
         if s.active is None:
             self._open_segment(s)
         s.active.write(memoryview(s.buf)[:nbytes])
-        s.active.flush()  # the durability point (TOOLCHAIN.md 3)
+        s.active.flush()  # the durability point (docs/FORMAT.md 2.1)
 
     def _close_active(self, s):
         f = s.active
@@ -326,7 +328,7 @@ class Store(StoreBase):
             hi = segs.first(i)
             hi = hi - (hi & _LOW) if hi > 0 else 0
             top = segs.last(i)
-            mv = self.rmv[:n]  # one view per read, not one per record (issue 4 memory)
+            mv = self.rmv[:n]  # one view per read, not one per record (bounded RAM)
             while p < n:
                 r = codec.check_record(mv, p)
                 if r < 0:
@@ -376,7 +378,7 @@ class Store(StoreBase):
         s.acked = seq
         self.moved = True
         s.aseg, s.aoff = seg, off
-        # whole segments below the acknowledged position are deleted (DESIGN.md 3)
+        # whole segments below the acknowledged position are deleted (docs/FORMAT.md 2.2)
         segs = s.segs
         while len(segs) > 1 and segs.segno(0) < seg and segs.last(0) <= seq:
             self._remove_segment(s)

@@ -1,5 +1,6 @@
 """`edgectl consent DEVICE --grant usage --deny marketing [--key FILE]`: publish the next
-consent version (retained), wait for the device's receipt, print what it now enforces (issue 5).
+consent version (retained), wait for the device's receipt, print what it now enforces
+(docs/CONSENT.md).
 
 The signed bytes follow docs/CONSENT.md section 4 and come from edge/wire.py, the module the
 device verifies with (golden vectors: tests/vectors/wire.json).

@@ -1,7 +1,7 @@
-"""Fault proxy on loopback (issue 4): a TCP relay that adds latency, limits bandwidth,
+"""Fault proxy on loopback: a TCP relay that adds latency, limits bandwidth,
 black-holes or resets connections on command. Used by tests and `edgectl bench forward`.
 
-The kernel's `tc netem` is not available here (TOOLCHAIN.md 8), so latency is added in user
+The kernel's `tc netem` needs privileges the tests do not have, so latency is added in user
 space: every chunk read from one side is released to the other side `delay` seconds later, so a
 pipelined sender still keeps many bytes in flight (the link has latency, not a window of one).
 """

@@ -1,5 +1,5 @@
 """`edgectl bench NAME [--json]`: every benchmark runs its baseline in the same run and
-reports ratios (DESIGN.md 6). Each entry maps a name to "module:function"; the function takes
+reports ratios (CONTRIBUTING.md). Each entry maps a name to "module:function"; the function takes
 the parsed args and returns a dict of figures (printed as a table, and as JSON on the last
 stdout line with --json)."""
 

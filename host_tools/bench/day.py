@@ -284,7 +284,7 @@ def _baseline(device: str, readings: list, work: str, timeout: float, broker) ->
 def bench_day(args=None) -> dict:
     """Every profile (or --profile NAME) for --hours of virtual time (default 24); --before:
     with the agent's earlier behaviour (day_profiles.BEFORE) for comparison."""
-    hours = float(getattr(args, "hours", None) or os.environ.get("EDGE_DAY_HOURS", 24))
+    hours = float(getattr(args, "hours", None) or os.environ.get("EDGE_DAY_HOURS") or 24)
     names = [args.profile] if getattr(args, "profile", None) else list(PROFILES)
     before = bool(getattr(args, "before", False))
     out: dict = {"profiles": {}}

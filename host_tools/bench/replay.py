@@ -1,7 +1,7 @@
 """`edgectl bench replay`: a synthetic capture of one fridge frame per second (default 24 h)
-replayed twice through the agent with a virtual clock (issue 8). Reports the seconds each run
-took, the speed-up over real time (the capture's own duration is the baseline) and whether
-the two runs gave identical collector output."""
+replayed twice through the agent with a virtual clock (docs/REPLAY.md 3). Reports the seconds each
+run took, the speed-up over real time (the capture's own duration is the baseline) and whether the
+two runs gave identical collector output."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`edgectl flash`: write a MicroPython firmware image with esptool's Python API (issue 7).
+"""`edgectl flash`: write a MicroPython firmware image with esptool's Python API (docs/DEPLOY.md
+1).
 
 The chip, flash offset and flash size come from the board file (`boards/NAME.json`); the CLI
 only parses. `--dry-run` prints the equivalent esptool command line and touches no port.

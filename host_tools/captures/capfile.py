@@ -1,4 +1,4 @@
-"""Capture file reader and writer (docs/FORMAT.md, section "Capture format", issue 8).
+"""Capture file reader and writer (docs/FORMAT.md, section 5 "Capture format").
 
 A capture is a small header (magic, version, JSON metadata with the port settings, CRC32)
 followed by append-only chunks: kind (rx/tx/note), timestamp in microseconds since the start,

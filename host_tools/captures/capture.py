@@ -1,4 +1,4 @@
-"""`edgectl capture`: record a serial port's raw bytes with timestamps (issue 8).
+"""`edgectl capture`: record a serial port's raw bytes with timestamps (docs/REPLAY.md 1).
 
 Opens the port with `serial.serial_for_url` (real ports, `rfc2217://`, `socket://`, `loop://`,
 `replay://`), appends every read as an rx chunk (docs/FORMAT.md "Capture format") and shows

@@ -1,4 +1,4 @@
-"""Count frames in a byte stream for capture/replay statistics (issue 8).
+"""Count frames in a byte stream for capture/replay statistics (docs/REPLAY.md).
 
 Two framings: the line protocol (`KEY=VALUE;...\\n`, one frame per LF) and Tuya MCU serial
 frames (`55 AA ver cmd len16 data checksum`, checksum = sum of all previous bytes mod 256).

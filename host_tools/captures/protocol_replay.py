@@ -1,4 +1,5 @@
-"""pyserial URL handler `replay://FILE?speed=X`: read a capture as if it were a port (issue 8).
+"""pyserial URL handler `replay://FILE?speed=X`: read a capture as if it were a port
+(docs/REPLAY.md 4).
 
 Registered by `host_tools/__init__.py`, which adds `host_tools` to
 `serial.protocol_handler_packages`; after `import host_tools`, any pyserial tool can open

@@ -1,4 +1,4 @@
-"""`edgectl replay`: play a capture back into a pty, a port, or the agent (issue 8).
+"""`edgectl replay`: play a capture back into a pty, a port, or the agent (docs/REPLAY.md).
 
 Bytes go out with their captured timing scaled by `--speed` (or as fast as possible with
 `--fast`); at the end the tool reports the timing error. `--agent BOARD` runs the real agent
@@ -160,7 +160,7 @@ class PtyOut:
 
     The slave stays closed on our side so the master reports POLLHUP until a reader opens
     the link; `wait_reader` uses that to start the replay only once someone listens
-    (TOOLCHAIN.md section 6: set the slave raw before writing).
+    (set the slave raw before writing, or the line discipline edits the bytes).
     """
 
     def __init__(self, link: str) -> None:

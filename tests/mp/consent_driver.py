@@ -1,6 +1,6 @@
-# Test driver (issue 5): the real Agent with its sources replaced by lines on stdin, so a host
-# test decides exactly which readings exist and when consent changes. One line in, one
-# "@ok ..." line out:
+# Test driver (docs/CONSENT.md): the real Agent with its sources replaced by lines on stdin, so a
+# host test decides exactly which readings exist and when consent changes. One line in, one "@ok
+# ..." line out:
 #   r CH N      emit N readings on channel CH            -> @ok r NEXT_SEQ
 #   w           commit the store                         -> @ok w
 #   c JSON      the appliance UI's local consent call    -> @ok c REPLY_JSON

@@ -1,8 +1,8 @@
-# Consent power cuts (issue 5) on the store's emulated NOR flash (edge/hal/unix/flashdev.py, the
-# harness of issue 3): a workload of consent updates and readings runs through the real
-# Commands/Consent/Store; power is cut at every flash operation K; a new device boots over the
-# surviving bytes. Usage: consent_powercut.py [broken] -> one JSON line, "violations" must be 0.
-# Invariants after every cut:
+# Consent power cuts (docs/CONSENT.md) on the store's emulated NOR flash
+# (edge/hal/unix/flashdev.py, the power-cut harness of tests/test_store_powercut.py): a workload of
+# consent updates and readings runs through the real Commands/Consent/Store; power is cut at every
+# flash operation K; a new device boots over the surviving bytes. Usage: consent_powercut.py
+# [broken] -> one JSON line, "violations" must be 0. Invariants after every cut:
 #   1. littlefs mounts and the consent state is the version before or after the cut step,
 #      with exactly that version's grants (never a mix, never more than granted);
 #   2. no reading of a category the booted state denies is left to send (the boot finishes an

@@ -1,4 +1,4 @@
-# MicroPython side of tests/test_consent.py (issue 5). Usage: consent_unit.py CASE DIR [ARGS]
+# MicroPython side of tests/test_consent.py. Usage: consent_unit.py CASE DIR [ARGS]
 # Prints one JSON line with what the host test checks.
 import binascii
 import json

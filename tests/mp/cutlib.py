@@ -1,6 +1,6 @@
 # Shared by the power-cut harnesses (powercut.py, consent_powercut.py): after a cut the device
 # is dead; close the store's abandoned segment files while it is (their errors are expected)
-# and unmount, so GC finalisers do not run later against a new device (TOOLCHAIN.md 3).
+# and unmount, so GC finalisers do not run later against a new device.
 import gc
 import time
 

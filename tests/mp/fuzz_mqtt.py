@@ -1,5 +1,5 @@
 # Feed the client's inbound parser (edge.mqtt.parser) N malformed, truncated and oversized packets
-# in-process (issue 4 fuzz). Prints one JSON line with the counts.
+# in-process. Prints one JSON line with the counts.
 import json
 import random
 import sys

@@ -1,4 +1,4 @@
-# Drive edge.mqtt.client.Client against a test broker (issue 4 tests). Modes:
+# Drive edge.mqtt.client.Client against a test broker (tests/test_mqtt.py). Modes:
 #   reconnect HOST PORT K         connect K times; the scripted fake broker breaks each session
 #   tls HOST PORT CA.der HOSTNAME connect once over TLS, publish one QoS 1 message
 #   auth HOST PORT USER PASS SECS run the Link supervisor with these credentials for SECS

@@ -1,4 +1,4 @@
-# Recovery over random and mutated store files (issue 3): never crash on any byte pattern.
+# Recovery over random and mutated store files (docs/FORMAT.md 2): never crash on any byte pattern.
 #   micropython store_fuzz.py CORPUS WORKDIR
 # CORPUS: cases of three length-prefixed (u32 LE) blobs: older segment, newest segment,
 # state.json (length 0xFFFFFFFF = file absent). Each case is placed in WORKDIR/store (as

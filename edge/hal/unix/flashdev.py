@@ -110,7 +110,7 @@ class FlashDev:
                 self._erase_file(end, self.size - end)
         else:
             if mem is None:
-                mem = bytearray(self.size)  # in place: no `bytes * n` temporary (TOOLCHAIN 3)
+                mem = bytearray(self.size)  # in place: no `bytes * n` temporary
                 _fill(mem, 0, self.size, 0xFF)
             self.mem = mem  # a new device over an old bytearray = a reboot over the same chip
         self.reset_counters()

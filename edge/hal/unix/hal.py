@@ -1,5 +1,5 @@
 # Unix HAL: wall clock from the host, ticks (real or virtual), a filesystem root on the host
-# (VfsPosix), UARTs over ptys/ttys, and simulated I2C / 1-Wire / ADC / pulse inputs (issue 6).
+# (VfsPosix), UARTs over ptys/ttys, and simulated I2C / 1-Wire / ADC / pulse inputs.
 
 import os
 import time
@@ -48,9 +48,10 @@ class Hal:
         """Unix time in ms, or None while the clock is not set (only with simulate_ntp)."""
         if not self._wall_set:
             return None
-        # Called per reading: time_ns() arithmetic allocates (big ints, 128 bytes a call),
-        # so the ms come from the monotonic ticks, checked against the host clock once a
-        # second (issue 4 memory). Small drift is kept, so stamps never step back by a ms.
+        # Called per reading: time_ns() arithmetic allocates (big ints, 128 bytes a call), so the
+        # ms come from the monotonic ticks, checked against the host clock once a second
+        # (docs/DESIGN.md "Requirements", bounded RAM). Small drift is kept, so stamps never step
+        # back by a ms.
         t = time.ticks_ms()
         d = time.ticks_diff(t, self._wall_t)
         if self._wall0 is not None and d < _WALL_CHECK_MS:
@@ -78,10 +79,10 @@ class Hal:
 
     def mount_store(self, path):
         """Mount the store's flash like the ESP32 does (littlefs v2 on 4096-byte NOR blocks,
-        issue 3): an emulated 2 MiB flash kept in the image file `path`.img so data
+        docs/FORMAT.md 2): an emulated 2 MiB flash kept in the image file `path`.img so data
         survives a restart. Returns the store's directory on it.
 
-        When the root filesystem is already littlefs (the virtual board of issue 7, like a
+        When the root filesystem is already littlefs (the virtual board, docs/DEPLOY.md 0, like a
         real ESP32), the store is a plain directory on it.
 
         Also reads the reset marker `path`.reset (note_reset) for reset_cause."""
@@ -124,7 +125,7 @@ class Hal:
 
         return gc.mem_free()
 
-    # -- reset cause (issue 6 item 7) ----------------------------------------------------------
+    # -- reset cause (docs/HEALTH.md 3) -------------------------------------------------------
     # A process has no reset register: a marker file beside the store says how the last run
     # ended. "running" while the agent runs, "stopped" after a clean exit, "watchdog" or
     # "crash" when the agent knew why it stopped. A run that left "running" was killed
@@ -208,7 +209,7 @@ class Hal:
 
 class PtyUART:
     """A pty or tty opened raw with VMIN=VTIME=0, so readinto() returns what is there
-    (0 when nothing) instead of blocking (../shared/TOOLCHAIN.md 6)."""
+    (0 when nothing) instead of blocking."""
 
     def __init__(self, path):
         # unix-only module, absent from the esp32 stubs

@@ -1,4 +1,4 @@
-# Simulated hardware for the unix HAL (issue 6 items 1 and 3): values come from a script in the
+# Simulated hardware for the unix HAL: values come from a script in the
 # config ("sim" of an input) or from a file; each device answers its real wire protocol so the
 # drivers in edge/sensors/ run unchanged on unix.
 #
@@ -215,7 +215,7 @@ class SimWDT:
     """machine.WDT stand-in: feed() records the tick; expired() tells a hang. With `on_expire`
     a monitor thread acts as the hardware would, even while the event loop is blocked: when
     no feed came for timeout_ms it calls on_expire(ms_since_feed) and resets (ends) the
-    process with SIGKILL, so the exit status is non-zero (issue 6 item 7)."""
+    process with SIGKILL, so the exit status is non-zero (docs/HEALTH.md 2)."""
 
     def __init__(self, timeout_ms, clock, on_expire=None):
         self.timeout_ms = timeout_ms

@@ -1,4 +1,4 @@
-# The agent's code footprint (issue 4, DESIGN.md 5b): importing this module loads every module
+# The agent's code footprint (docs/MQTT.md 6): importing this module loads every module
 # the agent loads in a unix run with the simulated appliance, so their bytecode is measured as
 # code and not as working set. Run as a script it prints the heap in use after a collection
 # (the interpreter's own share included), which tests/test_forward.py uses to size the heap.

@@ -1,5 +1,5 @@
-# MicroPython side of `edgectl bench forward|memory` (issue 4): drives the real edge modules.
-# Usage: micropython fwd_bench.py forward HOST PORT N BATCH WINDOW WORKDIR [FORMAT]
+# MicroPython side of `edgectl bench forward|memory` (docs/MQTT.md 6): drives the real edge
+# modules. Usage: micropython fwd_bench.py forward HOST PORT N BATCH WINDOW WORKDIR [FORMAT]
 #        micropython fwd_bench.py memory HOST PORT N BATCH WINDOW WORKDIR [FORMAT]
 #        micropython fwd_bench.py encode - - N BATCH - WORKDIR FORMAT
 # FORMAT is the batch payload format (config batch.format, docs/FORMAT.md 3), default: the

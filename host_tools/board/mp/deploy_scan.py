@@ -1,4 +1,4 @@
-# Board-side half of `edgectl deploy` (issue 7), sent over the raw REPL after a line that sets
+# Board-side half of `edgectl deploy`, sent over the raw REPL after a line that sets
 # ROOTS (directories the deploy owns) and TOP (top-level files it owns). Prints one JSON line:
 # {"files": {path: sha256 hex}, "dirs": [...]} for every file under ROOTS plus TOP, so the host
 # copies only what differs and removes what is stale. Works on ESP32 firmware and unix.
