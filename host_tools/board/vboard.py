@@ -71,8 +71,8 @@ def make_image(path: Path, size: int = DEFAULT_IMAGE_BYTES) -> None:
 
 def check_image(path: Path) -> None:
     """ToolError unless `path` looks like a flash image: a regular file of whole 4 KiB sectors
-    that is erased (0xFF), holds a littlefs superblock (docs/FORMAT.md section 7) or, for the log
-    partition, starts with an erased or raw log block (docs/FORMAT.md section 8)."""
+    that is erased (0xFF) or holds a littlefs superblock; the raw log and ROM partitions'
+    images beside it (`.log`, `.rom`) need only the size."""
     if not path.is_file():
         raise ToolError(f"--image {path} is not a regular file")
     size = path.stat().st_size
