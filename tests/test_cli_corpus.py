@@ -508,3 +508,20 @@ def test_stopping_the_broker_command_stops_mosquitto(sig):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_a_vboard_never_replaces_a_file_beside_its_link(files):
+    """The vboard's control socket goes at LINK.ctl: a user's file there is refused, kept."""
+    d = Path(files["d"])
+    ctl = d / "board.ctl"
+    ctl.write_bytes(PRECIOUS)
+    try:
+        o = run_edgectl(
+            ["vboard", "--link", str(d / "board"), "--image", str(d / "b.img")], str(d)
+        )
+        assert o.rc == 2 and str(ctl) in o.stderr and "Traceback" not in o.stderr, o.describe()
+        assert ctl.read_bytes() == PRECIOUS and not os.path.lexists(d / "board")
+    finally:
+        for p in (ctl, d / "b.img", d / "b.img.log", d / "b.img.rom"):
+            if p.exists():
+                p.unlink()

@@ -176,3 +176,34 @@ def test_a_replay_with_no_readings_fails_its_golden_check_and_says_why(tmp_path:
     opts.update_golden = False
     result, code = replay_agent.run(opts, meta, items, chunks)
     assert code == 1 and result.readings == 0 and result.why
+
+
+def test_a_replay_on_a_terminal_shows_its_progress(tmp_path: Path) -> None:
+    """stderr a terminal: a progress bar of the capture time the readings reached; not a
+    terminal (every other test here): no bar, the output stays clean for scripts."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "host_tools", "replay", str(SAMPLES / "fridge-line.ecap")]
+        + ["--agent", "unix-sim"],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(300) == 0, seen[-2000:]
+    assert b"replay" in seen and b"s of capture" in seen, seen[-2000:]

@@ -251,7 +251,7 @@ def run(
         parsed = modbus_capture.from_chunks(chunks or [], meta, lo, hi)
     with tempfile.TemporaryDirectory(prefix="edge-replay-") as tmp:
         feed = os.path.join(tmp, "feed.bin")
-        write_feed(feed, items)
+        span_ms = write_feed(feed, items)
         serve = None
         if parsed is not None:
             serve = os.path.join(tmp, "serve.bin")
@@ -281,7 +281,9 @@ def run(
                 os.makedirs(agent.workdir, exist_ok=True)
                 agent.start()
                 try:
-                    agent.wait(opts.timeout)
+                    wait_showing_progress(
+                        agent, col, cfg["replay"]["wall0_ms"], span_ms, opts.timeout
+                    )
                 finally:
                     agent.stop()
                 replay_doc = agent.replay_doc()
@@ -338,6 +340,35 @@ def run(
             else:
                 print(f"golden file {opts.expect}: match ({len(readings)} readings)")
     return result, exit_code
+
+
+def wait_showing_progress(
+    agent: AgentProcess, col: Collector, wall0: int, span_ms: int, timeout: float
+) -> None:
+    """Wait for the replaying agent; on a terminal, a progress bar of the capture time its
+    readings have reached (their timestamps are wall0 + capture time) with the time left."""
+    if not sys.stderr.isatty():
+        agent.wait(timeout)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    deadline = time.monotonic() + timeout
+    columns = (
+        TextColumn("replay"),
+        BarColumn(),
+        TextColumn("{task.fields[at]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("replay", total=max(1, span_ms), at="")
+        while not agent.done.wait(0.25) and time.monotonic() < deadline:
+            recent = col.readings[-64:]
+            reached = max((r[2] for r in recent), default=wall0) - wall0
+            reached = max(0, min(reached, span_ms))
+            at = f"{reached / 1000:.0f} of {span_ms / 1000:.0f} s of capture"
+            bar.update(task, completed=reached, at=at)
+    agent.wait(max(0.0, deadline - time.monotonic()))
 
 
 def explain(

@@ -21,6 +21,7 @@ import pty
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import termios
@@ -129,15 +130,15 @@ class VirtualBoard:
         # own slave fd open means the master never hits EIO when the host closes the port.
         tty.setraw(self.host_m)
         tty.setraw(self.host_s)
+        if self.link.exists() and not self.link.is_symlink():
+            raise ToolError(f"--link {self.link} exists and is not a link; refusing to replace it")
+        self.ctl = _control_socket(self.link)  # first: it may refuse, and leave nothing behind
         if self.link.is_symlink():
             self.link.unlink()  # a stale link of an earlier vboard
-        elif self.link.exists():
-            raise ToolError(f"--link {self.link} exists and is not a link; refusing to replace it")
         os.symlink(os.ttyname(self.host_s), self.link)
         # Like a UART with nobody listening, console output is dropped, never queued until
         # the agent blocks on print(); a host that opens the port sees output from then on.
         os.set_blocking(self.host_m, False)
-        self.ctl = _control_socket(self.link)
         self.child: subprocess.Popen | None = None
         self.child_m = -1
         self.running = True
@@ -311,8 +312,12 @@ def control_path(link: Path | str) -> str:
 
 def _control_socket(link: Path) -> socket.socket:
     path = control_path(link)
-    if os.path.exists(path):
-        os.unlink(path)
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ToolError(
+                f"{path} exists and is not a vboard's control socket; refusing to replace it"
+            )
+        os.unlink(path)  # a stale socket of an earlier vboard on this link
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(path)
     s.listen(2)
