@@ -321,7 +321,25 @@ def generated() -> list[tuple[str, str]]:
                 cases.append((f"{name} {opt} lots", opt))
             if action.choices:
                 cases.append((f"{name} {opt} bogus-choice", opt))
+            bad = BAD_VALUE_OF_TYPE.get(getattr(action.type, "__name__", ""))
+            if bad:
+                cases.append((f"{name} {opt} {bad}", opt))
     return cases
+
+
+# a value each kind of argument must refuse, by the name of its argparse type
+BAD_VALUE_OF_TYPE = {
+    "input_file": "{missing}",
+    "input_path": "{missing}",
+    "output_file": "{dir}",
+    "new_file": "{regular}",
+    "link_path": "{regular}",
+    "directory": "{regular}",
+    "serial_port": "{regular}",
+    "device_id": "a/b",
+    "name": "a+b",
+    "board": "no-such-board",
+}
 
 
 def _free_port() -> int:
@@ -525,3 +543,22 @@ def test_a_vboard_never_replaces_a_file_beside_its_link(files):
         for p in (ctl, d / "b.img", d / "b.img.log", d / "b.img.rom"):
             if p.exists():
                 p.unlink()
+
+
+def test_two_vboards_never_share_one_image(files, micropython):
+    """A second vboard on a running one's image is refused (both would write its flash)."""
+    from host_tools.board.vboard import spawn
+
+    d = Path(files["d"])
+    first = spawn(d / "first", d / "shared.img")
+    try:
+        o = run_edgectl(
+            ["vboard", "--link", str(d / "second"), "--image", str(d / "shared.img")], str(d)
+        )
+        assert o.rc == 2 and "in use by another vboard" in o.stderr, o.describe()
+        assert not os.path.lexists(d / "second")
+    finally:
+        first.terminate()
+        first.wait(10)
+        for p in d.glob("shared.img*"):
+            p.unlink()
