@@ -44,6 +44,8 @@ COMMAND_MODULES = [
     "host_tools.ota.release",
     "host_tools.ota.update",
     "host_tools.view.dashboard",
+    "host_tools.view.export",
+    "host_tools.view.plot",
 ]
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from host_tools.view.dashboard import Server
+from host_tools.view.server import Server
 from host_tools.view.query import SqliteView
 from tests.dashboard_rig import (
     ARTIFACTS,

@@ -211,7 +211,7 @@ def cmd_demo(args) -> int:
         raise ToolError(f"--rate {args.rate}: give readings per second, at least 1")
     server = None
     if args.dashboard is not None:
-        from host_tools.view.dashboard import Server
+        from host_tools.view.server import Server
         from host_tools.view.query import open_view
 
         if not 0 <= args.dashboard <= 65535:

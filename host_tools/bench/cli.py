@@ -54,7 +54,10 @@ def register(sub) -> None:
         "--hours", type=argtypes.positive_float, help="day: virtual hours per profile (default 24)"
     )
     p.add_argument(
-        "--before", action="store_true", help="day: the agent's earlier settings, to compare"
+        "--no-before",
+        action="store_true",
+        help="day: skip the run with the agent's earlier settings (format 1, 200 ms linger, "
+        "full status every 5 s)",
     )
     p.add_argument(
         "--board",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import fcntl
+from concurrent.futures import ThreadPoolExecutor
 import json
 import os
 import shutil
@@ -38,9 +39,11 @@ STANDINS32 = ["socket"]  # what the WebAssembly port lacks and nothing measured 
 def mp32_package() -> Path:
     """The WebAssembly MicroPython package directory: $EDGE_MP32_DIR, or PACKAGE@VERSION
     installed with npm under build/node on first use. ToolError when node or npm is missing."""
+    if not shutil.which("node"):
+        raise ToolError("node is needed for the 32-bit heap figures: apt-get install nodejs npm")
     if os.environ.get("EDGE_MP32_DIR"):
         return Path(os.environ["EDGE_MP32_DIR"])
-    if not shutil.which("node") or not shutil.which("npm"):
+    if not shutil.which("npm"):
         raise ToolError(
             "node and npm are needed for the 32-bit heap figures: apt-get install nodejs npm"
         )
@@ -175,9 +178,10 @@ def _script(tmp: Path, mode: str, modules: list[str], readings: int, **params: o
         steps.append(f"_mark()\n_work_setup({readings})")
         steps += [f"_mark()\n_work_run({WORK_STEP})"] * -(-readings // WORK_STEP)
         steps.append("_mark()\nprint('@heap ' + json.dumps(_work_report()))")
-    path = tmp / f"probe-{mode}-{len(list(tmp.iterdir()))}.py"
-    path.write_text(STEP.join(steps))
-    return path
+    fd, name = tempfile.mkstemp(prefix=f"probe-{mode}-", suffix=".py", dir=tmp)
+    with os.fdopen(fd, "w") as f:  # a name of its own: the probes run two at a time
+        f.write(STEP.join(steps))
+    return Path(name)
 
 
 def _figures(stdout: str, what: str, code: int) -> dict:
@@ -304,19 +308,28 @@ def measure(readings: int, local_mpy: int) -> dict:
         img32 = tmp / "agent32.romfs"
         build_image(lib_files(lib64), img64)
         build_image(lib_files(lib32), img32)
-        # 64-bit: the agent's modules as copied .mpy files and from ROMFS
-        a64 = run64(tmp, lib64, None, "code", agent)
-        r64 = run64(tmp, lib64, img64, "code", agent)
-        # 32-bit: every module that loads there, as copied .mpy files and from ROMFS
-        c32f = run32(tmp, lib32, None, "code", [m for m in every if m not in no32])
-        loaded = [m for m in every if m in c32f["modules"]]
-        r32 = run32(tmp, None, img32, "code", loaded)
-        same64 = run64(tmp, lib64, None, "code", loaded)  # the same modules on 64-bit
-        agent32 = [m for m in agent if m in c32f["modules"]]
-        a32 = run32(tmp, lib32, None, "code", agent32)
-        a32r = run32(tmp, None, img32, "code", agent32)
-        w32 = run32(tmp, lib32, None, "work", edge_modules(WORK_MODULES), readings)
-        w64 = run64(tmp, lib64, None, "work", edge_modules(WORK_MODULES), readings)
+        work = edge_modules(WORK_MODULES)
+        with ThreadPoolExecutor(2) as pool:  # separate processes: two at a time, as many cores
+            # 64-bit: the agent's modules as copied .mpy files and from ROMFS; 32-bit: every
+            # module that loads there; the data path slice on both
+            first = [
+                pool.submit(run64, tmp, lib64, None, "code", agent),
+                pool.submit(run64, tmp, lib64, img64, "code", agent),
+                pool.submit(run32, tmp, lib32, None, "code", [m for m in every if m not in no32]),
+                pool.submit(run32, tmp, lib32, None, "work", work, readings),
+                pool.submit(run64, tmp, lib64, None, "work", work, readings),
+            ]
+            a64, r64, c32f, w32, w64 = (f.result() for f in first)
+            # what loaded there: from ROMFS, the same modules on 64-bit, the agent's share
+            loaded = [m for m in every if m in c32f["modules"]]
+            agent32 = [m for m in agent if m in c32f["modules"]]
+            second = [
+                pool.submit(run32, tmp, None, img32, "code", loaded),
+                pool.submit(run64, tmp, lib64, None, "code", loaded),
+                pool.submit(run32, tmp, lib32, None, "code", agent32),
+                pool.submit(run32, tmp, None, img32, "code", agent32),
+            ]
+            r32, same64, a32, a32r = (f.result() for f in second)
         sizes = (img64.stat().st_size, img32.stat().st_size)
     failed = {**{m: "no native emitter: " + why for m, why in no32.items()}, **c32f["failed"]}
     return {

@@ -10,7 +10,8 @@ reported and repaired by the next one; the generated `main.py` refuses to start 
 the manifest is missing. Then a soft reset and an on-board self-test.
 
 Board layout: /lib/edge/**.mpy (the agent), /config.json (device config), /board.json,
-/secrets/* (from provisioning), /main.py, /.deploy.json.
+/secrets/* (from provisioning), /main.py, /.deploy.json. With --romfs the agent is instead in
+the board's ROM partition, mounted at /rom (/rom/lib/edge/**.mpy; host_tools/board/romfs.py).
 """
 
 from __future__ import annotations

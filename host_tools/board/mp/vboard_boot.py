@@ -192,6 +192,9 @@ if _image:
         _rom_part = RomPartition(os.getenv("VBOARD_ROM_IMAGE") or "")
     except OSError:
         _rom_part = None
+    except MemoryError:  # a small -X heapsize: the partition is held on this heap
+        print("vboard: no heap for the ROM partition image: /rom not mounted")
+        _rom_part = None
     _mount_root(_image)
     if _rom_part:
         _rom(_rom_part)
