@@ -102,7 +102,9 @@ def run_edgectl(
     rc: int | None = None
     deadline = t0 + timeout
     while True:
-        for key, _ in sel.select(timeout=0.05):
+        if not sel.get_map():
+            time.sleep(0.002)  # both pipes closed: only the exit is left to wait for
+        for key, _ in sel.select(timeout=0.05) if sel.get_map() else ():
             chunk = os.read(key.fd, 65536)
             if chunk:
                 bufs[key.fd] += chunk[: max(0, (1 << 20) - len(bufs[key.fd]))]

@@ -241,6 +241,10 @@ def run(
     exit_code = 0
     device = device_config(opts.config, opts.capture)
     device.setdefault("device_id", DEFAULT_DEVICE)
+    # what can be refused is refused before a broker and an agent start
+    consent_state(agent_config(opts.board, device), opts.grant)
+    if opts.expect and not opts.update_golden:
+        compare_golden(opts.expect, golden_doc(device["device_id"], []))
     counter = FrameCounter(opts.framing)
     for _, data in items:
         counter.feed(data)

@@ -117,7 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     dest.add_argument(
         "--port", metavar="URL", type=serial_port, help="pyserial URL or device to write to"
     )
-    dest.add_argument("--agent", metavar="BOARD", help="run the agent with a virtual clock")
+    dest.add_argument(
+        "--agent", metavar="BOARD", type=argtypes.board, help="run the agent with a virtual clock"
+    )
     rate = p.add_mutually_exclusive_group()
     rate.add_argument(
         "--speed",
