@@ -17,8 +17,10 @@ from host_tools.errors import ToolError
 from host_tools.view.export import (
     Selection,
     add_selection_args,
+    check_out,
     named_readings,
     open_source,
+    output_path,
     selection_from,
 )
 from host_tools.view.query import ReadingSource
@@ -53,11 +55,7 @@ def plot(src: ReadingSource, sel: Selection, out_path: str, fmt: str | None = No
     fmt = fmt or os.path.splitext(out_path)[1].lstrip(".").lower()
     if fmt not in FORMATS:
         raise ToolError(f"--out {out_path}: give a .png or .svg file (or --format png|svg)")
-    parent = os.path.dirname(os.path.abspath(out_path))
-    if not os.path.isdir(parent):
-        raise ToolError(f"--out {out_path}: no such directory {parent}")
-    if os.path.isdir(out_path):
-        raise ToolError(f"--out {out_path}: is a directory")
+    check_out(out_path)
     series, unplaced = collect_series(src, sel)
     if not series:
         why = f" ({unplaced} readings have no wall-clock time)" if unplaced else ""
@@ -95,17 +93,10 @@ def plot(src: ReadingSource, sel: Selection, out_path: str, fmt: str | None = No
             mdates.AutoDateLocator(), tz=_dt.timezone.utc))  # fmt: skip
         axes[-1, 0].set_xlabel("time (UTC)")
         fig.tight_layout()
-        tmp = f"{out_path}.partial-{os.getpid()}"
-        try:
-            # no creation date in the file: the same data gives the same SVG
-            meta = {"Date": None} if fmt == "svg" else {}
-            fig.savefig(tmp, format=fmt, dpi=110, metadata=meta)
-            os.replace(tmp, out_path)
-        except OSError as e:
-            raise ToolError(f"--out {out_path}: {e.strerror or e}") from None
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)  # ours: a plot that failed half-written
+        # no creation date in the file: the same data gives the same SVG
+        meta = {"Date": None} if fmt == "svg" else {}
+        with output_path(out_path) as path:
+            fig.savefig(path, format=fmt, dpi=110, metadata=meta)
     finally:
         plt.close(fig)
     return {"panels": len(keys), "points": points, "unplaced": unplaced}
