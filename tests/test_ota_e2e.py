@@ -247,13 +247,13 @@ def test_remote_config_trial_confirm_rollback_and_what_is_refused(agents, rig, t
     assert o.state == "confirmed", o
 
     # valid for the schema, but the trial forwards nothing in time: it rolls back
-    slow = {"batch": {"linger_ms": 600000, "max_readings": 1000}}
+    slow = {"batch": {"latency_ms": 600000, "max_readings": 1000}}
     o = up.config_device(opts(broker), dev, slow, timeout=120)
     assert o.state == "rolled_back", o
     assert "self-check failed" in o.error and "no reading acknowledged" in o.error, o
     g = up.config_device(opts(broker), dev, None, keys=["status_ms", "batch"])
     assert g.replies[-1]["config"]["status_ms"] == 7000
-    assert g.replies[-1]["config"]["batch"]["linger_ms"] != 600000
+    assert g.replies[-1]["config"]["batch"]["latency_ms"] != 600000
     seen_payloads += [json.dumps(r) for r in g.replies]
     assert not any("s3cret-pass" in p for p in seen_payloads)
 
@@ -304,7 +304,11 @@ def test_deployed_agent_runs_in_code_plus_48k_and_refuses_an_update_it_cannot_ho
         workdir=str(root),
         secrets={"release.pub": rig["pub"]},
     )
-    wait_status(broker, "ota-h", lambda s: s.get("state") == "online" and s["acked"] > 0)
+    try:
+        wait_status(broker, "ota-h", lambda s: s.get("state") == "online" and s["acked"] > 0)
+    except AssertionError:
+        print("\n".join(ln[:300] for ln in agent.output if not ln.startswith("@stats")))
+        raise
     o = up.update_device(opts(broker), "ota-h", rig["v110"], timeout=60)
     assert o.state == "refused", o
     assert "out of memory" in o.error or "not enough free heap" in o.error, o

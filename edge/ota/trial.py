@@ -16,27 +16,6 @@ _SETTLE_MS = const(3000)  # and none is confirmed before it has run this long
 _ALIVE_MS = const(10000)  # a task silent this long fails the check (without a watchdog)
 
 
-def summary(st):
-    """The boot state as the status reports it, kept short (docs/HEALTH.md): slot, release,
-    anti-rollback floor, the trial in progress and how the last one ended."""
-    t = st.get("trial")
-    last = st.get("last")
-    doc = {"slot": st["slot"], "version": st["versions"].get(st["slot"])}
-    if st.get("floor"):
-        doc["floor"] = st["floor"]
-    if st["cfg"] != "/config.json":
-        doc["cfg"] = st["cfg"]
-    if t:
-        doc["trial"] = t.get("kind")
-    if isinstance(last, dict):
-        doc["last"] = "%s %s %s" % (
-            last.get("kind"),
-            last.get("version") or "",
-            last.get("result"),
-        )
-    return doc
-
-
 def outcome(last):
     """The reply for a trial's outcome, on reply/update or reply/config."""
     doc = {
@@ -63,7 +42,7 @@ def start(agent):
         agent.cmds.reply("update" if last.get("kind") == "update" else "config", outcome(last))
         last["reported"] = True
         boot.write_state(root, st)
-    agent.ota = summary(st)
+    agent.ota = boot.summary(st)
     t = st.get("trial")
     if isinstance(t, dict) and t.get("tries"):
         agent.ota["running_trial"] = True
@@ -112,7 +91,10 @@ async def watch(agent, st):
             if not st.get("trial"):
                 break
             last = slots.confirm(root, st, True)
-            agent.ota = summary(st)
+            agent.ota = boot.summary(st)
+            # the retained snapshot still says "trial": an operator (and edgectl update) reads
+            # the outcome there, so it goes out now, not at the next status_ms (HEALTH.md 1)
+            agent.health.want_snapshot = True
             agent.log("ota: %s %s confirmed" % (last["kind"], last.get("version") or ""))
             agent.cmds.reply("update" if last["kind"] == "update" else "config", outcome(last))
             break
