@@ -16,7 +16,7 @@ from host_tools.agent.run import agent_config
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.proxy import FaultProxy
 from host_tools.ota import update as up
-from tests.ota_rig import Telemetry, crash_bundle, make_key, real_bundle, status
+from tests.ota_rig import Telemetry, crash_bundle, make_key, real_bundle, status, widening_bundle
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def rig(tmp_path_factory):
         "v110min": real_bundle(d, "1.1.0", key, "v110min.bundle", min_version="1.1.0"),
         "v105": real_bundle(d, "1.0.5", key, "v105.bundle"),
         "v120crash": crash_bundle(d, "1.2.0", key),
+        "v120wider": widening_bundle(d, "1.2.0", key),
         "foreign": real_bundle(d, "1.3.0", other / "release.json", "foreign.bundle"),
     }
 
@@ -315,3 +316,22 @@ def test_deployed_agent_runs_in_code_plus_48k_and_refuses_an_update_it_cannot_ho
     acked = status(broker.port, "ota-h")["acked"]
     wait_status(broker, "ota-h", lambda s: s["acked"] > acked)  # still forwarding
     assert agent.proc.poll() is None and agent.boots == 1
+
+
+def test_an_update_never_widens_consent(agents, rig, tmp_path, broker):
+    """A signed release whose embedded default channels add one to a category the owner granted
+    runs as a trial, finds that it would collect more than was granted, and rolls back before
+    it samples anything (docs/OTA.md 5)."""
+    dev = "ota-w"
+    start_agent(agents, rig, tmp_path, broker, dev)
+    r = up.Replies(opts(broker), "edge", [dev], "consent")
+    r.conn.publish_checked(
+        f"edge/{dev}/cmd/consent", json.dumps({"version": 1, "grant": ["usage"], "id": "g"})
+    )
+    assert r.next(dev, "g", 20)["ok"]
+    r.close()
+    o = up.update_device(opts(broker), dev, rig["v120wider"], timeout=120)
+    assert o.state == "rolled_back", o
+    assert "widening" in o.error and "'usage'" in o.error, o
+    s = wait_status(broker, dev, lambda s: "rolled_back" in s["ota"].get("last", ""))
+    assert s["ota"]["slot"] == "a"

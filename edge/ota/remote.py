@@ -304,7 +304,7 @@ def config_hash(cfg):
     return binascii.hexlify(h.digest()).decode()[:16]
 
 
-def _widening(old, new, consent):
+def widening(old, new, consent):
     """Refuse a change that would collect more under a category than the owner consented to:
     a channel added to or moved into a granted category, or a granted category's
     minimisation rule removed or changed; any channel added to `essential` (it needs no
@@ -334,7 +334,7 @@ def _widening(old, new, consent):
         if i >= 0 and consent.ingest[i]:
             raise ValueError(
                 "widening: the change collects more under '%s', which the owner granted for "
-                "what it collected before; revoke '%s', change the config, then ask for consent "
+                "what it collected before; revoke '%s', make the change, then ask for consent "
                 "again" % (name, name)
             )
 
@@ -359,7 +359,7 @@ def config_set(agent, doc):
         raise ValueError("cannot read the running config %s: %s" % (st["cfg"], e))
     merged = config.merge(current, doc)
     new = config.load(json.dumps(merged))  # the boot's own validation (ConfigError)
-    _widening(agent.cfg, new, agent.consent)
+    widening(agent.cfg, new, agent.consent)
     h = config_hash(new)
     if h == config_hash(agent.cfg):
         return {"ok": True, "state": "unchanged", "config_hash": h}

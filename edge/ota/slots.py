@@ -22,10 +22,26 @@ def write_config(root, path, cfg):
     write_json(root, path, cfg)
 
 
-def stage(root, st, kind, slot, cfg, cid=None, version=None, min_version=None, chash=None):
+def collection(cfg):
+    """What a running config collects, in the form the consent check compares
+    (edge/ota/remote.py widening()): each channel's category, each category's minimisation."""
+    cats = {}
+    for name, pol in cfg["categories"].items():
+        cats[name] = {"minimise": pol.get("minimise") or []}
+    return {
+        "channels": [{"id": c["id"], "category": c["category"]} for c in cfg["channels"]],
+        "categories": cats,
+    }
+
+
+def stage(
+    root, st, kind, slot, cfg, cid=None, version=None, min_version=None, chash=None, was=None
+):
     """Make (slot, cfg) the next boot's single trial. Written last, after everything it names
-    is complete on flash: a cut before this leaves the confirmed pair as the only choice."""
+    is complete on flash: a cut before this leaves the confirmed pair as the only choice.
+    was: collection() of the running agent, which the trial must not widen."""
     st["trial"] = {
+        "was": was,
         "kind": kind,
         "slot": slot,
         "cfg": cfg,

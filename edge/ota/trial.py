@@ -46,6 +46,13 @@ def start(agent):
     t = st.get("trial")
     if isinstance(t, dict) and t.get("tries"):
         agent.ota["running_trial"] = True
+        why = widens(agent, t)
+        if why:
+            # before any task samples: the rollback runs the agent that kept to the consent
+            boot.note_failure(root, why)
+            agent.log("ota: trial refused, rolling back: " + why)
+            agent.request_reboot(why)
+            return None
         return watch(agent, st)
     try:
         os.stat(root + boot.DOWNLOAD)
@@ -54,6 +61,24 @@ def start(agent):
     from edge.ota import remote
 
     remote.resume(agent)  # a download a reboot interrupted goes on
+    return None
+
+
+def widens(agent, t):
+    """Why this update's trial collects more than the owner consented to, or None. A release
+    carries the embedded default channels and categories (edge/example.py) and the config
+    checks, so new code may widen what an unchanged config file collects: the trial compares
+    what it would collect with what the agent before it did (recorded when it was staged), by
+    the rule cmd/config is held to (docs/OTA.md 8)."""
+    was = t.get("was")
+    if t.get("kind") != "update" or not isinstance(was, dict):
+        return None
+    from edge.ota import remote
+
+    try:
+        remote.widening(was, agent.cfg, agent.consent)
+    except (ValueError, KeyError, TypeError) as e:
+        return str(e)
     return None
 
 

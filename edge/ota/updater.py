@@ -102,6 +102,7 @@ class Updater:
                 self.req.get("id"),
                 m["version"],
                 m.get("min_version"),
+                was=slots.collection(a.cfg),  # the new code must not collect more
             )
             _remove(self.root + DOWNLOAD)
             self.state = "installed"
