@@ -13,7 +13,7 @@ from edge import clock, codec, config, meta, net, watchdog, wire
 from edge.commands import Commands
 from edge.consent import Consent, consent_key
 from edge.forwarder import Forwarder, packet_bytes
-from edge.health import Health
+from edge.health import Health, full_status_bytes
 from edge.mqtt.link import Link, make_client
 from edge.minimise import Minimiser
 from edge.mqtt.client import MQTTError
@@ -108,6 +108,7 @@ class Agent:
             max(
                 512 + cfg["batch"]["max_readings"] * codec.ENTRY_LEN,
                 packet_bytes(cfg, self.categories),
+                full_status_bytes(cfg),  # a full status keeps every input's counters
             ),
         )
         self.client = c

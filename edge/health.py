@@ -32,6 +32,18 @@ TOPIC_ROOM = const(160)  # fixed header + topic, kept free in the client's packe
 _STEP_MS = const(1000)  # heartbeat and change check, well inside any watchdog timeout (>= 2000)
 # compact keys a change message carries when their value moved (docs/HEALTH.md 1.2); uptime,
 # counters and free heap move all the time and wait for the next snapshot
+_FULL_BASE = const(1280)  # the full document without inputs (about 1 KB: docs/HEALTH.md 1.3)
+_FULL_PER_INPUT = const(256)  # one input's counters and byte ledger, with room to grow
+
+
+def full_status_bytes(cfg):
+    """The packet buffer a full status snapshot needs (`status_detail: "full"`): 0 for the
+    compact default, whose snapshot is small; the forwarder's batches set the size then."""
+    if cfg["status_detail"] != "full":
+        return 0
+    return TOPIC_ROOM + _FULL_BASE + _FULL_PER_INPUT * len(cfg.get("inputs") or ())
+
+
 _CHANGE_KEYS = ("s", "b", "rc", "rd", "sd", "oa", "ob", "dr", "er", "rx", "cv", "ck", "ot")
 
 

@@ -15,6 +15,7 @@ from host_tools.errors import ToolError
 COMMAND_MODULES = [
     "host_tools.backend.broker",
     "host_tools.backend.collect",
+    "host_tools.backend.cluster",
     "host_tools.agent.run",
     "host_tools.agent.demo",
     "host_tools.backend.consent",
@@ -33,6 +34,9 @@ COMMAND_MODULES = [
     "host_tools.captures.simulate",
     "host_tools.ota.release",
     "host_tools.ota.update",
+    "host_tools.view.dashboard",
+    "host_tools.view.export",
+    "host_tools.view.plot",
 ]
 
 

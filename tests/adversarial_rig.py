@@ -161,7 +161,7 @@ def start_agent(port: int, heap: str = "512K", **over) -> AgentProcess:
             "rate_hz": over.pop("rate_hz", 40),
             "seconds": over.pop("seconds", 60),
         },
-        batch={"linger_ms": 50},
+        batch={"latency_ms": 50},
         status_ms=over.pop("status_ms", 5000),
         **over,
     )

@@ -74,7 +74,7 @@ def test_a_provisioned_device_end_to_end(tmp_path):
     conn = ["--port", str(backend), "--tls-ca", ca]
     cfg["channels"] = CHANNELS
     cfg["sim"] = {"enabled": True, "rate_hz": 40, "seconds": 120}
-    cfg["batch"] = {"linger_ms": 50}
+    cfg["batch"] = {"latency_ms": 50}
     with broker_mod.start_config(str(b / "mosquitto.conf"), extra="user root\n"):
         col = subprocess.Popen(
             [sys.executable, "-m", "host_tools", "collect", "--db", str(tmp_path / "c.sqlite")]

@@ -24,7 +24,7 @@ def _agent(agents, port: int, device: str, count: int, rate: int, **mqtt) -> Age
         # one essential channel: every reading is stored and must arrive
         channels=[{"id": 1, "name": "cabinet_temp_cC", "category": "essential"}],
         categories={"essential": {"quota": 1572864}},
-        batch={"max_readings": 100, "linger_ms": 50},
+        batch={"max_readings": 100, "latency_ms": 50},
         sim={"rate_hz": rate, "count": count},
     )
     return agents(cfg)
@@ -221,7 +221,10 @@ def test_bench_collector_runs_both_paths():
     f = json.loads(r.stdout.strip().splitlines()[-1])
     assert f["readings"] == f["sqlite_stored"] == f["tinydb_stored"] == f["mqtt_sqlite_stored"]
     assert f["sqlite_readings_per_s"] > 0 and f["sqlite_vs_tinydb"] > 0
-    assert f["pg_readings_per_s_1w"] is None  # until a PostgreSQL sink exists
+    # PostgreSQL with 1, 2 and 4 worker processes: every reading in the table each time
+    assert f["pg_complete"] is True, f
+    assert all(f[f"pg_stored_{n}w"] == f["readings"] for n in (1, 2, 4)), f
+    assert all(f[f"pg_readings_per_s_{n}w"] > 0 for n in (1, 2, 4)), f
 
 
 def test_only_stored_batches_are_acknowledged_to_the_device():

@@ -114,3 +114,6 @@ def test_bench_memory_figures(micropython, monkeypatch):
     assert r["working_set_bytes"] <= 32 * 1024  # docs/MQTT.md 6, unix 64-bit
     assert abs(r["working_set_growth_bytes"]) <= 1024  # flat
     assert 0 < r["emulated_flash_bytes"] < 2048  # the flash stand-in, left out, stays small
+    # measured beside it (tests/test_heap32.py checks them): ROMFS and the 32-bit port
+    assert 0 < r["code_heap_bytes_romfs"] < r["code_heap_bytes_mpy"]
+    assert 0 < r["heap32_agent_code_bytes_romfs"] < r["heap32_agent_code_bytes"]

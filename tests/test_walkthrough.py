@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-DEPLOY_MODES = {"plain": []}  # mode -> extra `edgectl deploy` arguments
+DEPLOY_MODES = {"plain": [], "romfs": ["--romfs"]}  # mode -> extra `edgectl deploy` arguments
 EDGECTL = os.path.join(os.path.dirname(sys.executable), "edgectl")
 
 
@@ -130,7 +130,18 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.mark.parametrize("mode", sorted(DEPLOY_MODES))
+# the ROMFS mode repeats the whole walkthrough (about 35 s): behind --slow;
+# tests/test_romfs_deploy.py runs a ROMFS deploy in the default set
+SLOW_MODES = {"romfs"}
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param(m, marks=[pytest.mark.slow] if m in SLOW_MODES else [])
+        for m in sorted(DEPLOY_MODES)
+    ],
+)
 def test_deploy_md_heat_pump_walkthrough(workdir, mode):
     tmp_path = workdir
     sec = section("docs/DEPLOY.md", "## 8. The whole sequence on the virtual board")

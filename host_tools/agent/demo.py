@@ -1,10 +1,16 @@
 """`edgectl demo`: broker + collector + one agent under unix MicroPython, with a consent grant
-and a revocation mid-run, a live table per category and a summary."""
+and a revocation mid-run, a live table per category and a summary. The collector writes to a
+database file, so `edgectl dashboard` shows the run afterwards; `--dashboard` serves the page
+while the demo runs and after it (docs/DASHBOARD.md)."""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import sys
+import tempfile
+import threading
 import time
 
 from rich.console import Console
@@ -18,6 +24,43 @@ from host_tools.backend.consent import format_receipt
 from host_tools.errors import ToolError
 
 DEVICE = "fridge-0001"
+DB_NAME = "demo.sqlite"
+# the simulated fridge's channels (edge/example.py) with units, so the collector and the
+# dashboard show what the integers mean (docs/MQTT.md 2, channel metadata)
+CHANNELS = [
+    {"id": 1, "name": "cabinet_temp", "category": "essential", "unit": "°C", "decimals": 2},
+    {"id": 2, "name": "freezer_temp", "category": "essential", "unit": "°C", "decimals": 2},
+    {"id": 3, "name": "compressor_power", "category": "diagnostics", "unit": "W", "decimals": 2},
+    {"id": 4, "name": "defrost_cycles", "category": "diagnostics"},
+    {"id": 5, "name": "door_opens", "category": "usage"},
+    {"id": 6, "name": "ice_maker_uses", "category": "usage"},
+]
+
+
+def default_db() -> str:
+    """The demo's own database: one per user, replaced by every run."""
+    return os.path.join(tempfile.gettempdir(), f"edge-demo-{os.getuid()}", DB_NAME)
+
+
+def prepare_db(path: str | None) -> str:
+    """The database file for this run. The default one lives in the demo's own directory and
+    the files of the previous run are removed; a --db the user names must not exist yet (a new
+    agent starts again at seq 1, which an old database would hold as conflicts)."""
+    if path is None:
+        path = default_db()
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        stem = path[: -len(".sqlite")]
+        for old in glob.glob(glob.escape(path) + "*") + glob.glob(
+            glob.escape(stem) + ".docs.json"
+        ):
+            os.remove(old)
+        return path
+    if os.path.exists(path):
+        raise ToolError(f"--db {path} exists: the demo writes a new database (name another)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ToolError(f"--db {path}: no such directory {parent}")
+    return path
 
 
 def _consent(col: Collector, version: int, grant: list[str], deny: list[str]) -> None:
@@ -57,14 +100,31 @@ def _table(agent: AgentProcess, col: Collector, events: list[str], elapsed: floa
     return t
 
 
-def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdout) -> dict:
-    """Run the demo; returns the summary dict."""
+def run_demo(
+    seconds: int = 12,
+    rate: int = 400,
+    live: bool = True,
+    out=sys.stdout,
+    db_path: str | None = None,
+    on_db=None,
+) -> dict:
+    """Run the demo; returns the summary dict. db_path: the collector's database (None: in
+    memory); on_db(path) is called once the collector has created it (the dashboard starts
+    there)."""
     console = Console(file=out if live else sys.stderr, force_terminal=None)
     t_start = time.monotonic()
     events: list[str] = []
     with broker_mod.start() as b:
         events.append(f"broker: {b.kind} on {b.host}:{b.port}")
-        col = Collector(b.host, b.port).start()
+        col = Collector(b.host, b.port, db_path=db_path).start()
+        if db_path and on_db is not None:
+            try:
+                note = on_db(db_path)
+            except BaseException:
+                col.stop()
+                raise
+            if note:
+                events.append(note)
         # clear a retained consent document left from another run on this broker
         col.client.publish(f"edge/{DEVICE}/cmd/consent", b"", qos=1, retain=True)
         cfg = agent_config(
@@ -72,6 +132,7 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
             device_id=DEVICE,
             mqtt={"host": b.host, "port": b.port},
             sim={"enabled": True, "rate_hz": rate, "seconds": seconds},  # the simulated fridge
+            channels=CHANNELS,
         )
         agent = AgentProcess(cfg).start()
         grant_at, revoke_at = seconds * 0.2, seconds * 0.6
@@ -137,6 +198,7 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
         "receipt": col.receipts.get(DEVICE),
         "broker": b.kind,
         "seconds": round(time.monotonic() - t_start, 2),
+        "db": db_path,
     }
     return summary
 
@@ -144,8 +206,61 @@ def run_demo(seconds: int = 12, rate: int = 400, live: bool = True, out=sys.stdo
 def cmd_demo(args) -> int:
     if args.seconds < 3:
         raise ToolError("--seconds must be at least 3 (the consent changes need time to show)")
-    summary = run_demo(args.seconds, args.rate, live=not args.json)
-    if args.json:
+    if args.rate < 1:
+        raise ToolError(f"--rate {args.rate}: give readings per second, at least 1")
+    server = None
+    if args.dashboard is not None:
+        from host_tools.view.server import Server
+        from host_tools.view.query import open_view
+
+        if not 0 <= args.dashboard <= 65535:
+            raise ToolError(f"--dashboard {args.dashboard}: give a port 0-65535 (0: any)")
+    db = prepare_db(args.db)
+
+    def start_dashboard(path: str) -> str | None:
+        nonlocal server
+        if args.dashboard is None:
+            return None
+        server = Server(open_view(path), "127.0.0.1", args.dashboard).start()
+        print(f"dashboard: {server.url}", file=sys.stderr, flush=True)
+        return f"dashboard: {server.url}"
+
+    try:
+        summary = run_demo(args.seconds, args.rate, live=not args.json, db_path=db,
+                           on_db=start_dashboard)  # fmt: skip
+        _report(summary, args.json)
+        if server is not None:
+            print(f"dashboard: {server.url} (still serving; Ctrl-C stops)", flush=True)
+            _wait_for_interrupt()
+        else:
+            # the summary stays the last line of stdout with --json
+            prog = sys.argv[0] if os.path.basename(sys.argv[0]) == "edgectl" else "edgectl"
+            print(f"dashboard: {prog} dashboard --db {db}  (or: {prog} demo --dashboard)",
+                  flush=True,
+                  file=sys.stderr if args.json else sys.stdout)  # fmt: skip
+    finally:
+        if server is not None:
+            server.stop()
+    return 0 if summary["lost"] == 0 else 1
+
+
+def _wait_for_interrupt() -> None:
+    """Until Ctrl-C or SIGTERM."""
+    import signal
+
+    stop = threading.Event()
+    old = signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _report(summary: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(summary))
     else:
         print()
@@ -158,7 +273,6 @@ def cmd_demo(args) -> int:
         )
         if summary["receipt"]:
             print("receipt: " + format_receipt(summary["receipt"]))
-    return 0 if summary["lost"] == 0 else 1
 
 
 def register(sub) -> None:
@@ -166,4 +280,18 @@ def register(sub) -> None:
     p.add_argument("--seconds", type=int, default=12, help="sampling time (default 12)")
     p.add_argument("--rate", type=int, default=400, help="simulated readings per second")
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    p.add_argument(
+        "--db",
+        help="the collector's database (default: the demo's own file in the temporary "
+        "directory, replaced by every run); must not exist",
+    )
+    p.add_argument(
+        "--dashboard",
+        type=int,
+        nargs="?",
+        const=8765,
+        metavar="PORT",
+        help="serve the dashboard on 127.0.0.1:PORT (default 8765; 0: any) while the demo runs "
+        "and after it, until Ctrl-C",
+    )
     p.set_defaults(func=cmd_demo)

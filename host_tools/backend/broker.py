@@ -50,6 +50,31 @@ def wait_listening(port: int, timeout: float = 10.0, proc: subprocess.Popen | No
     return False
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs under this PID (a zombie, not yet reaped, does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_pid_gone(pid: int, timeout: float) -> bool:
+    """Wait until PID has exited; False when it still runs after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @dataclass
 class Broker:
     kind: str

@@ -95,6 +95,13 @@ class Collector:
                 on_revoke=on_revoke,
                 keep_readings=keep_readings,
                 log=log or (lambda msg: None),
+                stats_name=client_id if db_path else None,
+                stats_info={
+                    "client_id": client_id,
+                    "broker": self.opts.where,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                },
             ),
         )
         if isinstance(self.source, MqttSource):
@@ -217,14 +224,7 @@ class Collector:
     # --- reporting ---------------------------------------------------------------------------
     def stats(self, gaps: bool = True) -> dict:
         w = self.worker
-        with w.lock:
-            out = {
-                **w.counts,
-                "by_category": dict(w.by_category),
-                "refused_by_category": dict(w.refused_by_category),
-                "refused_by_reason": dict(w.by_reason),
-                "devices": len(w.devices),
-            }
+        out = w.snapshot()
         if gaps:
             if self._final_gaps is not None:
                 out["gaps"] = dict(self._final_gaps)

@@ -38,6 +38,7 @@ ERROR_CHARS = 200
 CAP_NAMES = 256  # distinct keys a per-name counter keeps (then "(other)")
 STATUS_HISTORY_MS = 1000  # at most one status_history row per device per second
 DOCS_FLUSH_S = 5.0  # the document file is rewritten whole: not more often (receipts: at once)
+STATS_SAVE_S = 1.0  # the counters' row in the sink's `meta` table: at most this often
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Sink(Protocol):
 
     def insert_readings(self, rows: list[tuple]) -> tuple[list[tuple], int, list[tuple]]: ...
     def add_status(self, device: str, received_ms: int, doc_text: str) -> None: ...
+    def put_meta(self, key: str, value: str) -> None: ...
     def count_category(self, device: str, category: str) -> int: ...
     def erase_category(self, device: str, category: str) -> int: ...
     def ledger(
@@ -179,6 +181,10 @@ class WorkerConfig:
     on_revoke: str = "delete"  # "delete" or "keep" (report only)
     max_devices: int = 100_000
     keep_readings: bool = False  # mirror rows in memory (tests, the demo)
+    # the key of this worker's counters in the sink's `meta` table (`collector:NAME`, read by
+    # the dashboard, docs/BACKEND.md 3) and what the row says about it; None: not saved
+    stats_name: str | None = None
+    stats_info: dict = field(default_factory=dict)
     log: Callable[[str], None] = field(default=lambda msg: None)
 
 
@@ -227,6 +233,14 @@ class Worker:
         self.failed: str | None = None  # why the worker stopped (a database error)
         self._docs_dirty = False
         self._docs_flushed = time.monotonic()
+        # a sink names its database errors (PgSink: psycopg.Error); SQLite's by default
+        self.db_errors: tuple[type[BaseException], ...] = getattr(sink, "errors", (sqlite3.Error,))
+        # a sink shared by several workers keeps consent in the database (PgSink.receipt):
+        # each check reads it there under a row lock instead of from this worker's memory
+        self.shared_receipt: Callable[..., dict | None] | None = getattr(sink, "receipt", None)
+        self._stats_saved = 0.0
+        self._stats_messages = -1  # counts["messages"] when the counters were last saved
+        self._started_ms = int(time.time() * 1000)
         self.thread = threading.Thread(target=self._run, name="collector-worker", daemon=True)
 
     # --- counting and the bounded error log -----------------------------------------------
@@ -267,7 +281,9 @@ class Worker:
         """Process what is queued, commit, acknowledge, then end the thread."""
         if self.thread.is_alive():
             self.q.put(None)
-            self.thread.join(timeout)
+            self.thread.join(timeout)  # the thread saves the final counters as it ends
+        elif self.failed is None:
+            self._save_stats_idle(force=True)  # messages were fed in-process (feed())
 
     def alive(self) -> bool:
         return self.thread.is_alive()
@@ -299,7 +315,8 @@ class Worker:
                 if group:
                     self.process(group)
             self._flush_docs(force=True)
-        except sqlite3.Error as e:
+            self._save_stats_idle(force=True)
+        except self.db_errors as e:
             self.failed = f"database write failed: {e}"
             self.cfg.log(f"collector: {self.failed}; nothing of the last group was acknowledged")
         except BaseException as e:
@@ -319,15 +336,18 @@ class Worker:
                     except Refused as r:
                         self.sink.rollback_to()
                         self._refuse(d, r)
-                    except sqlite3.Error:
+                    except self.db_errors:
                         raise
                     except Exception as e:  # a bug or an input nobody foresaw: one message
                         self.sink.rollback_to()  # nothing half-written of it stays
                         self.note("internal", f"{d.topic[:80]}: {type(e).__name__}: {e}")
                     else:
                         self.sink.release()
+                # with the group's own commit: when due, and when the queue is drained so the
+                # counters a reader sees include the last group (no write while idle)
+                self._save_stats(force=self.q.empty())
                 self.sink.commit()
-            except sqlite3.Error:
+            except self.db_errors:
                 self.sink.rollback()
                 raise
         self._flush_docs(force=any(m[0] == "receipt" for m in mirror))
@@ -346,6 +366,55 @@ class Worker:
         for d in group:
             if d.token is not None:
                 self.source.ack(d.token)
+
+    def snapshot(self) -> dict:
+        """The counters as `edgectl collect --json` prints them (without gaps)."""
+        with self.lock:
+            return {
+                **self.counts,
+                "by_category": dict(self.by_category),
+                "refused_by_category": dict(self.refused_by_category),
+                "refused_by_reason": dict(self.by_reason),
+                "devices": len(self.devices),
+            }
+
+    def _save_stats(self, force: bool) -> bool:
+        """Inside the open transaction: the counters into `meta` as `collector:NAME`, at most
+        every STATS_SAVE_S (so a reader of the database sees them live, docs/BACKEND.md 3)."""
+        if self.cfg.stats_name is None:
+            return False
+        now = time.monotonic()
+        if not force and now - self._stats_saved < STATS_SAVE_S:
+            return False
+        snap = self.snapshot()
+        doc = {
+            **self.cfg.stats_info,
+            "started_ms": self._started_ms,
+            "updated_ms": int(time.time() * 1000),
+            "stats": snap,
+        }
+        self.sink.put_meta("collector:" + self.cfg.stats_name, json.dumps(doc, sort_keys=True))
+        self._stats_saved = now
+        self._stats_messages = snap["messages"]
+        return True
+
+    def _save_stats_idle(self, force: bool = False) -> None:
+        """Outside a group (at the end): save counters that moved since the last save."""
+        if self.cfg.stats_name is None:
+            return
+        with self.lock:
+            moved = self.counts["messages"] != self._stats_messages
+        if not (moved or force):
+            return
+        if not force and time.monotonic() - self._stats_saved < STATS_SAVE_S:
+            return
+        with self.db_lock:
+            try:
+                self._save_stats(force=True)
+                self.sink.commit()
+            except self.db_errors:
+                self.sink.rollback()
+                raise
 
     def _flush_docs(self, force: bool) -> None:
         if self._docs_dirty and (force or time.monotonic() - self._docs_flushed >= DOCS_FLUSH_S):
@@ -471,7 +540,11 @@ class Worker:
         the latest receipt grants. A reading the receipt does not grant is refused whatever
         its seq: one sent before the revocation arrived before the receipt (same connection,
         in order), so one that arrives after it was not sent before it."""
-        r = self.receipts.get(device)
+        r = (
+            self.receipts.get(device)
+            if self.shared_receipt is None
+            else self.shared_receipt(device)
+        )
         if r is None:
             return category == "essential"
         return r["grants"].get(category) is True
@@ -495,7 +568,10 @@ class Worker:
             or not isinstance(seq, int)
         ):
             raise Refused("receipt_shape", "needs grants {str: bool}, int version and seq")
-        prev = self.receipts.get(device)
+        if self.shared_receipt is None:
+            prev = self.receipts.get(device)
+        else:  # locked until the commit: a batch checked on another worker waits for it
+            prev = self.shared_receipt(device, True)
         if prev is not None and version < prev["version"]:
             raise Refused("receipt_stale", f"{device}: v{version} after v{prev['version']}")
         before = (prev or {}).get("grants") or {}

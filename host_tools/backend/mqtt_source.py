@@ -142,12 +142,15 @@ class MqttSource:
 
 
 class QueueSource:
-    """An in-process source (tests, benchmarks): put() deliveries; acks are recorded."""
+    """An in-process source (tests, benchmarks): put() deliveries; acks are recorded, and
+    `all_acked` is set when `expect` of them have come."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: int = 0) -> None:
         self.acked: list = []
         self.sent: list[tuple[str, str, bytes]] = []
         self.deliver: Callable[[Delivery], None] = _not_started
+        self.expect = expect
+        self.all_acked = threading.Event()
 
     def start(self, deliver: Callable[[Delivery], None]) -> None:
         self.deliver = deliver
@@ -158,6 +161,8 @@ class QueueSource:
     def ack(self, token) -> None:
         if token is not None:
             self.acked.append(token)
+            if self.expect and len(self.acked) >= self.expect:
+                self.all_acked.set()
 
     def send(self, device: str, suffix: str, payload: bytes) -> None:
         self.sent.append((device, suffix, payload))

@@ -180,6 +180,15 @@ class SqliteSink:
             "INSERT INTO status_history VALUES (?, ?, ?)", (device, received_ms, doc_text)
         )
 
+    def put_meta(self, key: str, value: str) -> None:
+        """Set one key of the `meta` table (the collector's counters, docs/BACKEND.md 3)."""
+        self.begin()
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     def count_category(self, device: str, category: str) -> int:
         return self.db.execute(
             "SELECT count(*) FROM readings WHERE device=? AND category=?", (device, category)

@@ -10,7 +10,8 @@ reported and repaired by the next one; the generated `main.py` refuses to start 
 the manifest is missing. Then a soft reset and an on-board self-test.
 
 Board layout: /lib/edge/**.mpy (the agent), /config.json (device config), /board.json,
-/secrets/* (from provisioning), /main.py, /.deploy.json.
+/secrets/* (from provisioning), /main.py, /.deploy.json. With --romfs the agent is instead in
+the board's ROM partition, mounted at /rom (/rom/lib/edge/**.mpy; host_tools/board/romfs.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from host_tools.board.check import problems, read_config, referenced_files
 from host_tools.board.flash import PORT_HINT
+from host_tools.board.romfs import ROM_LIB, board_rom, build_image, deploy_image
 from host_tools.paths import board_file
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root
@@ -141,6 +143,9 @@ class DeployReport:
     bytes_copied: int = 0
     selftest: dict = field(default_factory=dict)
     seconds: float = 0.0
+    romfs: str | None = None  # SHA-256 of the ROMFS image (deploy --romfs)
+    romfs_bytes: int = 0  # the image's size; 0 when the board already held it
+    romfs_path: str = ""  # where the self-test imported the agent from
 
 
 def compiler_for(mpy: int, micropython_version: str = "?") -> Compiler:
@@ -387,9 +392,13 @@ def deploy(
     log=print,
     cache: Path = CACHE_DIR,
     network: bool = True,
+    romfs: bool = False,
 ) -> DeployReport:
     """Deploy the agent and device config to the board on `port`; see the module docstring.
-    network=False leaves the network and broker checks out of the self-test."""
+    network=False leaves the network and broker checks out of the self-test. romfs=True puts
+    the compiled agent into the board's ROM partition instead of /lib (docs/DEPLOY.md 9)."""
+    if romfs and frozen:
+        raise ToolError("--romfs and --frozen exclude each other: the agent is in one place")
     t0 = time.monotonic()
     board = board_file(board_name)
     # a config the agent would refuse, or a secret it names that is missing, stops the
@@ -401,6 +410,9 @@ def deploy(
         mpy, ver = b.info()
         comp = None if frozen else compiler_for(mpy, ver)
         want = build_files(comp, device, board, cache)
+        if romfs and comp is not None:  # (comp is None only for --frozen, refused above)
+            want = {p: v for p, v in want.items() if not p.startswith("/lib/edge/")}
+            b = _deploy_romfs(b, port, comp, board, cache, log, rep)
         have = b.run_json(_mp_script("deploy_scan.py", ROOTS=list(ROOTS), TOP=list(TOP_FILES)))
         files = have["files"]
         stale = sorted(p for p in files if p not in want and p != MANIFEST)
@@ -435,6 +447,7 @@ def deploy(
                 "mpy": mpy,
                 "micropython": ver,
                 "frozen": frozen,
+                "romfs": rep.romfs,
                 "board": board["name"],
             }
             b.write(MANIFEST, json.dumps(manifest, sort_keys=True).encode())
@@ -453,12 +466,39 @@ def deploy(
             LISTEN_MS=SELFTEST_LISTEN_MS,
         )
         rep.selftest = b.run_json(script, SELFTEST_TIMEOUT_S)
+        if romfs:
+            where = b.run("import edge\nprint(edge.__file__)").strip()
+            if not where.startswith(ROM_LIB + "/"):
+                raise ToolError(f"the agent was imported from {where}, not from {ROM_LIB}")
+            rep.romfs_path = where
     finally:
         b.close()
     if frozen:
         write_frozen_manifest(REPO / "build" / "manifest.py")
     rep.seconds = time.monotonic() - t0
     return rep
+
+
+def _deploy_romfs(
+    b: Board, port: str, comp: Compiler, board: dict, cache: Path, log, rep: DeployReport
+) -> Board:
+    """Build the agent's ROMFS image and, unless the board holds it already, write it with
+    mpremote (which needs the port to itself); returns the board session to go on with."""
+    import tempfile
+
+    files = {"lib/" + rel: data for rel, data in agent_files(comp, board, cache).items()}
+    with tempfile.TemporaryDirectory(prefix="edge-romfs-") as tmp:
+        path = Path(tmp) / "agent.romfs"
+        image = build_image(files, path)
+        rep.romfs = hashlib.sha256(image).hexdigest()
+        if board_rom(b.run, image):
+            log(f"romfs: the board's ROM partition holds this image ({len(image)} B)")
+            return b
+        b.close()
+        log(f"romfs: writing a {len(image)} B image to the ROM partition (mpremote romfs deploy)")
+        deploy_image(port, path)
+        rep.romfs_bytes = len(image)
+    return Board(port)
 
 
 def made_dirs(want: dict[str, bytes]) -> set[str]:
@@ -514,7 +554,14 @@ def bench_deploy(args: argparse.Namespace | None = None) -> dict:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """CLI handler: deploy, print a summary and the self-test; exit 1 if it failed."""
-    rep = deploy(args.board, args.port, Path(args.device), args.frozen, network=not args.offline)
+    rep = deploy(
+        args.board,
+        args.port,
+        Path(args.device),
+        args.frozen,
+        network=not args.offline,
+        romfs=args.romfs,
+    )
     print(
         f"deploy: {len(rep.copied)} copied, {len(rep.removed)} removed, "
         f"{rep.unchanged} unchanged in {rep.seconds:.2f} s"
@@ -524,6 +571,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"self-test {name}: {verdict}: {detail}")
     if args.offline:
         print("self-test network, broker: skipped (--offline)")
+    if rep.romfs_path:
+        wrote = f"{rep.romfs_bytes} B written" if rep.romfs_bytes else "image unchanged"
+        print(f"romfs: {wrote}; the agent runs in place from {rep.romfs_path}")
     if args.frozen:
         print(f"frozen: wrote {REPO / 'build' / 'manifest.py'}")
     if not rep.selftest.get("ok"):
@@ -542,6 +592,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--frozen",
         action="store_true",
         help="agent is frozen in the firmware: write build/manifest.py, copy config only",
+    )
+    p.add_argument(
+        "--romfs",
+        action="store_true",
+        help="put the compiled agent in the board's ROM partition (ROMFS, MicroPython 1.25+), "
+        "where it runs in place instead of being copied to the heap (docs/DEPLOY.md 9)",
     )
     p.add_argument(
         "--offline",

@@ -3,7 +3,8 @@
 Unix MicroPython runs behind a pty whose slave is symlinked at `--link`, so mpremote, pyserial
 and esptool see a serial port. The board's root filesystem is littlefs on an emulated NOR
 flash backed by `--image` (host_tools/board/mp/vboard_boot.py), so files survive a reboot; its
-raw log partition (boards/README.md) is the emulated flash in `IMAGE.log`. When the
+raw log partition (boards/README.md) is the emulated flash in `IMAGE.log`, its ROM partition
+(ROMFS, written by `mpremote romfs deploy`, mounted at /rom) is `IMAGE.rom`. When the
 MicroPython process exits (mpremote's Ctrl-D soft reset makes the unix port exit), the launcher
 prints `soft reboot`, starts a new one on the same image and re-enters the raw REPL if the host
 was in it, so mpremote works without `resume`. The board's UARTs are bridged to what the user
@@ -34,11 +35,17 @@ from host_tools.paths import micropython_path
 BOOT_SCRIPT = Path(__file__).resolve().parent / "mp" / "vboard_boot.py"
 DEFAULT_IMAGE_BYTES = 2 * 1024 * 1024
 DEFAULT_LOG_BYTES = 1024 * 1024  # the unix-sim board's log_partition size
+DEFAULT_ROM_BYTES = 256 * 1024  # the ROM partition (`edgectl deploy --romfs`, docs/DEPLOY.md 9)
 
 
 def log_image(image: Path) -> Path:
     """The raw log partition's image beside the filesystem image (boards/README.md)."""
     return image.with_name(image.name + ".log")
+
+
+def rom_image(image: Path) -> Path:
+    """The ROM partition's image beside the filesystem image: the board mounts it at /rom."""
+    return image.with_name(image.name + ".rom")
 
 
 _CTRL_A, _CTRL_B = 0x01, 0x02
@@ -112,6 +119,7 @@ class VirtualBoard:
             os.environ,
             VBOARD_IMAGE=str(self.image),
             VBOARD_LOG_IMAGE=str(log_image(self.image)),
+            VBOARD_ROM_IMAGE=str(rom_image(self.image)),
             VBOARD_RUN_MAIN="1" if run_main else "0",
             VBOARD_UARTS=self.uarts.directory,
         )
@@ -282,6 +290,7 @@ def run_vboard(
     """Create the images if needed and serve the board until SIGTERM/SIGINT."""
     make_image(image, image_bytes)
     make_image(log_image(image), DEFAULT_LOG_BYTES)
+    make_image(rom_image(image), DEFAULT_ROM_BYTES)
     board = VirtualBoard(link, image, soft_reset, heapsize, uarts)
 
     def stop(_sig: int, _frame: object) -> None:

@@ -92,6 +92,18 @@ class _Ntptime:
         raise OSError(110)  # no NTP server on the bench: the clock retries with backoff
 
 
+class _Esp32:
+    """The esp32 module of a board flashed without a raw log partition: the agent's `auto`
+    store backend falls back to littlefs segments (docs/FORMAT.md 8.8)."""
+
+    class Partition:
+        TYPE_DATA = 1
+
+        @staticmethod
+        def find(kind, label=None):
+            return []
+
+
 WLAN = _WLAN
 Network = _Network
 WDT = _WDT
@@ -101,3 +113,4 @@ def install():
     sys.modules["machine"] = _Machine
     sys.modules["network"] = _Network
     sys.modules["ntptime"] = _Ntptime
+    sys.modules["esp32"] = _Esp32

@@ -9,7 +9,13 @@
 # ruff: noqa: F821 - CONFIG, ENTRY, NETWORK and LISTEN_MS are set by the lines the host sends first
 import json
 import os
+import sys
 import time
+
+# the path /main.py boots with: /lib first, so a copied agent wins over one in the ROM partition
+# (/rom/lib) and the self-test imports the agent that will run
+if sys.path[:1] != ["/lib"]:
+    sys.path.insert(0, "/lib")
 
 _checks = []
 _state = {}

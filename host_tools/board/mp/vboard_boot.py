@@ -120,11 +120,85 @@ def _open_log(path):
     sys.modules["_vboard_log"] = _Log
 
 
+_ROMFS_HEADER = b"\xd2\xcd\x31"
+
+
+class RomPartition:
+    # The board's ROM partition over an image file, behind the `vfs.rom_ioctl` protocol that
+    # MicroPython 1.25+ ports with ROMFS provide and `mpremote romfs deploy` drives: 1 -> number
+    # of partitions, 2 -> the partition as a buffer, 3 -> prepare (erase) a range, 4 -> write,
+    # 5 -> finish (here: the image file is written), 6 -> erase block size. The unix port has
+    # vfs.VfsRom but no ROM partition; the image is held in a bytearray on this process's heap
+    # (a board maps it from flash).
+    def __init__(self, path):
+        self.f = open(path, "r+b")  # opened before the root switch, kept for op 5
+        self.mem = bytearray(self.f.read())
+
+    def ioctl(self, op, rom_id=0, *args):
+        if op == 1:
+            return 1
+        if rom_id != 0:
+            return -19  # ENODEV: one partition
+        if op == 2:
+            return memoryview(self.mem)
+        if op == 3:  # (offset, length) or (length): erased to 0xFF, as flash
+            off, n = args if len(args) == 2 else (0, args[0])
+            if off < 0 or off + n > len(self.mem):
+                return -22
+            self.mem[off : off + n] = b"\xff" * n
+            return 4  # the smallest write
+        if op == 4:
+            off, buf = args
+            if off < 0 or off + len(buf) > len(self.mem):
+                return -22
+            self.mem[off : off + len(buf)] = buf
+            return 0
+        if op == 5:
+            self.f.seek(0)
+            self.f.write(self.mem)
+            self.f.flush()
+            return 0
+        if op == 6:
+            return _BLOCK
+        return -22
+
+
+def _rom(rom):
+    # `import vfs` then finds the module with rom_ioctl (a built-in module is looked up in
+    # sys.modules first), and a valid image is mounted at /rom with /rom and /rom/lib on
+    # sys.path, as MicroPython's ESP32 port does at boot.
+    class _Vfs:
+        pass
+
+    for k in dir(vfs):
+        if not k.startswith("__"):
+            setattr(_Vfs, k, getattr(vfs, k))
+    _Vfs.rom_ioctl = rom.ioctl
+    sys.modules["vfs"] = _Vfs
+    if rom.mem[:3] == _ROMFS_HEADER:
+        try:
+            vfs.mount(vfs.VfsRom(memoryview(rom.mem)), "/rom")
+        except OSError as e:
+            print("vboard: ROM partition not mounted:", e)
+            return
+        sys.path[2:2] = ["/rom", "/rom/lib"]
+
+
 _image = os.getenv("VBOARD_IMAGE")
 if _image:
     if os.getenv("VBOARD_LOG_IMAGE"):
         _open_log(os.getenv("VBOARD_LOG_IMAGE"))
+    try:
+        _rom_part = RomPartition(os.getenv("VBOARD_ROM_IMAGE") or "")
+    except OSError:
+        _rom_part = None
+    except MemoryError:  # a small -X heapsize: the partition is held on this heap
+        print("vboard: no heap for the ROM partition image: /rom not mounted")
+        _rom_part = None
     _mount_root(_image)
+    if _rom_part:
+        _rom(_rom_part)
+    del _rom_part
 del _image
 # The UARTs bridged with `edgectl vboard --uart NAME=...`: a host directory of ptys, mounted
 # where the unix HAL looks for them (edge/hal/unix/hal.py VBOARD_UARTS).
