@@ -36,6 +36,12 @@ def rig(tmp_path_factory):
         "v120crash": crash_bundle(d, "1.2.0", key),
         "v120wider": widening_bundle(d, "1.2.0", key),
         "foreign": real_bundle(d, "1.3.0", other / "release.json", "foreign.bundle"),
+        # key rotation: signed with the device's key, names the other key as the next one
+        "v120rot": real_bundle(
+            d, "1.2.0", key, "v120rot.bundle", next_key=(other / "release.pub").read_bytes()
+        ),
+        "v130old": real_bundle(d, "1.3.0", key, "v130old.bundle"),
+        "other_pub": (other / "release.pub").read_bytes(),
     }
 
 
@@ -163,6 +169,19 @@ def _refusals(rig, broker, dev):
             assert o.error.startswith("downgrade: 1.0.5 is below the minimum 1.1.0"), o
         s = wait_status(broker, dev, lambda s: True)
         assert s["ota"]["version"] == "1.1.0" and s["ota"]["slot"] == "b"
+
+        # key rotation: a release signed with the trusted key hands trust to the next key once
+        # it is confirmed; from then on the old key's signature is refused, the new one's taken
+        o = up.update_device(opts(broker), dev, rig["v120rot"], timeout=90)
+        assert o.state == "confirmed", o
+        new_id = hashlib.sha256(rig["other_pub"]).hexdigest()[:16]
+        wait_status(broker, dev, lambda s: s["ota"].get("key") == new_id)
+        o = up.update_device(opts(broker), dev, rig["v130old"], timeout=60)
+        assert o.state == "refused" and o.error.startswith("bad signature"), o
+        o = up.update_device(opts(broker), dev, rig["foreign"], timeout=90)
+        assert o.state == "confirmed", o
+        s = wait_status(broker, dev, lambda s: s["ota"]["version"] == "1.3.0")
+        assert s["ota"]["slot"] == "b" and s["ota"]["key"] == new_id
 
 
 def test_download_resumes_after_a_power_cut(agents, rig, tmp_path, broker):
