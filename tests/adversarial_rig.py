@@ -149,9 +149,14 @@ class Attacker:
 
 
 def start_agent(port: int, heap: str = "512K", **over) -> AgentProcess:
+    """The agent of device_config() started (its owner stops it: Scene.close)."""
+    return AgentProcess(device_config(port, **over), heap=heap).start()
+
+
+def device_config(port: int, **over) -> dict:
     """The agent with the simulated appliance (every category), no consent key (unsigned
     updates accepted: the bounded step is what protects the version)."""
-    cfg = agent_config(
+    return agent_config(
         "unix-sim",
         device_id=DEVICE,
         channels=CHANNELS,
@@ -165,7 +170,6 @@ def start_agent(port: int, heap: str = "512K", **over) -> AgentProcess:
         status_ms=over.pop("status_ms", 5000),
         **over,
     )
-    return AgentProcess(cfg, heap=heap).start()
 
 
 def clear_retained(port: int) -> None:

@@ -201,10 +201,13 @@ class Conn:
 
 class FakeBroker:
     """A listening socket on a free loopback port. `serve(script)` runs script(conn, n) for
-    the n-th accepted connection in a thread, for `connections` connections."""
+    the n-th accepted connection in a thread, for `connections` connections. rcvbuf: the
+    kernel receive buffer of its connections (small: the broker's window closes quickly)."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, rcvbuf: int | None = None) -> None:
         self.srv = socket.socket()
+        if rcvbuf is not None:  # inherited by accepted connections: a broker slow to read
+            self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.srv.bind(("127.0.0.1", 0))
         self.srv.listen(4)
         self.port = self.srv.getsockname()[1]

@@ -14,7 +14,6 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from host_tools.agent.run import AgentProcess
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.provision import provision
 from tests.adversarial_rig import CHANNELS
@@ -57,7 +56,7 @@ def _pem_pair(secrets, tmp_path) -> dict:
     return {"certfile": str(tmp_path / "c.pem"), "keyfile": str(tmp_path / "k.pem")}
 
 
-def test_a_provisioned_device_end_to_end(tmp_path):
+def test_a_provisioned_device_end_to_end(agents, tmp_path):
     out = tmp_path / "prov"
     port, backend = broker_mod.free_port(), broker_mod.free_port()
     secrets = str(out / "devices" / "fridge-9" / "secrets")
@@ -84,7 +83,7 @@ def test_a_provisioned_device_end_to_end(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        agent = AgentProcess(cfg, heap="512K").start()
+        agent = agents(cfg, heap="512K")
         try:
             time.sleep(4)
             ops = json.loads((b / "ops.json").read_text())
@@ -128,7 +127,7 @@ def test_a_provisioned_device_end_to_end(tmp_path):
                 c.disconnect()
             stats = dict(agent.stats)
         finally:
-            agent.cleanup()
+            agent.stop()  # before the broker goes; the fixture removes its files
         cout, cerr = col.communicate(timeout=60)
     print("ADV provisioned:", unsigned.stderr.strip(), "|", stats.get("mqtt", {}).get("e2e_acks"))
     assert unsigned.returncode == 2 and "unsigned update" in unsigned.stderr, unsigned.stderr

@@ -5,6 +5,8 @@ in Chromium by tests/test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -17,6 +19,7 @@ import urllib.request
 
 import pytest
 
+from host_tools import cli
 from host_tools.view.server import Server
 from host_tools.view.follow import SeqWindow, unseen
 from host_tools.view.query import SqliteView
@@ -162,10 +165,15 @@ def test_api_and_event_stream(db):
             finally:
                 col.stop()
             later = ev.until(lambda got: "readings" in got)
-        assert later["readings"][0]["reset"] is False
-        assert later["readings"][0]["channels"] == {
-            "1": {"seq": [seq], "x": [rows[0][1]], "y": [22.0]}
-        }
+            assert later["readings"][0]["reset"] is False
+            assert later["readings"][0]["channels"] == {
+                "1": {"seq": [seq], "x": [rows[0][1]], "y": [22.0]}
+            }
+            # the document file breaks under the open page: one `problem` event, not a hang
+            with open(path[: -len(".sqlite")] + ".docs.json", "w") as f:
+                f.write("{not json")
+            bad = ev.until(lambda got: "problem" in got)
+            assert "not JSON" in bad["problem"][0]["error"]
     finally:
         srv.stop()
 
@@ -211,6 +219,14 @@ def _run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     )
 
 
+def _run_here(*args: str) -> subprocess.CompletedProcess:
+    """`edgectl ARGS` in this process, for arguments refused before anything is served."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def _one_line_error(p: subprocess.CompletedProcess, *words: str) -> None:
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
     lines = p.stderr.strip().splitlines()
@@ -225,13 +241,13 @@ def test_bad_arguments_are_one_line_errors(tmp_path, db):
     junk.write_bytes(b"this is not a database" * 100)
     other = tmp_path / "other.sqlite"
     sqlite3.connect(str(other)).execute("CREATE TABLE x (a)").connection.commit()
-    _one_line_error(_run("dashboard", "--db", str(tmp_path / "none.sqlite")), "no such")
-    _one_line_error(_run("dashboard", "--db", str(junk)), "not a usable collector database")
-    _one_line_error(_run("dashboard", "--db", str(other)), "not a collector database")
-    _one_line_error(_run("dashboard", "--db", str(tmp_path)), "directory")
-    _one_line_error(_run("dashboard", "--db", path, "--port", "70000"), "--port")
-    _one_line_error(_run("dashboard", "--db", path, "--host", "somewhere"), "--host")
-    _one_line_error(_run("dashboard", "--db", path, "--host", "0.0.0.0"), "--allow-remote")
+    _one_line_error(_run_here("dashboard", "--db", str(tmp_path / "none.sqlite")), "no such")
+    _one_line_error(_run_here("dashboard", "--db", str(junk)), "not a usable collector database")
+    _one_line_error(_run_here("dashboard", "--db", str(other)), "not a collector database")
+    _one_line_error(_run_here("dashboard", "--db", str(tmp_path)), "directory")
+    _one_line_error(_run_here("dashboard", "--db", path, "--port", "70000"), "--port")
+    _one_line_error(_run_here("dashboard", "--db", path, "--host", "somewhere"), "--host")
+    _one_line_error(_run_here("dashboard", "--db", path, "--host", "0.0.0.0"), "--allow-remote")
     docs = tmp_path / "c.docs.json"
     good = docs.read_text()
     docs.write_text("{not json")
@@ -242,8 +258,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path, db):
         busy.listen(1)
         port = busy.getsockname()[1]
         _one_line_error(_run("dashboard", "--db", path, "--port", str(port)), "in use", str(port))
-    _one_line_error(_run("demo", "--db", path), "exists")
-    _one_line_error(_run("demo", "--dashboard", "99999"), "--dashboard")
+    _one_line_error(_run_here("demo", "--db", path), "exists")
+    _one_line_error(_run_here("demo", "--dashboard", "99999"), "--dashboard")
 
 
 def test_the_command_serves_until_sigterm(db):

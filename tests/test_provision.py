@@ -34,6 +34,9 @@ class _Client:
         self.disconnects = 0
         self.ev = threading.Event()
         self.c.on_connect = self._on_connect
+        # with a subscription, ready once the broker has it (SUBACK): what is published
+        # after that reaches it even on a loaded machine
+        self.c.on_subscribe = lambda *a: self.ev.set()
         self.c.on_disconnect = lambda *a: setattr(self, "disconnects", self.disconnects + 1)
         self.c.on_message = lambda cl, ud, m: self.msgs.append((m.topic, m.payload))
         self.subscribe = subscribe
@@ -45,7 +48,8 @@ class _Client:
         self.rc = rc.value
         if self.subscribe and not rc.is_failure:
             cl.subscribe(self.subscribe, qos=1)
-        self.ev.set()
+        else:
+            self.ev.set()
 
     def pub(self, topic, payload=b"x"):
         self.c.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -201,3 +205,55 @@ def test_own_hash_format():
     h = mosquitto_hash("secret", salt=b"\x00" * 12)
     parts = h.split("$")
     assert parts[1:3] == ["7", "10000"] and len(parts[4]) == 88
+
+
+def test_broker_keeps_a_collector_backlog_beyond_mosquittos_default(tmp_path):
+    """The collector's persistent session must keep what arrives while it is away: the
+    broker has PUBACKed it, so the device has freed it. mosquitto's default
+    max_queued_messages (1,000) dropped the rest of a backlog; the generated config sets
+    provision.MAX_QUEUED."""
+    out, port, backend, cfgs = _provisioned(tmp_path, "fridge-1")
+    col = json.loads((out / "broker" / "collector.json").read_text())
+    backlog = 1500
+    conf = str(out / "broker" / "mosquitto.conf")
+    with broker_mod.start_config(conf, extra="user root\n"):
+
+        def collector():
+            c = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id="collector-backlog",
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
+            c.username_pw_set("collector", col["password"])
+            got = []
+            c.on_message = lambda cl, ud, m: got.append(m.payload)
+            c.connect("127.0.0.1", backend)
+            c.subscribe("edge/+/t/#", qos=1)[0]
+            c.loop_start()
+            return c, got
+
+        c, _ = collector()
+        time.sleep(0.5)
+        c.loop_stop()
+        c.disconnect()  # away, its session kept
+        dev = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="fridge-1", protocol=mqtt.MQTTv311
+        )
+        dev.username_pw_set("fridge-1", cfgs["fridge-1"]["mqtt"]["password"])
+        dev.connect("127.0.0.1", port)
+        dev.loop_start()
+        for i in range(backlog):
+            dev.publish("edge/fridge-1/t/essential", b"%d" % i, qos=1).wait_for_publish(5)
+        dev.loop_stop()
+        dev.disconnect()
+        c, got = collector()  # back: the broker delivers the session's queue
+        deadline = time.monotonic() + 20
+        last = -1
+        while time.monotonic() < deadline and len(got) != last:
+            last = len(got)
+            time.sleep(1)
+        c.loop_stop()
+        c.disconnect()
+    print(f"queued for the collector while away: {backlog}, delivered on return: {len(got)}")
+    assert sorted(int(p) for p in got) == list(range(backlog))

@@ -12,7 +12,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from edge import codec
-from host_tools.agent.run import AgentProcess, agent_config
+from host_tools.agent.run import agent_config
 from host_tools.backend.collect import Collector
 
 
@@ -100,7 +100,7 @@ def _retained(broker, device) -> dict:
     return json.loads(got[0])
 
 
-def test_compact_snapshots_and_change_messages(micropython, broker):
+def test_compact_snapshots_and_change_messages(agents, broker):
     """Defaults (compact, a snapshot every 15 min): the birth snapshot, change messages while
     consent drops readings (usage and diagnostics are not granted), the stop snapshot; nothing
     periodic in between. The retained message is always a snapshot."""
@@ -115,16 +115,13 @@ def test_compact_snapshots_and_change_messages(micropython, broker):
                 sim={"seconds": 5, "rate_hz": 120},
                 status_change_ms=1000,
             )
-            agent = AgentProcess(cfg).start()
-            try:
-                # a new subscriber mid-run gets the retained snapshot, never a change message
-                assert col.wait_for(lambda c: any(b'"d": 1' in p for p in tap.status()), 15), (
-                    tap.status()
-                )
-                mid = _retained(broker, dev)
-                agent.wait(60)
-            finally:
-                agent.cleanup()
+            agent = agents(cfg)
+            # a new subscriber mid-run gets the retained snapshot, never a change message
+            assert col.wait_for(lambda c: any(b'"d": 1' in p for p in tap.status()), 15), (
+                tap.status()
+            )
+            mid = _retained(broker, dev)
+            agent.wait(60)
             assert col.wait_for(lambda c: c.status.get(dev, {}).get("state") == "stopped", 10)
             decoded = col.status[dev]
         raw = tap.status()
@@ -147,7 +144,7 @@ def test_compact_snapshots_and_change_messages(micropython, broker):
     assert after["s"] == "stopped" and "d" not in after
 
 
-def test_cmd_status_replies_with_the_full_document(micropython, broker):
+def test_cmd_status_replies_with_the_full_document(agents, broker):
     dev = "status-2"
     tap = _Tap(broker, dev)
     try:
@@ -158,21 +155,18 @@ def test_cmd_status_replies_with_the_full_document(micropython, broker):
             sim={"seconds": 4, "rate_hz": 50},
             watchdog_ms=2000,
         )
-        agent = AgentProcess(cfg).start()
-        try:
-            t = time.monotonic() + 15
-            while not tap.status() and time.monotonic() < t:
-                time.sleep(0.05)  # the birth: the device listens
-            n_before = len(tap.status())
-            tap.c.publish(f"edge/{dev}/cmd/status", b'{"id": 7}', qos=1)
-            t = time.monotonic() + 10
-            while not tap.replies() and time.monotonic() < t:
-                time.sleep(0.05)
-            time.sleep(1.5)  # the fresh snapshot follows within a second
-            n_after = len(tap.status())
-            agent.wait(60)
-        finally:
-            agent.cleanup()
+        agent = agents(cfg)
+        t = time.monotonic() + 15
+        while not tap.status() and time.monotonic() < t:
+            time.sleep(0.05)  # the birth: the device listens
+        n_before = len(tap.status())
+        tap.c.publish(f"edge/{dev}/cmd/status", b'{"id": 7}', qos=1)
+        t = time.monotonic() + 10
+        while not tap.replies() and time.monotonic() < t:
+            time.sleep(0.05)
+        time.sleep(1.5)  # the fresh snapshot follows within a second
+        n_after = len(tap.status())
+        agent.wait(60)
         reply = tap.replies()[0]
     finally:
         tap.stop()

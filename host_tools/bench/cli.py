@@ -51,7 +51,10 @@ def register(sub) -> None:
     p.add_argument("--profile", help="day: one appliance profile (default: all)")
     p.add_argument("--hours", type=float, help="day: virtual hours per profile (default 24)")
     p.add_argument(
-        "--before", action="store_true", help="day: the agent's earlier settings, to compare"
+        "--no-before",
+        action="store_true",
+        help="day: skip the run with the agent's earlier settings (format 1, 200 ms linger, "
+        "full status every 5 s)",
     )
     p.add_argument("--board", help="store: the board whose log partition sizes flash life")
     p.set_defaults(func=cmd_bench)

@@ -23,7 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.backend.proxy import FaultProxy
-from host_tools.bench.day_profiles import CONSENT_ALL, KEEPALIVE_S, PROFILES, profile
+from host_tools.bench.store import NOR_CYCLES
+from host_tools.bench.day_profiles import (
+    BEFORE,
+    CONSENT_ALL,
+    GRANTED,
+    KEEPALIVE_S,
+    PROFILES,
+    profile,
+)
 from host_tools.errors import ToolError
 from host_tools.paths import edge_root, micropython_path, mp_env
 
@@ -37,6 +45,7 @@ BURST_GAP_MS = 2000  # transmissions closer than this are one radio wake-up
 # connection adds its handshake, about 3,000 bytes with an ECDSA P-256 chain and no resumption.
 TLS_RECORD_BYTES = 29
 TLS_HANDSHAKE_BYTES = 3000
+FLEET_DEVICES = 10_000_000  # fleet_*: messages per second at the brokers for this many devices
 
 
 def _classify(topic: str) -> str:
@@ -154,6 +163,12 @@ def _wire(counter: MqttCounter, virtual_ms: int, readings: int) -> dict:
         "bytes_per_reading_all_in": round((mqtt_bytes + tls) / max(readings, 1), 2),
         "bytes_per_reading_mqtt": round(mqtt_bytes / max(readings, 1), 2),
         "messages_per_day": round(_scale(packets, virtual_ms)),
+        # what an operator's status costs, and what a fleet sends to the brokers
+        "status_share_of_bytes": round(counter.bytes["status"] / max(mqtt_bytes, 1), 3),
+        "fleet_messages_per_s": round(_scale(packets, virtual_ms) * FLEET_DEVICES / 86400),
+        "fleet_status_messages_per_s": round(
+            _scale(counter.packets["status"], virtual_ms) * FLEET_DEVICES / 86400
+        ),
         "bytes_per_day_by_kind": {
             k: round(_scale(v, virtual_ms)) for k, v in sorted(counter.bytes.items())
         },
@@ -163,92 +178,153 @@ def _wire(counter: MqttCounter, virtual_ms: int, readings: int) -> dict:
     }
 
 
+def _run_agent(name: str, cfg: dict, broker, work: str, timeout: float) -> dict:
+    """The real agent with config cfg for its sim.seconds, through a counting proxy, with a
+    collector beside it: the device's figures, the wire counter and the readings received."""
+    device = cfg["device_id"]
+    counter = MqttCounter()
+    store = os.path.join(work, "store")
+    shutil.rmtree(store, ignore_errors=True)
+    for ext in (".log", ".img"):
+        if os.path.exists(store + ext):
+            os.remove(store + ext)
+    col = Collector(broker.host, broker.port, keep_readings=True).start()
+    try:
+        with FaultProxy(broker.port, tap=counter.feed).start() as px:
+            cfg = {**cfg, "mqtt": {**cfg["mqtt"], "host": "127.0.0.1", "port": px.port}}
+            cfg["store"] = {"path": store}
+            cfg["bench"] = {
+                "wall0_ms": WALL0_MS,
+                "seed": 1,
+                "burst_gap_ms": BURST_GAP_MS,
+                "consent": CONSENT_ALL,
+            }
+            spec = os.path.join(work, "agent.json")
+            with open(spec, "w") as f:
+                json.dump(cfg, f)
+            t0 = time.monotonic()
+            dev = _run_mp("day_agent.py", spec, timeout)
+            real_s = time.monotonic() - t0
+            if dev["task_restarts"]:
+                # a task that died measured a broken agent, not a device-day
+                raise ToolError(
+                    f"bench day: {name}: the agent's tasks died {dev['task_restarts']} times, "
+                    f"first: {'; '.join(dev['task_deaths'])}"
+                )
+            if dev["latency_unknown"]:
+                raise ToolError(
+                    f"bench day: {name}: {dev['latency_unknown']} readings of no known category"
+                )
+            acked = dev["forwarder"]["acked_readings"]
+            if not col.wait_for(lambda c: c.stats()["unique"] >= acked, 30):
+                raise ToolError(f"collector got {col.stats()['unique']} of {acked} readings")
+            time.sleep(0.3)  # the proxy's last PUBACKs and DISCONNECT
+    finally:
+        col.stop()
+    readings = sorted(
+        (ts, seq, cat, ch, val) for d, seq, ts, cat, ch, val in col.readings if d == device
+    )
+    return {"dev": dev, "counter": counter, "readings": readings, "real_s": real_s}
+
+
+def _radio(dev: dict, virtual_ms: int) -> dict:
+    r = dev["radio"]
+    return {
+        "radio_wakeups_per_day": round(_scale(r["send_bursts"] + r["connects"], virtual_ms)),
+        "connections_per_day": round(_scale(r["connects"], virtual_ms)),
+        "radio_on_s_per_day": round(_scale(r["radio_on_ms"], virtual_ms) / 1000),
+    }
+
+
+def _latency(cfg: dict, dev: dict) -> tuple[dict, bool]:
+    """Per category latency with its budget; whether every p95 is within its budget. A p95
+    is the upper end of its 100 ms histogram bucket (day_probe.py)."""
+    lat = dev["latency"]
+    default = cfg["batch"]["latency_ms"]
+    for cat, figs in lat.items():
+        figs["budget_ms"] = (cfg.get("categories", {}).get(cat) or {}).get("latency_ms", default)
+    return lat, all(f["p95_ms"] <= f["budget_ms"] for f in lat.values())
+
+
+def _flash(dev: dict, virtual_ms: int) -> dict:
+    """The raw log's erases and programs per device-day on its emulated partition, measured,
+    and the flash life they give: blocks x NOR_CYCLES erases (wear levelled, docs/FORMAT.md
+    8.2) at that rate."""
+    f = dev["flash"]
+    erases = _scale(f["erases"], virtual_ms)
+    return {
+        "flash_commits_per_day": round(_scale(f["commits"], virtual_ms)),
+        "flash_programs_per_day": round(_scale(f["progs"], virtual_ms)),
+        "flash_erases_per_day": round(erases),
+        "flash_life_years": round(f["blocks"] * NOR_CYCLES / erases / 365, 1) if erases else None,
+    }
+
+
+def _ratios(ref: dict, ours: dict, suffix: str) -> dict:
+    return {
+        f"ratio_bytes{suffix}": round(
+            ref["wire_bytes_per_day"] / max(ours["wire_bytes_per_day"], 1), 1
+        ),
+        f"ratio_messages{suffix}": round(
+            ref["messages_per_day"] / max(ours["messages_per_day"], 1), 1
+        ),
+    }
+
+
 def run_profile(
-    name: str, hours: float, broker, timeout: float = 1800, before: bool = False
+    name: str, hours: float, broker, timeout: float = 1800, before: bool = True
 ) -> dict:
-    """One profile: the agent's day and the baseline's, both through a counting proxy."""
+    """One profile, three runs on the same virtual clock and appliance: the agent as
+    configured, the agent with its earlier settings (`before`, day_profiles.BEFORE; skipped
+    when before is False) and the one-JSON-publish-per-reading baseline, each through its own
+    counting proxy."""
     if name not in PROFILES:
         raise ToolError(f"unknown profile {name!r}; choose from: {', '.join(PROFILES)}")
     seconds = max(int(hours * 3600), 60)
+    virtual_ms = seconds * 1000
     work = tempfile.mkdtemp(prefix=f"edge-day-{name}-")
     try:
-        cfg = profile(name, seconds, before)
-        device = cfg["device_id"]
-        counter = MqttCounter()
-        col = Collector(broker.host, broker.port, keep_readings=True).start()
-        try:
-            with FaultProxy(broker.port, tap=counter.feed).start() as px:
-                cfg["mqtt"] = {**cfg["mqtt"], "host": "127.0.0.1", "port": px.port}
-                cfg["store"] = {"path": os.path.join(work, "store")}
-                cfg["bench"] = {
-                    "wall0_ms": WALL0_MS,
-                    "seed": 1,
-                    "burst_gap_ms": BURST_GAP_MS,
-                    "consent": CONSENT_ALL,
-                }
-                spec = os.path.join(work, "agent.json")
-                with open(spec, "w") as f:
-                    json.dump(cfg, f)
-                t0 = time.monotonic()
-                dev = _run_mp("day_agent.py", spec, timeout)
-                real_s = time.monotonic() - t0
-                acked = dev["forwarder"]["acked_readings"]
-                if not col.wait_for(lambda c: c.stats()["unique"] >= acked, 30):
-                    raise ToolError(f"collector got {col.stats()['unique']} of {acked} readings")
-                time.sleep(0.3)  # the proxy's last PUBACKs and DISCONNECT
-        finally:
-            col.stop()
-        readings = sorted(
-            (ts, seq, cat, ch, val) for d, seq, ts, cat, ch, val in col.readings if d == device
-        )
-        base = _baseline(device, readings, work, timeout, broker)
-        virtual_ms = seconds * 1000
-        ours = _wire(counter, virtual_ms, len(readings))
+        cfg = profile(name, seconds)
+        run = _run_agent(name, cfg, broker, work, timeout)
+        dev, readings = run["dev"], run["readings"]
+        base = _baseline(cfg["device_id"], readings, work, timeout, broker)
+        ours = _wire(run["counter"], virtual_ms, len(readings))
         theirs = _wire(base["counter"], virtual_ms, len(readings))
-        lat = dev["latency"]
-        default = cfg["batch"]["latency_ms"]
-        for cat, figs in lat.items():
-            figs["budget_ms"] = (cfg.get("categories", {}).get(cat) or {}).get(
-                "latency_ms", default
-            )
-        # p95 is reported as the upper end of its 100 ms histogram bucket (day_probe.py)
-        budget_ok = all(f["p95_ms"] <= f["budget_ms"] for f in lat.values())
+        lat, budget_ok = _latency(cfg, dev)
         out = {
             "profile": name,
-            "config": "before" if before else "product",
             "virtual_hours": round(seconds / 3600, 2),
-            "real_seconds": round(real_s, 1),
+            "real_seconds": round(run["real_s"], 1),
             "readings": len(readings),
+            "readings_stored": dev["appended"],
             "readings_per_s": round(len(readings) / seconds, 3),
             **ours,
-            "radio_wakeups_per_day": round(
-                _scale(dev["radio"]["send_bursts"] + dev["radio"]["connects"], virtual_ms)
-            ),
-            "connections_per_day": round(_scale(dev["radio"]["connects"], virtual_ms)),
-            "radio_on_s_per_day": round(_scale(dev["radio"]["radio_on_ms"], virtual_ms) / 1000),
+            **_radio(dev, virtual_ms),
+            **_flash(dev, virtual_ms),
             "latency_ms": lat,
             "within_budget": budget_ok,
             "format1_fallbacks": dev["fallbacks"],
             "baseline": {
                 **theirs,
-                "radio_wakeups_per_day": round(
-                    _scale(
-                        base["dev"]["radio"]["send_bursts"] + base["dev"]["radio"]["connects"],
-                        virtual_ms,
-                    )
-                ),
-                "radio_on_s_per_day": round(
-                    _scale(base["dev"]["radio"]["radio_on_ms"], virtual_ms) / 1000
-                ),
+                **_radio(base["dev"], virtual_ms),
                 "latency_ms": base["dev"]["latency"],
             },
+            **_ratios(theirs, ours, ""),
         }
-        out["ratio_bytes"] = round(
-            theirs["wire_bytes_per_day"] / max(ours["wire_bytes_per_day"], 1), 1
-        )
-        out["ratio_messages"] = round(
-            theirs["messages_per_day"] / max(ours["messages_per_day"], 1), 1
-        )
+        if before:
+            old_cfg = profile(name, seconds, before=True)
+            old = _run_agent(name, old_cfg, broker, work, timeout)
+            old_wire = _wire(old["counter"], virtual_ms, len(old["readings"]))
+            old_lat, _ = _latency(old_cfg, old["dev"])
+            out["before"] = {
+                "settings": BEFORE,
+                "readings": len(old["readings"]),
+                **old_wire,
+                **_radio(old["dev"], virtual_ms),
+                **_flash(old["dev"], virtual_ms),
+                "latency_ms": old_lat,
+            }
+            out.update(_ratios(old_wire, ours, "_vs_before"))
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -272,21 +348,24 @@ def _baseline(device: str, readings: list, work: str, timeout: float, broker) ->
                     "keepalive": KEEPALIVE_S,
                     "wall0_ms": WALL0_MS,
                     "burst_gap_ms": BURST_GAP_MS,
+                    "categories": GRANTED,
                     "readings": path,
                 },
                 f,
             )
         dev = _run_mp("day_baseline.py", spec, timeout)
+        if dev["latency_unknown"]:
+            raise ToolError(f"bench day: {dev['latency_unknown']} readings of no known category")
         time.sleep(0.3)
     return {"dev": dev, "counter": counter}
 
 
 def bench_day(args=None) -> dict:
-    """Every profile (or --profile NAME) for --hours of virtual time (default 24); --before:
-    with the agent's earlier behaviour (day_profiles.BEFORE) for comparison."""
+    """Every profile (or --profile NAME) for --hours of virtual time (default 24), each with
+    the agent's earlier settings (day_profiles.BEFORE) in the same run unless --no-before."""
     hours = float(getattr(args, "hours", None) or os.environ.get("EDGE_DAY_HOURS") or 24)
     names = [args.profile] if getattr(args, "profile", None) else list(PROFILES)
-    before = bool(getattr(args, "before", False))
+    before = not getattr(args, "no_before", False)
     out: dict = {"profiles": {}}
     with broker_mod.start(prefer="mosquitto") as b:
         # the profiles run side by side: each has its own proxy, collector and processes
@@ -299,4 +378,5 @@ def bench_day(args=None) -> dict:
         f"{TLS_HANDSHAKE_BYTES} B per connection"
     )
     out["burst_gap_ms"] = BURST_GAP_MS
+    out["fleet_devices"] = FLEET_DEVICES
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 KEEPALIVE_S = 120
 LATENCY_MS = 30000  # every category's budget; urgent channels (alarms) go at once
 
-CONSENT_ALL = {
+CONSENT_ALL: dict = {
     "format": 1,
     "version": 1,
     "grants": {
@@ -20,6 +20,7 @@ CONSENT_ALL = {
     "source": "bench",
     "salt": "00" * 16,
 }
+GRANTED = [c for c, g in CONSENT_ALL["grants"].items() if g]  # the categories with readings
 
 # What every profile deploys: the settings a product owner paying for cellular data would
 # choose (format 2 batches, a long keepalive); each profile adds its appliance.

@@ -101,7 +101,8 @@ def dump_state(name: str, data: bytes, rep: Report) -> None:
         acked = doc["acked"]
         if not isinstance(seq_hi, int) or not isinstance(acked, dict):
             raise ValueError("bad field types")
-    except (ValueError, KeyError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: JSON nested deeper than the parser's stack (a hostile file)
         rep.lines.append(f"{name}: {len(data)} bytes")
         rep.problem(f"{name}: unreadable state file ({e})")
         return

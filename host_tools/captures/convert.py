@@ -52,7 +52,7 @@ def spy_to_chunks(lines: list[str]) -> list[capfile.Chunk]:
             continue
         m = _SPY_DATA.match(line)
         if m:
-            ts = round(float(m.group(1)) * 1e6)
+            ts = round(stamp_seconds(m.group(1), f"spy log line {lineno}") * 1e6)
             kind = m.group(2).lower()
             try:
                 data = bytes.fromhex(m.group(4)[:_HEX_COLUMNS])
@@ -71,11 +71,31 @@ def spy_to_chunks(lines: list[str]) -> list[capfile.Chunk]:
         if m.group(3) != "<empty>":
             chunks.append(
                 capfile.Chunk(
-                    "note", round(float(m.group(1)) * 1e6), f"{m.group(2)} {m.group(3)}".encode()
+                    "note",
+                    round(stamp_seconds(m.group(1), f"spy log line {lineno}") * 1e6),
+                    f"{m.group(2)} {m.group(3)}".encode(),
                 )
             )
     flush()
     return _monotonic(chunks)
+
+
+# A log's timestamps, in seconds (since the epoch or the log's start): more than about 31,000
+# years is damage or a hostile file, not a time, and would overflow a datetime or a chunk's
+# 64-bit microsecond stamp.
+_MAX_SECONDS = 1e12
+
+
+def stamp_seconds(ts: str, where: str) -> float:
+    """_seconds(ts), or a ToolError naming `where` (e.g. "text log line 3") for a date no
+    calendar has or a number out of range (NaN and infinity included)."""
+    try:
+        secs = _seconds(ts)
+    except (ValueError, OverflowError) as e:
+        raise ToolError(f"{where}: bad timestamp {ts[:40]!r} ({e})") from None
+    if not -_MAX_SECONDS <= secs <= _MAX_SECONDS:
+        raise ToolError(f"{where}: timestamp {ts[:40]!r} out of range")
+    return secs
 
 
 def _seconds(ts: str) -> float:
@@ -130,17 +150,21 @@ def _direction(prefix: str) -> str:
 def started_of(lines: list[str], hex_frames: bool = False) -> str:
     """The capture's `started`: the log's first timestamp as ISO 8601 UTC; a time of day
     without a date falls on 2000-01-01; a log without timestamps starts at its midnight."""
-    for line in lines:
+    for lineno, line in enumerate(lines, 1):
         ts, _ = split_stamp(line.rstrip("\r\n"), hex_frames)
         if ts is None:
             continue
-        if "-" in ts[:5]:
-            when = _dt.datetime.fromtimestamp(_seconds(ts), _dt.timezone.utc)
-        elif ":" in ts:
-            when = _dt.datetime.fromisoformat(FIXED_DAY + "T00:00:00+00:00")
-            when += _dt.timedelta(seconds=_seconds(ts))
-        else:
-            break  # seconds since the start: no wall-clock time in the log
+        secs = stamp_seconds(ts, f"text log line {lineno}")
+        try:
+            if "-" in ts[:5]:
+                when = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc)
+            elif ":" in ts:
+                when = _dt.datetime.fromisoformat(FIXED_DAY + "T00:00:00+00:00")
+                when += _dt.timedelta(seconds=secs)
+            else:
+                break  # seconds since the start: no wall-clock time in the log
+        except (ValueError, OverflowError, OSError) as e:
+            raise ToolError(f"text log line {lineno}: timestamp {ts[:40]!r} ({e})") from None
         return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return FIXED_DAY + "T00:00:00.000Z"
 
@@ -167,7 +191,7 @@ def text_to_chunks(
             continue
         ts, rest = split_stamp(line, hex_frames) if timestamps else (None, line)
         if ts is not None:
-            secs = _seconds(ts)
+            secs = stamp_seconds(ts, f"text log line {lineno}")
             if ":" in ts and "-" not in ts[:5]:  # a time of day: count midnights
                 if last_tod is not None and secs < last_tod - 43200:
                     day += 86400

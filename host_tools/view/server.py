@@ -245,6 +245,12 @@ class Dashboard:
             await self._stream(resp, dev)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        except ToolError as e:
+            # the database went away or broke: say so; the page's EventSource retries
+            try:
+                await self._send(resp, "problem", {"error": str(e)})
+            except ConnectionResetError:
+                pass
         finally:
             self.streams.discard(task)
         return resp

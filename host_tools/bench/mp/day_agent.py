@@ -18,12 +18,16 @@ from edge import config
 from edge.agent import Agent
 
 import day_hal
-from day_probe import LatencyTap, Radio
+from day_probe import Latency, LatencyTap, Radio
 from vloop import VirtualLoop
 
 
+_died = []  # the first reports of a task that died (the host names them in its error)
+
+
 def _quiet(line):
-    pass
+    if "died" in line and len(_died) < 3:
+        _died.append(line)
 
 
 def main(path):
@@ -32,6 +36,9 @@ def main(path):
     bench = doc.pop("bench")
     time.set_wall(bench["wall0_ms"])
     cfg = config.load(json.dumps(doc))
+    # the probe's histograms first, while the heap is empty (day_probe.Latency)
+    grants = (bench.get("consent") or {}).get("grants") or {}
+    lat = Latency([n for n in config.category_ids(cfg) if grants.get(n)])
     hal = day_hal.Hal(bench.get("seed", 1), bench.get("consent"))
     agent = Agent(cfg, hal, out=_quiet)
     c = agent.client
@@ -46,7 +53,7 @@ def main(path):
         )
 
     fwd = agent.fwd
-    tap = LatencyTap(fwd.writer, fwd.writer, hal)
+    tap = LatencyTap(fwd.writer, fwd.writer, hal, lat)
     fwd.stamp.writer = tap  # behind the clock's stamper (edge/clock.py): wall-clock stamps
     radio = Radio(c, bench.get("burst_gap_ms", 2000))
     vl = VirtualLoop(busy)
@@ -58,9 +65,11 @@ def main(path):
         asyncio.new_event_loop()
         vl.close()
     gc.collect()
+    flash = getattr(hal, "log_flash", None)
     res = {
         "virtual_ms": time.elapsed_ms() - t0,
         "latency": tap.report(),
+        "latency_unknown": tap.lat.unknown,
         "radio": radio.report(),
         "jumps": vl.jumps,
         "mqtt": c.stats,
@@ -68,6 +77,15 @@ def main(path):
         "fallbacks": getattr(fwd.writer, "fallbacks", 0),
         "sampled": agent.sampled,
         "appended": agent.store.stats["appended"],
+        "task_restarts": sum(agent.restarts.values()),
+        # the raw log's emulated partition (edge/hal/unix/hal.py log_device): real wear
+        "flash": {
+            "blocks": flash.blocks if flash else 0,
+            "erases": flash.erases if flash else 0,
+            "progs": flash.progs if flash else 0,
+            "commits": agent.store.stats["commits"],
+        },
+        "task_deaths": _died,
         "uart": [{"rx": p.rx_bytes, "tx": p.tx_bytes} for p in hal.ports],
     }
     print("@day " + json.dumps(res))

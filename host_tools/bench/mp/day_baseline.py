@@ -5,7 +5,7 @@
 # so the ratio is a lower bound). Usage:
 #   micropython day_baseline.py SPEC.json
 # SPEC: {"host", "port", "device", "prefix", "keepalive", "wall0_ms", "burst_gap_ms",
-#        "readings": FILE of lines "ts seq category channel value", in time order}
+#        "categories": names, "readings": FILE of lines "ts seq category channel value", in time order}
 # Prints one line `@day {json}`.
 
 import time  # noqa: I001  (vclock/time.py first)
@@ -61,7 +61,7 @@ def main(path):
     )
     radio = Radio(c, spec["burst_gap_ms"])
     vl.on_wait = radio.sample
-    lat = Latency()
+    lat = Latency(spec["categories"])
     t0 = time.elapsed_ms()
     try:
         n = asyncio.run(run(spec, c, lat))
@@ -72,6 +72,7 @@ def main(path):
         "virtual_ms": time.elapsed_ms() - t0,
         "published": n,
         "latency": lat.report(),
+        "latency_unknown": lat.unknown,
         "radio": radio.report(),
         "mqtt": c.stats,
     }

@@ -22,20 +22,32 @@ def _bucket_ms(b):
 
 
 class Latency:
-    """A latency histogram per category (bytes or str keys)."""
+    """A latency histogram per category name (a writer may name it as str or bytes). All
+    histograms are made here, with the names, before the agent is built: an 18 KB histogram
+    allocated later, inside the agent's forwarder pass, can fail in its fragmented heap and
+    would kill the very task it measures. A reading of another category is only counted."""
 
-    def __init__(self):
+    def __init__(self, names=()):
         self.hist = {}
+        self.by_bytes = {}  # the same arrays under bytes keys (no str/bytes comparisons)
+        self.unknown = 0
+        for name in names:
+            self.hist[name] = self.by_bytes[name.encode()] = array(
+                "I", bytes(4 * (_FINE + _COARSE + 1))
+            )
 
     def add(self, cat, ms):
-        h = self.hist.get(cat)
+        h = (self.by_bytes if isinstance(cat, bytes) else self.hist).get(cat)
         if h is None:
-            h = self.hist[cat] = array("I", bytes(4 * (_FINE + _COARSE + 1)))
-        h[_bucket(ms)] += 1
+            self.unknown += 1
+        else:
+            h[_bucket(ms)] += 1
 
     def report(self):
         out = {}
         for cat, h in self.hist.items():
+            if sum(h) == 0:
+                continue
             n = sum(h)
             p = {"readings": n}
             for q in (50, 95, 99, 100):
@@ -46,7 +58,7 @@ class Latency:
                     if acc >= want:
                         p["p%d_ms" % q] = _bucket_ms(b)
                         break
-            out[cat.decode() if isinstance(cat, bytes) else cat] = p
+            out[cat] = p
         return out
 
 
@@ -55,11 +67,11 @@ class LatencyTap:
     published (the forwarder publishes a batch as soon as it is packed), so the wall clock now
     minus the reading's timestamp is its latency from sampling to sending."""
 
-    def __init__(self, inner, writer, hal):
+    def __init__(self, inner, writer, hal, lat):
         self.inner = inner
         self.writer = writer
         self.hal = hal
-        self.lat = Latency()
+        self.lat = lat
 
     def add(self, seq, ts, boot, flags, ch, val):
         ok = self.inner.add(seq, ts, boot, flags, ch, val)

@@ -383,6 +383,11 @@ function connect() {
         : "No data from device " + DEVICE + " in this database (yet).";
     }
   });
+  es.addEventListener("problem", (e) => {
+    const n = document.getElementById("live");
+    n.textContent = "error: " + JSON.parse(e.data).error;
+    n.className = "live off";
+  });
   es.addEventListener("device", (e) => onDevice(JSON.parse(e.data)));
   es.addEventListener("readings", (e) => onReadings(JSON.parse(e.data)));
 }
