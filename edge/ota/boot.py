@@ -100,6 +100,8 @@ def summary(st):
     doc = {"slot": st["slot"], "version": st["versions"].get(st["slot"])}
     if st.get("floor"):
         doc["floor"] = st["floor"]
+    if isinstance(st.get("key"), dict):
+        doc["key"] = st["key"].get("id")  # the release key a confirmed update rotated to
     if st["cfg"] != "/config.json":
         doc["cfg"] = st["cfg"]
     if t:

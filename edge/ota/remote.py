@@ -190,7 +190,8 @@ def update(agent, doc):
             "downgrade: %s is not newer than the running %s (send downgrade: true to allow it "
             "above the minimum)" % (req["version"], running)
         )
-    key = release_key(agent)
+    deployed = release_key(agent)
+    key = slots.trusted_key(st, deployed)
     free = _free_bytes(root)
     if free is not None:
         # the store must keep room for its whole quota: a slot that eats into it would make
@@ -220,6 +221,7 @@ def update(agent, doc):
         "current": running,
         "floor": floor,
         "downgrade": req["downgrade"],
+        "key_from": slots.key_id(deployed),  # what a rotation this update carries starts from
     }
     u = Updater(agent, req, policy)
     agent.updater = u
