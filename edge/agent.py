@@ -324,6 +324,8 @@ class Agent:
             "auth_failures": self.link.stats["auth_failures"],
             "tls_failures": self.link.stats["tls_failures"],
             "last_error": self.link.last_error,
+            "broker": self.link.broker,  # host:port of the session (docs/MQTT.md 10)
+            "failovers": self.link.stats["failovers"],
         }
 
     def report(self, tag, doc):

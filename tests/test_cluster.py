@@ -18,6 +18,7 @@ import pytest
 
 from host_tools.backend import cluster
 from host_tools.backend.broker import free_port, pid_alive
+from host_tools.backend.pg_sink import PgSink
 from host_tools.backend.simdevice import SimDevices, batch
 
 ACK_WAIT = 2.0  # s before a dead worker's messages go to another (the default is 10)
@@ -39,6 +40,7 @@ def tier():
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout.strip().splitlines()[-1])
     rig = cluster.Rig.load(work)
+    PgSink(rig.dsn).close()  # the tables, if no worker has made them yet
     try:
         yield rig
     finally:
@@ -203,7 +205,7 @@ def test_pg_sink_keeps_the_sqlite_sinks_rules(tier):
     erases the category's rows with a ledger row, all in PostgreSQL."""
     from host_tools.backend.ingest import Delivery, Worker, WorkerConfig
     from host_tools.backend.mqtt_source import QueueSource
-    from host_tools.backend.pg_sink import PgDocs, PgSink
+    from host_tools.backend.pg_sink import PgDocs
 
     sink = PgSink(tier.dsn)
     src = QueueSource()
@@ -262,7 +264,6 @@ def test_pg_sink_keeps_the_sqlite_sinks_rules(tier):
 
 
 def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
-    from host_tools.backend.pg_sink import PgSink
     from host_tools.errors import ToolError
 
     with pytest.raises(ToolError, match="cannot connect to PostgreSQL"):
@@ -276,3 +277,56 @@ def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
         db.execute("INSERT INTO meta VALUES ('schema', '99')")
     with pytest.raises(ToolError, match="collector schema 99"):
         PgSink(other)
+
+
+def _real_agent(agents, tier: cluster.Rig, device: str, count: int, rate: int):
+    from host_tools.agent.run import agent_config
+
+    cfg = agent_config(
+        "unix-sim",
+        device_id=device,
+        mqtt={
+            "brokers": [{"host": h, "port": p} for h, p in tier.nats.mqtt],
+            "e2e_ack": True,
+            "e2e_timeout_ms": 3000,
+        },
+        channels=[{"id": 1, "name": "cabinet_temp_cC", "category": "essential"}],
+        categories={"essential": {"quota": 1572864}},
+        batch={"max_readings": 50, "latency_ms": 50},
+        sim={"rate_hz": rate, "count": count},
+    )
+    return agents(cfg)
+
+
+@pytest.mark.slow
+def test_real_agent_fails_over_when_its_node_dies(agents, tier):
+    """The real agent (unix MicroPython, `mqtt.brokers` = the three nodes, end-to-end acks):
+    SIGKILL the node it is connected to mid-stream; it moves to the next node, its status
+    says which, and every reading is in PostgreSQL once."""
+    a = _real_agent(agents, tier, "ra-1", 6000, 400)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _stored(tier, ["ra-1"]).get("ra-1", (0,))[0] < 800:
+            time.sleep(0.1)
+        first = (a.stats.get("mqtt") or {}).get("broker")
+        assert first == "%s:%d" % tier.nats.mqtt[0], a.stats.get("mqtt")
+        tier.nats.kill(0)
+        killed = time.monotonic()
+        # the agent's @stats line comes every second: this bounds the failover from above
+        while time.monotonic() < killed + 60 and a.stats["mqtt"]["broker"] in (first, ""):
+            time.sleep(0.05)
+        failover = time.monotonic() - killed
+        assert a.wait(120) == 0, a.output[-20:]
+        final = a.final or {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _stored(tier, ["ra-1"])["ra-1"][0] < 6000:
+            time.sleep(0.2)
+        assert _stored(tier, ["ra-1"])["ra-1"] == (6000, 6000, 1, 6000)
+        m = final["mqtt"]
+        assert m["broker"] != first and m["failovers"] >= 1, m
+        print(f"real agent: on {m['broker']} {failover:.1f} s after its node was killed")
+        assert failover < 30
+    finally:
+        a.stop()
+        if not tier.nats.node_alive(0):
+            tier.nats.start_node(0)

@@ -230,7 +230,9 @@ def cmd_demo(args) -> int:
                            on_db=start_dashboard)  # fmt: skip
         _report(summary, args.json)
         if server is not None:
-            print(f"dashboard: {server.url} (still serving; Ctrl-C stops)", flush=True)
+            print(
+                f"dashboard: {server.url}device/{DEVICE} (still serving; Ctrl-C stops)", flush=True
+            )
             _wait_for_interrupt()
         else:
             # the summary stays the last line of stdout with --json

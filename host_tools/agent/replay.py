@@ -245,6 +245,10 @@ def run(
                 cfg.setdefault("store", {})
                 if "flush_ms" not in device.get("store", {}):
                     cfg["store"]["flush_ms"] = REPLAY_FLUSH_MS
+                # the summary shows health's per-input counters: they are in the full status
+                # document only (docs/HEALTH.md 1.3), so a replay asks for it unless told not to
+                if "status_detail" not in device:
+                    cfg["status_detail"] = "full"
                 cfg["replay"] = {
                     "wall0_ms": wall0_ms(meta, opts.t_from_s),
                     "max_step_ms": 1000,

@@ -262,21 +262,23 @@ def selection_from(args) -> Selection:
 
 
 def open_source(args) -> ReadingSource:
-    """The collector database of --db, or the replay output of --replay (with --config)."""
-    if args.replay and args.db:
-        raise ToolError("--db and --replay: give one source")
+    """The collector database of --db or --pg, or the replay output of --replay (with
+    --config)."""
+    if args.replay and (args.db or args.pg):
+        raise ToolError(f"{'--db' if args.db else '--pg'} and --replay: give one source")
     if args.config and not args.replay:
         raise ToolError("--config goes with --replay (a database has the devices' own names)")
     if args.replay:
         from host_tools.view.replay_file import ReplayFileView
 
         return ReplayFileView(args.replay, args.config)
-    return open_view(args.db or "collector.sqlite")
+    return open_view(args.db, args.pg)
 
 
 def add_selection_args(p) -> None:
     """The source and the selection (shared with `edgectl plot`)."""
     p.add_argument("--db", help="the collector's database (default collector.sqlite)")
+    p.add_argument("--pg", metavar="DSN", help="the cluster tier's PostgreSQL instead of --db")
     p.add_argument(
         "--replay",
         metavar="OUT.json",
