@@ -239,6 +239,12 @@ def test_remote_config_trial_confirm_rollback_and_what_is_refused(agents, rig, t
         ({"ota": {"key": "/tmp/x"}}, "config key 'ota' cannot be changed"),
         ({"store": {"flush_n": 0}}, "config key 'store.flush_n'"),
         ({"statu_ms": 5}, "statu_ms"),  # misspelled: the schema names the key
+        # another broker (the failover list) would take the telemetry; another collector key
+        # would let its holder forge end-to-end acks (deleting buffered readings) and receipts
+        ({"mqtt": {"brokers": [{"host": "evil.example"}]}}, "'mqtt.brokers' cannot be changed"),
+        ({"mqtt": {"e2e_ack": False}}, "'mqtt.e2e_ack' cannot be changed"),
+        ({"backend": {"key": "00" * 16}}, "config key 'backend' cannot be changed"),
+        ({"store": {"backend": "segments"}}, "'store.backend' cannot be changed"),
     ]:
         o = up.config_device(opts(broker), dev, change)
         seen_payloads += [json.dumps(r) for r in o.replies]

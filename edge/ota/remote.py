@@ -32,15 +32,14 @@ LOCKED = (
     "board",
     "ota",
     "consent",
+    "backend",  # the collector's key: its holder could forge acks and receipts
     "inputs",
-    "mqtt.host",
-    "mqtt.port",
-    "mqtt.prefix",
-    "mqtt.user",
-    "mqtt.password",
-    "mqtt.tls",
     "store.path",
+    "store.backend",  # the other backend would not find the buffered readings
 )
+# `mqtt` is the broker, the login, TLS and the ack rule: of it only these tune a session. Any
+# other key, present or added later (the failover list `brokers`), changes only by deploy.
+MQTT_REMOTE = ("keepalive", "window", "backoff_cap_ms", "e2e_timeout_ms")
 _SECRET_WORDS = ("password", "key", "secret", "token")
 
 
@@ -346,7 +345,13 @@ def config_set(agent, doc):
     cid = doc.pop("id", None)
     if not doc:
         raise ValueError("empty config change")
-    for path in LOCKED:
+    locked = list(LOCKED)
+    mq = doc.get("mqtt")
+    if isinstance(mq, dict):
+        locked += ["mqtt." + k for k in mq if k not in MQTT_REMOTE]
+    elif "mqtt" in doc:
+        locked.append("mqtt")
+    for path in locked:
         if _touches(doc, path):
             raise ValueError(
                 "config key '%s' cannot be changed remotely (identity, broker, trust and inputs "
