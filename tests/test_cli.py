@@ -29,7 +29,8 @@ def test_bad_config_file_is_reported(tmp_path):
     p = tmp_path / "dev.json"
     p.write_text("{not json")
     r = _run("run", "--config", str(p))
-    assert r.returncode == 2 and r.stderr.startswith("edgectl: cannot read config")
+    assert r.returncode == 2 and r.stderr.startswith("edgectl: config ")
+    assert "is not valid JSON: " in r.stderr and "line 1 column 2" in r.stderr
 
 
 def test_unknown_benchmark_lists_the_known_ones():

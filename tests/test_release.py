@@ -155,7 +155,8 @@ def test_release_errors_are_one_line(rel, tmp_path, capsys):
         )
         == 2
     )
-    assert capsys.readouterr().err.startswith("edgectl: version '1.2' is not MAJOR.MINOR.PATCH")
+    err = capsys.readouterr().err
+    assert err.startswith("edgectl: release: argument --version: version '1.2' is not MAJOR.")
     bad = tmp_path / "x.bundle"
     bad.write_bytes(b"EOTA" + b"\0" * 20)
     assert edgectl(["release", "--check", str(bad)]) == 2

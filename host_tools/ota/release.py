@@ -22,6 +22,8 @@ from host_tools.board.deploy import ARCHS, CACHE_DIR, agent_files, board_platfor
 from host_tools.errors import ToolError
 from host_tools.ota.keys import ReleaseKey, load_public
 from host_tools.paths import board_file, local_mpy
+from host_tools import argtypes
+from host_tools.board.ports import serial_port
 
 
 @dataclass
@@ -208,26 +210,67 @@ def cmd_release_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version(text: str) -> str:
+    """argparse type: a release version MAJOR.MINOR.PATCH (edge/bundle.py), kept as text."""
+    try:
+        bundle.parse_version(text)
+    except bundle.BundleError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl release` and `edgectl release-key`."""
     p = sub.add_parser("release", help="build a signed update bundle of the agent")
-    p.add_argument("--board", help="board name (boards/NAME.json): platform and .mpy arch")
-    p.add_argument("--version", help="release version MAJOR.MINOR.PATCH")
-    p.add_argument("--key", help="release key file (edgectl release-key)")
-    p.add_argument("--min-version", help="once confirmed, devices refuse bundles older than this")
+    p.add_argument(
+        "--board",
+        type=argtypes.board,
+        help="board name (boards/NAME.json): platform and .mpy arch",
+    )
+    p.add_argument("--version", type=_version, help="release version MAJOR.MINOR.PATCH")
+    p.add_argument(
+        "--key", type=argtypes.input_file, help="release key file (edgectl release-key)"
+    )
+    p.add_argument(
+        "--min-version",
+        type=_version,
+        help="once confirmed, devices refuse bundles older than this",
+    )
     p.add_argument(
         "--next-key",
         metavar="PUB",
+        type=argtypes.input_file,
         help="rotate: devices that confirm this release trust only this public key afterwards",
     )
-    p.add_argument("--mpy", type=int, help="target sys.implementation._mpy (default: board)")
-    p.add_argument("--port", help="read the .mpy format from the board on this port")
-    p.add_argument("--out", help="bundle path (default build/release/agent-BOARD-VERSION.bundle)")
-    p.add_argument("--check", metavar="BUNDLE", help="check a bundle instead of building one")
-    p.add_argument("--pub", help="with --check: release public key to verify the signature")
+    p.add_argument(
+        "--mpy", type=argtypes.positive_int, help="target sys.implementation._mpy (default: board)"
+    )
+    p.add_argument(
+        "--port", type=serial_port, help="read the .mpy format from the board on this port"
+    )
+    p.add_argument(
+        "--out",
+        type=argtypes.output_file,
+        help="bundle path (default build/release/agent-BOARD-VERSION.bundle)",
+    )
+    p.add_argument(
+        "--check",
+        metavar="BUNDLE",
+        type=argtypes.input_file,
+        help="check a bundle instead of building one",
+    )
+    p.add_argument(
+        "--pub",
+        type=argtypes.input_file,
+        help="with --check: release public key to verify the signature",
+    )
     p.set_defaults(func=cmd_release)
     k = sub.add_parser("release-key", help="make a release signing key (HSS/LMS, RFC 8554)")
-    k.add_argument("path", help="key file to create (never overwritten); PATH.pub beside it")
+    k.add_argument(
+        "path",
+        type=argtypes.new_file,
+        help="key file to create (never overwritten); PATH.pub beside it",
+    )
     k.add_argument(
         "--height", type=int, choices=(5, 10, 15), default=10, help="2^height signatures"
     )
