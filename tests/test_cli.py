@@ -62,3 +62,14 @@ def test_demo_json_summary(micropython):
     assert s["dropped_by_consent"] > 0  # essential-only at first: the gate is visible
     assert s["consent_version"] == 2 and s["receipt"]["grants"]["usage"] is False
     assert s["seconds"] <= 30
+
+
+def test_options_of_a_nested_sub_command_are_known(capsys):
+    """`edgectl cluster down --workdir X` is parsed by `down`'s parser (its options are not
+    `cluster`'s); a misspelled one is still named."""
+    from host_tools import cli
+
+    assert cli.main(["cluster", "down", "--workdir", "/nonexistent/edge-cluster"]) == 2
+    assert capsys.readouterr().err.startswith("edgectl: no cluster in /nonexistent/edge-cluster")
+    assert cli.main(["cluster", "down", "--wrkdir", "x"]) == 2
+    assert "did you mean --workdir?" in capsys.readouterr().err
