@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "host_tools.backend.broker",
     "host_tools.backend.collect",
     "host_tools.backend.cluster",
+    "host_tools.backend.fleet",
     "host_tools.agent.run",
     "host_tools.agent.demo",
     "host_tools.backend.consent",
