@@ -119,7 +119,7 @@ def test_completion_scripts_complete_commands_and_options(tmp_path):
     script.write_text(r.stdout)
     probe = (
         f"source {script}\n"
-        'COMP_WORDS=(edgectl fl); COMP_CWORD=1; _shtab_edgectl; echo "1:${COMPREPLY[*]}"\n'
+        'COMP_WORDS=(edgectl fla); COMP_CWORD=1; _shtab_edgectl; echo "1:${COMPREPLY[*]}"\n'
         'COMP_WORDS=(edgectl flash --b); COMP_CWORD=2; _shtab_edgectl; echo "2:${COMPREPLY[*]}"\n'
     )
     out = subprocess.run(
