@@ -126,13 +126,17 @@ def cmd_completion(args: argparse.Namespace) -> int:
 def _unknown_options_first(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """A misspelled option is the error to report, not the required arguments argparse would
     miss because of it (`edgectl flash --prot X` says `--prot`, not `--port is required`)."""
-    subs = commands(parser)
-    words = [w for w in argv if not w.startswith("-")]
-    sub = subs.get(words[0]) if words else None
-    if sub is None:
+    sub, rest = parser, argv
+    while True:  # down to the innermost sub-command named (`cluster up`)
+        words = [w for w in rest if not w.startswith("-")]
+        inner = commands(sub).get(words[0]) if words else None
+        if inner is None:
+            break
+        sub, rest = inner, rest[rest.index(words[0]) + 1 :]
+    if sub is parser:
         return
     known = [o for a in sub._actions for o in a.option_strings]
-    for word in argv[argv.index(words[0]) + 1 :]:
+    for word in rest:
         if word == "--":
             return
         if word.startswith("--"):

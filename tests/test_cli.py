@@ -128,3 +128,14 @@ def test_completion_scripts_complete_commands_and_options(tmp_path):
     assert "1:flash" in out and "--board" in out.split("2:")[1], out
     for shell in ("zsh", "tcsh"):
         assert _run("completion", shell).returncode == 0
+
+
+def test_options_of_a_nested_sub_command_are_known(capsys):
+    """`edgectl cluster down --workdir X` is parsed by `down`'s parser (its options are not
+    `cluster`'s); a misspelled one is still named."""
+    from host_tools import cli
+
+    assert cli.main(["cluster", "down", "--workdir", "/nonexistent/edge-cluster"]) == 2
+    assert capsys.readouterr().err.startswith("edgectl: no cluster in /nonexistent/edge-cluster")
+    assert cli.main(["cluster", "down", "--wrkdir", "x"]) == 2
+    assert "did you mean --workdir?" in capsys.readouterr().err
