@@ -67,10 +67,13 @@ def collector(db: str, client_id: str | None = "test-collector") -> Collector:
     return Collector(db_path=db, source=_NoSource(), client_id=client_id)
 
 
-def fill(db: str, device: str = "fridge-7", t0: int = 1_700_000_000_000, n: int = 30) -> dict:
+def fill(
+    db: str, device: str = "fridge-7", t0: int = 1_700_000_000_000, n: int = 30, col=None
+) -> dict:
     """A database as the collector leaves it: meta, status, a receipt granting usage and
-    diagnostics, n readings of each of three channels, then a receipt revoking usage."""
-    col = collector(db)
+    diagnostics, n readings of each of three channels, then a receipt revoking usage. col:
+    what to feed instead of a collector on the SQLite file db (feed(topic, payload), stop())."""
+    col = col or collector(db)
     try:
         p = f"edge/{device}"
         col.feed(f"{p}/meta", json.dumps(META).encode())

@@ -18,6 +18,7 @@ import pytest
 
 from host_tools.backend import cluster
 from host_tools.backend.broker import free_port, pid_alive
+from host_tools.backend.pg_sink import PgSink
 from host_tools.backend.simdevice import SimDevices, batch
 
 ACK_WAIT = 2.0  # s before a dead worker's messages go to another (the default is 10)
@@ -39,6 +40,7 @@ def tier():
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout.strip().splitlines()[-1])
     rig = cluster.Rig.load(work)
+    PgSink(rig.dsn).close()  # the tables, if no worker has made them yet
     try:
         yield rig
     finally:
@@ -195,6 +197,26 @@ def test_cluster_commands_refuse_bad_input(tmp_path):
     assert r.returncode == 2 and "not a cluster state file" in r.stderr, r.stderr
     r = _edgectl("cluster", "worker", "--nats", "", "--pg", "postgresql://x@127.0.0.1:1/e")
     assert r.returncode == 2 and r.stderr.startswith("edgectl: --nats needs"), r.stderr
+    r = _edgectl("fleet", "--devices", "10", "--chaos", "node-kil")
+    assert r.returncode == 2 and r.stderr.startswith("edgectl: unknown chaos 'node-kil'"), r.stderr
+    r = _edgectl("fleet", "--devices", "0")
+    assert r.returncode == 2 and "needs --devices or --real" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_fleet_with_node_and_worker_kills_loses_nothing():
+    """`edgectl fleet` (its own cluster): 300 simulated devices and 2 real agents, a node and a
+    worker SIGKILLed mid-run: 0 lost, 0 duplicate rows, every real agent complete."""
+    r = _edgectl(
+        "fleet", "--devices", "300", "--real", "2", "--chaos", "node-kill,worker-kill",
+        "--json", timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    f = json.loads(r.stdout.strip().splitlines()[-1])
+    assert f["lost"] == 0 and f["duplicate_rows"] == 0 and f["unacked_batches"] == 0, f
+    assert f["rows"] == f["readings_sent"] == 300 * 20 * 50 + 2 * 20 * 50, f
+    assert f["real_agents_complete"] == 2 and not f["real_agents_failed"], f
+    assert [e["event"] for e in f["events"]][:2] == ["node 1 SIGKILL", "worker 1 SIGKILL"], f
 
 
 def test_pg_sink_keeps_the_sqlite_sinks_rules(tier):
@@ -203,7 +225,7 @@ def test_pg_sink_keeps_the_sqlite_sinks_rules(tier):
     erases the category's rows with a ledger row, all in PostgreSQL."""
     from host_tools.backend.ingest import Delivery, Worker, WorkerConfig
     from host_tools.backend.mqtt_source import QueueSource
-    from host_tools.backend.pg_sink import PgDocs, PgSink
+    from host_tools.backend.pg_sink import PgDocs
 
     sink = PgSink(tier.dsn)
     src = QueueSource()
@@ -262,7 +284,6 @@ def test_pg_sink_keeps_the_sqlite_sinks_rules(tier):
 
 
 def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
-    from host_tools.backend.pg_sink import PgSink
     from host_tools.errors import ToolError
 
     with pytest.raises(ToolError, match="cannot connect to PostgreSQL"):
@@ -276,3 +297,43 @@ def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
         db.execute("INSERT INTO meta VALUES ('schema', '99')")
     with pytest.raises(ToolError, match="collector schema 99"):
         PgSink(other)
+
+
+def _real_agent(agents, tier: cluster.Rig, device: str, count: int, rate: int):
+    from host_tools.backend.fleet import real_agent_config
+
+    return agents(real_agent_config(device, tier.nats.mqtt, count, rate))
+
+
+@pytest.mark.slow
+def test_real_agent_fails_over_when_its_node_dies(agents, tier):
+    """The real agent (unix MicroPython, `mqtt.brokers` = the three nodes, end-to-end acks):
+    SIGKILL the node it is connected to mid-stream; it moves to the next node, its status
+    says which, and every reading is in PostgreSQL once."""
+    a = _real_agent(agents, tier, "ra-1", 6000, 400)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _stored(tier, ["ra-1"]).get("ra-1", (0,))[0] < 800:
+            time.sleep(0.1)
+        first = (a.stats.get("mqtt") or {}).get("broker")
+        assert first == "%s:%d" % tier.nats.mqtt[0], a.stats.get("mqtt")
+        tier.nats.kill(0)
+        killed = time.monotonic()
+        # the agent's @stats line comes every second: this bounds the failover from above
+        while time.monotonic() < killed + 60 and a.stats["mqtt"]["broker"] in (first, ""):
+            time.sleep(0.05)
+        failover = time.monotonic() - killed
+        assert a.wait(120) == 0, a.output[-20:]
+        final = a.final or {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _stored(tier, ["ra-1"])["ra-1"][0] < 6000:
+            time.sleep(0.2)
+        assert _stored(tier, ["ra-1"])["ra-1"] == (6000, 6000, 1, 6000)
+        m = final["mqtt"]
+        assert m["broker"] != first and m["failovers"] >= 1, m
+        print(f"real agent: on {m['broker']} {failover:.1f} s after its node was killed")
+        assert failover < 30
+    finally:
+        a.stop()
+        if not tier.nats.node_alive(0):
+            tier.nats.start_node(0)

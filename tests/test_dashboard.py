@@ -52,6 +52,7 @@ def test_view_reads_what_the_collector_stored(db):
         assert [d["device"] for d in fleet] == ["fridge-7"]
         f = fleet[0]
         assert f["state"] == "online" and f["store_depth"] == 0 and f["drops"] == 5
+        assert (f["lost"], f["withheld"]) == (1, 4)  # quota 1; consent 4
         assert f["last_seq"] == info["last_seq"] and f["consent_version"] == 2
         # the revocation erased usage (channel 2); essential and diagnostics are all there
         rows = v.readings_tail("fridge-7", 1000)

@@ -150,9 +150,11 @@ class Client:
             "rx_errors": 0,  # read loops ended by an error in a callback (a bug)
         }
 
-    async def _open(self, host, port):
-        """TCP (+TLS) connection; TCP_NODELAY is set on the raw socket so it holds for TLS."""
-        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    async def _open(self, host, port, server_name=None, ai=None):
+        """TCP (+TLS) connection to `ai` (a getaddrinfo entry; default: host's first address);
+        TCP_NODELAY is set on the raw socket so it holds for TLS."""
+        if ai is None:
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
         s = socket.socket(ai[0], ai[1], ai[2])
         self.sock = s
         try:
@@ -167,18 +169,24 @@ class Client:
                 raise
         if self.tls is not None:
             ctx, hostname = self.tls
-            s = ctx.wrap_socket(s, server_hostname=hostname, do_handshake_on_connect=False)
+            s = ctx.wrap_socket(
+                s, server_hostname=server_name or hostname, do_handshake_on_connect=False
+            )
             s.setblocking(False)
             self.sock = s
         self.stream = asyncio.StreamWriter(s, {})
         # asyncio internals (wait for the non-blocking connect), not in the stubs
         yield asyncio.core._io_queue.queue_write(s)  # type: ignore[attr-defined]
 
-    async def connect(self, host, port, clean=False):
+    async def connect(self, host, port, clean=False, server_name=None, ai=None):
         """Open the connection, CONNECT (3.1), wait for CONNACK (3.2). Returns session_present.
-        TLS verification failures and refusals raise MQTTError with a clear message."""
+        server_name: the name the TLS certificate must carry (default: the client's); ai: the
+        address to use (a getaddrinfo entry). TLS verification failures and refusals raise
+        MQTTError with a clear message."""
         try:
-            return await asyncio.wait_for_ms(self._connect(host, port, clean), _CONNECT_TIMEOUT_MS)
+            return await asyncio.wait_for_ms(
+                self._connect(host, port, clean, server_name, ai), _CONNECT_TIMEOUT_MS
+            )
         except asyncio.TimeoutError:
             self._close()
             raise MQTTError("no CONNACK within %d ms" % _CONNECT_TIMEOUT_MS)
@@ -192,9 +200,9 @@ class Client:
 
     session_present = False
 
-    async def _connect(self, host, port, clean):
+    async def _connect(self, host, port, clean, server_name=None, ai=None):
         self._close()
-        await self._open(host, port)
+        await self._open(host, port, server_name, ai)
         b = self.tx
         flags = 0x02 if clean else 0x00  # 3.1.2.4 Clean Session
         body = 10 + 2 + len(self.client_id)

@@ -1,9 +1,10 @@
-# Connection supervisor (docs/MQTT.md 3): builds the MQTT client from config (TLS, credentials,
-# Last Will), keeps the persistent session up with capped exponential backoff + full jitter,
-# keepalive.
+# Connection supervisor (docs/MQTT.md 3, 10): builds the MQTT client from config (TLS,
+# credentials, Last Will), keeps the persistent session up on one of the configured brokers with
+# capped exponential backoff + full jitter, keepalive.
 
 import asyncio
 import random
+import socket
 
 from micropython import const
 
@@ -16,12 +17,21 @@ _RC_BAD_AUTH = const(4)
 _RC_NOT_AUTHORISED = const(5)
 
 
-def backoff_ms(attempt, floor=0):
+def backoff_ms(attempt, floor=0, cap=_BACKOFF_CAP_MS):
     """Exponential backoff with full jitter: uniform in [floor, min(cap, base * 2^attempt)]."""
-    ceiling = min(_BACKOFF_CAP_MS, _BACKOFF_BASE_MS << min(attempt, 10))
+    ceiling = min(cap, _BACKOFF_BASE_MS << min(attempt, 12))
     if floor >= ceiling:
-        ceiling = _BACKOFF_CAP_MS  # a floor (refused login) jitters between floor and the cap
+        ceiling = cap  # a floor (refused login) jitters between floor and the cap
     return floor + ((random.getrandbits(16) * (ceiling - floor)) >> 16)
+
+
+def brokers(m):
+    """[(host, port, TLS server name or None)] from the `mqtt` config: `mqtt.brokers` in order,
+    else `mqtt.host` / `mqtt.port` (docs/MQTT.md 10)."""
+    out = []
+    for b in m.get("brokers") or ():
+        out.append((b["host"], b.get("port") or 1883, b.get("server_name")))
+    return out or [(m["host"], m["port"], None)]
 
 
 def _read(path):
@@ -60,18 +70,43 @@ class Link:
 
     def __init__(self, client, cfg, subscriptions, birth, log):
         self.client = client
-        self.host = cfg["mqtt"]["host"]
-        self.port = cfg["mqtt"]["port"]
+        self.brokers = brokers(cfg["mqtt"])
+        self.cap = cfg["mqtt"].get("backoff_cap_ms") or _BACKOFF_CAP_MS
+        self.current = 0  # index into brokers: the one in use or tried next
         self.subscriptions = subscriptions
         self.birth = birth
         self.log = log
-        self.stats = {"connect_failures": 0, "auth_failures": 0, "tls_failures": 0, "sessions": 0}
+        self.stats = {
+            "connect_failures": 0,
+            "auth_failures": 0,
+            "tls_failures": 0,
+            "sessions": 0,
+            "failovers": 0,  # sessions opened on another broker than the one before
+        }
         self.last_error = ""
+        self.broker = ""  # "host:port" of the session (the status reports it)
 
     async def _session(self):
-        """CONNECT (clean session off, 3.1.2.4), subscribe, birth message."""
+        """CONNECT (clean session off, 3.1.2.4) to the current broker, trying every address
+        its name resolves to in turn; subscribe, birth message."""
         c = self.client
-        await c.connect(self.host, self.port, clean=False)
+        host, port, name = self.brokers[self.current]
+        addrs = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        for i, ai in enumerate(addrs):
+            try:
+                await c.connect(host, port, False, name, ai)
+                break
+            except OSError:
+                if i == len(addrs) - 1:
+                    raise
+            except MQTTError as e:
+                # a refusal or a bad certificate is the broker's answer, not the address's
+                if e.code or i == len(addrs) - 1 or str(e).startswith("TLS"):
+                    raise
+        was = self.broker
+        self.broker = "%s:%d" % (host, port)
+        if was and was != self.broker:
+            self.stats["failovers"] += 1
         for topic, qos in self.subscriptions:
             await c.subscribe(topic, qos)
         try:
@@ -85,6 +120,7 @@ class Link:
         hb: its watchdog heartbeat (edge/watchdog.py); net_up: an Event set while the network
         is up (the Wi-Fi station, edge/net.py), or None when the network is always there."""
         attempt = 0
+        start = self.current  # the broker a round of attempts began with
         c = self.client
         while True:
             if hb is not None:
@@ -104,6 +140,7 @@ class Link:
             try:
                 await self._session()
                 attempt = 0
+                start = self.current
                 self.stats["sessions"] += 1
                 continue
             except MQTTError as e:
@@ -113,16 +150,23 @@ class Link:
                     # the cap so a wrong password never becomes a hot loop
                     self.stats["auth_failures"] += 1
                     msg += ": check mqtt.user / mqtt.password and the broker's ACL"
-                    floor = _BACKOFF_CAP_MS // 2
+                    floor = self.cap // 2
                 elif msg.startswith("TLS"):
                     self.stats["tls_failures"] += 1
-                    floor = _BACKOFF_CAP_MS // 2
+                    floor = self.cap // 2
             except OSError as e:
-                msg = "connect to %s:%d failed: %r" % (self.host, self.port, e)
+                host, port = self.brokers[self.current][:2]
+                msg = "connect to %s:%d failed: %r" % (host, port, e)
             c._close()
             self.stats["connect_failures"] += 1
             if msg != self.last_error or self.stats["connect_failures"] % 20 == 1:
                 self.log("mqtt: " + msg)
             self.last_error = msg
-            await asyncio.sleep_ms(backoff_ms(attempt, floor))
-            attempt += 1
+            # the next broker of the list after a short jitter; the full backoff only after a
+            # round in which every broker failed (docs/MQTT.md 10)
+            self.current = (self.current + 1) % len(self.brokers)
+            if self.current == start:
+                await asyncio.sleep_ms(backoff_ms(attempt, floor, self.cap))
+                attempt += 1
+            else:
+                await asyncio.sleep_ms(backoff_ms(0, floor, self.cap))

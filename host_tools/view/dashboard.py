@@ -32,11 +32,14 @@ def check_host(host: str, allow_remote: bool) -> str:
 # --- the command -------------------------------------------------------------------------------
 
 
-def serve(db: str, host: str = "127.0.0.1", port: int = 8765, on_ready=None) -> None:
-    """Serve the dashboard until interrupted (Ctrl-C or SIGTERM)."""
+def serve(
+    db: str | None, host: str = "127.0.0.1", port: int = 8765, on_ready=None, pg: str | None = None
+) -> None:
+    """Serve the dashboard of a SQLite file or a PostgreSQL DSN until interrupted (Ctrl-C or
+    SIGTERM)."""
     from host_tools.view.server import Server
 
-    view = open_view(db)
+    view = open_view(db, pg)
     srv = Server(view, host, port)
 
     async def main() -> None:
@@ -62,15 +65,18 @@ def cmd_dashboard(args) -> int:
     if not 0 <= args.port <= 65535:
         raise ToolError(f"--port {args.port}: give 0-65535 (0 picks a free port)")
     host = check_host(args.host, args.allow_remote)
+    if args.db == "" or args.pg == "":
+        raise ToolError(f"--{'db' if args.db == '' else 'pg'} '': give a database")
+    view_name = "PostgreSQL" if args.pg else (args.db or "collector.sqlite")
 
     def ready(url: str) -> None:
-        print(f"dashboard: {url}  ({args.db}; Ctrl-C stops)", flush=True)
+        print(f"dashboard: {url}  ({view_name}; Ctrl-C stops)", flush=True)
         if args.open:
             import webbrowser
 
             webbrowser.open(url)
 
-    serve(args.db, host, args.port, on_ready=ready)
+    serve(args.db, host, args.port, on_ready=ready, pg=args.pg)
     print("dashboard: stopped", file=sys.stderr)
     return 0
 
@@ -82,10 +88,10 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--db",
-        default="collector.sqlite",
         help="the collector's SQLite database (default collector.sqlite; its NAME.docs.json "
         "beside it)",
     )
+    p.add_argument("--pg", metavar="DSN", help="the cluster tier's PostgreSQL instead of --db")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any)")
     p.add_argument("--host", default="127.0.0.1", help="IP address to listen on (loopback)")
     p.add_argument(

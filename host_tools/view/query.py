@@ -37,11 +37,17 @@ def decode_status(doc, previous: dict | None = None):
     return dec(doc, previous) if dec is not None else doc
 
 
-def drops_total(status: dict) -> int:
-    """Sum of `drops` ({reason: {category: n}}) in a status; malformed parts count 0."""
+WITHHELD = ("consent", "purged")  # drop reasons that are consent working, not data lost
+
+
+def drops_total(status: dict, only: tuple = (), skip: tuple = ()) -> int:
+    """Sum of `drops` ({reason: {category: n}}, docs/HEALTH.md 1) in a status, of the reasons
+    in `only` (all when empty) not in `skip`; malformed parts count 0."""
     total = 0
     drops = status.get("drops")
-    for per_cat in drops.values() if isinstance(drops, dict) else ():
+    for reason, per_cat in drops.items() if isinstance(drops, dict) else ():
+        if (only and reason not in only) or reason in skip:
+            continue
         if isinstance(per_cat, dict):
             total += sum(n for n in per_cat.values() if isinstance(n, int))
         elif isinstance(per_cat, int):
@@ -132,71 +138,20 @@ class ViewStore(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteView:
-    """The collector's SQLite database and document file, read-only. One connection, used
-    from one thread at a time (the dashboard serialises its queries)."""
+class SqlView:
+    """The questions, over the collector's tables (docs/BACKEND.md 3): the same SQL for SQLite
+    and PostgreSQL (`?` placeholders). A subclass gives `_q` (run a query), `_table` (the
+    registry and receipt documents by device) and `change_token`."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if not os.path.exists(path):
-            raise ToolError(f"{path}: no such collector database (edgectl collect --db {path})")
-        if os.path.isdir(path):
-            raise ToolError(f"{path}: is a directory, not a collector database")
-        try:
-            # mode=ro: this tool never writes, even by accident; a collector may write meanwhile
-            self.db = sqlite3.connect(
-                f"file:{_uri_path(path)}?mode=ro", uri=True, check_same_thread=False, timeout=10
-            )
-            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
-            if "readings" not in tables or "meta" not in tables:
-                raise ToolError(f"{path}: not a collector database (no readings table)")
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None or row[0] != "1":
-                raise ToolError(f"{path}: collector schema {row and row[0]}, this tool reads 1")
-        except sqlite3.DatabaseError as e:
-            raise ToolError(f"{path}: not a usable collector database: {e}") from None
-        self.docs_file = docs_path(path)
-        self._docs: dict = {}
-        self._docs_stamp: tuple | None = None
-        self._load_docs()
+    path: str
 
-    # --- the document file (registry, latest status and receipt, channel metadata) -----------
-    def _docs_mtime(self) -> tuple | None:
-        try:
-            st = os.stat(self.docs_file)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    def _load_docs(self) -> None:
-        stamp = self._docs_mtime()
-        if stamp == self._docs_stamp:
-            return
-        data = AtomicJSONStorage(self.docs_file).read() if stamp else None
-        self._docs = data or {}
-        self._docs_stamp = stamp
+    def _q(self, sql: str, args: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
 
     def _table(self, name: str) -> dict[str, dict]:
-        """device -> document of one TinyDB table (the collector writes one per device)."""
-        self._load_docs()
-        out = {}
-        for doc in (self._docs.get(name) or {}).values():
-            if isinstance(doc, dict) and isinstance(doc.get("device"), str):
-                out[doc["device"]] = doc
-        return out
+        raise NotImplementedError
 
     # --- questions ---------------------------------------------------------------------------
-    def _q(self, sql: str, args: tuple = ()) -> list[tuple]:
-        try:
-            return self.db.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as e:
-            raise ToolError(f"{self.path}: cannot read: {e}") from None
-
-    def change_token(self) -> tuple:
-        """Changes whenever another connection commits to the database or the document file is
-        replaced (PRAGMA data_version, file stamp): the dashboard's cue to send updates."""
-        return (self._q("PRAGMA data_version")[0][0], self._docs_mtime())
-
     def devices(self) -> list[str]:
         found = set(self._table("devices")) | set(self._table("receipts"))
         # one index seek per device: the primary key (device, seq) skips from one to the next
@@ -247,9 +202,9 @@ class SqliteView:
                     "last_seen_ms": max(seen) if seen else None,
                     "store_depth": _int(status.get("store_depth")),
                     "drops": drops_total(status),
-                    "broker": status.get("broker")
-                    if isinstance(status.get("broker"), str)
-                    else None,
+                    # lost: a full store, a quota, an unknown channel; withheld: consent
+                    "lost": drops_total(status, skip=WITHHELD),
+                    "withheld": drops_total(status, only=WITHHELD),
                     "last_seq": last[0] if last else None,
                     "consent_version": _int(receipt.get("version")),
                     "uptime_ms": _int(status.get("uptime_ms")),
@@ -364,6 +319,71 @@ class SqliteView:
             out.append(d)
         return out
 
+
+class SqliteView(SqlView):
+    """The collector's SQLite database and document file, read-only. One connection, used
+    from one thread at a time (the dashboard serialises its queries)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if not os.path.exists(path):
+            raise ToolError(f"{path}: no such collector database (edgectl collect --db {path})")
+        if os.path.isdir(path):
+            raise ToolError(f"{path}: is a directory, not a collector database")
+        try:
+            # mode=ro: this tool never writes, even by accident; a collector may write meanwhile
+            self.db = sqlite3.connect(
+                f"file:{_uri_path(path)}?mode=ro", uri=True, check_same_thread=False, timeout=10
+            )
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+            if "readings" not in tables or "meta" not in tables:
+                raise ToolError(f"{path}: not a collector database (no readings table)")
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None or row[0] != "1":
+                raise ToolError(f"{path}: collector schema {row and row[0]}, this tool reads 1")
+        except sqlite3.DatabaseError as e:
+            raise ToolError(f"{path}: not a usable collector database: {e}") from None
+        self.docs_file = docs_path(path)
+        self._docs: dict = {}
+        self._docs_stamp: tuple | None = None
+        self._load_docs()
+
+    # --- the document file (registry, latest status and receipt, channel metadata) -----------
+    def _docs_mtime(self) -> tuple | None:
+        try:
+            st = os.stat(self.docs_file)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _load_docs(self) -> None:
+        stamp = self._docs_mtime()
+        if stamp == self._docs_stamp:
+            return
+        data = AtomicJSONStorage(self.docs_file).read() if stamp else None
+        self._docs = data or {}
+        self._docs_stamp = stamp
+
+    def _table(self, name: str) -> dict[str, dict]:
+        """device -> document of one TinyDB table (the collector writes one per device)."""
+        self._load_docs()
+        out = {}
+        for doc in (self._docs.get(name) or {}).values():
+            if isinstance(doc, dict) and isinstance(doc.get("device"), str):
+                out[doc["device"]] = doc
+        return out
+
+    def _q(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise ToolError(f"{self.path}: cannot read: {e}") from None
+
+    def change_token(self) -> tuple:
+        """Changes whenever another connection commits to the database or the document file is
+        replaced (PRAGMA data_version, file stamp): the dashboard's cue to send updates."""
+        return (self._q("PRAGMA data_version")[0][0], self._docs_mtime())
+
     def close(self) -> None:
         self.db.close()
 
@@ -387,6 +407,13 @@ def _int(x) -> int | None:
     return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
-def open_view(db: str) -> ViewStore:
-    """The store for a `--db` argument (a SQLite file today)."""
-    return SqliteView(db)
+def open_view(db: str | None = None, pg: str | None = None) -> ViewStore:
+    """The store of `--db FILE` (the embedded collector's SQLite, the default
+    collector.sqlite) or `--pg DSN` (the cluster tier's PostgreSQL)."""
+    if db and pg:
+        raise ToolError("--db and --pg: give one database")
+    if pg:
+        from host_tools.view.pg_view import PgView
+
+        return PgView(pg)
+    return SqliteView(db or "collector.sqlite")

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from host_tools.errors import ToolError
 from host_tools.view.follow import SeqWindow, unseen
-from host_tools.view.query import DEVICE_ID, ViewStore, drops_total
+from host_tools.view.query import DEVICE_ID, WITHHELD, ViewStore, drops_total
 
 TAIL_READINGS = 20_000  # readings a device page starts with (the newest)
 STEP_READINGS = 20_000  # readings per update message at most
@@ -124,6 +124,7 @@ def device_doc(view: ViewStore, device: str) -> dict | None:
         "channels": [ch.describe(c) for c in sorted(known | seen)],
         "ledger": ledger,
         "erasures": sum(1 for e in ledger if e["action"] == "erased"),
+        "lost": drops_total(status, skip=WITHHELD),
         "health": health,
         "collectors": view.collectors(),
         "now_ms": _now_ms(),
