@@ -126,13 +126,17 @@ def cmd_completion(args: argparse.Namespace) -> int:
 def _unknown_options_first(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """A misspelled option is the error to report, not the required arguments argparse would
     miss because of it (`edgectl flash --prot X` says `--prot`, not `--port is required`)."""
-    subs = commands(parser)
-    words = [w for w in argv if not w.startswith("-")]
-    sub = subs.get(words[0]) if words else None
-    if sub is None:
+    sub, rest = parser, argv
+    while True:  # down to the innermost sub-command named (`cluster up`)
+        words = [w for w in rest if not w.startswith("-")]
+        inner = commands(sub).get(words[0]) if words else None
+        if inner is None:
+            break
+        sub, rest = inner, rest[rest.index(words[0]) + 1 :]
+    if sub is parser:
         return
     known = [o for a in sub._actions for o in a.option_strings]
-    for word in argv[argv.index(words[0]) + 1 :]:
+    for word in rest:
         if word == "--":
             return
         if word.startswith("--"):
@@ -163,8 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(sorted(commands(parser)))
         print(f"edgectl: no COMMAND given; one of {names} (see edgectl --help)", file=sys.stderr)
         return 2
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    try:
+        return _run(args)
+    finally:
+        if in_main:  # main() called in-process (tests, scripts) leaves SIGTERM as it was
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
@@ -206,7 +218,10 @@ def _fail(message: str, code: int = 2) -> int:
         print(f"edgectl: {message}", file=sys.stderr, flush=True)
     except OSError:
         pass
-    _quiet_stdout()
+    try:
+        sys.stdout.flush()
+    except OSError:  # stdout's reader went away too
+        _quiet_stdout()
     return code
 
 
