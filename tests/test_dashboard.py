@@ -259,6 +259,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, db):
         busy.listen(1)
         port = busy.getsockname()[1]
         _one_line_error(_run("dashboard", "--db", path, "--port", str(port)), "in use", str(port))
+        demo_db = str(tmp_path / "demo.sqlite")
+        busy_demo = _run_here("demo", "--seconds", "3", "--db", demo_db, "--dashboard", str(port))
+        _one_line_error(busy_demo, "in use", "--dashboard")
     _one_line_error(_run_here("demo", "--db", path), "exists")
     _one_line_error(_run_here("demo", "--dashboard", "99999"), "--dashboard")
 
