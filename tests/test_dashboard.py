@@ -324,6 +324,14 @@ def test_seq_window_sends_late_rows_once_and_lets_old_holes_go():
     now[0] = 62.0
     unseen(w, read_after, 10)
     assert w.floor == 39 and w.sent == set()
+    # a page opened before the device sent anything: the floor follows from seq 1 on
+    fresh = SeqWindow(clock=lambda: now[0])
+    fresh.start([])
+    stored.clear()
+    put(1, 2, 3)
+    assert [r[0] for r in unseen(fresh, read_after, 10)[0]] == [1, 2, 3]
+    assert (fresh.floor, fresh.sent) == (3, set())
+    put(*range(4, 41))
     # a hole far below the top stops counting after hold_seqs
     put(*range(41, 300))
     unseen(w, read_after, 1000)
