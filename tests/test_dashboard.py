@@ -151,6 +151,12 @@ def test_api_and_event_stream(db):
         assert _get(srv.url + "api/device/nobody")[0] == 404
         assert _get(srv.url + "api/device/fridge-7/readings?after=x")[0] == 400
         assert _get(srv.url + "static/../dashboard.py")[0] == 404
+        # read-only: any other method is refused before a handler runs
+        for method in ("POST", "PUT", "DELETE"):
+            req = urllib.request.Request(srv.url + "api/fleet", data=b"{}", method=method)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == 405
         # DNS rebinding: a page on another name that resolves to 127.0.0.1 gets nothing
         assert _get(srv.url + "api/fleet", host=f"evil.example:{srv.port}")[0] == 421
         assert _get(srv.url + "api/fleet", host=f"localhost:{srv.port}")[0] == 200
