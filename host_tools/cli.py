@@ -167,8 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(sorted(commands(parser)))
         print(f"edgectl: no COMMAND given; one of {names} (see edgectl --help)", file=sys.stderr)
         return 2
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    try:
+        return _run(args)
+    finally:
+        if in_main:  # main() called in-process (tests, scripts) leaves SIGTERM as it was
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
@@ -210,7 +218,10 @@ def _fail(message: str, code: int = 2) -> int:
         print(f"edgectl: {message}", file=sys.stderr, flush=True)
     except OSError:
         pass
-    _quiet_stdout()
+    try:
+        sys.stdout.flush()
+    except OSError:  # stdout's reader went away too
+        _quiet_stdout()
     return code
 
 

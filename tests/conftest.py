@@ -15,6 +15,13 @@ from host_tools.paths import edge_root, micropython_path, mp_env
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_configure(config):
+    # A checkout whose .venv was installed before the plugin's entry point existed has not
+    # registered it (`make venv` does): load it by module so the fixtures are there anyway.
+    if not config.pluginmanager.has_plugin("edge"):
+        config.pluginmanager.import_plugin("host_tools.testing.plugin")
+
+
 def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run tests marked slow")
 

@@ -178,9 +178,13 @@ def test_a_replay_with_no_readings_fails_its_golden_check_and_says_why(tmp_path:
     assert code == 1 and result.readings == 0 and result.why
 
 
-def test_a_replay_on_a_terminal_shows_its_progress(tmp_path: Path) -> None:
-    """stderr a terminal: a progress bar of the capture time the readings reached; not a
-    terminal (every other test here): no bar, the output stays clean for scripts."""
+@pytest.mark.parametrize(
+    "where", [["--agent", "unix-sim"], ["--port", "loop://", "--to", "60", "--speed", "60"]]
+)
+def test_a_replay_on_a_terminal_shows_its_progress(tmp_path: Path, where: list) -> None:
+    """stderr a terminal: a progress bar of the capture time sent (a port) or reached by the
+    readings (the agent); not a terminal (every other test here): no bar, the output stays
+    clean for scripts."""
     import os
     import pty
     import subprocess
@@ -188,8 +192,7 @@ def test_a_replay_on_a_terminal_shows_its_progress(tmp_path: Path) -> None:
 
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "host_tools", "replay", str(SAMPLES / "fridge-line.ecap")]
-        + ["--agent", "unix-sim"],
+        [sys.executable, "-m", "host_tools", "replay", str(SAMPLES / "fridge-line.ecap"), *where],
         stdout=subprocess.PIPE,
         stderr=slave,
         env={**os.environ, "COLUMNS": "100"},

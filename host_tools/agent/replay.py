@@ -23,7 +23,7 @@ from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.captures import capfile, modbus_capture
 from host_tools.captures.frames import FrameCounter
-from host_tools.captures.replay import ReplayResult
+from host_tools.captures.replay import ReplayResult, progress_bar
 from host_tools.errors import ToolError
 
 DIFF_LINES = 40
@@ -355,28 +355,16 @@ def wait_showing_progress(
 ) -> None:
     """Wait for the replaying agent; on a terminal, a progress bar of the capture time its
     readings have reached (their timestamps are wall0 + capture time) with the time left."""
-    if not sys.stderr.isatty():
-        agent.wait(timeout)
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     deadline = time.monotonic() + timeout
-    columns = (
-        TextColumn("replay"),
-        BarColumn(),
-        TextColumn("{task.fields[at]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("replay", total=max(1, span_ms), at="")
+    with progress_bar(span_ms) as show:
         while not agent.done.wait(0.25) and time.monotonic() < deadline:
             recent = col.readings[-64:]
-            reached = max((r[2] for r in recent), default=wall0) - wall0
-            reached = max(0, min(reached, span_ms))
-            at = f"{reached / 1000:.0f} of {span_ms / 1000:.0f} s of capture"
-            bar.update(task, completed=reached, at=at)
-    agent.wait(max(0.0, deadline - time.monotonic()))
+            reached = max(0, min(max((r[2] for r in recent), default=wall0) - wall0, span_ms))
+            show(reached, f"{reached / 1000:.0f} of {span_ms / 1000:.0f} s of capture")
+    if not agent.done.is_set():
+        agent.stop()
+        raise ToolError(f"the agent did not finish the replay within {timeout:g} s (--timeout)")
+    agent.wait()
 
 
 def explain(
