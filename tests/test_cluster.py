@@ -352,3 +352,18 @@ def test_real_agent_fails_over_when_its_node_dies(agents, tier):
         a.stop()
         if not tier.nats.node_alive(0):
             tier.nats.start_node(0)
+
+
+@pytest.mark.slow
+def test_bench_cluster_runs_both_tiers():
+    """`edgectl bench cluster --json` on a small load: both tiers store every reading (the
+    figures themselves are the benchmark's, not this test's)."""
+    env = {**os.environ, "BENCH_CLUSTER_BATCHES": "4"}
+    r = subprocess.run(
+        [sys.executable, "-m", "host_tools", "bench", "cluster", "--json"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    f = json.loads(r.stdout.strip().splitlines()[-1])
+    assert f["embedded_complete"] and f["cluster_1w_complete"] and f["cluster_2w_complete"], f
+    assert f["cluster_readings_per_s_1w"] > 0 and f["embedded_readings_per_s"] > 0, f
