@@ -312,6 +312,9 @@ def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
         db.execute("INSERT INTO meta VALUES ('schema', '99')")
     with pytest.raises(ToolError, match="collector schema 99"):
         PgSink(other)
+    # a worker on it stops with that line (it waits only for a server that does not answer)
+    r = _edgectl("cluster", "worker", "--nats", ",".join(tier.nats.urls), "--pg", other)
+    assert r.returncode == 2 and "collector schema 99" in r.stderr, r.stderr
 
 
 def _real_agent(agents, tier: cluster.Rig, device: str, count: int, rate: int):

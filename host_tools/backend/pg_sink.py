@@ -100,6 +100,11 @@ def _params(rows: list[Row]) -> tuple[str, list]:
     return _INSERT_ROWS, cols
 
 
+class PgUnavailable(ToolError):
+    """The server did not answer or dropped the connection (a worker tries again later); any
+    other ToolError from PgSink is a database that will not become usable by waiting."""
+
+
 class PgSink:
     """One connection, owned by one worker thread."""
 
@@ -110,7 +115,9 @@ class PgSink:
         try:
             self.db = psycopg.connect(dsn, connect_timeout=int(max(1, connect_timeout)))
         except psycopg.Error as e:
-            raise ToolError(f"cannot connect to PostgreSQL {_safe(dsn)}: {_first_line(e)}") from e
+            raise PgUnavailable(
+                f"cannot connect to PostgreSQL {_safe(dsn)}: {_first_line(e)}"
+            ) from e
         try:
             with self.db.transaction():
                 self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -123,6 +130,12 @@ class PgSink:
                     )
                 elif row[0] != str(SCHEMA_VERSION):
                     raise ToolError(f"{_safe(dsn)}: collector schema {row[0]}, this tool reads 1")
+        except ToolError:
+            self.db.close()
+            raise
+        except psycopg.OperationalError as e:  # the server went away meanwhile
+            self.db.close()
+            raise PgUnavailable(f"PostgreSQL {_safe(dsn)}: {_first_line(e)}") from e
         except psycopg.Error as e:
             self.db.close()
             raise ToolError(
