@@ -16,7 +16,15 @@ from host_tools.agent.run import agent_config
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.proxy import FaultProxy
 from host_tools.ota import update as up
-from tests.ota_rig import Telemetry, crash_bundle, make_key, real_bundle, status, widening_bundle
+from tests.ota_rig import (
+    HANG_MAIN,
+    Telemetry,
+    crash_bundle,
+    make_key,
+    real_bundle,
+    status,
+    widening_bundle,
+)
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +368,20 @@ def test_an_update_never_widens_consent(agents, rig, tmp_path, broker):
     assert "widening" in o.error and "'usage'" in o.error, o
     s = wait_status(broker, dev, lambda s: "rolled_back" in s["ota"].get("last", ""))
     assert s["ota"]["slot"] == "a"
+
+
+@pytest.mark.slow
+def test_a_release_that_hangs_is_reset_by_the_watchdog_and_rolled_back(
+    agents, rig, tmp_path, broker
+):
+    """A trial whose agent blocks its event loop stops feeding the watchdog; the watchdog
+    resets the board, and the boot selector rolls back to the confirmed agent (docs/OTA.md 4)."""
+    hang = crash_bundle(rig["dir"], "1.4.0", rig["dir"] / "release.json", HANG_MAIN, "hang")
+    dev = "ota-wd"
+    agent = start_agent(agents, rig, tmp_path, broker, dev, watchdog_ms=2000)
+    o = up.update_device(opts(broker), dev, hang, timeout=120)
+    assert o.state == "rolled_back", (o, agent.output[-30:])
+    assert "reset before confirmation" in o.error, o
+    assert any(ln.startswith("@log watchdog: expired") for ln in agent.output)
+    s = wait_status(broker, dev, lambda s: "rolled_back" in s["ota"].get("last", ""))
+    assert s["ota"]["slot"] == "a" and s["reset_cause"] == "watchdog", s
