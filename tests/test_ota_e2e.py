@@ -101,6 +101,18 @@ def test_update_confirms_then_a_crashing_release_rolls_back(agents, rig, tmp_pat
         s = wait_status(broker, dev, lambda s: s["ota"]["slot"] == "b")
         assert s["ota"]["version"] == "1.1.0" and "trial" not in s["ota"]
         assert agent.boots == 2  # one reset into the trial
+        # nothing buffered is lost across the switch: every reading the first boot stored
+        # (seqs 1..appended) and every one since is delivered. The only gap allowed is the
+        # unused rest of the seq block the first boot had reserved (a reboot starts the next
+        # block of 1024, docs/FORMAT.md 2.4).
+        first = json.loads(next(ln for ln in agent.output if ln.startswith("@final "))[7:])
+        stored = first["appended"]
+        hi = max(tele.seqs)
+        want = set(range(1, stored + 1)) | set(range(1025, hi + 1))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not want <= tele.seqs:
+            time.sleep(0.2)
+        assert stored > 0 and hi > 1024 and want <= tele.seqs, sorted(want - tele.seqs)[:5]
 
         o = up.update_device(opts(broker), dev, rig["v120crash"], timeout=120)
         assert o.state == "rolled_back", o
