@@ -562,3 +562,31 @@ def test_two_vboards_never_share_one_image(files, micropython):
         first.wait(10)
         for p in d.glob("shared.img*"):
             p.unlink()
+
+
+def test_sigterm_to_run_stops_the_agent(broker, micropython):
+    """`edgectl run` stopped by a service manager: the agent under MicroPython stops too."""
+    p = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "edgectl"), "run"]
+        + ["--port", str(broker.port), "--seconds", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kids = _children(p.pid)
+        assert kids, p.stderr.read() if p.poll() is not None else "no agent started"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 143
+        assert p.stderr.read().strip().splitlines()[-1] == "edgectl: terminated"
+        deadline = time.monotonic() + 10
+        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(k) for k in kids), f"left running: {kids}"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
