@@ -57,6 +57,8 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("collect --tls-cert {missing} --port {closed}", "{missing}"),
     ("collect --prefix a/# --port {closed}", "--prefix"),
     ("collect --prefix + --port {closed}", "--prefix"),
+    ("collect --client-id '' --port {closed}", "--client-id"),
+    ("collect --client-id 'a b' --port {closed}", "--client-id"),
     # run
     ("run --config {missing}", "{missing}"),
     ("run --config {dir}", "{dir}"),
