@@ -28,7 +28,7 @@ from tests.cli_corpus_rig import Outcome, run_edgectl
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRECIOUS = b"precious user data, not made by edgectl\n"
 
-# (argv, text the message must contain). `{name}` fills in from _files() below.
+# (argv, text the message must contain). `{name}` fills in from the `files` fixture below.
 HAND_WRITTEN: list[tuple[str, str]] = [
     # top level
     ("", "COMMAND"),
@@ -466,7 +466,7 @@ def test_corpus(files):
         cwd = Path(files["d"]) / "cwd"
         cwd.mkdir()
         o = run_edgectl(
-            _argv(template, files), str(cwd), timeout=float(os.environ.get("CORPUS_TIMEOUT", "20"))
+            _argv(template, files), str(cwd), timeout=float(os.environ.get("CORPUS_TIMEOUT", "10"))
         )
         problems = check(o, must.format(**files), precious)
         if os.environ.get("CORPUS_LOG"):
