@@ -72,7 +72,8 @@ class Scene:
         """The agent's last lines without the stats, for a failure message."""
         lines = [x for x in self.agent.output if not x.startswith("@stats")]
         st = [p for _t, t, p in self.obs.msgs if t.endswith("/status") and p][-1:]
-        heap = {k: json.loads(p).get(k) for p in st for k in ("heap_free", "heap_alloc")}
+        # the compact snapshot's `hf` is the full document's heap_free (docs/HEALTH.md 1.1)
+        heap = {k: json.loads(p).get(k) for p in st for k in ("hf", "heap_free", "heap_alloc")}
         return "\n".join(lines[-25:]) + f"\nheap: {heap}\nstats: " + json.dumps(self.stats())
 
     def alive(self) -> bool:

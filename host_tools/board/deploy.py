@@ -94,11 +94,13 @@ except OSError:
 else:
     sys.path.insert(0, _root + "/lib")
     _cfg, _trial = _selector().choose(_root)
+    _ota = _selector().brief(_root)  # None: the agent has a trial or an outcome to handle
     sys.modules.pop("edgeboot", None)  # the selector's code leaves the heap before the agent
     gc.collect()
     try:
         from edge import main as _agent
 
+        _agent.BOOT_OTA = _ota  # an attribute, not an argument: any release's run() takes it
         _a = _agent.run(_cfg, _root)
     except Exception as e:
         _selector().crashed(_root, _trial, e)

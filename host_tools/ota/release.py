@@ -81,9 +81,11 @@ def build_bundle(
     port: str | None = None,
     cache: Path = CACHE_DIR,
     extra: dict[str, bytes] | None = None,
+    next_key: bytes | None = None,
 ) -> Release:
     """Compile the agent for the board and write the signed bundle to `out`. `extra` adds or
-    replaces files (edge/... paths), for tests and hot fixes of data files."""
+    replaces files (edge/... paths), for tests and hot fixes of data files. `next_key`: the
+    release public key devices trust from the moment they confirm this release (rotation)."""
     try:
         bundle.parse_version(version)
         if min_version:
@@ -107,6 +109,10 @@ def build_bundle(
     }
     if min_version:
         manifest["min_version"] = min_version
+    if next_key is not None:
+        if next_key == key.public():
+            raise ToolError("--next-key is the signing key itself: nothing to rotate to")
+        manifest["next_key"] = next_key.hex()
     data = pack(manifest, [files[n] for n in names], key)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -148,6 +154,8 @@ def read_bundle(path: Path, pub: bytes | None = None) -> dict:
     except bundle.BundleError as e:
         raise ToolError(f"{path}: {e}") from None
     m["files"] = [[n, s, d.hex()] for n, s, d in m["files"]]
+    if m.get("next_key") is not None:
+        m["next_key"] = m["next_key"].hex()
     m["sha256"] = hashlib.sha256(data).hexdigest()
     m["size"] = len(data)
     return m
@@ -163,12 +171,23 @@ def cmd_release(args: argparse.Namespace) -> int:
             f"{len(m['files'])} files, {m['size']} B, sha256 {m['sha256']}, "
             f"signature {'valid' if pub else 'not checked (no --pub)'}"
         )
+        if m.get("next_key"):
+            kid = hashlib.sha256(bytes.fromhex(m["next_key"])).hexdigest()[:16]
+            print(f"rotates the release key: devices that confirm it trust key {kid} only")
         return 0
     if not (args.board and args.version and args.key):
         raise ToolError("release needs --board, --version and --key (or --check BUNDLE)")
     out = Path(args.out or f"build/release/agent-{args.board}-{args.version}.bundle")
+    nxt = load_public(Path(args.next_key)) if args.next_key else None
     r = build_bundle(
-        args.board, args.version, Path(args.key), out, args.min_version, args.mpy, args.port
+        args.board,
+        args.version,
+        Path(args.key),
+        out,
+        args.min_version,
+        args.mpy,
+        args.port,
+        next_key=nxt,
     )
     left = ReleaseKey.load(Path(args.key)).remaining
     print(
@@ -216,6 +235,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-version",
         type=_version,
         help="once confirmed, devices refuse bundles older than this",
+    )
+    p.add_argument(
+        "--next-key",
+        metavar="PUB",
+        type=argtypes.input_file,
+        help="rotate: devices that confirm this release trust only this public key afterwards",
     )
     p.add_argument(
         "--mpy", type=argtypes.positive_int, help="target sys.implementation._mpy (default: board)"
