@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# the demo, then its dashboard (the URL is printed; a free port), served until Ctrl-C
 demo: $(STAMP)
-	$(VENV)/bin/edgectl demo
+	$(VENV)/bin/edgectl demo --dashboard 0
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -383,7 +383,21 @@ class Agent:
         # waiting for the network, or for a window slot while batches are in flight
         return self._offline() or bool(self.fwd.count)
 
+    def _ota_boot(self):
+        """Report the last trial, resume an interrupted download; the watch coroutine when
+        this run is a trial (docs/OTA.md 4). Runs before any task allocates: the trial code is
+        loaded and, when there is nothing to watch, dropped while the heap is still empty."""
+        gc.collect()
+        from edge.ota import trial
+
+        watch = trial.start(self)
+        if watch is None and self.updater is None:
+            _unload_ota()
+        return watch
+
     async def main(self):
+        # a steady boot got its summary from the selector and needs no trial code
+        watch = self._ota_boot() if self.ota_root is not None and self.ota is None else None
         # On a tight heap: collect once a quarter of the free heap was allocated, not only
         # when it is exhausted, so short-lived objects reuse the same holes and long-lived
         # ones are not scattered over all free memory (fragmentation made a status or stats
@@ -421,14 +435,8 @@ class Agent:
             tasks.append(asyncio.create_task(station.run(wd.add("wifi", self._wifi_down))))
         if self.wd.timeout_ms:
             tasks.append(asyncio.create_task(self.wd.run()))  # feeds hal.wdt while all beat
-        if self.ota_root is not None:
-            from edge.ota import trial  # report the last trial; confirm this one (OTA.md 4)
-
-            watch = trial.start(self)
-            if watch is not None:
-                tasks.append(asyncio.create_task(watch))
-            elif self.updater is None:
-                _unload_ota()
+        if watch is not None:
+            tasks.append(asyncio.create_task(watch))
         await self.sampler()
         self.fwd.flush = True  # no more readings come: partial batches go now
         self.fwd.poke()

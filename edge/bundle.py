@@ -77,8 +77,9 @@ def _path_ok(p):
 
 def parse_manifest(raw):
     """Validate the manifest (bytes, or an open file holding exactly it); returns it with `files` as (path, size, sha256 bytes) tuples.
-    Keys: bundle (=FORMAT), version, min_version (optional), mpy (the target's
-    sys.implementation._mpy), platform, files [[path, size, sha256 hex], ...]."""
+    Keys: bundle (=FORMAT), version, min_version (optional), next_key (optional: the release
+    key devices trust once this release is confirmed, 120 hex digits; returned as 60 bytes),
+    mpy (the target's sys.implementation._mpy), platform, files [[path, size, sha256 hex], ...]."""
     try:
         m = json.load(raw) if hasattr(raw, "read") else json.loads(raw)
     except ValueError:
@@ -88,6 +89,8 @@ def parse_manifest(raw):
     parse_version(m.get("version"))
     if m.get("min_version") is not None:
         parse_version(m["min_version"])
+    if m.get("next_key") is not None:
+        m["next_key"] = parse_public(m["next_key"])
     if not isinstance(m.get("mpy"), int) or not isinstance(m.get("platform"), str):
         raise BundleError("manifest needs integer 'mpy' and string 'platform'")
     files = m.get("files")
@@ -110,6 +113,26 @@ def parse_manifest(raw):
         except ValueError:
             raise BundleError("manifest sha256 of %s is not hex" % path)
     return m
+
+
+def parse_public(text):
+    """A release public key in hex (an HSS key of one level over a known LMS and LM-OTS type,
+    RFC 8554 section 6.3) -> its 60 bytes. Checked whole before a device adopts it: a key it
+    cannot use would leave it refusing every later update."""
+    from edge import lms
+
+    try:
+        pub = binascii.unhexlify(text) if isinstance(text, str) else b""
+    except ValueError:
+        pub = b""
+    if len(pub) != 4 + lms.LMS_PUB_LEN:
+        raise BundleError(
+            "next_key must be a release public key, %d hex digits" % (8 + 2 * lms.LMS_PUB_LEN)
+        )
+    levels, lms_type, ots_type = struct.unpack_from(">III", pub, 0)
+    if levels != 1 or lms_type not in lms.LMS_TYPES or ots_type not in lms.OTS_TYPES:
+        raise BundleError("next_key is not a one-level HSS key of known LMS/LM-OTS types")
+    return pub
 
 
 def payload_size(m):

@@ -11,6 +11,11 @@ from edge.hal import load as load_hal
 _RESET_EXIT = 75  # a reset was asked for (cmd/reboot): the supervisor starts us again
 
 
+# /main.py sets this to the boot selector's status summary when the boot has nothing to report
+# or confirm (edge/ota/boot.py brief()); None: the agent loads edge/ota/trial.py for it
+BOOT_OTA = None
+
+
 def run(config_path=None, root=None):
     """Run the agent until its run ends; returns it. root: the filesystem root the boot selector
     (edge/ota/boot.py) started us from ("" on a board), None when started directly: then
@@ -28,6 +33,7 @@ def run(config_path=None, root=None):
     hal = load_hal()
     agent = Agent(cfg, hal)
     agent.ota_root = root
+    agent.ota = BOOT_OTA if root is not None else None
     # the console's first agent line: what booted and why (`edgectl logs` highlights it)
     agent.log(
         "boot: device %s on %s (%s), reset cause %s%s"

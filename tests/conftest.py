@@ -1,4 +1,6 @@
-"""Shared fixtures: the unix MicroPython binary, a loopback broker, the --slow switch."""
+"""The --slow switch, the fast-test list and MicroPython script runners. The fixtures
+(`micropython`, `broker`, `agents`, `collector`, `vboard`, `capture_replay`, `simulator`) come
+from the project's own pytest plugin, host_tools/testing (docs/TESTING.md)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,16 @@ import subprocess
 
 import pytest
 
-from host_tools.agent.run import AgentProcess
-from host_tools.backend import broker as broker_mod
-from host_tools.errors import ToolError
 from host_tools.paths import edge_root, micropython_path, mp_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config):
+    # A checkout whose .venv was installed before the plugin's entry point existed has not
+    # registered it (`make venv` does): load it by module so the fixtures are there anyway.
+    if not config.pluginmanager.has_plugin("edge"):
+        config.pluginmanager.import_plugin("host_tools.testing.plugin")
 
 
 def pytest_addoption(parser):
@@ -55,17 +61,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def micropython() -> str:
-    """Path of the unix MicroPython. Missing in CI (CI=true) is a failure, elsewhere a skip."""
-    try:
-        return micropython_path()
-    except ToolError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"micropython is required in CI: {e}")
-        pytest.skip(str(e))
-
-
 def run_mp(
     script: str, *args: str, heap: str = "1M", timeout: float = 120, input: str | None = None
 ):
@@ -94,47 +89,3 @@ def mp_json(script: str, *args: str, **kw):
     lines = r.stdout.strip().splitlines()
     assert lines, f"{script} printed nothing (exit 0); stderr: {r.stderr!r}"
     return json.loads(lines[-1])
-
-
-@pytest.fixture(scope="session")
-def broker():
-    """One mosquitto (or amqtt when mosquitto is absent) for the session."""
-    if os.environ.get("CI") == "true" and not broker_mod.mosquitto_path():
-        pytest.fail("mosquitto is required in CI (.ci/run installs it)")
-    b = broker_mod.start()
-    yield b
-    b.stop()
-
-
-class Agents:
-    """Starts the real agent under unix MicroPython (host_tools/agent/run.py AgentProcess) and
-    stops every one it started when the test ends, pass or fail. The `agents` fixture."""
-
-    def __init__(self) -> None:
-        self.started: list[AgentProcess] = []
-
-    def __call__(self, cfg: dict, cls: type[AgentProcess] = AgentProcess, **kw) -> AgentProcess:
-        """Start an agent with config `cfg` (AgentProcess options: heap, workdir, root...)."""
-        a = cls(cfg, **kw).start()
-        self.started.append(a)
-        return a
-
-    def run(self, cfg: dict, timeout: float = 120, **kw) -> AgentProcess:
-        """Start an agent and wait until it ends (ToolError on a crash or the timeout); its
-        `final` holds the last counters."""
-        a = self(cfg, **kw)
-        a.wait(timeout)
-        return a
-
-    def stop_all(self) -> None:
-        for a in self.started:
-            a.cleanup()
-
-
-@pytest.fixture
-def agents(micropython):
-    """`agents(cfg, **opts)` starts an agent, `agents.run(cfg, timeout)` runs one to its end;
-    every agent is stopped and its temporary work directory removed at teardown."""
-    started = Agents()
-    yield started
-    started.stop_all()

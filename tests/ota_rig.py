@@ -83,6 +83,24 @@ def crash_bundle(d: Path, version: str, key: Path) -> Path:
     return real_bundle(d, version, key, f"crash-{version}.bundle", extra={"edge/main.mpy": mpy})
 
 
+def widening_bundle(d: Path, version: str, key: Path) -> Path:
+    """A release whose embedded default channels (edge/example.py) add one under `usage`: on a
+    device whose config uses the defaults, it would collect more under a category the owner
+    granted for less."""
+    from host_tools.board.deploy import compile_module, compiler_for
+    from host_tools.paths import edge_root, local_mpy
+
+    text = (Path(edge_root()) / "edge" / "example.py").read_text()
+    anchor = '{"id": 6, "name": "ice_maker_uses", "category": "usage"},'
+    assert anchor in text
+    src = d / "example_wider.py"
+    src.write_text(
+        text.replace(anchor, anchor + '{"id": 7, "name": "kitchen_audio", "category": "usage"},')
+    )
+    mpy = compile_module(compiler_for(local_mpy()), src, "edge/example.py", cache=d / "cache")
+    return real_bundle(d, version, key, f"wider-{version}.bundle", extra={"edge/example.mpy": mpy})
+
+
 class Telemetry:
     """Every reading seq a device publishes (paho, decoded with the shared codec)."""
 

@@ -197,6 +197,26 @@ def test_cluster_commands_refuse_bad_input(tmp_path):
     assert r.returncode == 2 and "not a cluster state file" in r.stderr, r.stderr
     r = _edgectl("cluster", "worker", "--nats", "", "--pg", "postgresql://x@127.0.0.1:1/e")
     assert r.returncode == 2 and r.stderr.startswith("edgectl: --nats needs"), r.stderr
+    r = _edgectl("fleet", "--devices", "10", "--chaos", "node-kil")
+    assert r.returncode == 2 and r.stderr.startswith("edgectl: unknown chaos 'node-kil'"), r.stderr
+    r = _edgectl("fleet", "--devices", "0")
+    assert r.returncode == 2 and "needs --devices or --real" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_fleet_with_node_and_worker_kills_loses_nothing():
+    """`edgectl fleet` (its own cluster): 300 simulated devices and 2 real agents, a node and a
+    worker SIGKILLed mid-run: 0 lost, 0 duplicate rows, every real agent complete."""
+    r = _edgectl(
+        "fleet", "--devices", "300", "--real", "2", "--chaos", "node-kill,worker-kill",
+        "--json", timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    f = json.loads(r.stdout.strip().splitlines()[-1])
+    assert f["lost"] == 0 and f["duplicate_rows"] == 0 and f["unacked_batches"] == 0, f
+    assert f["rows"] == f["readings_sent"] == 300 * 20 * 50 + 2 * 20 * 50, f
+    assert f["real_agents_complete"] == 2 and not f["real_agents_failed"], f
+    assert [e["event"] for e in f["events"]][:2] == ["node 1 SIGKILL", "worker 1 SIGKILL"], f
 
 
 def test_pg_sink_keeps_the_sqlite_sinks_rules(tier):
@@ -280,22 +300,9 @@ def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
 
 
 def _real_agent(agents, tier: cluster.Rig, device: str, count: int, rate: int):
-    from host_tools.agent.run import agent_config
+    from host_tools.backend.fleet import real_agent_config
 
-    cfg = agent_config(
-        "unix-sim",
-        device_id=device,
-        mqtt={
-            "brokers": [{"host": h, "port": p} for h, p in tier.nats.mqtt],
-            "e2e_ack": True,
-            "e2e_timeout_ms": 3000,
-        },
-        channels=[{"id": 1, "name": "cabinet_temp_cC", "category": "essential"}],
-        categories={"essential": {"quota": 1572864}},
-        batch={"max_readings": 50, "latency_ms": 50},
-        sim={"rate_hz": rate, "count": count},
-    )
-    return agents(cfg)
+    return agents(real_agent_config(device, tier.nats.mqtt, count, rate))
 
 
 @pytest.mark.slow

@@ -10,8 +10,10 @@ import csv
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -239,3 +241,28 @@ def test_bad_arguments_are_one_line_errors(db, tmp_path):
         "no readings match",
     )
     assert not os.path.exists(tmp_path / "x.png")
+    _one_line_error(_run("export", "--db", path, "--since", ""), "--since")
+    _one_line_error(_run("export", "--db", ""), "--db")
+
+
+def test_out_never_replaces_what_is_not_a_regular_file(db, tmp_path):
+    """--out /dev/full once replaced the device node with a regular file (written beside it
+    and renamed over it). Now a device or a FIFO is written in place and stays what it is,
+    and a symbolic link is followed, not replaced."""
+    path, _ = db
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    p = _run("export", "--db", path, "--format", "jsonl", "--out", str(fifo))
+    reader.join(10)
+    assert p.returncode == 0, p.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got and got[0].count(b"\n") > 60
+    assert os.listdir(tmp_path) == ["pipe"]
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert _run("export", "--db", path, "--out", str(link)).returncode == 0
+    assert link.is_symlink() and target.read_text().startswith("device,seq,time")

@@ -16,7 +16,7 @@ from host_tools.agent.run import agent_config
 from host_tools.backend.connect import ConnectOptions
 from host_tools.backend.proxy import FaultProxy
 from host_tools.ota import update as up
-from tests.ota_rig import Telemetry, crash_bundle, make_key, real_bundle, status
+from tests.ota_rig import Telemetry, crash_bundle, make_key, real_bundle, status, widening_bundle
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,14 @@ def rig(tmp_path_factory):
         "v110min": real_bundle(d, "1.1.0", key, "v110min.bundle", min_version="1.1.0"),
         "v105": real_bundle(d, "1.0.5", key, "v105.bundle"),
         "v120crash": crash_bundle(d, "1.2.0", key),
+        "v120wider": widening_bundle(d, "1.2.0", key),
         "foreign": real_bundle(d, "1.3.0", other / "release.json", "foreign.bundle"),
+        # key rotation: signed with the device's key, names the other key as the next one
+        "v120rot": real_bundle(
+            d, "1.2.0", key, "v120rot.bundle", next_key=(other / "release.pub").read_bytes()
+        ),
+        "v130old": real_bundle(d, "1.3.0", key, "v130old.bundle"),
+        "other_pub": (other / "release.pub").read_bytes(),
     }
 
 
@@ -163,6 +170,19 @@ def _refusals(rig, broker, dev):
         s = wait_status(broker, dev, lambda s: True)
         assert s["ota"]["version"] == "1.1.0" and s["ota"]["slot"] == "b"
 
+        # key rotation: a release signed with the trusted key hands trust to the next key once
+        # it is confirmed; from then on the old key's signature is refused, the new one's taken
+        o = up.update_device(opts(broker), dev, rig["v120rot"], timeout=90)
+        assert o.state == "confirmed", o
+        new_id = hashlib.sha256(rig["other_pub"]).hexdigest()[:16]
+        wait_status(broker, dev, lambda s: s["ota"].get("key") == new_id)
+        o = up.update_device(opts(broker), dev, rig["v130old"], timeout=60)
+        assert o.state == "refused" and o.error.startswith("bad signature"), o
+        o = up.update_device(opts(broker), dev, rig["foreign"], timeout=90)
+        assert o.state == "confirmed", o
+        s = wait_status(broker, dev, lambda s: s["ota"]["version"] == "1.3.0")
+        assert s["ota"]["slot"] == "b" and s["ota"]["key"] == new_id
+
 
 def test_download_resumes_after_a_power_cut(agents, rig, tmp_path, broker):
     dev = "ota-d"
@@ -219,6 +239,12 @@ def test_remote_config_trial_confirm_rollback_and_what_is_refused(agents, rig, t
         ({"ota": {"key": "/tmp/x"}}, "config key 'ota' cannot be changed"),
         ({"store": {"flush_n": 0}}, "config key 'store.flush_n'"),
         ({"statu_ms": 5}, "statu_ms"),  # misspelled: the schema names the key
+        # another broker (the failover list) would take the telemetry; another collector key
+        # would let its holder forge end-to-end acks (deleting buffered readings) and receipts
+        ({"mqtt": {"brokers": [{"host": "evil.example"}]}}, "'mqtt.brokers' cannot be changed"),
+        ({"mqtt": {"e2e_ack": False}}, "'mqtt.e2e_ack' cannot be changed"),
+        ({"backend": {"key": "00" * 16}}, "config key 'backend' cannot be changed"),
+        ({"store": {"backend": "segments"}}, "'store.backend' cannot be changed"),
     ]:
         o = up.config_device(opts(broker), dev, change)
         seen_payloads += [json.dumps(r) for r in o.replies]
@@ -304,10 +330,33 @@ def test_deployed_agent_runs_in_code_plus_48k_and_refuses_an_update_it_cannot_ho
         workdir=str(root),
         secrets={"release.pub": rig["pub"]},
     )
-    wait_status(broker, "ota-h", lambda s: s.get("state") == "online" and s["acked"] > 0)
+    try:
+        wait_status(broker, "ota-h", lambda s: s.get("state") == "online" and s["acked"] > 0)
+    except AssertionError:
+        print("\n".join(ln[:300] for ln in agent.output if not ln.startswith("@stats")))
+        raise
     o = up.update_device(opts(broker), "ota-h", rig["v110"], timeout=60)
     assert o.state == "refused", o
     assert "out of memory" in o.error or "not enough free heap" in o.error, o
     acked = status(broker.port, "ota-h")["acked"]
     wait_status(broker, "ota-h", lambda s: s["acked"] > acked)  # still forwarding
     assert agent.proc.poll() is None and agent.boots == 1
+
+
+def test_an_update_never_widens_consent(agents, rig, tmp_path, broker):
+    """A signed release whose embedded default channels add one to a category the owner granted
+    runs as a trial, finds that it would collect more than was granted, and rolls back before
+    it samples anything (docs/OTA.md 5)."""
+    dev = "ota-w"
+    start_agent(agents, rig, tmp_path, broker, dev)
+    r = up.Replies(opts(broker), "edge", [dev], "consent")
+    r.conn.publish_checked(
+        f"edge/{dev}/cmd/consent", json.dumps({"version": 1, "grant": ["usage"], "id": "g"})
+    )
+    assert r.next(dev, "g", 20)["ok"]
+    r.close()
+    o = up.update_device(opts(broker), dev, rig["v120wider"], timeout=120)
+    assert o.state == "rolled_back", o
+    assert "widening" in o.error and "'usage'" in o.error, o
+    s = wait_status(broker, dev, lambda s: "rolled_back" in s["ota"].get("last", ""))
+    assert s["ota"]["slot"] == "a"

@@ -155,10 +155,40 @@ def test_release_errors_are_one_line(rel, tmp_path, capsys):
         )
         == 2
     )
-    assert capsys.readouterr().err.startswith("edgectl: version '1.2' is not MAJOR.MINOR.PATCH")
+    err = capsys.readouterr().err
+    assert err.startswith("edgectl: release: argument --version: version '1.2' is not MAJOR.")
     bad = tmp_path / "x.bundle"
     bad.write_bytes(b"EOTA" + b"\0" * 20)
     assert edgectl(["release", "--check", str(bad)]) == 2
     assert "edgectl:" in capsys.readouterr().err
     assert edgectl(["release-key", str(rel / "release.json")]) == 2
     assert "never overwritten" in capsys.readouterr().err
+
+
+def test_key_rotation_is_adopted_only_when_its_trial_is_confirmed(tmp_path, micropython):
+    """The next key a release names is trusted only once that release's trial is confirmed;
+    a rolled-back trial leaves the old key; a deploy of another key wins (docs/OTA.md 3)."""
+    keys = []
+    for name in ("old", "new", "later"):
+        (tmp_path / name).mkdir()
+        keys.append(make_key(tmp_path / name).public().hex())
+    (tmp_path / "root").mkdir()
+    r = mp_json(os.path.join(ROOT, "tests", "mp", "ota_keys.py"), str(tmp_path / "root"), *keys)
+    assert r["during_trial"] == r["old"]
+    assert r["after_rollback"] == r["old"]
+    assert r["after_confirm"] == r["new"]
+    assert r["after_redeploy"] == r["later"]
+
+
+def test_a_next_key_is_checked_before_it_is_signed(rel, tmp_path, capsys):
+    from edge import bundle
+
+    m = {"bundle": 1, "version": "1.0.0", "mpy": 6, "platform": "unix", "files": []}
+    m["files"] = [["edge/a.mpy", 0, "00" * 32]]
+    for bad, why in [("00" * 60, "one-level HSS key"), ("zz" * 60, "120 hex digits"), (7, "hex")]:
+        with pytest.raises(bundle.BundleError, match=why):
+            bundle.parse_manifest(json.dumps(dict(m, next_key=bad)))
+    args = ["release", "--board", "unix-sim", "--version", "1.3.0"]
+    args += ["--key", str(rel / "release.json"), "--out", str(tmp_path / "x.bundle")]
+    assert edgectl(args + ["--next-key", str(rel / "release.pub")]) == 2
+    assert "nothing to rotate to" in capsys.readouterr().err

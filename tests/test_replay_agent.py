@@ -72,8 +72,8 @@ def test_golden_compare_and_update(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "collector output differs" in proc.stdout
-    minus = [ln for ln in proc.stdout.splitlines() if ln.startswith("-seq")]
-    plus = [ln for ln in proc.stdout.splitlines() if ln.startswith("+seq")]
+    minus = [ln for ln in proc.stdout.splitlines() if ln.startswith("-ch")]
+    plus = [ln for ln in proc.stdout.splitlines() if ln.startswith("+ch")]
     assert len(minus) == len(plus) == 1 and minus[0][1:].split("=")[0] == plus[0][1:].split("=")[0]
 
 
@@ -117,3 +117,96 @@ def test_the_replay_api_takes_options_not_a_namespace(tmp_path: Path) -> None:
     golden.write_text(json.dumps(doc))
     opts.update_golden = False
     assert replay_agent.run(opts, meta, items, chunks)[1] == 1
+
+
+def _readings(n: int, drop: int | None = None) -> list[list]:
+    """n seconds of 5 channels; `drop`: that reading is missing and later seqs close the gap,
+    as when the agent's parser rejects one frame."""
+    rows = [[0, 946684800000 + 1000 * (i // 5), "essential", 1 + i % 5, i] for i in range(5 * n)]
+    if drop is not None:
+        del rows[drop]
+    for seq, row in enumerate(rows, 1):
+        row[0] = seq
+    return rows
+
+
+def test_one_missing_reading_is_one_line_of_golden_diff(tmp_path: Path) -> None:
+    """The golden diff is keyed on (channel, time), seq shown: a reading lost early in the run
+    is one `-` line, not a diff of every later reading whose seq moved."""
+    from host_tools.agent import replay as replay_agent
+
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps(replay_agent.golden_doc("d1", _readings(30))))
+    run = replay_agent.golden_doc("d1", _readings(30, drop=7))
+    diff = replay_agent.compare_golden(str(golden), run)
+    minus = [ln for ln in diff if ln.startswith("-") and not ln.startswith("---")]
+    plus = [ln for ln in diff if ln.startswith("+") and not ln.startswith("+++")]
+    assert len(minus) == 1 and not plus, "\n".join(diff)
+    assert minus[0].startswith("-ch3 ") and "2000-01-01T00:00:01.000Z" in minus[0], minus
+    assert "seq 8" in minus[0]  # the golden's seq, shown but not compared
+    # the same readings with other seq numbers only: said in one line, no reading lines
+    shifted = replay_agent.golden_doc("d1", [[r[0] + 100, *r[1:]] for r in _readings(30)])
+    diff = replay_agent.compare_golden(str(golden), shifted)
+    assert diff and not [ln for ln in diff if ln[:1] in "+-"] and "seq" in diff[-1], diff
+
+
+def test_a_replay_with_no_readings_fails_its_golden_check_and_says_why(tmp_path: Path) -> None:
+    """A config that maps nothing in the capture: --update-golden refuses to record an empty
+    golden file, and --expect exits 1 with the reason, whatever the golden file holds."""
+    from host_tools.agent import replay as replay_agent
+    from host_tools.captures.replay import load, schedule
+    from host_tools.errors import ToolError
+
+    cfg = json.loads((SAMPLES / "fridge-line.agent.json").read_text())
+    cfg["inputs"][0]["keys"] = {"NO_SUCH_KEY": 1}
+    cfg_path = tmp_path / "nothing.json"
+    cfg_path.write_text(json.dumps(cfg))
+    src = str(SAMPLES / "fridge-line.ecap")
+    meta, chunks, _ = load([src])
+    items = schedule(chunks, ("rx",), None, 10.0, 1)
+    golden = tmp_path / "golden.json"
+    opts = replay_agent.AgentReplayOptions(
+        board="unix-sim", capture=src, config=str(cfg_path), expect=str(golden)
+    )
+    opts.update_golden = True
+    with pytest.raises(ToolError, match="no readings to write to the golden file"):
+        replay_agent.run(opts, meta, items, chunks)
+    assert not golden.exists()
+    golden.write_text(json.dumps(replay_agent.golden_doc(cfg["device_id"], [])))
+    opts.update_golden = False
+    result, code = replay_agent.run(opts, meta, items, chunks)
+    assert code == 1 and result.readings == 0 and result.why
+
+
+@pytest.mark.parametrize(
+    "where", [["--agent", "unix-sim"], ["--port", "loop://", "--to", "60", "--speed", "60"]]
+)
+def test_a_replay_on_a_terminal_shows_its_progress(tmp_path: Path, where: list) -> None:
+    """stderr a terminal: a progress bar of the capture time sent (a port) or reached by the
+    readings (the agent); not a terminal (every other test here): no bar, the output stays
+    clean for scripts."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "host_tools", "replay", str(SAMPLES / "fridge-line.ecap"), *where],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(300) == 0, seen[-2000:]
+    assert b"replay" in seen and b"s of capture" in seen, seen[-2000:]

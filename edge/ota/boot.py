@@ -92,6 +92,45 @@ def select(root, st, cause=""):
     return st["slot"], st["cfg"]
 
 
+def summary(st):
+    """The boot state as the status reports it, kept short (docs/HEALTH.md): slot, release,
+    anti-rollback floor, the trial in progress and how the last one ended."""
+    t = st.get("trial")
+    last = st.get("last")
+    doc = {"slot": st["slot"], "version": st["versions"].get(st["slot"])}
+    if st.get("floor"):
+        doc["floor"] = st["floor"]
+    if isinstance(st.get("key"), dict):
+        doc["key"] = st["key"].get("id")  # the release key a confirmed update rotated to
+    if st["cfg"] != "/config.json":
+        doc["cfg"] = st["cfg"]
+    if t:
+        doc["trial"] = t.get("kind")
+    if isinstance(last, dict):
+        doc["last"] = "%s %s %s" % (
+            last.get("kind"),
+            last.get("version") or "",
+            last.get("result"),
+        )
+    return doc
+
+
+def brief(root=""):
+    """The status summary when the agent has nothing to do about its boot state (no trial, no
+    unreported outcome, no interrupted download), else None: then it loads edge/ota/trial.py.
+    /main.py hands this to the agent so a steady boot never loads the trial code
+    (docs/OTA.md section 10)."""
+    st = read_state(root)
+    last = st.get("last")
+    if st.get("trial") or (isinstance(last, dict) and not last.get("reported")):
+        return None
+    try:
+        os.stat(root + DOWNLOAD)
+        return None
+    except OSError:
+        return summary(st)
+
+
 def note_failure(root, why):
     """Record why a trial failed, so the rollback names it (best effort: a cut loses it)."""
     st = read_state(root)

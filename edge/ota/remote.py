@@ -32,15 +32,14 @@ LOCKED = (
     "board",
     "ota",
     "consent",
+    "backend",  # the collector's key: its holder could forge acks and receipts
     "inputs",
-    "mqtt.host",
-    "mqtt.port",
-    "mqtt.prefix",
-    "mqtt.user",
-    "mqtt.password",
-    "mqtt.tls",
     "store.path",
+    "store.backend",  # the other backend would not find the buffered readings
 )
+# `mqtt` is the broker, the login, TLS and the ack rule: of it only these tune a session. Any
+# other key, present or added later (the failover list `brokers`), changes only by deploy.
+MQTT_REMOTE = ("keepalive", "window", "backoff_cap_ms", "e2e_timeout_ms")
 _SECRET_WORDS = ("password", "key", "secret", "token")
 
 
@@ -190,7 +189,8 @@ def update(agent, doc):
             "downgrade: %s is not newer than the running %s (send downgrade: true to allow it "
             "above the minimum)" % (req["version"], running)
         )
-    key = release_key(agent)
+    deployed = release_key(agent)
+    key = slots.trusted_key(st, deployed)
     free = _free_bytes(root)
     if free is not None:
         # the store must keep room for its whole quota: a slot that eats into it would make
@@ -220,6 +220,7 @@ def update(agent, doc):
         "current": running,
         "floor": floor,
         "downgrade": req["downgrade"],
+        "key_from": slots.key_id(deployed),  # what a rotation this update carries starts from
     }
     u = Updater(agent, req, policy)
     agent.updater = u
@@ -304,7 +305,7 @@ def config_hash(cfg):
     return binascii.hexlify(h.digest()).decode()[:16]
 
 
-def _widening(old, new, consent):
+def widening(old, new, consent):
     """Refuse a change that would collect more under a category than the owner consented to:
     a channel added to or moved into a granted category, or a granted category's
     minimisation rule removed or changed; any channel added to `essential` (it needs no
@@ -334,7 +335,7 @@ def _widening(old, new, consent):
         if i >= 0 and consent.ingest[i]:
             raise ValueError(
                 "widening: the change collects more under '%s', which the owner granted for "
-                "what it collected before; revoke '%s', change the config, then ask for consent "
+                "what it collected before; revoke '%s', make the change, then ask for consent "
                 "again" % (name, name)
             )
 
@@ -344,7 +345,13 @@ def config_set(agent, doc):
     cid = doc.pop("id", None)
     if not doc:
         raise ValueError("empty config change")
-    for path in LOCKED:
+    locked = list(LOCKED)
+    mq = doc.get("mqtt")
+    if isinstance(mq, dict):
+        locked += ["mqtt." + k for k in mq if k not in MQTT_REMOTE]
+    elif "mqtt" in doc:
+        locked.append("mqtt")
+    for path in locked:
         if _touches(doc, path):
             raise ValueError(
                 "config key '%s' cannot be changed remotely (identity, broker, trust and inputs "
@@ -359,7 +366,7 @@ def config_set(agent, doc):
         raise ValueError("cannot read the running config %s: %s" % (st["cfg"], e))
     merged = config.merge(current, doc)
     new = config.load(json.dumps(merged))  # the boot's own validation (ConfigError)
-    _widening(agent.cfg, new, agent.consent)
+    widening(agent.cfg, new, agent.consent)
     h = config_hash(new)
     if h == config_hash(agent.cfg):
         return {"ok": True, "state": "unchanged", "config_hash": h}

@@ -2,6 +2,9 @@
 # section 4): staging a verified agent slot or config file as the next boot's trial, confirming
 # it once the trial run passed its self-check, and the paths of the inactive slot and config.
 
+import binascii
+import hashlib
+
 from edge.ota.boot import other, read_state, write_json, write_state
 
 CONFIGS = ("/ota/config1.json", "/ota/config2.json")
@@ -22,10 +25,58 @@ def write_config(root, path, cfg):
     write_json(root, path, cfg)
 
 
-def stage(root, st, kind, slot, cfg, cid=None, version=None, min_version=None, chash=None):
+def collection(cfg):
+    """What a running config collects, in the form the consent check compares
+    (edge/ota/remote.py widening()): each channel's category, each category's minimisation."""
+    cats = {}
+    for name, pol in cfg["categories"].items():
+        cats[name] = {"minimise": pol.get("minimise") or []}
+    return {
+        "channels": [{"id": c["id"], "category": c["category"]} for c in cfg["channels"]],
+        "categories": cats,
+    }
+
+
+def key_id(pub):
+    """A release public key's short name: the first 16 hex digits of its SHA-256."""
+    return binascii.hexlify(hashlib.sha256(pub).digest()).decode()[:16]
+
+
+def trusted_key(st, deployed):
+    """The release key updates must be signed with: the one a confirmed update rotated to
+    (`key` in the boot state), while the deployed key is still the one the rotation started
+    from; a deploy of another key over the serial port wins (docs/OTA.md 3)."""
+    k = st.get("key")
+    if isinstance(k, dict) and k.get("from") == key_id(deployed):
+        try:
+            pub = binascii.unhexlify(k["pub"])
+        except (ValueError, TypeError, KeyError):
+            return deployed
+        if len(pub) == len(deployed):
+            return pub
+    return deployed
+
+
+def stage(
+    root,
+    st,
+    kind,
+    slot,
+    cfg,
+    cid=None,
+    version=None,
+    min_version=None,
+    chash=None,
+    was=None,
+    next_key=None,
+):
     """Make (slot, cfg) the next boot's single trial. Written last, after everything it names
-    is complete on flash: a cut before this leaves the confirmed pair as the only choice."""
+    is complete on flash: a cut before this leaves the confirmed pair as the only choice.
+    was: collection() of the running agent, which the trial must not widen. next_key: the
+    release key to trust once the trial is confirmed ({"pub", "id", "from"}), or None."""
     st["trial"] = {
+        "was": was,
+        "next_key": next_key,
         "kind": kind,
         "slot": slot,
         "cfg": cfg,
@@ -46,6 +97,8 @@ def confirm(root, st, reported=False):
     st["cfg"] = t["cfg"]
     if t.get("version"):
         st["versions"][t["slot"]] = t["version"]
+    if isinstance(t.get("next_key"), dict):
+        st["key"] = t["next_key"]  # key rotation: only a confirmed release passes it on
     mv = t.get("min_version")
     if mv and (not st.get("floor") or _v(mv) > _v(st["floor"])):
         st["floor"] = mv  # anti-rollback: never accept below this again

@@ -16,27 +16,6 @@ _SETTLE_MS = const(3000)  # and none is confirmed before it has run this long
 _ALIVE_MS = const(10000)  # a task silent this long fails the check (without a watchdog)
 
 
-def summary(st):
-    """The boot state as the status reports it, kept short (docs/HEALTH.md): slot, release,
-    anti-rollback floor, the trial in progress and how the last one ended."""
-    t = st.get("trial")
-    last = st.get("last")
-    doc = {"slot": st["slot"], "version": st["versions"].get(st["slot"])}
-    if st.get("floor"):
-        doc["floor"] = st["floor"]
-    if st["cfg"] != "/config.json":
-        doc["cfg"] = st["cfg"]
-    if t:
-        doc["trial"] = t.get("kind")
-    if isinstance(last, dict):
-        doc["last"] = "%s %s %s" % (
-            last.get("kind"),
-            last.get("version") or "",
-            last.get("result"),
-        )
-    return doc
-
-
 def outcome(last):
     """The reply for a trial's outcome, on reply/update or reply/config."""
     doc = {
@@ -63,10 +42,17 @@ def start(agent):
         agent.cmds.reply("update" if last.get("kind") == "update" else "config", outcome(last))
         last["reported"] = True
         boot.write_state(root, st)
-    agent.ota = summary(st)
+    agent.ota = boot.summary(st)
     t = st.get("trial")
     if isinstance(t, dict) and t.get("tries"):
         agent.ota["running_trial"] = True
+        why = widens(agent, t)
+        if why:
+            # before any task samples: the rollback runs the agent that kept to the consent
+            boot.note_failure(root, why)
+            agent.log("ota: trial refused, rolling back: " + why)
+            agent.request_reboot(why)
+            return None
         return watch(agent, st)
     try:
         os.stat(root + boot.DOWNLOAD)
@@ -75,6 +61,24 @@ def start(agent):
     from edge.ota import remote
 
     remote.resume(agent)  # a download a reboot interrupted goes on
+    return None
+
+
+def widens(agent, t):
+    """Why this update's trial collects more than the owner consented to, or None. A release
+    carries the embedded default channels and categories (edge/example.py) and the config
+    checks, so new code may widen what an unchanged config file collects: the trial compares
+    what it would collect with what the agent before it did (recorded when it was staged), by
+    the rule cmd/config is held to (docs/OTA.md 8)."""
+    was = t.get("was")
+    if t.get("kind") != "update" or not isinstance(was, dict):
+        return None
+    from edge.ota import remote
+
+    try:
+        remote.widening(was, agent.cfg, agent.consent)
+    except (ValueError, KeyError, TypeError) as e:
+        return str(e)
     return None
 
 
@@ -112,7 +116,10 @@ async def watch(agent, st):
             if not st.get("trial"):
                 break
             last = slots.confirm(root, st, True)
-            agent.ota = summary(st)
+            agent.ota = boot.summary(st)
+            # the retained snapshot still says "trial": an operator (and edgectl update) reads
+            # the outcome there, so it goes out now, not at the next status_ms (HEALTH.md 1)
+            agent.health.want_snapshot = True
             agent.log("ota: %s %s confirmed" % (last["kind"], last.get("version") or ""))
             agent.cmds.reply("update" if last["kind"] == "update" else "config", outcome(last))
             break

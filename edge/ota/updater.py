@@ -102,6 +102,8 @@ class Updater:
                 self.req.get("id"),
                 m["version"],
                 m.get("min_version"),
+                was=slots.collection(a.cfg),  # the new code must not collect more
+                next_key=self._next_key(m),
             )
             _remove(self.root + DOWNLOAD)
             self.state = "installed"
@@ -139,6 +141,18 @@ class Updater:
                 "edge.bundle",
                 "edge.lms",
             )
+
+    def _next_key(self, m):
+        """The key rotation the signed manifest carries, for the trial to pass on once it is
+        confirmed (docs/OTA.md 3), or None."""
+        pub = m.get("next_key")
+        if pub is None:
+            return None
+        return {
+            "pub": binascii.hexlify(pub).decode(),
+            "id": slots.key_id(pub),
+            "from": self.ins.policy["key_from"],
+        }
 
     def fail(self, why, final):
         """A refused bundle forgets the download; a flash or memory error keeps it (resume)."""

@@ -22,6 +22,7 @@ from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.backend.consent import format_receipt
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 DEVICE = "fridge-0001"
 DB_NAME = "demo.sqlite"
@@ -221,7 +222,12 @@ def cmd_demo(args) -> int:
         nonlocal server
         if args.dashboard is None:
             return None
-        server = Server(open_view(path), "127.0.0.1", args.dashboard).start()
+        view = open_view(path)
+        try:
+            server = Server(view, "127.0.0.1", args.dashboard, "--dashboard").start()
+        except BaseException:
+            view.close()
+            raise
         print(f"dashboard: {server.url}", file=sys.stderr, flush=True)
         return f"dashboard: {server.url}"
 
@@ -230,7 +236,9 @@ def cmd_demo(args) -> int:
                            on_db=start_dashboard)  # fmt: skip
         _report(summary, args.json)
         if server is not None:
-            print(f"dashboard: {server.url} (still serving; Ctrl-C stops)", flush=True)
+            print(
+                f"dashboard: {server.url}device/{DEVICE} (still serving; Ctrl-C stops)", flush=True
+            )
             _wait_for_interrupt()
         else:
             # the summary stays the last line of stdout with --json
@@ -277,8 +285,12 @@ def _report(summary: dict, as_json: bool) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="broker + collector + agent, with a consent change mid-run")
-    p.add_argument("--seconds", type=int, default=12, help="sampling time (default 12)")
-    p.add_argument("--rate", type=int, default=400, help="simulated readings per second")
+    p.add_argument(
+        "--seconds", type=argtypes.whole_seconds, default=12, help="sampling time (default 12)"
+    )
+    p.add_argument(
+        "--rate", type=argtypes.positive_int, default=400, help="simulated readings per second"
+    )
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     p.add_argument(
         "--db",

@@ -23,7 +23,7 @@ from host_tools.backend import broker as broker_mod
 from host_tools.backend.collect import Collector
 from host_tools.captures import capfile, modbus_capture
 from host_tools.captures.frames import FrameCounter
-from host_tools.captures.replay import ReplayResult
+from host_tools.captures.replay import ReplayResult, progress_bar
 from host_tools.errors import ToolError
 
 DIFF_LINES = 40
@@ -149,14 +149,24 @@ def consent_state(cfg: dict, grant: str) -> dict:
     return wire.consent_state(1, {c: c in chosen for c in cats}, "replay", "00" * 16)
 
 
+def _stamp(ts: int) -> str:
+    when = _dt.datetime.fromtimestamp(ts / 1000, _dt.timezone.utc)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def reading_lines(readings: list[list]) -> list[str]:
-    """One readable line per reading: seq, ISO time, category, channel, value."""
-    out = []
-    for seq, ts, cat, ch, val in readings:
-        when = _dt.datetime.fromtimestamp(ts / 1000, _dt.timezone.utc)
-        stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        out.append(f"seq {seq:>7} {stamp} {cat}/ch{ch} = {val}")
-    return out
+    """One readable line per reading, in (channel, time) order: channel, ISO time, category,
+    value, then the seq (shown, but not what a golden diff compares)."""
+    return [f"{_key_line(r)}  seq {r[0]}" for r in _by_channel_time(readings)]
+
+
+def _by_channel_time(readings: list[list]) -> list[list]:
+    return sorted(readings, key=lambda r: (r[3], r[1], r[2], r[4], r[0]))
+
+
+def _key_line(r: list) -> str:
+    _seq, ts, cat, ch, val = r
+    return f"ch{ch} {_stamp(ts)} {cat} = {val}"
 
 
 def digest(readings: list[list]) -> str:
@@ -176,26 +186,43 @@ def golden_doc(device: str, readings: list[list]) -> dict:
 
 
 def compare_golden(path: str, doc: dict) -> list[str]:
-    """Empty when equal; else a short summary and a unified diff of the reading lines."""
+    """Empty when equal; else a summary and a diff of the readings keyed on (channel, time),
+    each line with its seq: one reading missing is one line of diff, however many later seqs
+    moved (docs/REPLAY.md section 5)."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             want = json.load(f)
     except (OSError, ValueError) as e:
         raise ToolError(f"cannot read golden file {path}: {e}") from None
+    if not isinstance(want, dict) or not isinstance(want.get("readings"), list):
+        raise ToolError(f"golden file {path} has no `readings` list (write one: --update-golden)")
     if want.get("digest") == doc["digest"] and want.get("device") == doc["device"]:
         return []
-    old = reading_lines(want.get("readings", []))
-    new = reading_lines(doc["readings"])
-    diff = list(
-        difflib.unified_diff(
-            old, new, f"{path} (golden)", "collector (this run)", lineterm="", n=1
-        )
-    )
+    try:
+        old = _by_channel_time(want["readings"])
+        old_keys = [_key_line(r) for r in old]
+    except (TypeError, ValueError) as e:
+        raise ToolError(
+            f"golden file {path}: a reading is not [seq, ts, category, ch, value]: {e}"
+        ) from None
+    new = _by_channel_time(doc["readings"])
+    new_keys = [_key_line(r) for r in new]
     head = [
         f"collector output differs from {path}: golden {len(old)} readings, this run {len(new)}"
     ]
     if want.get("device") != doc["device"]:
         head.append(f"device: golden {want.get('device')!r}, this run {doc['device']!r}")
+    diff = [f"--- {path} (golden)", "+++ collector (this run)"]
+    matcher = difflib.SequenceMatcher(None, old_keys, new_keys, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        diff += [f"-{old_keys[i]}  seq {old[i][0]}" for i in range(i1, i2)]
+        diff += [f"+{new_keys[j]}  seq {new[j][0]}" for j in range(j1, j2)]
+    if len(diff) == 2:
+        # the same readings at the same times: only their seq numbers differ
+        moved = sum(1 for a, b in zip(old, new, strict=True) if a[0] != b[0])
+        return head + [f"the same readings; {moved} of them have other seq numbers"]
     if len(diff) > DIFF_LINES:
         diff = diff[:DIFF_LINES] + [f"... {len(diff) - DIFF_LINES} more diff lines"]
     return head + diff
@@ -214,6 +241,10 @@ def run(
     exit_code = 0
     device = device_config(opts.config, opts.capture)
     device.setdefault("device_id", DEFAULT_DEVICE)
+    # what can be refused is refused before a broker and an agent start
+    consent_state(agent_config(opts.board, device), opts.grant)
+    if opts.expect and not opts.update_golden:
+        compare_golden(opts.expect, golden_doc(device["device_id"], []))
     counter = FrameCounter(opts.framing)
     for _, data in items:
         counter.feed(data)
@@ -224,7 +255,7 @@ def run(
         parsed = modbus_capture.from_chunks(chunks or [], meta, lo, hi)
     with tempfile.TemporaryDirectory(prefix="edge-replay-") as tmp:
         feed = os.path.join(tmp, "feed.bin")
-        write_feed(feed, items)
+        span_ms = write_feed(feed, items)
         serve = None
         if parsed is not None:
             serve = os.path.join(tmp, "serve.bin")
@@ -245,6 +276,10 @@ def run(
                 cfg.setdefault("store", {})
                 if "flush_ms" not in device.get("store", {}):
                     cfg["store"]["flush_ms"] = REPLAY_FLUSH_MS
+                # the summary shows health's per-input counters: they are in the full status
+                # document only (docs/HEALTH.md 1.3), so a replay asks for it unless told not to
+                if "status_detail" not in device:
+                    cfg["status_detail"] = "full"
                 cfg["replay"] = {
                     "wall0_ms": wall0_ms(meta, opts.t_from_s),
                     "max_step_ms": 1000,
@@ -254,7 +289,9 @@ def run(
                 os.makedirs(agent.workdir, exist_ok=True)
                 agent.start()
                 try:
-                    agent.wait(opts.timeout)
+                    wait_showing_progress(
+                        agent, col, cfg["replay"]["wall0_ms"], span_ms, opts.timeout
+                    )
                 finally:
                     agent.stop()
                 replay_doc = agent.replay_doc()
@@ -292,6 +329,13 @@ def run(
         print(f"edgectl: replay: {line}", file=sys.stderr)
     if opts.collector_out:
         _write_json(opts.collector_out, doc)
+    if opts.expect and not readings:
+        # an empty golden file would pass every later run that also yields nothing
+        why = "; ".join(result.why) or "the agent produced none"
+        if opts.update_golden:
+            raise ToolError(f"no readings to write to the golden file {opts.expect}: {why}")
+        print(f"golden file {opts.expect}: this run produced no readings: {why}")
+        return result, 1
     if opts.expect:
         if opts.update_golden:
             _write_json(opts.expect, doc)
@@ -304,6 +348,23 @@ def run(
             else:
                 print(f"golden file {opts.expect}: match ({len(readings)} readings)")
     return result, exit_code
+
+
+def wait_showing_progress(
+    agent: AgentProcess, col: Collector, wall0: int, span_ms: int, timeout: float
+) -> None:
+    """Wait for the replaying agent; on a terminal, a progress bar of the capture time its
+    readings have reached (their timestamps are wall0 + capture time) with the time left."""
+    deadline = time.monotonic() + timeout
+    with progress_bar(span_ms) as show:
+        while not agent.done.wait(0.25) and time.monotonic() < deadline:
+            recent = col.readings[-64:]
+            reached = max(0, min(max((r[2] for r in recent), default=wall0) - wall0, span_ms))
+            show(reached, f"{reached / 1000:.0f} of {span_ms / 1000:.0f} s of capture")
+    if not agent.done.is_set():
+        agent.stop()
+        raise ToolError(f"the agent did not finish the replay within {timeout:g} s (--timeout)")
+    agent.wait()
 
 
 def explain(

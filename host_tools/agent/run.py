@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import socket
 import os
 import shutil
 import subprocess
@@ -10,8 +12,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from host_tools.errors import ToolError
+from host_tools.board.check import problems as config_problems
+from host_tools.errors import ToolError, read_json_object
 from host_tools.paths import board_file, micropython_path, mp_env
+from host_tools import argtypes
 
 DEFAULT_HEAP = "512K"
 RESET_EXIT = 75  # edge/ota/boot.py: the agent asks for a board reset
@@ -173,14 +177,24 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def broker_reachable(host: str, port: int, timeout: float = 3.0) -> None:
+    """ToolError unless something accepts TCP connections at host:port: the agent would
+    otherwise sample into its store and wait for a broker that never comes."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise ToolError(
+            f"no broker at {host}:{port} ({e.strerror or e}); start one with "
+            f"`edgectl broker --port {port}` or pass --host/--port"
+        ) from None
+
+
+# after sampling stops, how long the agent may take to forward its store before `run` gives up
+_DRAIN_GRACE_S = 60
+
+
 def cmd_run(args) -> int:
-    device = None
-    if args.config:
-        try:
-            with open(args.config) as f:
-                device = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ToolError(f"cannot read config {args.config}: {e}") from e
+    device = read_json_object(args.config, "config") if args.config else None
     over: dict = {"mqtt": {"host": args.host, "port": args.port}}
     sim = {}
     if args.count is not None:
@@ -192,6 +206,10 @@ def cmd_run(args) -> int:
     if sim:
         over["sim"] = sim
     cfg = agent_config(args.board, device, **over)
+    found = config_problems(copy.deepcopy(cfg))
+    if found:
+        raise ToolError(f"{args.config or args.board}: {'; '.join(found)}")
+    broker_reachable(args.host, args.port)
     agent = AgentProcess(
         cfg,
         heap=args.heap,
@@ -201,7 +219,7 @@ def cmd_run(args) -> int:
     )
     agent.start()
     try:
-        agent.wait()
+        agent.wait(args.seconds + _DRAIN_GRACE_S if args.seconds else None)
     finally:
         agent.cleanup()
     return 0
@@ -210,14 +228,30 @@ def cmd_run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the agent under unix MicroPython")
     p.add_argument("--board", default="unix-sim")
-    p.add_argument("--config", help="device config JSON (merged over the board's defaults)")
+    p.add_argument(
+        "--config",
+        type=argtypes.input_file,
+        help="device config JSON (merged over the board's defaults)",
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=1883, help="broker port")
-    p.add_argument("--count", type=int, help="stop after this many simulated readings")
-    p.add_argument("--seconds", type=int, help="stop sampling after this long")
-    p.add_argument("--rate", type=int, help="simulated readings per second")
-    p.add_argument("--heap", default=None, help=f"MicroPython heap (default {DEFAULT_HEAP})")
-    p.add_argument("--workdir", default=None, help="keep the store here (default: a temp dir)")
+    p.add_argument("--port", type=argtypes.tcp_port, default=1883, help="broker port")
+    p.add_argument(
+        "--count", type=argtypes.positive_int, help="stop after this many simulated readings"
+    )
+    p.add_argument("--seconds", type=argtypes.whole_seconds, help="stop sampling after this long")
+    p.add_argument("--rate", type=argtypes.positive_int, help="simulated readings per second")
+    p.add_argument(
+        "--heap",
+        type=argtypes.heapsize,
+        default=None,
+        help=f"MicroPython heap (default {DEFAULT_HEAP})",
+    )
+    p.add_argument(
+        "--workdir",
+        type=argtypes.directory,
+        default=None,
+        help="keep the store here (default: a temp dir)",
+    )
     p.add_argument(
         "--slots",
         action="store_true",

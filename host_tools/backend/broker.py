@@ -16,7 +16,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from host_tools.errors import ToolError
+from host_tools.errors import Terminated, ToolError
+from host_tools import argtypes
 
 HOST = "127.0.0.1"
 
@@ -220,26 +221,33 @@ def start_config(conf_path: str, extra: str = "") -> Broker:
 
 def cmd_broker(args) -> int:
     b = start_config(args.config) if args.config else start(args.port, args.kind)
-    print(f"broker: {b.kind} on {b.host}:{b.port} (pid {b.pid}); Ctrl-C stops it", flush=True)
     try:
+        print(f"broker: {b.kind} on {b.host}:{b.port} (pid {b.pid}); Ctrl-C stops it", flush=True)
         while b.proc.poll() is None:
             time.sleep(0.5)
         raise ToolError(f"{b.kind} exited with code {b.proc.returncode}")
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, Terminated):
+        pass  # Ctrl-C or a service manager's SIGTERM: the normal way to stop it
     finally:
+        # a second Ctrl-C or SIGTERM must not cut the stop short and leave the broker running
+        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
         b.stop()
+        for s, handler in old.items():
+            signal.signal(s, handler)
     print("broker: stopped")
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("broker", help="run a loopback MQTT broker (mosquitto, else amqtt)")
-    p.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    p.add_argument(
+        "--port", type=argtypes.tcp_port, default=None, help="TCP port (default: a free one)"
+    )
     p.add_argument("--kind", choices=["auto", "mosquitto", "amqtt"], default="auto")
     p.add_argument(
         "--config",
         metavar="FILE",
+        type=argtypes.input_file,
         help="run mosquitto on this config (e.g. provision/broker/mosquitto.conf)",
     )
     p.set_defaults(func=cmd_broker)

@@ -29,6 +29,7 @@ from host_tools.backend.ingest import Delivery, Worker, WorkerConfig, channel_me
 from host_tools.backend.mqtt_source import MqttSource
 from host_tools.backend.sqlite_sink import SqliteSink
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 
 def docs_path(db_path: str) -> str:
@@ -328,7 +329,7 @@ def cmd_collect(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("collect", help="subscribe, check, store and acknowledge telemetry")
-    p.add_argument("--prefix", default="edge")
+    p.add_argument("--prefix", type=argtypes.name, default="edge")
     p.add_argument(
         "--db",
         default="collector.sqlite",
@@ -350,6 +351,7 @@ def register(sub) -> None:
     p.add_argument(
         "--device-keys",
         metavar="FILE",
+        type=argtypes.input_file,
         help="JSON device id -> hex backend key (edgectl provision's backend/device_keys.json):"
         " acks are signed, receipts must be, devices not listed are refused",
     )
@@ -366,8 +368,18 @@ def register(sub) -> None:
         default="full",
         help="SQLite synchronous: full survives power loss, normal only a crash",
     )
-    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
-    p.add_argument("--share", default=None, help="shared-subscription group ($share/GROUP/...)")
+    p.add_argument(
+        "--seconds",
+        type=argtypes.seconds_or_zero,
+        default=0,
+        help="stop after this long (0: Ctrl-C)",
+    )
+    p.add_argument(
+        "--share",
+        type=argtypes.name,
+        default=None,
+        help="shared-subscription group ($share/GROUP/...)",
+    )
     p.add_argument("--json", action="store_true")
     conn_mod.add_arguments(p)
     p.set_defaults(func=cmd_collect)

@@ -30,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 # CONNACK codes that mean "the protocol level", not "who you are" (MQTT 5 section 3.2.2.2;
 # 3.1.1's return code 1 arrives through paho as the same reason)
@@ -61,17 +62,28 @@ def add_arguments(p: argparse.ArgumentParser, default_port: int = 1883) -> None:
     """The connection options every connecting tool takes."""
     g = p.add_argument_group("broker connection")
     g.add_argument("--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
-    g.add_argument("--port", type=int, default=default_port, help="broker port")
+    g.add_argument("--port", type=argtypes.tcp_port, default=default_port, help="broker port")
     g.add_argument("--user", help="MQTT user name")
     g.add_argument("--password", help="MQTT password (prefer --credentials: argv is visible)")
     g.add_argument(
         "--credentials",
         metavar="FILE",
+        type=argtypes.input_file,
         help="JSON file with `user` and `password` (edgectl provision's broker/ops.json)",
     )
-    g.add_argument("--tls-ca", metavar="PEM", help="CA certificate: connect with TLS, verified")
-    g.add_argument("--tls-cert", metavar="PEM", help="client certificate (with --tls-key)")
-    g.add_argument("--tls-key", metavar="PEM", help="client private key")
+    g.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        type=argtypes.input_file,
+        help="CA certificate: connect with TLS, verified",
+    )
+    g.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        type=argtypes.input_file,
+        help="client certificate (with --tls-key)",
+    )
+    g.add_argument("--tls-key", metavar="PEM", type=argtypes.input_file, help="client private key")
     g.add_argument(
         "--mqtt-version",
         choices=["auto", "5", "3.1.1"],
@@ -272,7 +284,8 @@ def _client(
         try:
             c.tls_set(ca_certs=opts.tls_ca, certfile=opts.tls_cert, keyfile=opts.tls_key)
         except (OSError, ValueError) as e:
-            raise ToolError(f"TLS files cannot be loaded: {e}") from e
+            files = ", ".join(f for f in (opts.tls_ca, opts.tls_cert, opts.tls_key) if f)
+            raise ToolError(f"TLS files cannot be loaded ({files}): {e}") from e
     return c
 
 

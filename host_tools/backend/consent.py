@@ -17,6 +17,7 @@ from edge import wire
 from host_tools.backend import connect as conn_mod
 from host_tools.backend.connect import ConnectOptions
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 _RETAINED_WAIT_S = 0.5
 
@@ -177,6 +178,8 @@ def format_receipt(r: dict) -> str:
 
 
 def cmd_consent(args) -> int:
+    if not args.grant and not args.deny:
+        raise ToolError("consent needs at least one --grant CATEGORY or --deny CATEGORY")
     key = load_key(args.key) if args.key else None
     r = update(
         args.device,
@@ -195,18 +198,26 @@ def cmd_consent(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("consent", help="publish a consent update and wait for the receipt")
-    p.add_argument("device")
-    p.add_argument("--grant", action="append", default=[], metavar="CATEGORY")
-    p.add_argument("--deny", action="append", default=[], metavar="CATEGORY")
-    p.add_argument("--key", help="file with the device's update key (hex); signs the update")
-    p.add_argument("--version", type=int, help="version to publish (default: the next one)")
+    p.add_argument("device", type=argtypes.device_id)
+    p.add_argument("--grant", action="append", default=[], type=argtypes.name, metavar="CATEGORY")
+    p.add_argument("--deny", action="append", default=[], type=argtypes.name, metavar="CATEGORY")
+    p.add_argument(
+        "--key",
+        type=argtypes.input_file,
+        help="file with the device's update key (hex); signs the update",
+    )
+    p.add_argument(
+        "--version", type=argtypes.positive_int, help="version to publish (default: the next one)"
+    )
     p.add_argument(
         "--rebase",
         action="store_true",
         help="recovery: set --version even below the device's (signed only, docs/CONSENT.md 4)",
     )
-    p.add_argument("--prefix", default="edge")
+    p.add_argument("--prefix", type=argtypes.name, default="edge")
     conn_mod.add_arguments(p)
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the receipt")
+    p.add_argument(
+        "--timeout", type=argtypes.seconds, default=10.0, help="seconds to wait for the receipt"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_consent)

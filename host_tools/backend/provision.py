@@ -40,6 +40,7 @@ from pathlib import Path
 
 from edge import wire
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 PBKDF2_ITERATIONS = 10000  # mosquitto's $7$ format reads the count from the hash
 OPS_USER = "ops"
@@ -501,20 +502,32 @@ def conf_backend_port(out: Path) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl provision`."""
     p = sub.add_parser("provision", help="create a device identity and the broker's access rules")
-    p.add_argument("device", help="device id (letters, digits, '_' or '-')")
     p.add_argument(
-        "--out", default="provision", help="provisioning directory (default provision/)"
+        "device", type=argtypes.device_id, help="device id (letters, digits, '_' or '-')"
     )
-    p.add_argument("--board", default="unix-sim", help="board name written into the device config")
+    p.add_argument(
+        "--out",
+        default="provision",
+        type=argtypes.directory,
+        help="provisioning directory (default provision/)",
+    )
+    p.add_argument(
+        "--board",
+        type=argtypes.board,
+        default="unix-sim",
+        help="board name written into the device config",
+    )
     p.add_argument("--host", default="127.0.0.1", help="broker host the device connects to")
-    p.add_argument("--port", type=int, default=1883, help="the devices' broker port")
+    p.add_argument("--port", type=argtypes.tcp_port, default=1883, help="the devices' broker port")
     p.add_argument(
         "--backend-port",
-        type=int,
+        type=argtypes.tcp_port,
         default=None,
         help="port of the operators' and the collector's listener (default: --port + 1)",
     )
-    p.add_argument("--prefix", default="edge", help="topic prefix (docs/MQTT.md 1)")
+    p.add_argument(
+        "--prefix", type=argtypes.name, default="edge", help="topic prefix (docs/MQTT.md 1)"
+    )
     p.add_argument(
         "--tls",
         action="store_true",

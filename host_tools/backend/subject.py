@@ -22,6 +22,7 @@ from host_tools.backend.collect import docs_path
 from host_tools.backend.docstore import DocStore
 from host_tools.backend.sqlite_sink import SqliteSink, now_ms
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 _TABLES = ("readings", "seq_conflicts", "status_history", "consent_ledger")
 
@@ -129,9 +130,13 @@ def cmd_subject(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("subject", help="export or erase what the backend holds about a device")
     p.add_argument("action", choices=["export", "erase"])
-    p.add_argument("device", help="device id")
+    p.add_argument("device", type=argtypes.device_id, help="device id")
     p.add_argument("--db", default="collector.sqlite", help="the collector's database")
-    p.add_argument("--out", help="export: JSON file to write (default DEVICE-export-TIME.json)")
+    p.add_argument(
+        "--out",
+        type=argtypes.output_file,
+        help="export: JSON file to write (default DEVICE-export-TIME.json)",
+    )
     p.add_argument(
         "--with-ledger",
         action="store_true",

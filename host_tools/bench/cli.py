@@ -9,6 +9,7 @@ import importlib
 import json
 
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 BENCHES: dict[str, str] = {
     "forward": "host_tools.bench.forward:bench_forward",
@@ -49,12 +50,18 @@ def register(sub) -> None:
     )
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     p.add_argument("--profile", help="day: one appliance profile (default: all)")
-    p.add_argument("--hours", type=float, help="day: virtual hours per profile (default 24)")
+    p.add_argument(
+        "--hours", type=argtypes.positive_float, help="day: virtual hours per profile (default 24)"
+    )
     p.add_argument(
         "--no-before",
         action="store_true",
         help="day: skip the run with the agent's earlier settings (format 1, 200 ms linger, "
         "full status every 5 s)",
     )
-    p.add_argument("--board", help="store: the board whose log partition sizes flash life")
+    p.add_argument(
+        "--board",
+        type=argtypes.board,
+        help="store: the board whose log partition sizes flash life",
+    )
     p.set_defaults(func=cmd_bench)

@@ -15,6 +15,7 @@ from edge import board as edge_board
 from edge import schema
 from host_tools.errors import ToolError, read_json_object
 from host_tools.paths import board_file
+from host_tools import argtypes
 
 
 def read_config(path: Path) -> dict:
@@ -196,7 +197,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl check`."""
     p = sub.add_parser("check", help="check a device config against the schema and its board")
-    p.add_argument("config", nargs="?", help="device config JSON")
+    p.add_argument("config", nargs="?", type=argtypes.input_file, help="device config JSON")
     p.add_argument(
         "--board", help="board name (boards/NAME.json) or JSON path; default: the config's"
     )

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from host_tools import argtypes
 from host_tools.board.check import problems, read_config, referenced_files
 from host_tools.board.flash import PORT_HINT
+from host_tools.board.ports import board_port, serial_port
 from host_tools.board.romfs import ROM_LIB, board_rom, build_image, deploy_image
 from host_tools.paths import board_file
 from host_tools.errors import ToolError
@@ -92,11 +94,13 @@ except OSError:
 else:
     sys.path.insert(0, _root + "/lib")
     _cfg, _trial = _selector().choose(_root)
+    _ota = _selector().brief(_root)  # None: the agent has a trial or an outcome to handle
     sys.modules.pop("edgeboot", None)  # the selector's code leaves the heap before the agent
     gc.collect()
     try:
         from edge import main as _agent
 
+        _agent.BOOT_OTA = _ota  # an attribute, not an argument: any release's run() takes it
         _a = _agent.run(_cfg, _root)
     except Exception as e:
         _selector().crashed(_root, _trial, e)
@@ -384,7 +388,7 @@ def _mp_script(name: str, **params: object) -> str:
 
 def deploy(
     board_name: str,
-    port: str,
+    port: str | None,
     device: Path,
     frozen: bool = False,
     log=print,
@@ -392,7 +396,8 @@ def deploy(
     network: bool = True,
     romfs: bool = False,
 ) -> DeployReport:
-    """Deploy the agent and device config to the board on `port`; see the module docstring.
+    """Deploy the agent and device config to the board on `port` (None: the only USB board
+    attached); see the module docstring.
     network=False leaves the network and broker checks out of the self-test. romfs=True puts
     the compiled agent into the board's ROM partition instead of /lib (docs/DEPLOY.md 9)."""
     if romfs and frozen:
@@ -403,6 +408,7 @@ def deploy(
     # deploy here, before the port is opened
     secret_files(device, json.loads(device_config(device, board)))
     rep = DeployReport(board)
+    port = board_port(port)
     b = Board(port)
     try:
         mpy, ver = b.info()
@@ -584,8 +590,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl deploy`."""
     p = sub.add_parser("deploy", help="compile and copy the agent and device config to a board")
     p.add_argument("--board", required=True, help="board name (boards/NAME.json) or JSON path")
-    p.add_argument("--port", required=True, help="serial port of the board (or a vboard link)")
-    p.add_argument("--device", required=True, help="device config JSON (from edgectl provision)")
+    p.add_argument(
+        "--port", type=serial_port, help="serial port or vboard link (default: the only USB board)"
+    )
+    p.add_argument(
+        "--device",
+        required=True,
+        type=argtypes.input_file,
+        help="device config JSON (from edgectl provision)",
+    )
     p.add_argument(
         "--frozen",
         action="store_true",

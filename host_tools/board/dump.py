@@ -5,6 +5,7 @@ Prints a readable report; exit 1 when anything is corrupt, 0 when everything che
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from edge import codec, wire
 from host_tools.board.dump_raw import DEFAULT_CATEGORIES, dump_raw_image, is_raw_image
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 SEG_HEAD_LEN = wire.SEG_HEAD_LEN  # FORMAT.md 2.2
 BLOCK_SIZE = 4096
@@ -169,6 +171,8 @@ def dump_path(path: str, categories: tuple[str, ...] = DEFAULT_CATEGORIES) -> Re
                 full = os.path.join(root, fn)
                 with open(full, "rb") as f:
                     dump_file(os.path.relpath(full, path), f.read(), rep)
+        if not any(_is_store_file(line) for line in rep.lines):
+            raise ToolError(f"{path} holds no store files (*.seg, state.json): not a store")
         return rep
     try:
         with open(path, "rb") as f:
@@ -179,9 +183,29 @@ def dump_path(path: str, categories: tuple[str, ...] = DEFAULT_CATEGORIES) -> Re
         dump_image(data, rep)
     elif not path.endswith((".seg", ".json", ".tmp")) and is_raw_image(data):
         dump_raw_image(data, rep, categories)
-    else:
+    elif _is_store_file(os.path.basename(path)):
         dump_file(os.path.basename(path), data, rep)
+    else:
+        raise ToolError(
+            f"{path} is not a store file (*.seg, state.json), a littlefs image or a raw log "
+            "image (docs/FORMAT.md sections 2 and 8)"
+        )
     return rep
+
+
+def _is_store_file(name: str) -> bool:
+    base = name.split(":", 1)[0].rsplit("/", 1)[-1]
+    return base.endswith(".seg") or base in ("state.json", "state.tmp")
+
+
+def _category_list(text: str) -> str:
+    """`--categories a,b`: one or more category names."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one category name")
+    for c in names:
+        argtypes.name(c)
+    return text
 
 
 def cmd_dump(args) -> int:
@@ -202,10 +226,12 @@ def register(sub) -> None:
     )
     p.add_argument(
         "path",
+        type=argtypes.input_path,
         help="store directory, a .seg/state.json file, a littlefs image or a raw log image",
     )
     p.add_argument(
         "--categories",
+        type=_category_list,
         default=",".join(DEFAULT_CATEGORIES),
         help="category names (comma-separated) whose tags a raw log report names",
     )

@@ -17,6 +17,8 @@ from pathlib import Path
 from host_tools.board import partitions
 from host_tools.errors import ToolError
 from host_tools.paths import board_file
+from host_tools import argtypes
+from host_tools.board.ports import board_port, serial_port
 
 DEFAULT_BAUD = 460800
 # One hint for every "cannot talk to the board" failure (esptool's own advice, shortened).
@@ -109,6 +111,8 @@ def plan_flash(
     image = Path(firmware)
     plan = FlashPlan(chip, port, baud, offset, size, image, erase)
     if image.is_file():
+        if image.stat().st_size == 0:
+            raise ToolError(f"firmware {image} is empty")
         pinned = fw.get("sha256")
         if pinned and image.name == fw.get("file"):
             got = sha256_file(image)
@@ -194,14 +198,11 @@ def write_firmware(plan: FlashPlan) -> None:
 
 def cmd_flash(args: argparse.Namespace) -> int:
     """CLI handler: plan, then print (dry run) or flash."""
-    plan = plan_flash(
-        board_file(args.board),
-        args.port,
-        args.firmware,
-        args.erase,
-        args.baud,
-        args.keep_partitions,
-    )
+    board = board_file(args.board)
+    opts = (args.firmware, args.erase, args.baud, args.keep_partitions)
+    if not args.port:
+        plan_flash(board, "PORT", *opts)  # a bad image is the error, before looking for a board
+    plan = plan_flash(board, board_port(args.port), *opts)
     for note in plan.notes:
         print(f"# {note}")
     if args.dry_run:
@@ -216,10 +217,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl flash`."""
     p = sub.add_parser("flash", help="write MicroPython firmware to a board with esptool")
     p.add_argument("--board", required=True, help="board name (boards/NAME.json) or JSON path")
-    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
-    p.add_argument("--firmware", help="firmware image (default: the board file's firmware.file)")
+    p.add_argument(
+        "--port",
+        type=serial_port,
+        help="serial port (default: the only USB serial board attached)",
+    )
+    p.add_argument(
+        "--firmware",
+        type=argtypes.input_file,
+        help="firmware image (default: the board file's firmware.file)",
+    )
     p.add_argument("--erase", action="store_true", help="erase the whole flash first")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="baud rate for writing")
+    p.add_argument(
+        "--baud", type=argtypes.baud, default=DEFAULT_BAUD, help="baud rate for writing"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the esptool command only")
     p.add_argument(
         "--keep-partitions",

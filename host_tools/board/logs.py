@@ -22,6 +22,8 @@ from typing import Callable, TextIO
 from host_tools.board.flash import PORT_HINT
 from host_tools.board.vboard import control_path
 from host_tools.errors import ToolError
+from host_tools import argtypes
+from host_tools.board.ports import board_port, serial_port
 
 RESET_RE = re.compile(
     r"^rst:0x|^vboard: hard reset|^soft reboot|reset cause|\"reset_cause\"|^ets \w+ +\d"
@@ -182,7 +184,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     """CLI handler for `edgectl logs`."""
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     try:
-        logs(args.port, not args.attach, args.seconds, args.baud, color, args.until)
+        logs(board_port(args.port), not args.attach, args.seconds, args.baud, color, args.until)
     except KeyboardInterrupt:
         pass
     return 0
@@ -191,11 +193,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl logs`."""
     p = sub.add_parser("logs", help="show a board's console from its boot (resets it first)")
-    p.add_argument("--port", required=True, help="serial port of the board (or a vboard link)")
-    p.add_argument("--attach", action="store_true", help="only listen: do not reset the board")
-    p.add_argument("--baud", type=int, default=115200, help="console baud rate (default 115200)")
     p.add_argument(
-        "--seconds", type=float, default=0, help="stop after this long (default: until Ctrl-C)"
+        "--port", type=serial_port, help="serial port or vboard link (default: the only USB board)"
+    )
+    p.add_argument("--attach", action="store_true", help="only listen: do not reset the board")
+    p.add_argument(
+        "--baud", type=argtypes.baud, default=115200, help="console baud rate (default 115200)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=argtypes.seconds_or_zero,
+        default=0,
+        help="stop after this long (default: until Ctrl-C)",
     )
     p.add_argument("--until", metavar="TEXT", help="stop after the first line containing TEXT")
     p.add_argument(

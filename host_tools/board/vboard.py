@@ -21,6 +21,7 @@ import pty
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import termios
@@ -31,6 +32,7 @@ from pathlib import Path
 from host_tools.board.uartbridge import UartBridges, UartSpec, parse_uart
 from host_tools.errors import ToolError
 from host_tools.paths import micropython_path
+from host_tools import argtypes
 
 BOOT_SCRIPT = Path(__file__).resolve().parent / "mp" / "vboard_boot.py"
 DEFAULT_IMAGE_BYTES = 2 * 1024 * 1024
@@ -52,8 +54,10 @@ _CTRL_A, _CTRL_B = 0x01, 0x02
 
 
 def make_image(path: Path, size: int = DEFAULT_IMAGE_BYTES) -> None:
-    """Create a blank (erased, all 0xFF) flash image unless one exists; the board formats it."""
+    """Create a blank (erased, all 0xFF) flash image unless one exists (then check that it is
+    one: a user's file is never booted as a board's flash); the board formats it."""
     if path.exists():
+        check_image(path)
         return
     if size <= 0 or size % 4096:
         raise ToolError(f"image size must be a positive multiple of 4096, got {size}")
@@ -64,6 +68,41 @@ def make_image(path: Path, size: int = DEFAULT_IMAGE_BYTES) -> None:
             n = min(left, len(block))
             f.write(block[:n])
             left -= n
+
+
+def check_image(path: Path) -> None:
+    """ToolError unless `path` looks like a flash image: a regular file of whole 4 KiB sectors
+    that is erased (0xFF) or holds a littlefs superblock; the raw log and ROM partitions'
+    images beside it (`.log`, `.rom`) need only the size."""
+    if not path.is_file():
+        raise ToolError(f"--image {path} is not a regular file")
+    size = path.stat().st_size
+    if size < 4096 or size % 4096:
+        raise ToolError(
+            f"--image {path} is {size} bytes, not a flash image (whole 4096-byte sectors): "
+            "name a new file and the vboard creates one"
+        )
+    with path.open("rb") as f:
+        head = f.read(8192)
+    erased = head[:4096] == b"\xff" * 4096
+    lfs = head[8:16] == b"littlefs" or head[4096 + 8 : 4096 + 16] == b"littlefs"
+    if not (erased or lfs or path.name.endswith((".log", ".rom"))):
+        raise ToolError(
+            f"--image {path} is neither erased nor a littlefs image: not a flash image this "
+            "tool made; name a new file"
+        )
+
+
+def lock_image(path: Path):
+    """An exclusive lock on the image for this vboard's life: two boards on one flash would
+    corrupt it. Returns the open file that holds the lock."""
+    f = path.open("rb")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ToolError(f"--image {path} is in use by another vboard; give each its own") from None
+    return f
 
 
 def _take_controlling_tty() -> None:
@@ -91,13 +130,15 @@ class VirtualBoard:
         # own slave fd open means the master never hits EIO when the host closes the port.
         tty.setraw(self.host_m)
         tty.setraw(self.host_s)
-        if self.link.is_symlink() or self.link.exists():
-            self.link.unlink()
+        if self.link.exists() and not self.link.is_symlink():
+            raise ToolError(f"--link {self.link} exists and is not a link; refusing to replace it")
+        self.ctl = _control_socket(self.link)  # first: it may refuse, and leave nothing behind
+        if self.link.is_symlink():
+            self.link.unlink()  # a stale link of an earlier vboard
         os.symlink(os.ttyname(self.host_s), self.link)
         # Like a UART with nobody listening, console output is dropped, never queued until
         # the agent blocks on print(); a host that opens the port sees output from then on.
         os.set_blocking(self.host_m, False)
-        self.ctl = _control_socket(self.link)
         self.child: subprocess.Popen | None = None
         self.child_m = -1
         self.running = True
@@ -271,8 +312,12 @@ def control_path(link: Path | str) -> str:
 
 def _control_socket(link: Path) -> socket.socket:
     path = control_path(link)
-    if os.path.exists(path):
-        os.unlink(path)
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ToolError(
+                f"{path} exists and is not a vboard's control socket; refusing to replace it"
+            )
+        os.unlink(path)  # a stale socket of an earlier vboard on this link
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(path)
     s.listen(2)
@@ -291,6 +336,7 @@ def run_vboard(
     make_image(image, image_bytes)
     make_image(log_image(image), DEFAULT_LOG_BYTES)
     make_image(rom_image(image), DEFAULT_ROM_BYTES)
+    lock = lock_image(image)
     board = VirtualBoard(link, image, soft_reset, heapsize, uarts)
 
     def stop(_sig: int, _frame: object) -> None:
@@ -305,6 +351,7 @@ def run_vboard(
         board.serve()
     finally:
         board.close()
+        lock.close()
 
 
 def spawn(
@@ -348,16 +395,44 @@ def cmd_vboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def image_bytes(text: str) -> int:
+    """`--image-bytes`: a flash size in whole 4 KiB sectors, 64 KiB to 64 MiB."""
+    try:
+        size = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if size % 4096 or not 64 * 1024 <= size <= 64 << 20:
+        raise argparse.ArgumentTypeError(f"{text} is not a multiple of 4096 from 64 KiB to 64 MiB")
+    return size
+
+
+image_bytes.number = True  # type: ignore[attr-defined]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl vboard`."""
     p = sub.add_parser(
         "vboard", help="virtual board: unix MicroPython behind a pty, littlefs root"
     )
-    p.add_argument("--link", required=True, help="symlink to create for the board's serial port")
-    p.add_argument("--image", default="vboard.img", help="flash image file (created if missing)")
-    p.add_argument("--image-bytes", type=int, default=DEFAULT_IMAGE_BYTES, help="new image size")
     p.add_argument(
-        "--heapsize", help="MicroPython -X heapsize, e.g. 110wK (default: port default)"
+        "--link",
+        required=True,
+        type=argtypes.link_path,
+        help="symlink to create for the board's serial port",
+    )
+    p.add_argument(
+        "--image",
+        default="vboard.img",
+        type=argtypes.output_file,
+        help="flash image file (created if missing)",
+    )
+    p.add_argument(
+        "--image-bytes", type=image_bytes, default=DEFAULT_IMAGE_BYTES, help="new image size"
+    )
+    p.add_argument(
+        "--heapsize",
+        type=argtypes.heapsize,
+        help="MicroPython -X heapsize, e.g. 110wK (default: port default)",
     )
     p.add_argument("--no-soft-reset", action="store_true", help="exit when MicroPython exits")
     p.add_argument(
@@ -365,6 +440,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME[:BAUD]=PATH|URL",
+        type=argtypes.checked(parse_uart, "a UART spec"),
         help="bridge the board UART NAME (as the config names it) to a pty/tty path or a "
         "pyserial URL, e.g. appliance=/tmp/ttyAPPL or appliance=replay://x.ecap (repeatable)",
     )

@@ -20,6 +20,8 @@ import serial
 from host_tools.captures import capfile
 from host_tools.captures.frames import FRAMINGS, FrameCounter
 from host_tools.errors import ToolError
+from host_tools import argtypes
+from host_tools.board.ports import serial_port
 
 READ_TIMEOUT_S = 0.05
 
@@ -185,19 +187,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `capture` to the edgectl parser."""
     p = sub.add_parser("capture", help="record a serial port's bytes with timestamps")
     p.add_argument(
-        "--port", required=True, help="pyserial URL or device (/dev/ttyUSB0, rfc2217://...)"
+        "--port",
+        required=True,
+        type=serial_port,
+        help="pyserial URL or device (/dev/ttyUSB0, rfc2217://...)",
     )
-    p.add_argument("--out", required=True, help="capture file to write (.ecap)")
-    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
-    p.add_argument("--duration", type=float, help="stop after S seconds")
-    p.add_argument("--idle", type=float, help="stop after S seconds without data (once data came)")
-    p.add_argument("--rotate-bytes", type=int, help="start a new part file after N bytes")
+    p.add_argument(
+        "--out", required=True, type=argtypes.new_file, help="capture file to write (.ecap)"
+    )
+    p.add_argument("--baud", type=argtypes.baud, default=115200, help="baud rate (default 115200)")
+    p.add_argument("--duration", type=argtypes.seconds, help="stop after S seconds")
+    p.add_argument(
+        "--idle", type=argtypes.seconds, help="stop after S seconds without data (once data came)"
+    )
+    p.add_argument(
+        "--rotate-bytes", type=argtypes.positive_int, help="start a new part file after N bytes"
+    )
     p.add_argument("--framing", choices=FRAMINGS, default="auto", help="frame counting")
     p.add_argument(
         "--meta",
         action="append",
         default=[],
         metavar="KEY=VALUE",
+        type=argtypes.key_value,
         help="extra header metadata (repeatable), e.g. appliance=fridge",
     )
     p.add_argument("--quiet", action="store_true", help="no live counts")

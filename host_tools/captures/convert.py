@@ -12,6 +12,7 @@ import re
 
 from host_tools.captures import capfile
 from host_tools.errors import ToolError
+from host_tools import argtypes
 
 # pyserial spy:// FormatHexdump line: '{:010.3f} {:4} {}{}' -> "000003.001 RX   0000  48 45 ..."
 _SPY_DATA = re.compile(r"^(\d+\.\d+) (RX|TX)\s+([0-9A-F]{4})  (.*)$")
@@ -235,15 +236,34 @@ def write_chunks(path: str, meta: dict, chunks: list[capfile.Chunk]) -> int:
         return w.bytes_written
 
 
+# a serial log may carry a few bytes of line noise (kept as U+FFFD); more than this share of
+# undecodable bytes, or any NUL, means the file is binary, not a log
+_NOISE_SHARE = 0.05
+
+
+def read_log_lines(path: str) -> list[str]:
+    """A text log's lines; ToolError if it cannot be read or is binary data, not text."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise ToolError(f"cannot read {path}: {e.strerror}") from None
+    text = raw.decode("utf-8", errors="replace")
+    if b"\0" in raw or text.count("\ufffd") > _NOISE_SHARE * max(1, len(text)):
+        raise ToolError(
+            f"{path} is binary data, not a text log (for raw bytes record with edgectl capture)"
+        )
+    return text.splitlines(keepends=True)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Handler for `edgectl capture-convert`."""
-    try:
-        with open(args.input, encoding="utf-8", errors="replace") as fh:
-            lines = fh.readlines()
-    except OSError as e:
-        raise ToolError(f"cannot read {args.input}: {e.strerror}") from None
+    lines = read_log_lines(args.input)
     if args.source == "spy":
-        chunks = spy_to_chunks(lines)
+        try:
+            chunks = spy_to_chunks(lines)
+        except ToolError as e:
+            raise ToolError(f"{args.input}: {e}") from None
         started = FIXED_DAY + "T00:00:00.000Z"  # spy:// logs count seconds from the start
     else:
         eol = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r", "none": b""}[args.eol]
@@ -257,6 +277,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "baudrate": args.baud,
         "started": args.started or started,
     }
+    if not chunks:
+        raise ToolError(f"{args.input}: no {args.source} log lines to convert (an empty log?)")
     n = write_chunks(args.out, meta, chunks)
     print(f"converted {len(chunks)} chunks, {n} bytes -> {args.out}")
     return 0
@@ -266,11 +288,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `capture-convert` to the edgectl parser."""
     p = sub.add_parser("capture-convert", help="turn a spy:// or plain text log into a capture")
     p.add_argument("source", choices=("spy", "text"), help="log kind")
-    p.add_argument("input", help="log file")
-    p.add_argument("--out", required=True, help="capture file to write")
+    p.add_argument("input", type=argtypes.input_file, help="log file")
+    p.add_argument("--out", required=True, type=argtypes.new_file, help="capture file to write")
     p.add_argument(
         "--interval",
-        type=float,
+        type=argtypes.seconds,
         default=1.0,
         help="text: seconds between lines without timestamps (default 1)",
     )
@@ -284,10 +306,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-timestamps", action="store_true", help="text: do not look for leading timestamps"
     )
-    p.add_argument("--baud", type=int, default=115200, help="baud rate to record in the header")
+    p.add_argument(
+        "--baud", type=argtypes.baud, default=115200, help="baud rate to record in the header"
+    )
     p.add_argument(
         "--started",
         metavar="ISO",
+        type=argtypes.iso_time,
         help="wall-clock time of the first line (default: from the log, else 2000-01-01)",
     )
     p.set_defaults(func=cmd_convert)

@@ -8,6 +8,7 @@ under unix MicroPython with a virtual clock instead (host_tools/agent/replay.py)
 from __future__ import annotations
 
 import fcntl
+import contextlib
 import hashlib
 import json
 import os
@@ -253,23 +254,51 @@ def damage_dict(damage: capfile.CaptureError | None) -> dict | None:
     }
 
 
+@contextlib.contextmanager
+def progress_bar(total: float, label: str = "replay"):
+    """A progress bar on stderr while the block runs, when stderr is a terminal (a script's
+    output stays clean): yields `update(done, text)`; the bar shows the time left."""
+    if not sys.stderr.isatty():
+        yield lambda done, text="": None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.fields[at]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=max(total, 1), at="")
+        yield lambda done, text="": bar.update(task, completed=min(done, total), at=text)
+
+
 def replay_items(
     items: list[tuple[int, bytes]],
     write: Callable[[bytes], object],
     speed: float | None,
     framing: str = "auto",
 ) -> ReplayResult:
-    """Pace `items` into `write`, counting frames and hashing the bytes sent."""
+    """Pace `items` into `write`, counting frames and hashing the bytes sent (a progress bar
+    of the capture time sent on a terminal)."""
     counter = FrameCounter(framing)
     digest = hashlib.sha256()
+    span_s = items[-1][0] / 1e6 if items else 0.0
+    sent = [0]
 
     def out(data: bytes) -> None:
         write(data)
         counter.feed(data)
         digest.update(data)
+        at = items[min(sent[0], len(items) - 1)][0] / 1e6
+        sent[0] += 1
+        show(at, f"{at:.0f} of {span_s:.0f} s of capture")
 
     t0 = time.monotonic()
-    timing = pace(items, out, speed)
+    with progress_bar(span_s) as show:
+        timing = pace(items, out, speed)
     return ReplayResult(
         frames=counter.frames,
         seconds=time.monotonic() - t0,

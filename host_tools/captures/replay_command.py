@@ -19,6 +19,8 @@ from host_tools.captures.replay import (
     schedule,
 )
 from host_tools.errors import ToolError
+from host_tools import argtypes
+from host_tools.board.ports import serial_port
 
 
 def _print_damage(damage: capfile.CaptureError, intact: int) -> None:
@@ -48,7 +50,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     kinds = ("rx", "tx") if args.direction == "both" else (args.direction,)
     t_from = parse_time(args.from_) if args.from_ else None
     t_to = parse_time(args.to) if args.to else None
+    if t_from is not None and t_to is not None and t_to <= t_from:
+        raise ToolError(f"--to {args.to} is not after --from {args.from_}")
     items = schedule(chunks, kinds, t_from, t_to, args.loop)
+    if not items:
+        span = f"{chunks[-1].ts_us / 1e6:.1f}" if chunks else "0"
+        raise ToolError(
+            f"nothing to replay: no {'/'.join(kinds)} bytes in the chosen range of "
+            f"{args.files[0]} (its chunks span 0..{span} s)"
+        )
     exit_code = 0
     if args.agent:
         opts = replay_agent.AgentReplayOptions(
@@ -84,24 +94,45 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return exit_code
 
 
+_time = argtypes.checked(parse_time, "a capture time")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `replay` to the edgectl parser."""
     p = sub.add_parser("replay", help="replay a capture into a pty, a port or the agent")
     p.add_argument(
-        "files", nargs="+", metavar="FILE", help="capture file(s); rotation parts in order"
+        "files",
+        nargs="+",
+        type=argtypes.input_file,
+        metavar="FILE",
+        help="capture file(s); rotation parts in order",
     )
     dest = p.add_mutually_exclusive_group(required=True)
-    dest.add_argument("--pty", metavar="LINK", help="create a pty and link its port at LINK")
-    dest.add_argument("--port", metavar="URL", help="pyserial URL or device to write to")
-    dest.add_argument("--agent", metavar="BOARD", help="run the agent with a virtual clock")
+    dest.add_argument(
+        "--pty",
+        metavar="LINK",
+        type=argtypes.link_path,
+        help="create a pty and link its port at LINK",
+    )
+    dest.add_argument(
+        "--port", metavar="URL", type=serial_port, help="pyserial URL or device to write to"
+    )
+    dest.add_argument(
+        "--agent", metavar="BOARD", type=argtypes.board, help="run the agent with a virtual clock"
+    )
     rate = p.add_mutually_exclusive_group()
     rate.add_argument(
-        "--speed", type=float, default=1.0, help="time scale (default 1 = real time)"
+        "--speed",
+        type=argtypes.positive_float,
+        default=1.0,
+        help="time scale (default 1 = real time)",
     )
     rate.add_argument("--fast", action="store_true", help="no pacing: as fast as possible")
-    p.add_argument("--loop", type=int, default=1, metavar="N", help="play N times")
-    p.add_argument("--from", dest="from_", metavar="T", help="start at capture time T")
-    p.add_argument("--to", metavar="T", help="stop before capture time T")
+    p.add_argument(
+        "--loop", type=argtypes.positive_int, default=1, metavar="N", help="play N times"
+    )
+    p.add_argument("--from", dest="from_", metavar="T", type=_time, help="start at capture time T")
+    p.add_argument("--to", metavar="T", type=_time, help="stop before capture time T")
     p.add_argument(
         "--direction",
         choices=("rx", "tx", "both"),
@@ -109,19 +140,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="which chunks to send (default rx: what the appliance sent)",
     )
     p.add_argument("--framing", choices=FRAMINGS, default="auto", help="frame counting")
-    p.add_argument("--baud", type=int, default=115200, help="baud rate for --port")
-    p.add_argument("--wait", type=float, default=30.0, help="--pty: seconds to wait for a reader")
+    p.add_argument("--baud", type=argtypes.baud, default=115200, help="baud rate for --port")
+    p.add_argument(
+        "--wait", type=argtypes.seconds, default=30.0, help="--pty: seconds to wait for a reader"
+    )
     p.add_argument(
         "--strict",
         action="store_true",
         help="refuse a damaged capture instead of replaying its intact prefix",
     )
-    p.add_argument("--expect", metavar="GOLDEN", help="--agent: compare collector output")
+    p.add_argument(
+        "--expect",
+        metavar="GOLDEN",
+        type=argtypes.output_file,
+        help="--agent: compare collector output",
+    )
     p.add_argument("--update-golden", action="store_true", help="rewrite GOLDEN instead")
-    p.add_argument("--collector-out", metavar="FILE", help="--agent: write collector output")
+    p.add_argument(
+        "--collector-out",
+        metavar="FILE",
+        type=argtypes.output_file,
+        help="--agent: write collector output",
+    )
     p.add_argument(
         "--config",
         metavar="DEVICE",
+        type=argtypes.input_file,
         help="--agent: device config JSON (default: the capture's sidecar NAME.agent.json)",
     )
     p.add_argument(
@@ -130,7 +174,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--agent: consent granted before the run: "
         "'all', 'none' or a comma list of categories (default all)",
     )
-    p.add_argument("--heap", default=None, help="--agent: MicroPython heap size")
-    p.add_argument("--timeout", type=float, default=600.0, help="--agent: give up after S seconds")
+    p.add_argument(
+        "--heap", type=argtypes.heapsize, default=None, help="--agent: MicroPython heap size"
+    )
+    p.add_argument(
+        "--timeout", type=argtypes.seconds, default=600.0, help="--agent: give up after S seconds"
+    )
     p.add_argument("--json", action="store_true", help="last line of stdout is a JSON summary")
     p.set_defaults(func=cmd_replay)

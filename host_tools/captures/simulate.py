@@ -29,6 +29,8 @@ from typing import Iterator
 from host_tools.captures import capfile
 from host_tools.captures.appliances import Faults, fridge_lines, meter, tuya_dp, tuya_frame
 from host_tools.errors import ToolError
+from host_tools import argtypes
+from host_tools.board.ports import serial_port
 
 HEARTBEAT_S = 15
 
@@ -188,12 +190,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a synthetic appliance capture (samples/), or --serve one live on a pty/port",
     )
     p.add_argument("appliance", nargs="?", choices=sorted(KINDS), help="capture: which appliance")
-    p.add_argument("--out", help="capture: the file to write")
+    p.add_argument("--out", type=argtypes.output_file, help="capture: the file to write")
     p.add_argument(
-        "--duration", type=float, default=600.0, help="seconds of traffic (default 600)"
+        "--duration", type=argtypes.seconds, default=600.0, help="seconds of traffic (default 600)"
     )
     p.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between frames (default 1)"
+        "--interval", type=argtypes.seconds, default=1.0, help="seconds between frames (default 1)"
     )
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument(
@@ -203,16 +205,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="meter capture: what it saw: the master's port (requests tx, replies rx), "
         "a passive sniff (both rx) or the replies only",
     )
-    p.add_argument("--config-out", metavar="FILE", help="meter capture: write its device config")
+    p.add_argument(
+        "--config-out",
+        metavar="FILE",
+        type=argtypes.output_file,
+        help="meter capture: write its device config",
+    )
     g = p.add_argument_group("live appliance (--serve)")
     g.add_argument("--serve", choices=("modbus", "tuya", "line"), help="play this appliance live")
-    g.add_argument("--map", help="modbus: register map JSON; tuya: datapoints JSON")
-    g.add_argument("--lines", help="line: a text file whose lines are sent in turn")
     g.add_argument(
-        "--pty", help="create a pty and symlink it here (what the agent or vboard opens)"
+        "--map", type=argtypes.input_file, help="modbus: register map JSON; tuya: datapoints JSON"
     )
-    g.add_argument("--port", help="or serve on this serial port / pyserial URL")
-    g.add_argument("--baud", type=int, default=9600, help="--port baud rate (default 9600)")
+    g.add_argument(
+        "--lines", type=argtypes.input_file, help="line: a text file whose lines are sent in turn"
+    )
+    g.add_argument(
+        "--pty",
+        type=argtypes.link_path,
+        help="create a pty and symlink it here (what the agent or vboard opens)",
+    )
+    g.add_argument("--port", type=serial_port, help="or serve on this serial port / pyserial URL")
+    g.add_argument(
+        "--baud", type=argtypes.baud, default=9600, help="--port baud rate (default 9600)"
+    )
     p.add_argument(
         "--faults",
         help="faults in the appliance's replies (--serve, and the meter capture), e.g. "
@@ -220,6 +235,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "garbage, truncate, busy)",
     )
     g.add_argument(
-        "--seconds", type=float, default=0, help="stop after this long (default: until Ctrl-C)"
+        "--seconds",
+        type=argtypes.seconds_or_zero,
+        default=0,
+        help="stop after this long (default: until Ctrl-C)",
     )
     p.set_defaults(func=cmd_simulate)

@@ -22,6 +22,8 @@ from host_tools.board.deploy import ARCHS, CACHE_DIR, agent_files, board_platfor
 from host_tools.errors import ToolError
 from host_tools.ota.keys import ReleaseKey, load_public
 from host_tools.paths import board_file, local_mpy
+from host_tools import argtypes
+from host_tools.board.ports import serial_port
 
 
 @dataclass
@@ -79,9 +81,11 @@ def build_bundle(
     port: str | None = None,
     cache: Path = CACHE_DIR,
     extra: dict[str, bytes] | None = None,
+    next_key: bytes | None = None,
 ) -> Release:
     """Compile the agent for the board and write the signed bundle to `out`. `extra` adds or
-    replaces files (edge/... paths), for tests and hot fixes of data files."""
+    replaces files (edge/... paths), for tests and hot fixes of data files. `next_key`: the
+    release public key devices trust from the moment they confirm this release (rotation)."""
     try:
         bundle.parse_version(version)
         if min_version:
@@ -105,6 +109,10 @@ def build_bundle(
     }
     if min_version:
         manifest["min_version"] = min_version
+    if next_key is not None:
+        if next_key == key.public():
+            raise ToolError("--next-key is the signing key itself: nothing to rotate to")
+        manifest["next_key"] = next_key.hex()
     data = pack(manifest, [files[n] for n in names], key)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -146,6 +154,8 @@ def read_bundle(path: Path, pub: bytes | None = None) -> dict:
     except bundle.BundleError as e:
         raise ToolError(f"{path}: {e}") from None
     m["files"] = [[n, s, d.hex()] for n, s, d in m["files"]]
+    if m.get("next_key") is not None:
+        m["next_key"] = m["next_key"].hex()
     m["sha256"] = hashlib.sha256(data).hexdigest()
     m["size"] = len(data)
     return m
@@ -161,12 +171,23 @@ def cmd_release(args: argparse.Namespace) -> int:
             f"{len(m['files'])} files, {m['size']} B, sha256 {m['sha256']}, "
             f"signature {'valid' if pub else 'not checked (no --pub)'}"
         )
+        if m.get("next_key"):
+            kid = hashlib.sha256(bytes.fromhex(m["next_key"])).hexdigest()[:16]
+            print(f"rotates the release key: devices that confirm it trust key {kid} only")
         return 0
     if not (args.board and args.version and args.key):
         raise ToolError("release needs --board, --version and --key (or --check BUNDLE)")
     out = Path(args.out or f"build/release/agent-{args.board}-{args.version}.bundle")
+    nxt = load_public(Path(args.next_key)) if args.next_key else None
     r = build_bundle(
-        args.board, args.version, Path(args.key), out, args.min_version, args.mpy, args.port
+        args.board,
+        args.version,
+        Path(args.key),
+        out,
+        args.min_version,
+        args.mpy,
+        args.port,
+        next_key=nxt,
     )
     left = ReleaseKey.load(Path(args.key)).remaining
     print(
@@ -189,21 +210,67 @@ def cmd_release_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version(text: str) -> str:
+    """argparse type: a release version MAJOR.MINOR.PATCH (edge/bundle.py), kept as text."""
+    try:
+        bundle.parse_version(text)
+    except bundle.BundleError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl release` and `edgectl release-key`."""
     p = sub.add_parser("release", help="build a signed update bundle of the agent")
-    p.add_argument("--board", help="board name (boards/NAME.json): platform and .mpy arch")
-    p.add_argument("--version", help="release version MAJOR.MINOR.PATCH")
-    p.add_argument("--key", help="release key file (edgectl release-key)")
-    p.add_argument("--min-version", help="once confirmed, devices refuse bundles older than this")
-    p.add_argument("--mpy", type=int, help="target sys.implementation._mpy (default: board)")
-    p.add_argument("--port", help="read the .mpy format from the board on this port")
-    p.add_argument("--out", help="bundle path (default build/release/agent-BOARD-VERSION.bundle)")
-    p.add_argument("--check", metavar="BUNDLE", help="check a bundle instead of building one")
-    p.add_argument("--pub", help="with --check: release public key to verify the signature")
+    p.add_argument(
+        "--board",
+        type=argtypes.board,
+        help="board name (boards/NAME.json): platform and .mpy arch",
+    )
+    p.add_argument("--version", type=_version, help="release version MAJOR.MINOR.PATCH")
+    p.add_argument(
+        "--key", type=argtypes.input_file, help="release key file (edgectl release-key)"
+    )
+    p.add_argument(
+        "--min-version",
+        type=_version,
+        help="once confirmed, devices refuse bundles older than this",
+    )
+    p.add_argument(
+        "--next-key",
+        metavar="PUB",
+        type=argtypes.input_file,
+        help="rotate: devices that confirm this release trust only this public key afterwards",
+    )
+    p.add_argument(
+        "--mpy", type=argtypes.positive_int, help="target sys.implementation._mpy (default: board)"
+    )
+    p.add_argument(
+        "--port", type=serial_port, help="read the .mpy format from the board on this port"
+    )
+    p.add_argument(
+        "--out",
+        type=argtypes.output_file,
+        help="bundle path (default build/release/agent-BOARD-VERSION.bundle)",
+    )
+    p.add_argument(
+        "--check",
+        metavar="BUNDLE",
+        type=argtypes.input_file,
+        help="check a bundle instead of building one",
+    )
+    p.add_argument(
+        "--pub",
+        type=argtypes.input_file,
+        help="with --check: release public key to verify the signature",
+    )
     p.set_defaults(func=cmd_release)
     k = sub.add_parser("release-key", help="make a release signing key (HSS/LMS, RFC 8554)")
-    k.add_argument("path", help="key file to create (never overwritten); PATH.pub beside it")
+    k.add_argument(
+        "path",
+        type=argtypes.new_file,
+        help="key file to create (never overwritten); PATH.pub beside it",
+    )
     k.add_argument(
         "--height", type=int, choices=(5, 10, 15), default=10, help="2^height signatures"
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 from host_tools.backend import connect as conn_mod
 from host_tools.errors import ToolError
 from host_tools.ota.release import read_bundle
+from host_tools import argtypes
 
 FINAL = ("confirmed", "rolled_back", "refused", "failed", "unchanged", "cancelled")
 
@@ -358,31 +359,68 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0 if o.ok else 1
 
 
+def _device_list(text: str) -> str:
+    """`--devices a,b,c`: device ids, each one topic level (docs/MQTT.md section 1)."""
+    for dev in text.split(","):
+        argtypes.device_id(dev.strip())
+    return text
+
+
+def _chunk(text: str) -> int:
+    """`--chunk`: bytes per retained chunk, 256..1536 (what the agent's buffer takes)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if not 256 <= n <= 1536:
+        raise argparse.ArgumentTypeError(f"{n} is outside 256..1536")
+    return n
+
+
+_chunk.number = True  # type: ignore[attr-defined]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `edgectl update` and `edgectl config`."""
     p = sub.add_parser("update", help="update a device's agent over MQTT with a signed bundle")
-    p.add_argument("device", nargs="?", help="device id")
-    p.add_argument("bundle", help="bundle from edgectl release")
-    p.add_argument("--devices", help="comma-separated device ids: a rollout in waves")
-    p.add_argument("--wave", type=int, default=5, help="devices updated at once (rollout)")
+    p.add_argument("device", nargs="?", type=argtypes.device_id, help="device id")
+    p.add_argument("bundle", type=argtypes.input_file, help="bundle from edgectl release")
+    p.add_argument(
+        "--devices", type=_device_list, help="comma-separated device ids: a rollout in waves"
+    )
+    p.add_argument(
+        "--wave", type=argtypes.positive_int, default=5, help="devices updated at once (rollout)"
+    )
     p.add_argument(
         "--max-failure-rate",
-        type=float,
+        type=argtypes.fraction,
         default=0.2,
         help="stop the rollout after a wave with more failures than this fraction",
     )
-    p.add_argument("--prefix", default="edge", help="topic prefix (mqtt.prefix)")
-    p.add_argument("--chunk", type=int, default=1024, help="bytes per chunk (256..1536)")
+    p.add_argument(
+        "--prefix", type=argtypes.name, default="edge", help="topic prefix (mqtt.prefix)"
+    )
+    p.add_argument("--chunk", type=_chunk, default=1024, help="bytes per chunk (256..1536)")
     p.add_argument("--downgrade", action="store_true", help="allow an older release")
-    p.add_argument("--timeout", type=float, default=300, help="seconds to wait per device")
+    p.add_argument(
+        "--timeout", type=argtypes.seconds, default=300, help="seconds to wait per device"
+    )
     p.add_argument("--keep", action="store_true", help="leave the retained chunks published")
     conn_mod.add_arguments(p)
     p.set_defaults(func=cmd_update)
     c = sub.add_parser("config", help="change (--set) or read (--get) a device's config")
-    c.add_argument("device", help="device id")
-    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted key, JSON value")
+    c.add_argument("device", type=argtypes.device_id, help="device id")
+    c.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        type=argtypes.key_value,
+        help="dotted key, JSON value",
+    )
     c.add_argument("--get", nargs="*", metavar="KEY", help="print the effective config")
-    c.add_argument("--prefix", default="edge", help="topic prefix (mqtt.prefix)")
-    c.add_argument("--timeout", type=float, default=120, help="seconds to wait")
+    c.add_argument(
+        "--prefix", type=argtypes.name, default="edge", help="topic prefix (mqtt.prefix)"
+    )
+    c.add_argument("--timeout", type=argtypes.seconds, default=120, help="seconds to wait")
     conn_mod.add_arguments(c)
     c.set_defaults(func=cmd_config)

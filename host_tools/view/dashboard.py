@@ -65,6 +65,8 @@ def cmd_dashboard(args) -> int:
     if not 0 <= args.port <= 65535:
         raise ToolError(f"--port {args.port}: give 0-65535 (0 picks a free port)")
     host = check_host(args.host, args.allow_remote)
+    if args.db == "" or args.pg == "":
+        raise ToolError(f"--{'db' if args.db == '' else 'pg'} '': give a database")
     view_name = "PostgreSQL" if args.pg else (args.db or "collector.sqlite")
 
     def ready(url: str) -> None:

@@ -9,10 +9,12 @@ readings stamped before a clock sync (docs/FORMAT.md 4).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import json
 import os
+import stat
 import sys
 from typing import IO, Iterator
 
@@ -224,25 +226,50 @@ def export(view: ReadingSource, sel: Selection, fmt: str, out_path: str | None) 
         if fmt == "parquet":
             raise ToolError("--format parquet writes a file: give --out FILE")
         return _write_text(rows, sys.stdout, fmt, decimals)
+    check_out(out_path)
+    with output_path(out_path) as path:
+        if fmt == "parquet":
+            return write_parquet(rows, path)
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            return _write_text(rows, f, fmt, decimals)
+
+
+def check_out(out_path: str) -> None:
+    """Refuse an --out that cannot be written before any work is done."""
     parent = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(parent):
         raise ToolError(f"--out {out_path}: no such directory {parent}")
     if os.path.isdir(out_path):
         raise ToolError(f"--out {out_path}: is a directory")
-    tmp = f"{out_path}.partial-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def output_path(out_path: str) -> Iterator[str]:
+    """Where to write --out. A regular file (or a new name) is written beside it, under a
+    temporary name, and renamed over it when the block ends without an error, so an interrupted
+    run leaves no half file; through a symbolic link the file it points to is the one replaced.
+    Anything else that exists (a device such as /dev/stdout, a FIFO) is written in place and
+    never replaced."""
+    real = os.path.realpath(out_path)
     try:
-        if fmt == "parquet":
-            n = write_parquet(rows, tmp)
-        else:
-            with open(tmp, "w", encoding="utf-8", newline="") as f:
-                n = _write_text(rows, f, fmt, decimals)
-        os.replace(tmp, out_path)
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
     except OSError as e:
         raise ToolError(f"--out {out_path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)  # ours: an export that failed or was interrupted
-    return n
+    try:
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            yield real
+            return
+        tmp = f"{real}.partial-{os.getpid()}"
+        try:
+            yield tmp
+            os.replace(tmp, real)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)  # ours: an output that failed or was interrupted
+    except OSError as e:
+        raise ToolError(f"--out {out_path}: {e.strerror or e}") from None
 
 
 def _write_text(rows: Iterator[dict], out: IO[str], fmt: str, decimals) -> int:
@@ -256,14 +283,19 @@ def selection_from(args) -> Selection:
         devices=args.device,
         channels=args.channel,
         categories=args.category,
-        since_ms=parse_time(args.since, "--since") if args.since else None,
-        until_ms=parse_time(args.until, "--until") if args.until else None,
+        since_ms=parse_time(args.since, "--since") if args.since is not None else None,
+        until_ms=parse_time(args.until, "--until") if args.until is not None else None,
     )
 
 
 def open_source(args) -> ReadingSource:
     """The collector database of --db or --pg, or the replay output of --replay (with
     --config)."""
+    for flag in ("db", "pg", "replay", "config"):
+        if getattr(args, flag) == "":
+            raise ToolError(
+                f"--{flag} '': give a file name" if flag != "pg" else "--pg '': give a DSN"
+            )
     if args.replay and (args.db or args.pg):
         raise ToolError(f"{'--db' if args.db else '--pg'} and --replay: give one source")
     if args.config and not args.replay:

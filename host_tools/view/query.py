@@ -37,11 +37,17 @@ def decode_status(doc, previous: dict | None = None):
     return dec(doc, previous) if dec is not None else doc
 
 
-def drops_total(status: dict) -> int:
-    """Sum of `drops` ({reason: {category: n}}) in a status; malformed parts count 0."""
+WITHHELD = ("consent", "purged")  # drop reasons that are consent working, not data lost
+
+
+def drops_total(status: dict, only: tuple = (), skip: tuple = ()) -> int:
+    """Sum of `drops` ({reason: {category: n}}, docs/HEALTH.md 1) in a status, of the reasons
+    in `only` (all when empty) not in `skip`; malformed parts count 0."""
     total = 0
     drops = status.get("drops")
-    for per_cat in drops.values() if isinstance(drops, dict) else ():
+    for reason, per_cat in drops.items() if isinstance(drops, dict) else ():
+        if (only and reason not in only) or reason in skip:
+            continue
         if isinstance(per_cat, dict):
             total += sum(n for n in per_cat.values() if isinstance(n, int))
         elif isinstance(per_cat, int):
@@ -196,9 +202,9 @@ class SqlView:
                     "last_seen_ms": max(seen) if seen else None,
                     "store_depth": _int(status.get("store_depth")),
                     "drops": drops_total(status),
-                    "broker": status.get("broker")
-                    if isinstance(status.get("broker"), str)
-                    else None,
+                    # lost: a full store, a quota, an unknown channel; withheld: consent
+                    "lost": drops_total(status, skip=WITHHELD),
+                    "withheld": drops_total(status, only=WITHHELD),
                     "last_seq": last[0] if last else None,
                     "consent_version": _int(receipt.get("version")),
                     "uptime_ms": _int(status.get("uptime_ms")),

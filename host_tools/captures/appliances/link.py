@@ -31,8 +31,10 @@ class Pty:
         tty.setraw(self.master)
         self.path = os.ttyname(self.slave)
         if link:
-            if os.path.lexists(link):
-                os.unlink(link)
+            if os.path.islink(link):
+                os.unlink(link)  # a stale link of an earlier run
+            elif os.path.lexists(link):
+                raise FileExistsError(f"{link} exists and is not a link; refusing to replace it")
             os.symlink(self.path, link)
             self.path = link
 

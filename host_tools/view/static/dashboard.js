@@ -86,7 +86,8 @@ let lastDevice = null;
 function buildFleetPage() {
   document.title = "edge fleet";
   main.append(
-    el("h2", { text: "Devices" }), el("section", { id: "fleet", "data-testid": "fleet" }),
+    el("h2", { text: "Devices" }), el("div", { id: "brokers", class: "muted" }),
+    el("section", { id: "fleet", "data-testid": "fleet" }),
     el("h2", { text: "Collectors" }), el("section", { id: "collectors" }),
   );
 }
@@ -127,8 +128,8 @@ function renderFleet(doc) {
       cell(el("a", { href: "/device/" + encodeURIComponent(d.device), text: d.device })),
       cell(badge(d.state)),
       ago("td", d.last_seen_ms),
-      cell(num(d.store_depth), "num"), cell(num(d.drops), "num"),
-      cell(d.broker || "-"), cell(num(d.last_seq), "num"),
+      cell(num(d.store_depth), "num"), cell(num(d.lost), "num"), cell(num(d.withheld), "num"),
+      cell(num(d.last_seq), "num"),
       cell(d.consent_version === null ? "-" : "v" + d.consent_version),
       cell(fmtDuration(d.uptime_ms), "num"),
     );
@@ -136,7 +137,8 @@ function renderFleet(doc) {
   });
   clear(node).append(rows.length ? table([
     { label: "device" }, { label: "state" }, { label: "last seen" },
-    { label: "store depth", num: 1 }, { label: "drops", num: 1 }, { label: "broker" },
+    { label: "store depth", num: 1 }, { label: "readings lost", num: 1 },
+    { label: "withheld (consent)", num: 1 },
     { label: "last seq", num: 1 }, { label: "consent" }, { label: "uptime", num: 1 },
   ], rows) : el("div", { class: "empty", text: "No device has sent anything yet." }));
 }
@@ -144,6 +146,11 @@ function renderFleet(doc) {
 function renderCollectors(list) {
   const node = document.getElementById("collectors");
   if (!node) return;
+  const brokers = document.getElementById("brokers");
+  if (brokers) {
+    const names = [...new Set(list.map((c) => c.broker).filter((b) => typeof b === "string"))];
+    brokers.textContent = names.length ? "broker: " + names.join(", ") : "";
+  }
   const rows = list.map((c) => {
     const s = c.stats || {};
     const reasons = Object.entries(s.refused_by_reason || {})
@@ -178,7 +185,7 @@ function renderHead(d) {
     fact("first seen", el("b", { text: fmtTime(d.first_seen_ms) })),
     fact("last seq stored", el("b", { text: num(d.last_seq) })),
     fact("store depth", el("b", { text: num(d.status.store_depth) })),
-    fact("broker", el("b", { text: d.status.broker || "-" })),
+    fact("readings lost (store, quota)", el("b", { text: num(d.lost) })),
   );
 }
 
