@@ -253,6 +253,7 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("simulate fridge --out {dir}", "{dir}"),
     ("simulate fridge --out {missing}/s.ecap", "{missing}"),
     ("simulate fridge --out {d}/s.ecap --config-out {dir}", "{dir}"),
+    ("simulate fridge --out {regular} --config-out {d}/c.json", "--config-out"),
     ("simulate --serve modbus --map {missing} --pty {d}/sp", "{missing}"),
     ("simulate --serve modbus --map {notjson} --pty {d}/sp", "{notjson}"),
     ("simulate --serve line --lines {missing} --pty {d}/sp", "{missing}"),
