@@ -151,6 +151,12 @@ def test_api_and_event_stream(db):
         assert _get(srv.url + "api/device/nobody")[0] == 404
         assert _get(srv.url + "api/device/fridge-7/readings?after=x")[0] == 400
         assert _get(srv.url + "static/../dashboard.py")[0] == 404
+        # read-only: any other method is refused before a handler runs
+        for method in ("POST", "PUT", "DELETE"):
+            req = urllib.request.Request(srv.url + "api/fleet", data=b"{}", method=method)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == 405
         # DNS rebinding: a page on another name that resolves to 127.0.0.1 gets nothing
         assert _get(srv.url + "api/fleet", host=f"evil.example:{srv.port}")[0] == 421
         assert _get(srv.url + "api/fleet", host=f"localhost:{srv.port}")[0] == 200
@@ -259,6 +265,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, db):
         busy.listen(1)
         port = busy.getsockname()[1]
         _one_line_error(_run("dashboard", "--db", path, "--port", str(port)), "in use", str(port))
+        demo_db = str(tmp_path / "demo.sqlite")
+        busy_demo = _run_here("demo", "--seconds", "3", "--db", demo_db, "--dashboard", str(port))
+        _one_line_error(busy_demo, "in use", "--dashboard")
     _one_line_error(_run_here("demo", "--db", path), "exists")
     _one_line_error(_run_here("demo", "--dashboard", "99999"), "--dashboard")
 
@@ -321,6 +330,14 @@ def test_seq_window_sends_late_rows_once_and_lets_old_holes_go():
     now[0] = 62.0
     unseen(w, read_after, 10)
     assert w.floor == 39 and w.sent == set()
+    # a page opened before the device sent anything: the floor follows from seq 1 on
+    fresh = SeqWindow(clock=lambda: now[0])
+    fresh.start([])
+    stored.clear()
+    put(1, 2, 3)
+    assert [r[0] for r in unseen(fresh, read_after, 10)[0]] == [1, 2, 3]
+    assert (fresh.floor, fresh.sent) == (3, set())
+    put(*range(4, 41))
     # a hole far below the top stops counting after hold_seqs
     put(*range(41, 300))
     unseen(w, read_after, 1000)

@@ -222,7 +222,12 @@ def cmd_demo(args) -> int:
         nonlocal server
         if args.dashboard is None:
             return None
-        server = Server(open_view(path), "127.0.0.1", args.dashboard).start()
+        view = open_view(path)
+        try:
+            server = Server(view, "127.0.0.1", args.dashboard, "--dashboard").start()
+        except BaseException:
+            view.close()
+            raise
         print(f"dashboard: {server.url}", file=sys.stderr, flush=True)
         return f"dashboard: {server.url}"
 

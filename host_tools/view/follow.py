@@ -36,7 +36,8 @@ class SeqWindow:
         """The page starts from these rows (the newest ones): older seqs are not followed."""
         self.sent = {r[0] for r in rows}
         self.top = rows[-1][0] if rows else -1
-        self.floor = rows[0][0] - 1 if rows else -1
+        # a device's seqs start at 1 (docs/FORMAT.md 3): with nothing stored yet, 0 is complete
+        self.floor = rows[0][0] - 1 if rows else 0
         self._marks.clear()
         self._advance()
 

@@ -332,10 +332,13 @@ class Server:
     """The dashboard served on its own thread and event loop (for the demo and tests);
     `edgectl dashboard` runs the same app in the foreground."""
 
-    def __init__(self, view: ViewStore, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, view: ViewStore, host: str = "127.0.0.1", port: int = 0, port_flag: str = "--port"
+    ) -> None:
         self.view = view
         self.host = host
         self.port = port
+        self.port_flag = port_flag  # the option that chose the port, for the messages
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -363,7 +366,7 @@ class Server:
         except OSError as e:
             sock.close()
             await self.runner.cleanup()
-            raise ToolError(_bind_error(self.host, self.port, e)) from None
+            raise ToolError(_bind_error(self.host, self.port, e, self.port_flag)) from None
         self.port = sock.getsockname()[1]
         await web.SockSite(self.runner, sock).start()
         self.dash.allowed_hosts = _host_headers(self.host, self.port)
@@ -402,9 +405,9 @@ class Server:
             self.thread.join(10)
 
 
-def _bind_error(host: str, port: int, e: OSError) -> str:
+def _bind_error(host: str, port: int, e: OSError, flag: str) -> str:
     if e.errno in (98, 48):  # EADDRINUSE (Linux, BSD)
-        return f"port {port} on {host} is in use: choose another with --port (0 picks a free one)"
+        return f"port {port} on {host} is in use: choose another with {flag} (0 picks a free one)"
     if e.errno == 13:
         return f"port {port} on {host}: permission denied (ports below 1024 need privileges)"
     return f"cannot listen on {host}:{port}: {e.strerror or e}"
