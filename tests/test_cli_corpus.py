@@ -327,6 +327,30 @@ def generated() -> list[tuple[str, str]]:
             bad = BAD_VALUE_OF_TYPE.get(getattr(action.type, "__name__", ""))
             if bad:
                 cases.append((f"{name} {opt} {bad}", opt))
+        cases += _bad_positionals(name, sub)
+    return cases
+
+
+def _bad_positionals(name: str, sub: argparse.ArgumentParser) -> list[tuple[str, str]]:
+    """Each typed positional given a wrong value, the others a good one (the first choice,
+    a device id, an existing file)."""
+    positionals = [a for a in sub._actions if not a.option_strings and a.dest != "help"]
+    cases = []
+    for target in positionals:
+        bad = BAD_VALUE_OF_TYPE.get(getattr(target.type, "__name__", ""))
+        if not bad:
+            continue
+        words = []
+        for a in positionals:
+            if a is target:
+                words.append(bad)
+            elif a.choices:
+                words.append(str(list(a.choices)[0]))
+            elif getattr(a.type, "__name__", "") == "device_id":
+                words.append("dev1")
+            else:
+                words.append("{config}")
+        cases.append((f"{name} {' '.join(words)}", bad))
     return cases
 
 
