@@ -64,6 +64,37 @@ def run(config_path=None, root=None):
 """
 
 
+# A release whose agent blocks its event loop shortly after start-up (a hang, e.g. a driver
+# that never returns): the watchdog is no longer fed and resets the board before the trial
+# can confirm, the boot selector rolls back.
+HANG_MAIN = """
+import asyncio
+import time
+from edge import config
+from edge.agent import Agent
+from edge.hal import load as load_hal
+
+
+def run(config_path=None, root=None):
+    with open(config_path) as f:
+        cfg = config.load(f.read())
+    agent = Agent(cfg, load_hal())
+    agent.ota_root = root
+
+    async def hang():
+        await asyncio.sleep_ms(300)
+        print("@hang")
+        time.sleep(120)  # blocks every task: nothing feeds the watchdog
+
+    async def both():
+        asyncio.create_task(hang())
+        await agent.main()
+
+    asyncio.run(both())
+    return agent
+"""
+
+
 def real_bundle(d: Path, version: str, key: Path, name: str, **kw) -> Path:
     """The real agent, compiled for the unix port, signed with `key`."""
     from host_tools.ota.release import build_bundle
@@ -73,14 +104,15 @@ def real_bundle(d: Path, version: str, key: Path, name: str, **kw) -> Path:
     return out
 
 
-def crash_bundle(d: Path, version: str, key: Path) -> Path:
+def crash_bundle(d: Path, version: str, key: Path, main: str = CRASH_MAIN, name="crash") -> Path:
+    """A real agent bundle whose edge/main is `main` (default: crashes at start)."""
     from host_tools.board.deploy import compile_module, compiler_for
     from host_tools.paths import local_mpy
 
-    src = d / "crash_main.py"
-    src.write_text(CRASH_MAIN)
+    src = d / f"{name}_main.py"
+    src.write_text(main)
     mpy = compile_module(compiler_for(local_mpy()), src, "edge/main.py", cache=d / "cache")
-    return real_bundle(d, version, key, f"crash-{version}.bundle", extra={"edge/main.mpy": mpy})
+    return real_bundle(d, version, key, f"{name}-{version}.bundle", extra={"edge/main.mpy": mpy})
 
 
 def widening_bundle(d: Path, version: str, key: Path) -> Path:

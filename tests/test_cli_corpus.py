@@ -28,7 +28,7 @@ from tests.cli_corpus_rig import Outcome, run_edgectl
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRECIOUS = b"precious user data, not made by edgectl\n"
 
-# (argv, text the message must contain). `{name}` fills in from _files() below.
+# (argv, text the message must contain). `{name}` fills in from the `files` fixture below.
 HAND_WRITTEN: list[tuple[str, str]] = [
     # top level
     ("", "COMMAND"),
@@ -57,6 +57,8 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("collect --tls-cert {missing} --port {closed}", "{missing}"),
     ("collect --prefix a/# --port {closed}", "--prefix"),
     ("collect --prefix + --port {closed}", "--prefix"),
+    ("collect --client-id '' --port {closed}", "--client-id"),
+    ("collect --client-id 'a b' --port {closed}", "--client-id"),
     # run
     ("run --config {missing}", "{missing}"),
     ("run --config {dir}", "{dir}"),
@@ -251,6 +253,7 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("simulate fridge --out {dir}", "{dir}"),
     ("simulate fridge --out {missing}/s.ecap", "{missing}"),
     ("simulate fridge --out {d}/s.ecap --config-out {dir}", "{dir}"),
+    ("simulate fridge --out {regular} --config-out {d}/c.json", "--config-out"),
     ("simulate --serve modbus --map {missing} --pty {d}/sp", "{missing}"),
     ("simulate --serve modbus --map {notjson} --pty {d}/sp", "{notjson}"),
     ("simulate --serve line --lines {missing} --pty {d}/sp", "{missing}"),
@@ -324,6 +327,30 @@ def generated() -> list[tuple[str, str]]:
             bad = BAD_VALUE_OF_TYPE.get(getattr(action.type, "__name__", ""))
             if bad:
                 cases.append((f"{name} {opt} {bad}", opt))
+        cases += _bad_positionals(name, sub)
+    return cases
+
+
+def _bad_positionals(name: str, sub: argparse.ArgumentParser) -> list[tuple[str, str]]:
+    """Each typed positional given a wrong value, the others a good one (the first choice,
+    a device id, an existing file)."""
+    positionals = [a for a in sub._actions if not a.option_strings and a.dest != "help"]
+    cases = []
+    for target in positionals:
+        bad = BAD_VALUE_OF_TYPE.get(getattr(target.type, "__name__", ""))
+        if not bad:
+            continue
+        words = []
+        for a in positionals:
+            if a is target:
+                words.append(bad)
+            elif a.choices:
+                words.append(str(list(a.choices)[0]))
+            elif getattr(a.type, "__name__", "") == "device_id":
+                words.append("dev1")
+            else:
+                words.append("{config}")
+        cases.append((f"{name} {' '.join(words)}", bad))
     return cases
 
 
@@ -464,7 +491,7 @@ def test_corpus(files):
         cwd = Path(files["d"]) / "cwd"
         cwd.mkdir()
         o = run_edgectl(
-            _argv(template, files), str(cwd), timeout=float(os.environ.get("CORPUS_TIMEOUT", "20"))
+            _argv(template, files), str(cwd), timeout=float(os.environ.get("CORPUS_TIMEOUT", "10"))
         )
         problems = check(o, must.format(**files), precious)
         if os.environ.get("CORPUS_LOG"):
@@ -562,3 +589,31 @@ def test_two_vboards_never_share_one_image(files, micropython):
         first.wait(10)
         for p in d.glob("shared.img*"):
             p.unlink()
+
+
+def test_sigterm_to_run_stops_the_agent(broker, micropython):
+    """`edgectl run` stopped by a service manager: the agent under MicroPython stops too."""
+    p = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "edgectl"), "run"]
+        + ["--port", str(broker.port), "--seconds", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kids = _children(p.pid)
+        assert kids, p.stderr.read() if p.poll() is not None else "no agent started"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 143
+        assert p.stderr.read().strip().splitlines()[-1] == "edgectl: terminated"
+        deadline = time.monotonic() + 10
+        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(k) for k in kids), f"left running: {kids}"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

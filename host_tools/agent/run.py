@@ -7,6 +7,7 @@ import json
 import socket
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -94,12 +95,22 @@ class AgentProcess:
             bufsize=1,
         )
 
+    def _watchdog_reset(self, rc: int, since: int) -> bool:
+        """The run was ended by the simulated hardware watchdog (edge/hal/unix/sim.py SimWDT
+        logs its expiry, then kills the process): on a board that is a reset, so a board-like
+        run boots again, and the boot selector sees it (a trial rolls back, docs/OTA.md 4)."""
+        return rc == -signal.SIGKILL and any(
+            ln.startswith("@log watchdog: expired") for ln in self.output[since:]
+        )
+
     def _supervise(self) -> None:
         while True:
+            since = len(self.output)
             self._read()
             assert self.proc
             rc = self.proc.wait()
-            if self.root and rc == RESET_EXIT and not self.stopping and self.boots < MAX_BOOTS:
+            reset = rc == RESET_EXIT or self._watchdog_reset(rc, since)
+            if self.root and reset and not self.stopping and self.boots < MAX_BOOTS:
                 self.output.append(f"@reboot {self.boots}")
                 self._spawn()
                 continue

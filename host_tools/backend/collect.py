@@ -8,6 +8,7 @@ mirrors stored rows in memory for them).
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import json
@@ -327,6 +328,16 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def _client_id(text: str) -> str:
+    """`--client-id`: a persistent session's id, 1..256 characters, no spaces or controls
+    (MQTT 3.1.1 section 3.1.3.1 allows more; brokers and logs handle these)."""
+    if not 1 <= len(text) <= 256 or any(c.isspace() or ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a client id (1-256 characters, no spaces or control characters)"
+        )
+    return text
+
+
 def register(sub) -> None:
     p = sub.add_parser("collect", help="subscribe, check, store and acknowledge telemetry")
     p.add_argument("--prefix", type=argtypes.name, default="edge")
@@ -338,6 +349,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--client-id",
+        type=_client_id,
         help="fixed MQTT client id of the persistent session (default: derived from the "
         "host name and the database path; a second collector needs its own)",
     )

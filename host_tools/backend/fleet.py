@@ -22,7 +22,7 @@ import threading
 import time
 
 from host_tools.backend import cluster
-from host_tools.backend.simdevice import SimDevices
+from host_tools.backend.simdevice import SimDevices, rotated
 from host_tools.errors import ToolError
 
 CHAOS = ("node-kill", "worker-kill", "db-kill")
@@ -115,18 +115,17 @@ def run_fleet(
         PgSink(rig.dsn).close()  # the tables, before anyone counts rows
         nodes = rig.nats.mqtt
 
-        def order(i: int) -> list[tuple[str, int]]:
-            return nodes[i % len(nodes) :] + nodes[: i % len(nodes)]
-
         names = [f"fleet-{i:05d}" for i in range(devices)]
         for g in range(0, devices, per_connection):
             sims.append(
-                SimDevices(order(g // per_connection), names[g : g + per_connection],
+                SimDevices(rotated(nodes, g // per_connection), names[g : g + per_connection],
                            per_batch=per_batch).start()
             )  # fmt: skip
         rate = max(1, int(per_batch / interval))
         for i in range(real):
-            cfg = real_agent_config(f"fleet-real-{i:03d}", order(i), batches * per_batch, rate)
+            cfg = real_agent_config(
+                f"fleet-real-{i:03d}", rotated(nodes, i), batches * per_batch, rate
+            )
             agents.append(AgentProcess(cfg).start())
         log(f"fleet: {devices} simulated devices on {len(sims)} connections, {real} agents")
         # the chaos is meant for a flowing fleet: every real agent in a session first

@@ -35,6 +35,12 @@ def batch(device: str, category: str, first: int, n: int, boot: int = 1) -> byte
     return bytes(w.finish())
 
 
+def rotated(brokers: list[tuple[str, int]], i: int) -> list[tuple[str, int]]:
+    """The broker list starting at its i-th entry (modulo): spreads connections over nodes."""
+    k = i % len(brokers)
+    return brokers[k:] + brokers[:k]
+
+
 class SimDevices:
     """`devices` on one connection; `publish(batches_per_device)` queues and sends, then
     `wait_acked()` until every batch is acknowledged end to end."""

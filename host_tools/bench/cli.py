@@ -21,6 +21,7 @@ BENCHES: dict[str, str] = {
     "update": "host_tools.bench.update:bench_update",
     "inputs": "host_tools.bench.inputs:bench_inputs",
     "collector": "host_tools.bench.collector:bench_collector",
+    "cluster": "host_tools.bench.cluster:bench_cluster",
 }
 
 

@@ -1,7 +1,7 @@
 """Serial ports for `flash`, `deploy`, `logs`, `capture` and `replay`: a `--port` is checked
 while the command line is parsed (a device path must be a character device, a URL must use a
 pyserial scheme), and `flash`, `deploy` and `logs` find the board themselves when exactly one
-USB serial adapter is attached (as esptool and mpremote do; docs/DEPLOY.md section 2)."""
+USB serial adapter is attached (as esptool and mpremote do; docs/CLI.md section 4)."""
 
 from __future__ import annotations
 

@@ -127,6 +127,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return cmd_serve(args)
     if not args.appliance or not args.out:
         raise ToolError("simulate needs APPLIANCE and --out FILE, or --serve KIND")
+    if args.config_out and args.appliance != "meter":
+        raise ToolError("--config-out is for the meter")  # before anything is written
     n = simulate(
         args.appliance,
         args.out,
@@ -138,8 +140,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     print(f"wrote {n} synthetic {args.appliance} frames -> {args.out}")
     if args.config_out:
-        if args.appliance != "meter":
-            raise ToolError("--config-out is for the meter")
         cfg = meter.device_config(round(args.interval * 1000))
         with open(args.config_out, "w") as f:
             json.dump(cfg, f, indent=1, ensure_ascii=False)
