@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,23 +36,27 @@ def _edgectl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def tier():
     """`edgectl cluster up` (3 nodes, PostgreSQL, 2 workers); `down` at the end, which must
     leave none of the PIDs it reported running and remove the work directory."""
-    work = os.path.join(tempfile.mkdtemp(prefix="edge-test-cluster-"), "tier")
-    r = _edgectl("cluster", "up", "--workdir", work, "--ack-wait", str(ACK_WAIT), "--json")
-    assert r.returncode == 0, r.stderr
-    info = json.loads(r.stdout.strip().splitlines()[-1])
-    rig = cluster.Rig.load(work)
-    PgSink(rig.dsn).close()  # the tables, if no worker has made them yet
+    base = tempfile.mkdtemp(prefix="edge-test-cluster-")
+    work = os.path.join(base, "tier")
     try:
-        yield rig
-    finally:
-        rig.save()  # the PIDs of what the tests restarted
-        pg_pid = rig.pg.pid if rig.pg else 0
-        pids = info["pids"]["nats"] + [n.pid for n in rig.nats.nodes] + [pg_pid] + rig.workers
-        r = _edgectl("cluster", "down", "--workdir", work)
+        r = _edgectl("cluster", "up", "--workdir", work, "--ack-wait", str(ACK_WAIT), "--json")
         assert r.returncode == 0, r.stderr
-        assert not [p for p in pids if p and pid_alive(p)]
-        assert not os.path.exists(work)
-        os.rmdir(os.path.dirname(work))
+        info = json.loads(r.stdout.strip().splitlines()[-1])
+        rig = cluster.Rig.load(work)
+        try:
+            PgSink(rig.dsn).close()  # the tables, if no worker has made them yet
+            yield rig
+        finally:
+            rig.save()  # the PIDs of what the tests restarted
+            pg_pid = rig.pg.pid if rig.pg else 0
+            pids = info["pids"]["nats"] + [n.pid for n in rig.nats.nodes] + [pg_pid]
+            pids += rig.workers
+            r = _edgectl("cluster", "down", "--workdir", work)
+            assert r.returncode == 0, r.stderr
+            assert not [p for p in pids if p and pid_alive(p)]
+            assert not os.path.exists(work)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _stored(rig: cluster.Rig, devices: list[str]) -> dict[str, tuple[int, int, int, int]]:
