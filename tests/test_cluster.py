@@ -375,3 +375,49 @@ def test_bench_cluster_runs_both_tiers():
     f = json.loads(r.stdout.strip().splitlines()[-1])
     assert f["embedded_complete"] and f["cluster_1w_complete"] and f["cluster_2w_complete"], f
     assert f["cluster_readings_per_s_1w"] > 0 and f["embedded_readings_per_s"] > 0, f
+
+
+def test_subject_export_and_erase_on_postgresql(tier, tmp_path):
+    """`edgectl subject export|erase DEVICE --pg DSN`: the same receipt and file as over SQLite,
+    from the cluster tier's PostgreSQL; erasure leaves the other device and the audit trail."""
+    from host_tools.backend.ingest import Delivery, Worker, WorkerConfig
+    from host_tools.backend.mqtt_source import QueueSource
+    from host_tools.backend.pg_sink import PgDocs
+    from tests.test_subject import check_export
+
+    sink = PgSink(tier.dsn)
+    w = Worker(QueueSource(), sink, PgDocs(sink), WorkerConfig(e2e_ack=True))
+    try:
+        for dev in ("subj-pg-1", "subj-pg-2"):
+            grant = {"device": dev, "version": 1, "seq": 0, "grants": {"essential": True}}
+            w.process([Delivery(f"edge/{dev}/consent/receipt", json.dumps(grant).encode())])
+            w.process([Delivery(f"edge/{dev}/t/essential", batch(dev, "essential", 1, 25))])
+            w.process([Delivery(f"edge/{dev}/status", b'{"state": "online"}')])
+    finally:
+        sink.close()
+    out = tmp_path / "subj.json"
+    r = _edgectl("subject", "export", "subj-pg-1", "--pg", tier.dsn, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    check_export(r.stdout, out, "subj-pg-1")
+
+    r = _edgectl("subject", "erase", "subj-pg-1", "--pg", tier.dsn)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"] == {
+        "readings": 25, "seq_conflicts": 0, "status_history": 1, "documents": 2,
+    }  # fmt: skip
+    with psycopg.connect(tier.dsn) as db:
+        held = db.execute(
+            "SELECT device, count(*) FROM readings WHERE device LIKE 'subj-pg-%' GROUP BY 1"
+        ).fetchall()
+        events = db.execute(
+            "SELECT event FROM consent_ledger WHERE device='subj-pg-1' ORDER BY id"
+        ).fetchall()
+        docs = db.execute(
+            "SELECT (SELECT count(*) FROM devices WHERE device='subj-pg-1'), "
+            "(SELECT count(*) FROM receipts WHERE device='subj-pg-1')"
+        ).fetchone()
+    assert held == [("subj-pg-2", 25)]
+    assert events == [("grant",), ("export",), ("erase",)]
+    assert docs == (0, 0)
+    r = _edgectl("subject", "erase", "x", "--pg", tier.dsn, "--db", str(tmp_path / "a.sqlite"))
+    assert r.returncode == 2 and "give one database" in r.stderr, r.stderr
