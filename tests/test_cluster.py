@@ -94,8 +94,8 @@ def _devices(tag: str, n: int) -> list[str]:
 def test_devices_on_two_nodes_stored_once_and_acked(tier):
     """Batches through two different nodes' MQTT listeners, some published twice (a device
     re-send): every reading stored once and acknowledged end to end."""
-    a = SimDevices(tier.nats.mqtt[:1], _devices("flow-a", 10)).start()
-    b = SimDevices(tier.nats.mqtt[1:2], _devices("flow-b", 10)).start()
+    a = SimDevices(tier.nats.mqtt[:1], _devices("flow-a", 10), auth=tier.device_auth).start()
+    b = SimDevices(tier.nats.mqtt[1:2], _devices("flow-b", 10), auth=tier.device_auth).start()
     try:
         for sim in (a, b):
             sim.publish(10)
@@ -112,7 +112,7 @@ def test_worker_sigkill_midstream_loses_nothing(tier):
     """SIGKILL one worker mid-stream and start it again later, then SIGKILL the other:
     JetStream hands what they had not acknowledged to the survivor after ack_wait, and the key
     (device, seq) absorbs what a killed worker had committed but not acknowledged."""
-    sim = SimDevices(tier.nats.mqtt, _devices("wk", 20)).start()
+    sim = SimDevices(tier.nats.mqtt, _devices("wk", 20), auth=tier.device_auth).start()
     base = tier.worker_stats()[0].get("unique", 0)
     stored_before_kill: list[int] = []
 
@@ -154,7 +154,7 @@ def test_node_sigkill_devices_fail_over(tier):
     """SIGKILL the NATS node the devices are connected to mid-stream: they move to another
     node (mqtt.brokers order), resend what no end-to-end ack confirmed, and nothing is lost or
     stored twice; the node comes back and the cluster takes data through it again."""
-    sim = SimDevices(tier.nats.mqtt, _devices("nk", 20)).start()
+    sim = SimDevices(tier.nats.mqtt, _devices("nk", 20), auth=tier.device_auth).start()
     try:
         _stream(sim, 20, {6: lambda: tier.nats.kill(0)})
         assert sim.wait_acked(90), sim.pending()
@@ -164,7 +164,7 @@ def test_node_sigkill_devices_fail_over(tier):
         sim.stop()
         if not tier.nats.node_alive(0):
             tier.nats.start_node(0)
-    back = SimDevices(tier.nats.mqtt[:1], _devices("nk-back", 5)).start()
+    back = SimDevices(tier.nats.mqtt[:1], _devices("nk-back", 5), auth=tier.device_auth).start()
     try:
         back.publish(4)
         assert back.wait_acked(60), back.pending()
@@ -177,7 +177,7 @@ def test_node_sigkill_devices_fail_over(tier):
 def test_database_sigkill_midstream_loses_nothing(tier):
     """SIGKILL PostgreSQL mid-stream and start it again: the workers' open transactions die
     with it, nothing of them was acknowledged, and the workers reconnect and go on."""
-    sim = SimDevices(tier.nats.mqtt, _devices("db", 20)).start()
+    sim = SimDevices(tier.nats.mqtt, _devices("db", 20), auth=tier.device_auth).start()
     try:
         pg = tier.pg
         assert pg is not None
@@ -196,7 +196,7 @@ def test_stream_leader_sigkill_loses_nothing(tier):
     leader = tier.nats.stream_leader()
     assert leader >= 0
     brokers = [b for i, b in enumerate(tier.nats.mqtt) if i != leader]
-    sim = SimDevices(brokers, _devices("sl", 10)).start()
+    sim = SimDevices(brokers, _devices("sl", 10), auth=tier.device_auth).start()
     try:
         _stream(sim, 12, {3: lambda: tier.nats.kill(leader)})
         assert sim.wait_acked(60), sim.pending()
@@ -308,10 +308,12 @@ def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
 
     with pytest.raises(ToolError, match="cannot connect to PostgreSQL"):
         PgSink(f"postgresql://postgres@127.0.0.1:{free_port()}/edge", connect_timeout=2)
-    with psycopg.connect(tier.dsn.rsplit("/", 1)[0] + "/postgres", autocommit=True) as db:
+    assert tier.pg is not None
+    with psycopg.connect(tier.pg.dsn_for("postgres", admin=True), autocommit=True) as db:
         db.execute("DROP DATABASE IF EXISTS notours")
         db.execute("CREATE DATABASE notours")
-    other = tier.dsn.rsplit("/", 1)[0] + "/notours"
+        db.execute("ALTER DATABASE notours OWNER TO edge")
+    other = tier.pg.dsn_for("notours")
     with psycopg.connect(other, autocommit=True) as db:
         db.execute("CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)")
         db.execute("INSERT INTO meta VALUES ('schema', '99')")
@@ -325,7 +327,7 @@ def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
 def _real_agent(agents, tier: cluster.Rig, device: str, count: int, rate: int):
     from host_tools.backend.fleet import real_agent_config
 
-    return agents(real_agent_config(device, tier.nats.mqtt, count, rate))
+    return agents(real_agent_config(device, tier.nats.mqtt, count, rate, tier.device_auth))
 
 
 @pytest.mark.slow
@@ -421,3 +423,82 @@ def test_subject_export_and_erase_on_postgresql(tier, tmp_path):
     assert docs == (0, 0)
     r = _edgectl("subject", "erase", "x", "--pg", tier.dsn, "--db", str(tmp_path / "a.sqlite"))
     assert r.returncode == 2 and "give one database" in r.stderr, r.stderr
+
+
+def test_tier_refuses_clients_without_its_credentials(tier):
+    """Nothing logs in without the passwords `cluster up` wrote (0600 files): a NATS client
+    with no or a wrong password, a device's login on the NATS port, a worker's login or none
+    on an MQTT listener, and PostgreSQL as `edge` or `postgres` with no password."""
+    import asyncio
+    import stat
+
+    import nats
+    import paho.mqtt.client as mqtt
+
+    from host_tools.backend.cluster_creds import Creds
+
+    creds = Creds(tier.nats.creds or "")
+    files = [creds.nats_file(r) for r in ("worker", "device", "route")]
+    files += [creds.pgpass(), creds.pgpass(admin=True)]
+    files += [os.path.join(tier.nats.workdir, f"{n.name}.conf") for n in tier.nats.nodes]
+    assert {f: stat.S_IMODE(os.stat(f).st_mode) for f in files} == {f: 0o600 for f in files}
+
+    async def nats_login(**auth) -> str:
+        try:
+            nc = await nats.connect(
+                servers=tier.nats.urls[:1], connect_timeout=2, max_reconnect_attempts=0,
+                allow_reconnect=False, **auth,
+            )  # fmt: skip
+        except Exception as e:
+            return f"refused: {e}"
+        await nc.close()
+        return "ok"
+
+    worker, wpw = creds.nats("worker")
+    device, dpw = creds.nats("device")
+    got = {
+        "none": asyncio.run(nats_login()),
+        "wrong": asyncio.run(nats_login(user=worker, password=wpw + "x")),
+        "device": asyncio.run(nats_login(user=device, password=dpw)),
+        "worker": asyncio.run(nats_login(user=worker, password=wpw)),
+    }
+    assert got["worker"] == "ok", got
+    assert all("uthorization" in got[k] for k in ("none", "wrong", "device")), got
+
+    def mqtt_login(auth: tuple[str, str] | None) -> str:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"auth-{os.getpid()}")
+        if auth:
+            c.username_pw_set(*auth)
+        host, port = tier.nats.mqtt[0]
+        c.connect(host, port, keepalive=5)
+        codes: list[str] = []
+        c.on_connect = lambda cl, ud, flags, rc, props: codes.append(str(rc))
+        deadline = time.monotonic() + 10
+        while not codes and time.monotonic() < deadline:
+            c.loop(0.1)
+        c.disconnect()
+        return codes[0] if codes else "no CONNACK"
+
+    # CONNACK 4 / 5: bad user name or password / not authorized (MQTT 3.1.1 3.2.2.3)
+    refused = ("Not authorized", "Bad user name or password")
+    assert mqtt_login(None) in refused
+    assert mqtt_login((worker, wpw)) in refused
+    assert mqtt_login((device, dpw + "x")) in refused
+    assert mqtt_login((device, dpw)) == "Success"
+
+    assert tier.pg is not None
+    for user in ("edge", "postgres"):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(
+                f"postgresql://{user}@127.0.0.1:{tier.pg.port}/edge", connect_timeout=5
+            )
+    psql = shutil.which("psql")
+    if psql:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        r = subprocess.run(
+            [psql, "-w", "-h", "127.0.0.1", "-p", str(tier.pg.port), "-U", "edge", "-d", "edge",
+             "-c", "SELECT 1"], capture_output=True, text=True, timeout=30, env=env,
+        )  # fmt: skip
+        assert r.returncode != 0 and "password" in r.stderr, r.stderr
+    with psycopg.connect(tier.dsn) as db:  # the DSN `cluster up` prints: password from its file
+        assert db.execute("SELECT current_user").fetchone() == ("edge",)

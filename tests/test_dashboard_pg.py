@@ -133,6 +133,6 @@ def test_export_and_dashboard_over_postgres(both, pg, tmp_path):
         srv.stop()
     code, _, err = _cli("export", "--pg", pg.dsn, "--db", lite.path)
     assert code == 2 and err.startswith("edgectl: --db and --pg"), err
-    bad = pg.dsn.rsplit("/", 1)[0] + "/postgres"  # a database without the collector's tables
+    bad = pg.dsn_for("postgres")  # a database without the collector's tables
     code, _, err = _cli("export", "--pg", bad)
     assert code == 2 and "not a collector database" in err, err

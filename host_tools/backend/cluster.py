@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from host_tools.backend import nats_cluster, postgres
+from host_tools.backend import cluster_creds, nats_cluster, postgres
 from host_tools.backend.broker import pid_alive, wait_pid_gone
 from host_tools.errors import ToolError
 
@@ -41,6 +41,7 @@ def run_worker(
     stop: threading.Event | None = None,
     stats_path: str | None = None,
     log=lambda msg: None,
+    auth: tuple[str, str] | None = None,
 ) -> dict:
     """Run one worker until `stop` is set. A database or log failure ends the worker's
     current round (nothing of its last group was acknowledged; what it held is redelivered)
@@ -60,7 +61,8 @@ def run_worker(
             stop.wait(0.5)
             continue
         rounds += 1
-        source = NatsSource(urls, prefix, name=name)
+        user, password = auth or (None, None)
+        source = NatsSource(urls, prefix, name=name, user=user, password=password)
         worker = Worker(
             source,
             sink,
@@ -132,6 +134,10 @@ class Rig:
     _procs: dict[int, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     @property
+    def device_auth(self) -> tuple[str, str] | None:
+        return self.nats.device_auth
+
+    @property
     def dsn(self) -> str:
         if self.pg is None:
             raise ToolError("the cluster runs without PostgreSQL")
@@ -144,8 +150,17 @@ class Rig:
             "--pg", self.dsn,
             "--prefix", self.prefix,
             "--name", f"worker-{i + 1}",
+            *self.nats_auth_args(),
             "--stats", os.path.join(self.workdir, f"worker-{i + 1}.json"),
         ]  # fmt: skip
+
+    def nats_auth_args(self) -> list[str]:
+        """--nats-user/--nats-password-file for a tool on the NATS port (none without auth)."""
+        if self.nats.creds is None:
+            return []
+        c = cluster_creds.Creds(self.nats.creds)
+        return ["--nats-user", cluster_creds.WORKER_USER, "--nats-password-file",
+                c.nats_file("worker")]  # fmt: skip
 
     def start_worker(self, i: int) -> None:
         while len(self.workers) <= i:
@@ -207,7 +222,12 @@ class Rig:
         path = os.path.join(self.workdir, STATE)
         state = {
             "nats": self.nats.state(),
-            "pg": {"datadir": self.pg.datadir, "port": self.pg.port, "pid": self.pg.pid}
+            "pg": {
+                "datadir": self.pg.datadir,
+                "port": self.pg.port,
+                "pid": self.pg.pid,
+                "creds": self.pg.creds,
+            }
             if self.pg
             else None,
             "prefix": self.prefix,
@@ -228,7 +248,9 @@ class Rig:
         except ValueError as e:
             raise ToolError(f"{path} is not a cluster state file: {e}") from e
         pg = (
-            postgres.Postgres(d["pg"]["datadir"], d["pg"]["port"], pid=d["pg"]["pid"])
+            postgres.Postgres(
+                d["pg"]["datadir"], d["pg"]["port"], pid=d["pg"]["pid"], creds=d["pg"]["creds"]
+            )
             if d["pg"]
             else None
         )
@@ -255,11 +277,14 @@ def up(
     os.makedirs(workdir, exist_ok=True)
     if os.path.exists(os.path.join(workdir, STATE)):
         raise ToolError(f"a cluster is already up in {workdir} (edgectl cluster down first)")
-    ncl = nats_cluster.start(os.path.join(workdir, "nats"), nodes, prefix, ack_wait=ack_wait)
+    creds = cluster_creds.Creds.make(os.path.join(workdir, "secrets")).dir
+    ncl = nats_cluster.start(
+        os.path.join(workdir, "nats"), nodes, prefix, creds=creds, ack_wait=ack_wait
+    )
     rig = Rig(workdir, ncl, None, prefix)
     try:
         if pg:
-            rig.pg = postgres.start(os.path.join(workdir, "postgres"))
+            rig.pg = postgres.start(os.path.join(workdir, "postgres"), creds=creds)
             for i in range(workers):
                 rig.start_worker(i)
     except BaseException:
@@ -277,6 +302,7 @@ def cmd_up(args) -> int:
         "nats": rig.nats.urls,
         "mqtt": [f"{h}:{p}" for h, p in rig.nats.mqtt],
         "postgres": rig.pg.dsn if rig.pg else None,
+        "secrets": rig.nats.creds,
         "pids": {
             "nats": [n.pid for n in rig.nats.nodes],
             "postgres": rig.pg.pid if rig.pg else None,
@@ -290,6 +316,7 @@ def cmd_up(args) -> int:
         print(f"  devices (MQTT): {', '.join(info['mqtt'])}")
         print(f"  NATS: {', '.join(info['nats'])}")
         print(f"  PostgreSQL: {info['postgres']}")
+        print(f"  credentials (0600 files): {info['secrets']}")
         print(
             f"  workers: {len(rig.workers)} (pids {rig.workers}); `edgectl cluster down` stops all"
         )
@@ -314,6 +341,11 @@ def cmd_worker(args) -> int:
     urls = [u for u in args.nats.split(",") if u]
     if not urls:
         raise ToolError("--nats needs at least one nats://HOST:PORT")
+    auth = None
+    if args.nats_user or args.nats_password_file:
+        if not (args.nats_user and args.nats_password_file):
+            raise ToolError("--nats-user and --nats-password-file go together")
+        auth = (args.nats_user, cluster_creds.read_secret(args.nats_password_file))
     try:
         out = run_worker(
             urls,
@@ -325,6 +357,7 @@ def cmd_worker(args) -> int:
             stop=stop,
             stats_path=args.stats,
             log=lambda msg: print(msg, file=sys.stderr, flush=True),
+            auth=auth,
         )
     except KeyboardInterrupt:
         return 0
@@ -364,7 +397,18 @@ def register(sub) -> None:
     d.set_defaults(func=cmd_down)
     w = cs.add_parser("worker", help="one stateless worker: NATS JetStream consumer -> PostgreSQL")
     w.add_argument("--nats", required=True, help="comma-separated nats://HOST:PORT of the nodes")
-    w.add_argument("--pg", required=True, help="PostgreSQL DSN (postgresql://USER@HOST:PORT/DB)")
+    w.add_argument("--nats-user", help="NATS user name (`cluster up` makes `worker`)")
+    w.add_argument(
+        "--nats-password-file",
+        metavar="FILE",
+        help="the NATS user's password, one line, mode 0600 (WORKDIR/secrets/nats-worker.password)",
+    )
+    w.add_argument(
+        "--pg",
+        required=True,
+        help="PostgreSQL DSN; its password from a libpq password file: "
+        "postgresql://USER@HOST:PORT/DB?passfile=FILE",
+    )
     w.add_argument("--prefix", default="edge")
     w.add_argument("--name", default="edgectl-worker", help="NATS connection name")
     w.add_argument("--stats", help="rewrite this JSON file with the counters every second")

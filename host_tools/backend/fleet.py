@@ -28,11 +28,19 @@ from host_tools.errors import ToolError
 CHAOS = ("node-kill", "worker-kill", "db-kill")
 
 
-def real_agent_config(device: str, brokers: list[tuple[str, int]], count: int, rate: int) -> dict:
-    """A unix-sim agent config for the cluster tier: the broker list, end-to-end acks, one
-    essential channel (every reading must arrive), `count` readings at `rate` per second."""
+def real_agent_config(
+    device: str,
+    brokers: list[tuple[str, int]],
+    count: int,
+    rate: int,
+    auth: tuple[str, str] | None = None,
+) -> dict:
+    """A unix-sim agent config for the cluster tier: the broker list (and the devices' MQTT
+    login), end-to-end acks, one essential channel (every reading must arrive), `count`
+    readings at `rate` per second."""
     from host_tools.agent.run import agent_config
 
+    login = {"user": auth[0], "password": auth[1]} if auth else {}
     return agent_config(
         "unix-sim",
         device_id=device,
@@ -40,6 +48,7 @@ def real_agent_config(device: str, brokers: list[tuple[str, int]], count: int, r
             "brokers": [{"host": h, "port": p} for h, p in brokers],
             "e2e_ack": True,
             "e2e_timeout_ms": 3000,
+            **login,
         },
         channels=[{"id": 1, "name": "cabinet_temp_cC", "category": "essential"}],
         categories={"essential": {"quota": 1572864}},
@@ -119,13 +128,14 @@ def run_fleet(
         for g in range(0, devices, per_connection):
             sims.append(
                 SimDevices(rotated(nodes, g // per_connection), names[g : g + per_connection],
-                           per_batch=per_batch).start()
+                           per_batch=per_batch, auth=rig.device_auth).start()
             )  # fmt: skip
         rate = max(1, int(per_batch / interval))
         for i in range(real):
             cfg = real_agent_config(
-                f"fleet-real-{i:03d}", rotated(nodes, i), batches * per_batch, rate
-            )
+                f"fleet-real-{i:03d}", rotated(nodes, i), batches * per_batch, rate,
+                rig.device_auth,
+            )  # fmt: skip
             agents.append(AgentProcess(cfg).start())
         log(f"fleet: {devices} simulated devices on {len(sims)} connections, {real} agents")
         # the chaos is meant for a flowing fleet: every real agent in a session first

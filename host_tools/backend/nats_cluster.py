@@ -22,6 +22,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 
+from host_tools.backend.cluster_creds import Creds, write_private, nats_conf
 from host_tools.backend.broker import HOST, free_port, pid_alive, wait_listening, wait_pid_gone
 from host_tools.errors import ToolError
 
@@ -57,12 +58,24 @@ class Cluster:
     workdir: str
     nodes: list[Node]
     prefix: str = "edge"
-    users: str | None = None  # NATS authorization block (mqtt credentials), or None
+    creds: str | None = None  # the secrets directory (cluster_creds.Creds), None: no auth
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     @property
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes]
+
+    def auth(self, role: str = "worker") -> dict:
+        """nats.connect() keywords of a role's credentials ({} when the cluster has none)."""
+        if self.creds is None:
+            return {}
+        user, password = Creds(self.creds).nats(role)
+        return {"user": user, "password": password}
+
+    @property
+    def device_auth(self) -> tuple[str, str] | None:
+        """The MQTT user name and password devices log in with (None: anonymous)."""
+        return Creds(self.creds).nats("device") if self.creds else None
 
     @property
     def mqtt(self) -> list[tuple[str, int]]:
@@ -134,7 +147,7 @@ class Cluster:
         import nats
 
         async def ask() -> str:
-            nc = await nats.connect(servers=self.urls, connect_timeout=2)
+            nc = await nats.connect(servers=self.urls, connect_timeout=2, **self.auth())
             try:
                 info = await nc.jetstream(timeout=5).stream_info(STREAM)
                 return (info.cluster.leader if info.cluster else None) or ""
@@ -148,13 +161,13 @@ class Cluster:
         return {
             "workdir": self.workdir,
             "prefix": self.prefix,
-            "users": self.users,
+            "creds": self.creds,
             "nodes": [asdict(n) for n in self.nodes],
         }
 
     @classmethod
     def from_state(cls, d: dict) -> Cluster:
-        return cls(d["workdir"], [Node(**n) for n in d["nodes"]], d["prefix"], d.get("users"))
+        return cls(d["workdir"], [Node(**n) for n in d["nodes"]], d["prefix"], d.get("creds"))
 
 
 def _tail(path: str) -> str:
@@ -169,26 +182,31 @@ def _write_conf(c: Cluster, n: Node) -> str:
     store = os.path.join(c.workdir, n.name, "jetstream")
     replicas = min(3, len(c.nodes))
     os.makedirs(store, exist_ok=True)
+    users, route_auth, cred = "", "", ""
+    if c.creds is not None:
+        users, route_auth = nats_conf(Creds(c.creds))
+        route_user, route_pw = Creds(c.creds).nats("route")
+        cred = f"{route_user}:{route_pw}@"
     routes = ", ".join(
-        f"nats-route://{HOST}:{o.cluster_port}" for o in c.nodes if o.name != n.name
+        f"nats-route://{cred}{HOST}:{o.cluster_port}" for o in c.nodes if o.name != n.name
     )
     text = (
         f"server_name: {n.name}\n"
         f"listen: {HOST}:{n.client_port}\n"
         f"http: {HOST}:{n.http_port}\n"
         f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 2GB }}\n'
-        f"cluster {{ name: edge, listen: {HOST}:{n.cluster_port}, routes: [{routes}] }}\n"
+        f"cluster {{ name: edge, listen: {HOST}:{n.cluster_port}, {route_auth}\n"
+        f"  routes: [{routes}] }}\n"
         # MQTT 3.1.1 for the devices; its sessions and retained messages live in JetStream
         # every MQTT stream and consumer (sessions, retained messages, QoS 1 queues) on
         # three replicas: with fewer, a killed node takes sessions' quorum with it and the
         # devices' CONNECTs on the other nodes time out
         f"mqtt {{ listen: {HOST}:{n.mqtt_port}, ack_wait: 30s, max_ack_pending: 1000, "
         f"stream_replicas: {replicas}, consumer_replicas: {replicas} }}\n"
-        f"{c.users or ''}\n"
+        f"{users}"
     )
     path = os.path.join(c.workdir, f"{n.name}.conf")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_private(path, text)  # it holds the passwords
     return path
 
 
@@ -196,7 +214,7 @@ def start(
     workdir: str,
     nodes: int = 3,
     prefix: str = "edge",
-    users: str | None = None,
+    creds: str | None = None,
     ack_wait: float | None = None,
 ) -> Cluster:
     """Start `nodes` nats-server processes forming one JetStream cluster, wait until it
@@ -215,12 +233,15 @@ def start(
         workdir,
         [Node(f"n{i + 1}", port(), port(), port(), port()) for i in range(nodes)],
         prefix,
-        users,
+        creds,
     )
     try:
         for i in range(nodes):
             c.start_node(i)
-        ensure_stream(c.urls, prefix, replicas=min(3, nodes), ack_wait=ack_wait or ACK_WAIT_S)
+        ensure_stream(
+            c.urls, prefix, replicas=min(3, nodes), ack_wait=ack_wait or ACK_WAIT_S,
+            auth=c.auth(),
+        )  # fmt: skip
     except BaseException:
         c.stop()
         raise
@@ -237,6 +258,7 @@ def ensure_stream(
     replicas: int = 3,
     timeout: float = 60.0,
     ack_wait: float = 10.0,
+    auth: dict | None = None,
 ) -> None:
     """Create the stream EDGE and the durable pull consumer `collectors` (idempotent). A fresh
     cluster elects its JetStream meta leader within seconds: retry until then."""
@@ -246,7 +268,9 @@ def ensure_stream(
     from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
     async def go() -> None:
-        nc = await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=-1)
+        nc = await nats.connect(
+            servers=urls, connect_timeout=2, max_reconnect_attempts=-1, **(auth or {})
+        )
         try:
             js = nc.jetstream(timeout=5)
             deadline = time.monotonic() + timeout

@@ -4,10 +4,11 @@
 Debian's `postgresql` package (version 15) puts `initdb` and `postgres` under
 /usr/lib/postgresql/N/bin. Both refuse to run as root, so when this tool runs as root the data
 directory is handed to the `postgres` system user and the server runs as that user. The server
-listens on 127.0.0.1 only, on a free port, with its Unix socket inside the data directory;
-clients log in as `postgres` with `trust` authentication, which is right for a throw-away
-loopback server and wrong for anything else (a production tier uses scram-sha-256 and TLS).
-It is stopped by PID (SIGINT: PostgreSQL's fast shutdown).
+listens on 127.0.0.1 only, on a free port, with its Unix socket inside the data directory.
+Every login needs a password (scram-sha-256, no `trust`): the superuser `postgres` and the
+role `edge` that owns the database `edge` each have a random one in a 0600 libpq password file
+(host_tools/backend/cluster_creds.py), and `dsn` names that file. TLS is not set up. It is
+stopped by PID (SIGINT: PostgreSQL's fast shutdown).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from host_tools.backend.broker import HOST, free_port, pid_alive, wait_listening
+from host_tools.backend.cluster_creds import PG_USER, Creds, write_private
 from host_tools.errors import ToolError
 
 DBNAME = "edge"
@@ -85,10 +87,15 @@ class Postgres:
     port: int
     proc: subprocess.Popen | None = None
     pid: int = 0
+    creds: str = ""  # the secrets directory
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@{HOST}:{self.port}/{DBNAME}"
+        """The role `edge` on the database `edge`, password from its file."""
+        return self.dsn_for(DBNAME)
+
+    def dsn_for(self, db: str, admin: bool = False) -> str:
+        return Creds(self.creds).dsn(HOST, self.port, db, admin)
 
     def alive(self) -> bool:
         if self.proc is not None:
@@ -192,9 +199,7 @@ def _wait_ready(pg: Postgres, timeout: float = 60.0) -> None:
     last = ""
     while time.monotonic() < deadline:
         try:
-            with psycopg.connect(
-                f"postgresql://postgres@{HOST}:{pg.port}/postgres", connect_timeout=2
-            ):
+            with psycopg.connect(pg.dsn_for("postgres", admin=True), connect_timeout=2):
                 return
         except psycopg.OperationalError as e:
             last = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -202,45 +207,69 @@ def _wait_ready(pg: Postgres, timeout: float = 60.0) -> None:
     raise ToolError(f"PostgreSQL on {HOST}:{pg.port} accepts no login: {last}")
 
 
-def start(workdir: str, port: int | None = None) -> Postgres:
-    """initdb (first time) under workdir/pgdata, then run the server on a free loopback port
-    and create the database `edge`."""
+def start(workdir: str, port: int | None = None, creds: str | None = None) -> Postgres:
+    """initdb (first time) under workdir/pgdata with a random superuser password, then run
+    the server on a free loopback port and create the role and database `edge`. The password
+    files go to `creds` (default workdir/secrets)."""
     import psycopg
+    from psycopg import sql
 
     os.makedirs(workdir, exist_ok=True)
     datadir = os.path.join(workdir, "pgdata")
     user = _run_as()
-    if not os.path.exists(os.path.join(datadir, "PG_VERSION")):
+    pg = Postgres(datadir, port or free_port(), creds=creds or os.path.join(workdir, "secrets"))
+    fresh = not os.path.exists(os.path.join(datadir, "PG_VERSION"))
+    if fresh:
         os.makedirs(datadir, exist_ok=True)
         if user is not None:
             _chown_tree(workdir, user)
             _let_traverse(os.path.dirname(os.path.abspath(workdir)))
-        out = subprocess.run(
-            [
-                os.path.join(bin_dir(), "initdb"),
-                "-D",
-                datadir,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],  # fmt: skip
-            capture_output=True,
-            text=True,
-            **_as_user(user),
-        )
+    keys = Creds.make(pg.creds)
+    keys.write_pgpass(HOST, pg.port)
+    if fresh:
+        pwfile = os.path.join(workdir, "initdb.pw")  # read by initdb (the server's user)
+        write_private(pwfile, keys.pg_password(admin=True) + "\n")
+        if user is not None:
+            os.chown(pwfile, pwd.getpwnam(user).pw_uid, -1)
+        try:
+            out = _initdb(datadir, pwfile, user)
+        finally:
+            os.remove(pwfile)
         if out.returncode != 0:
             lines = [ln for ln in (out.stderr or out.stdout).splitlines() if "error" in ln]
             why = " / ".join(lines[:3]) or f"exit {out.returncode}"
             raise ToolError(f"initdb failed in {datadir}: {why}")
-    pg = Postgres(datadir, port or free_port())
     _spawn(pg)
-    with psycopg.connect(f"postgresql://postgres@{HOST}:{pg.port}/postgres", autocommit=True) as c:
+    with psycopg.connect(pg.dsn_for("postgres", admin=True), autocommit=True) as c:
+        role = sql.Identifier(PG_USER)
+        pw = sql.Literal(keys.pg_password())
+        if c.execute("SELECT 1 FROM pg_roles WHERE rolname=%s", (PG_USER,)).fetchone():
+            c.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, pw))
+        else:
+            c.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, pw))
         if not c.execute("SELECT 1 FROM pg_database WHERE datname=%s", (DBNAME,)).fetchone():
-            c.execute(f"CREATE DATABASE {DBNAME}")
+            c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DBNAME), role))
     return pg
+
+
+def _initdb(datadir: str, pwfile: str, user: str | None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            os.path.join(bin_dir(), "initdb"),
+            "-D",
+            datadir,
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",  # local socket and TCP: a password, never trust
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        **_as_user(user),
+    )
 
 
 def remove(workdir: str) -> None:

@@ -15,6 +15,7 @@ MicroPython (host_tools/agent/).
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 import threading
 import time
@@ -57,6 +58,7 @@ class SimDevices:
         failover_s: float = 1.0,
         client_id: str | None = None,
         window: int = 4,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         if not brokers:
             raise ValueError("SimDevices needs at least one broker")
@@ -82,13 +84,16 @@ class SimDevices:
         self._lost_at: float | None = None
         self._rotated_at = 0.0
         self._stop = threading.Event()
-        cid = client_id or f"edgectl-sim-{next(_ids)}-{id(self) & 0xFFFF:x}"
+        # unique across processes too: one client id is one MQTT session (MQTT 3.1.1 3.1.3.1)
+        cid = client_id or f"edgectl-sim-{os.getpid()}-{next(_ids)}"
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=cid,
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         self.client.max_inflight_messages_set(64)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect

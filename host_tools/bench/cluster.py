@@ -28,13 +28,17 @@ PER_CONNECTION = 25
 PER_BATCH = 50
 
 
-def _drive(brokers: list[tuple[str, int]], tag: str, batches: int) -> tuple[float, list[str]]:
+def _drive(
+    brokers: list[tuple[str, int]], tag: str, batches: int, auth: tuple[str, str] | None = None
+) -> tuple[float, list[str]]:
     """Seconds until every batch of every device is acknowledged end to end; device names."""
     sims = []
     for g in range(0, DEVICES, PER_CONNECTION):
         names = [f"{tag}-{i:04d}" for i in range(g, g + PER_CONNECTION)]
         order = rotated(brokers, g // PER_CONNECTION)
-        sims.append(SimDevices(order, names, per_batch=PER_BATCH, resend_s=30.0).start())
+        sims.append(
+            SimDevices(order, names, per_batch=PER_BATCH, resend_s=30.0, auth=auth).start()
+        )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not all(s.client.is_connected() for s in sims):
@@ -79,7 +83,7 @@ def bench_cluster_tier(batches: int, workdir: str) -> dict:
         for n in (1, 2):
             while len([p for p in rig.workers if p]) < n:
                 rig.start_worker(len([p for p in rig.workers if p]))
-            seconds, devices = _drive(rig.nats.mqtt, f"cl{n}w", batches)
+            seconds, devices = _drive(rig.nats.mqtt, f"cl{n}w", batches, rig.device_auth)
             with psycopg.connect(rig.dsn) as db:
                 row = db.execute(
                     "SELECT count(*) FROM readings WHERE device = ANY(%s)", (devices,)
