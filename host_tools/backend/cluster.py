@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -346,12 +347,13 @@ def cmd_worker(args) -> int:
         if not (args.nats_user and args.nats_password_file):
             raise ToolError("--nats-user and --nats-password-file go together")
         auth = (args.nats_user, cluster_creds.read_secret(args.nats_password_file))
+    name = args.name or f"edgectl-worker-{socket.gethostname()}-{os.getpid()}"
     try:
         out = run_worker(
             urls,
             args.pg,
             args.prefix,
-            args.name,
+            name,
             e2e_ack=args.e2e_ack,
             device_keys=keys,
             stop=stop,
@@ -410,7 +412,9 @@ def register(sub) -> None:
         "postgresql://USER@HOST:PORT/DB?passfile=FILE",
     )
     w.add_argument("--prefix", default="edge")
-    w.add_argument("--name", default="edgectl-worker", help="NATS connection name")
+    w.add_argument(
+        "--name", help="NATS connection name (default edgectl-worker-HOST-PID: unique per process)"
+    )
     w.add_argument("--stats", help="rewrite this JSON file with the counters every second")
     w.add_argument("--no-e2e-ack", dest="e2e_ack", action="store_false")
     w.add_argument("--device-keys", metavar="FILE", help="as for edgectl collect")

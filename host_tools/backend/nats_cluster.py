@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -147,7 +148,9 @@ class Cluster:
         import nats
 
         async def ask() -> str:
-            nc = await nats.connect(servers=self.urls, connect_timeout=2, **self.auth())
+            nc = await nats.connect(
+                servers=self.urls, connect_timeout=2, name=admin_name(), **self.auth()
+            )
             try:
                 info = await nc.jetstream(timeout=5).stream_info(STREAM)
                 return (info.cluster.leader if info.cluster else None) or ""
@@ -248,6 +251,11 @@ def start(
     return c
 
 
+def admin_name() -> str:
+    """A connection name no other process has (the nodes' connection lists show it)."""
+    return f"edgectl-admin-{socket.gethostname()}-{os.getpid()}"
+
+
 def subjects(prefix: str) -> list[str]:
     return [f"{prefix}.{k}" for k in SUBJECT_KINDS]
 
@@ -269,7 +277,11 @@ def ensure_stream(
 
     async def go() -> None:
         nc = await nats.connect(
-            servers=urls, connect_timeout=2, max_reconnect_attempts=-1, **(auth or {})
+            servers=urls,
+            connect_timeout=2,
+            max_reconnect_attempts=-1,
+            name=admin_name(),
+            **(auth or {}),
         )
         try:
             js = nc.jetstream(timeout=5)
