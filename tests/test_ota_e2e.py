@@ -354,8 +354,12 @@ def test_deployed_agent_runs_in_code_plus_48k_and_refuses_an_update_it_cannot_ho
         check=True,
     ).stdout
     code = int(out.split()[-1])
-    cfg = agent_config(
-        "unix-sim", device_id="ota-h", mqtt={"port": broker.port}, sim={"rate_hz": 100}
+    cfg = agent_config(  # a snapshot a second: the test reads `acked` from the retained status
+        "unix-sim",
+        device_id="ota-h",
+        mqtt={"port": broker.port},
+        sim={"rate_hz": 100},
+        status_ms=1000,
     )
     agent = agents(
         cfg,
