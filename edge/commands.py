@@ -14,17 +14,23 @@ from micropython import const
 
 from edge import auth, codec, wire
 from edge.consent import StaleVersion
-from edge.inbound import ECHO_MAX, echo, json_depth
+from edge.inbound import ECHO_MAX, echo, json_depth, json_shape
 from edge.outbox import Outbox
 
 _QUEUE_MAX = const(8)  # other commands waiting; when full, the broker holds the next one
 _CONSENT_MAX = const(4)  # consent updates waiting, applied in order before any other command
-# bytes each queue may hold: with the limits above, at most 4 KiB of the heap for commands
-# waiting, however they are sized (a full queue holds the broker back, like a full count)
-_QUEUE_BYTES = const(2048)
+# bytes each queue may hold (one command of _PAYLOAD_MAX always fits): at most 2 KiB of the
+# heap for commands waiting, however they are sized (a full queue holds the broker back, like
+# a full count); at code + 48 KiB under a flood, 4 KiB left too little for the rest
+_QUEUE_BYTES = const(1024)
 _PAYLOAD_MAX = const(1024)  # bytes of a command; larger is refused without being parsed
 _NAME_MAX = const(24)  # bytes of a command name (the topic level after cmd/)
 _DEPTH_MAX = const(6)  # JSON nesting of a command (consent needs 2)
+# a consent update's strings: category names, `id` and the 64-hex `sig` (docs/CONSENT.md 3);
+# one with more or longer strings is refused before it is copied or parsed, so a hostile one
+# never needs the large blocks a fragmented heap lacks (it would be retried, not refused)
+_CONSENT_STRINGS = const(48)
+_CONSENT_STRING_MAX = const(96)
 _POLL_MS = const(200)  # local file hook and outbox retry period
 _RETRY_MS = const(20)  # a consent update that met MemoryError is tried again this soon
 _RETRIES = const(100)  # ... this many times (2 s) before it is refused "out of memory"
@@ -33,6 +39,7 @@ _LOCAL_REPLY = "/local.reply"
 _OTA_COMMANDS = ("update", "config", "config/get", "reboot")  # docs/OTA.md sections 7-8
 # refusals counted by reason (status `inbound.refused`)
 _REFUSALS = ("too_large", "bad_name", "too_deep", "not_json", "unknown", "no_memory", "error")
+_R_CONSENT_SHAPE = const(7)  # on_message(): a consent update's strings; counted as too_large
 
 
 def _name_ok(name):
@@ -50,13 +57,12 @@ def _name_ok(name):
     return True
 
 
-def _held(q, consent):
+def _held(q):
     """Payload bytes a queue holds."""
     n = 0
     for item in q:
-        p = item if consent else item[1]
-        if p is not None:
-            n += len(p)
+        if item[1] is not None:
+            n += len(item[1])
     return n
 
 
@@ -73,6 +79,7 @@ class Commands:
         # the local hook's directory: `consent.local_dir` in config (on unix a host directory
         # the appliance UI can write), else the store's root
         self.root = (cfg.get("consent") or {}).get("local_dir") or root
+        self.local_cmd = self.root + _LOCAL_CMD  # polled every _POLL_MS: made once
         dev = cfg["device_id"]
         self.device = dev
         prefix = cfg["mqtt"]["prefix"]
@@ -80,7 +87,7 @@ class Commands:
         self.topic_reply = codec.topic(prefix, dev, wire.T_REPLY, "")
         self.topic_receipt = codec.topic(prefix, dev, wire.T_RECEIPT)
         self.queue = []  # (name bytes, payload bytes or None, refusal reason or None)
-        self.consents = []  # cmd/consent payloads, oldest first
+        self.consents = []  # the same for cmd/consent, oldest first
         self.out = Outbox(client, log)
         self.out.on_receipt_acked = consent.release
         # receipts are signed with the backend key, so the collector can trust them
@@ -133,15 +140,25 @@ class Commands:
             self.stats["foreign"] += 1  # e.g. a chunk of a finished update, still subscribed
             return True
         name = bytes(topic[n : n + _NAME_MAX + 1])
+        consent = name == b"consent"
+        # the checks that need no copy come first: a refused command is queued without its
+        # payload, so refusing a hostile one never needs memory (docs/SECURITY.md 2.2)
         refuse = None
         if not _name_ok(name) or len(topic) > n + _NAME_MAX:
             refuse = 1  # bad_name
         elif len(payload) > _PAYLOAD_MAX:
             refuse = 0  # too_large
-        consent = name == b"consent" and refuse is None
+        else:
+            depth, strings = json_shape(
+                payload, _DEPTH_MAX, _CONSENT_STRING_MAX if consent else _PAYLOAD_MAX
+            )
+            if depth > _DEPTH_MAX:
+                refuse = 2  # too_deep
+            elif consent and not 0 <= strings <= _CONSENT_STRINGS:
+                refuse = _R_CONSENT_SHAPE
         q = self.consents if consent else self.queue
         if len(q) >= (_CONSENT_MAX if consent else _QUEUE_MAX) or (
-            q and _held(q, consent) + len(payload) > _QUEUE_BYTES
+            refuse is None and q and _held(q) + len(payload) > _QUEUE_BYTES
         ):
             self.stats["waits"] += 1
             return False
@@ -159,12 +176,8 @@ class Commands:
                         # and the read loop offers it again in a moment
                         self.stats["waits"] += 1
                         return False
-                    consent = False
                     refuse = 5  # taken and answered "out of memory": never a dead reader
-        if consent:
-            self.consents.append(copy)
-        else:
-            self.queue.append((name, copy, refuse))
+        q.append((name, copy, refuse))
         self.event.set()
         return True
 
@@ -189,11 +202,11 @@ class Commands:
 
     def _poll_local(self):
         try:
-            with open(self.root + _LOCAL_CMD, "rb") as f:
+            with open(self.local_cmd, "rb") as f:
                 raw = f.read(_PAYLOAD_MAX + 256)
-            os.remove(self.root + _LOCAL_CMD)
-        except OSError:
-            return
+            os.remove(self.local_cmd)
+        except (OSError, MemoryError):
+            return  # none, or no memory to read it now: the next poll tries again
         try:
             if json_depth(raw, _DEPTH_MAX + 1) > _DEPTH_MAX + 1:
                 raise ValueError
@@ -262,10 +275,18 @@ class Commands:
                 raise ValueError("command larger than %d bytes refused unread" % _PAYLOAD_MAX)
             if refuse == 5:
                 raise ValueError("out of memory: command refused unread")
+            if refuse == 2:
+                raise ValueError("JSON nested deeper than %d levels refused" % _DEPTH_MAX)
+            if refuse == _R_CONSENT_SHAPE:
+                raise ValueError(
+                    "consent update with over %d strings or one over %d bytes refused unread"
+                    % (_CONSENT_STRINGS, _CONSENT_STRING_MAX)
+                )
             raise ValueError("command name must be 1-%d letters, digits, '_' or '-'" % _NAME_MAX)
         if name == b"consent" and not payload:
             raise ValueError("empty consent document ignored (a retained update was cleared)")
-        if payload and json_depth(payload, _DEPTH_MAX) > _DEPTH_MAX:
+        # a command from MQTT was measured by on_message already
+        if source == "local" and payload and json_depth(payload, _DEPTH_MAX) > _DEPTH_MAX:
             self._refuse(2)
             raise ValueError("JSON nested deeper than %d levels refused" % _DEPTH_MAX)
         try:
@@ -289,7 +310,7 @@ class Commands:
     def _refuse(self, why):
         self.stats["rejected"] += 1
         if why >= 0:
-            self.refused[why] += 1
+            self.refused[0 if why == _R_CONSENT_SHAPE else why] += 1
 
     def _ping(self, doc, source):
         return {
@@ -393,7 +414,7 @@ class Commands:
     def _next(self):
         """The next command: consent updates first, then the others while replies have room."""
         if self.consents:
-            return (b"consent", self.consents.pop(0), None)
+            return self.consents.pop(0)
         if self.queue and not self.out.full():
             return self.queue.pop(0)
         return None
@@ -422,7 +443,7 @@ class Commands:
                 self.retry = False
                 self.execute(item[0], item[1], "mqtt", item[2])
                 if self.retry:
-                    self.consents.insert(0, item[1])  # first again, after a pause
+                    self.consents.insert(0, item)  # first again, after a pause
                     await asyncio.sleep_ms(_RETRY_MS)
                     continue
                 if item[0] == b"consent":

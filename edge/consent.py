@@ -151,8 +151,8 @@ class Consent:
             self.receipt,
             self.purged_total,
         )
-        with open(self.tmp, "wb") as f:
-            f.write(json.dumps(st))
+        with open(self.tmp, "w") as f:
+            json.dump(st, f)  # streamed: no state-sized string, which a fragmented heap lacks
         os.rename(self.tmp, self.path)
 
     # --- gate (hot path) -------------------------------------------------------------------

@@ -214,8 +214,8 @@ class Forwarder:
         """Fill and send the next batch of a category if one is due (_batch); its result.
         The window slot is taken before the fill: the batch is built in the packet buffer."""
         c = self.client
-        if c.inflight >= c.window:
-            await c.wait_slot()  # before the fill (_send)
+        if c.full(True):
+            await c.wait_slot(True)  # before the fill (_send)
         k = self._batch(cat, radio_on)
         if k >= 0:
             self._send(k)
@@ -264,8 +264,8 @@ class Forwarder:
                 # revoked meanwhile: its readings were purged; never send them again
                 self.r_flags[k] |= _F_PUBACK | _F_STORED
                 continue
-            if not self.r_flags[k] & _F_PUBACK and self.client.inflight >= self.client.window:
-                await self.client.wait_slot()  # before the fill (_send)
+            if not self.r_flags[k] & _F_PUBACK and self.client.full(True):
+                await self.client.wait_slot(True)  # before the fill (_send)
             n, _seg, _off = self._fill(cat, self.r_n[k])
             if n != self.r_n[k] or w.last_seq & 0xFFFFFFFF != self.r_last[k]:
                 self._restart()

@@ -1,5 +1,6 @@
 # Checks on anything that arrives from outside, made before it is parsed or echoed
-# (docs/SECURITY.md 2): JSON nesting depth, and the length of a string a reply repeats.
+# (docs/SECURITY.md 2): JSON nesting depth, the strings of a document, and the length of a
+# string a reply repeats.
 # MicroPython's json.loads recurses per nesting level and allocates per container, so a short
 # deeply nested document exhausts a small heap: the depth is counted first, without allocating.
 
@@ -20,11 +21,15 @@ _CLOSE_OBJECT = const(0x7D)
 ECHO_MAX = const(32)  # characters of an untrusted string a reply or log line repeats
 
 
-def json_depth(data, limit):
-    """The nesting depth of JSON text `data` (bytes or str) counted outside strings, or
-    limit + 1 as soon as it exceeds limit. Malformed text is left to json.loads."""
+def json_shape(data, limit, longest):
+    """(depth, strings) of JSON text `data` (bytes, str or a memoryview of the receive buffer),
+    counted without allocating: the nesting depth outside strings, or limit + 1 as soon as it
+    exceeds limit; the number of strings (keys and values), or -1 as soon as one is longer than
+    `longest` bytes (escapes counted as written). Malformed text is left to json.loads."""
     depth = 0
     deepest = 0
+    n = 0
+    size = 0
     in_str = False
     esc = False
     for c in data:
@@ -37,17 +42,28 @@ def json_depth(data, limit):
                 esc = True
             elif c == _QUOTE:
                 in_str = False
+                continue
+            size += 1
+            if size > longest:
+                return deepest, -1
         elif c == _QUOTE:
             in_str = True
+            size = 0
+            n += 1
         elif c == _OPEN_ARRAY or c == _OPEN_OBJECT:
             depth += 1
             if depth > deepest:
                 deepest = depth
                 if deepest > limit:
-                    return limit + 1
+                    return limit + 1, n
         elif c == _CLOSE_ARRAY or c == _CLOSE_OBJECT:
             depth -= 1
-    return deepest
+    return deepest, n
+
+
+def json_depth(data, limit):
+    """The nesting depth of JSON text `data`, or limit + 1 as soon as it exceeds limit."""
+    return json_shape(data, limit, len(data))[0]
 
 
 def echo(value):

@@ -74,6 +74,7 @@ class Outbox:
             if self.receipt is None:
                 self.receipt = self.unacked[1]
             self.unacked = None
+        self.client.reserved = 0  # a new window: send() reserves again for a waiting receipt
 
     async def send(self):
         """Publish what waits; returns when done or offline (the caller runs commands and
@@ -81,7 +82,10 @@ class Outbox:
         c = self.client
         if not c.connected.is_set():
             return
-        if self.receipt is not None and self.unacked is None:
+        # a receipt waiting for its slot holds one back from the forwarder's batches until it
+        # is published: the next PUBACK frees a slot for it (docs/SECURITY.md 2.2)
+        c.reserved = 1 if self.receipt is not None and self.unacked is None else 0
+        if c.reserved:
             try:
                 await asyncio.wait_for_ms(c.wait_slot(), _SLOT_WAIT_MS)
                 r = self.receipt
@@ -99,6 +103,7 @@ class Outbox:
                     self.unacked = [pid, r]  # the document: sent again after a reconnect
                 if pid is not False:
                     self.receipt = None
+                    c.reserved = 0
             except asyncio.TimeoutError:
                 pass  # the window is full: the replies go first this time
             except (OSError, MQTTError):

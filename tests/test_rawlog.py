@@ -247,3 +247,13 @@ def test_dump_cli_reads_raw_log_images(tmp_path):
     (tmp_path / "bad.img").write_bytes(bytes(bad))
     r = subprocess.run(cli + [str(tmp_path / "bad.img")], capture_output=True, text=True)
     assert r.returncode == 1 and f"block {blk.index}: corrupt bytes" in r.stdout
+
+
+def test_a_purge_keeps_the_commit_buffer_and_a_full_heap_drops_instead_of_raising(micropython):
+    # a grant after a revocation needs no new block (the purge zeroed and kept the buffer);
+    # with no block free for a category's first buffer the reading is a counted drop: before,
+    # the purge dropped the buffer and the next append raised MemoryError in the sampler
+    r = mp_last_json("rawlog_unit.py", "nomem", heap="1M")
+    assert "error" not in r, r
+    assert r["kept"] and r["zeroed"] and r["after_purge"] >= 0, r
+    assert r["first_buffer"] >= 0 or r["dropped"].get("no_memory:diagnostics") == 1, r

@@ -121,6 +121,9 @@ class Client:
         self.ack = bytearray(4)
         self.pid = 0
         self.inflight = 0
+        # window slots bulk publishers leave free (wait_slot): set while a consent receipt
+        # waits, so it never queues behind a stream of batches (edge/outbox.py)
+        self.reserved = 0
         self.slot = asyncio.Event()
         self.connected = asyncio.Event()
         self.sock = None
@@ -262,9 +265,14 @@ class Client:
         self.pid = self.pid % 0xFFFF + 1  # packet ids are 1..65535 (2.3.1)
         return self.pid
 
-    async def wait_slot(self):
-        """Wait until the window has room for one more QoS 1 publish."""
-        while self.inflight >= self.window and self.connected.is_set():
+    def full(self, bulk=False):
+        """No window slot for one more QoS 1 publish; for a bulk publisher (the forwarder's
+        batches) the `reserved` slots do not count as free."""
+        return self.inflight + (self.reserved if bulk else 0) >= self.window
+
+    async def wait_slot(self, bulk=False):
+        """Wait until the window has room for one more QoS 1 publish (see full())."""
+        while self.full(bulk) and self.connected.is_set():
             self.slot.clear()
             await self.slot.wait()
         if not self.connected.is_set():

@@ -25,6 +25,15 @@ def new_stats():
     }
 
 
+def wipe(buf):
+    """Zero a purged category's commit buffer in place (docs/CONSENT.md 5: nothing of it stays
+    readable). The buffer is kept: a grant after a revocation then needs no new block, which a
+    fragmented heap may not have in the sampler (an append cannot wait or fail)."""
+    if buf is not None:
+        for i in range(len(buf)):
+            buf[i] = 0
+
+
 def _tick(st, now):
     """Group commit by time (default every 1 s)."""
     if st.hal.ticks_diff(now, st.last_commit) >= st.flush_ms:
@@ -57,6 +66,19 @@ def _used_bytes(st):
     for s in st.streams:
         n += s.bytes
     return n
+
+
+def has_buffer(st, s, size):
+    """Give the stream its commit buffer (allocated by its first append: a category without
+    consent never pays for one). True when it has one; with no block free the reading is
+    dropped and counted (`no_memory`) instead of stopping the sampler."""
+    if s.buf is None:
+        try:
+            s.buf = bytearray(size)
+        except MemoryError:
+            st._drop("no_memory", s, 1)
+            return False
+    return True
 
 
 def _drop(st, reason, s, n):

@@ -9,7 +9,7 @@ from micropython import const
 
 from edge import codec
 from edge.store import rawfmt, rawread
-from edge.store.base import StoreBase, new_stats
+from edge.store.base import StoreBase, has_buffer, new_stats
 from edge.store.rawfmt import BLOCK, CHUNK_HEAD, ENTRY_LEN, HEAD_LEN
 from edge.store.ring import META, NONE, Ring, RingError
 
@@ -150,6 +150,8 @@ class RawStore(StoreBase):
         if s.reject_new and s.quota and self._would_exceed(s):
             self._drop("quota", s, 1)
             return -1
+        if not has_buffer(self, s, self.buf_len):
+            return -1
         seq = self.next_seq
         if seq >= codec.SEQ_LIMIT:
             self._drop("seq_exhausted", s, 1)  # never reused (docs/FORMAT.md 1)
@@ -157,8 +159,6 @@ class RawStore(StoreBase):
         self.next_seq = seq + 1
         if self.next_seq >= self.seq_hi:
             self._save_state()  # reserve the next block of seqs before using it
-        if s.buf is None:
-            s.buf = bytearray(self.buf_len)
         ds = seq - s.lseq
         dt = ts - s.lts
         c = s.cpos

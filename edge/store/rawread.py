@@ -5,6 +5,7 @@
 import struct
 
 from edge.store import rawfmt
+from edge.store.base import wipe
 from edge.store.rawfmt import BLOCK, CHUNK_HEAD, ENTRY_LEN, HEAD_LEN
 from edge.store.ring import FREED_DATA, META, NONE
 
@@ -302,7 +303,7 @@ def purge(st, s):
     ring = st.ring
     n = s.n
     s.n = 0
-    s.buf = None
+    wipe(s.buf)
     s.wpos = 0
     s.cpos = -1
     b = s.rblk

@@ -9,7 +9,7 @@ from micropython import const
 
 from edge import codec
 from edge.store import segment
-from edge.store.base import StoreBase, new_stats
+from edge.store.base import StoreBase, has_buffer, new_stats, wipe
 from edge.store.segindex import SegIndex
 from edge.store.segment import BLOCK, footprint, seg_name
 from edge.wire import SEG_HEAD_LEN, seg_head
@@ -121,6 +121,8 @@ class Store(StoreBase):
         if s.reject_new and s.quota and s.bytes + (s.n + 1) * codec.REC_LEN > s.quota:
             self._drop("quota", s, 1)
             return -1
+        if not has_buffer(self, s, self.flush_n * codec.REC_LEN):
+            return -1
         seq = self.next_seq
         if not seq & _LOW and not self._new_epoch(seq):
             self._drop("seq_exhausted", s, 1)
@@ -128,8 +130,6 @@ class Store(StoreBase):
         self.next_seq = seq + 1
         if self.next_seq >= self.seq_hi:
             self._save_state()  # reserve the next block of seqs before using it
-        if s.buf is None:
-            s.buf = bytearray(self.flush_n * codec.REC_LEN)
         struct.pack_into(
             _FRAME,
             s.buf,
@@ -463,7 +463,7 @@ class Store(StoreBase):
         s = self.streams[cat]
         n = s.n
         s.n = 0
-        s.buf = None
+        wipe(s.buf)
         self._close_active(s)
         for i in range(len(s.segs)):
             n += self._after(s.segs, i, s.rseg, s.roff)  # in-flight ones were sent already

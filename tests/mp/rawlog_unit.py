@@ -5,6 +5,8 @@
 #   rawlog_unit.py esp32               the ESP32 HAL's log partition over a fake esp32 module
 #   rawlog_unit.py backend             store.backend auto / rawlog / segments in open_store
 #   rawlog_unit.py purge IMAGE [nozero] a revocation's purge; the image is left for the host
+#   rawlog_unit.py nomem               a purge keeps the commit buffer; an append with no block
+#                                      free for a first buffer is a counted drop, not an error
 import json
 import sys
 
@@ -235,7 +237,42 @@ def case_purge(image, variant):
     return {"before": before, "after": after, "purged": purged, "violations": dev.violations}
 
 
+def case_nomem():
+    import gc
+
+    dev = FlashDev(32, nor=True)
+    st = RawStore(dev, work.CFG, work.CATS, work.Hal())
+    usage = work.CATS.index("usage")
+    diag = work.CATS.index("diagnostics")
+    ch = work.channel_of("usage")
+    for _ in range(5):
+        st.append(usage, ch, work.ts_of(st.next_seq), 0, 7)
+    buf = st.streams[usage].buf
+    st.purge(usage)
+    out = {"kept": st.streams[usage].buf is buf, "zeroed": not any(buf)}
+    # the heap full but for small holes: no block for a first commit buffer
+    hog = []
+    for size in (1024, 256, 64):
+        try:
+            while True:
+                hog.append(bytearray(size))
+        except MemoryError:
+            pass
+    del hog[-6:]  # room for small allocations only
+    gc.collect()
+    try:
+        out["first_buffer"] = st.append(diag, work.channel_of("diagnostics"), 1, 0, 1)
+        out["after_purge"] = st.append(usage, ch, work.ts_of(st.next_seq), 0, 8)
+    except MemoryError as e:
+        out["error"] = str(e)
+    del hog
+    gc.collect()
+    out["dropped"] = st.stats["dropped"]
+    return out
+
+
 CASES = {
+    "nomem": lambda: case_nomem(),
     "purge": lambda: case_purge(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else ""),
     "nor": lambda: case_nor(),
     "wear": lambda: case_wear(int(sys.argv[2])),
