@@ -54,7 +54,7 @@ mqtt.brokers[] obj ! - one broker
 mqtt.brokers[].host str ! 1..253 host name or address; every address it resolves to is tried
 mqtt.brokers[].port int - 1..65535 TCP port; absent: 1883
 mqtt.brokers[].server_name str - 1..253 name its TLS certificate must carry; absent: `mqtt.tls.server_hostname`, else its host
-mqtt.backoff_cap_ms int - 500..600000 longest wait after a round in which every broker failed (full jitter below it); absent: 4000
+mqtt.backoff_cap_ms int - 500..600000 longest wait after a round in which every broker failed, once an outage is a minute old (4000 before: docs/MQTT.md 3; full jitter below it); absent: 30000
 mqtt.keepalive int 30 0..65535 MQTT keepalive in seconds; 0 = off
 mqtt.window int 8 1..64 QoS 1 publishes in flight
 mqtt.user str,null null 1..256 MQTT user name; null: anonymous

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,23 +36,27 @@ def _edgectl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def tier():
     """`edgectl cluster up` (3 nodes, PostgreSQL, 2 workers); `down` at the end, which must
     leave none of the PIDs it reported running and remove the work directory."""
-    work = os.path.join(tempfile.mkdtemp(prefix="edge-test-cluster-"), "tier")
-    r = _edgectl("cluster", "up", "--workdir", work, "--ack-wait", str(ACK_WAIT), "--json")
-    assert r.returncode == 0, r.stderr
-    info = json.loads(r.stdout.strip().splitlines()[-1])
-    rig = cluster.Rig.load(work)
-    PgSink(rig.dsn).close()  # the tables, if no worker has made them yet
+    base = tempfile.mkdtemp(prefix="edge-test-cluster-")
+    work = os.path.join(base, "tier")
     try:
-        yield rig
-    finally:
-        rig.save()  # the PIDs of what the tests restarted
-        pg_pid = rig.pg.pid if rig.pg else 0
-        pids = info["pids"]["nats"] + [n.pid for n in rig.nats.nodes] + [pg_pid] + rig.workers
-        r = _edgectl("cluster", "down", "--workdir", work)
+        r = _edgectl("cluster", "up", "--workdir", work, "--ack-wait", str(ACK_WAIT), "--json")
         assert r.returncode == 0, r.stderr
-        assert not [p for p in pids if p and pid_alive(p)]
-        assert not os.path.exists(work)
-        os.rmdir(os.path.dirname(work))
+        info = json.loads(r.stdout.strip().splitlines()[-1])
+        rig = cluster.Rig.load(work)
+        try:
+            PgSink(rig.dsn).close()  # the tables, if no worker has made them yet
+            yield rig
+        finally:
+            rig.save()  # the PIDs of what the tests restarted
+            pg_pid = rig.pg.pid if rig.pg else 0
+            pids = info["pids"]["nats"] + [n.pid for n in rig.nats.nodes] + [pg_pid]
+            pids += rig.workers
+            r = _edgectl("cluster", "down", "--workdir", work)
+            assert r.returncode == 0, r.stderr
+            assert not [p for p in pids if p and pid_alive(p)]
+            assert not os.path.exists(work)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _stored(rig: cluster.Rig, devices: list[str]) -> dict[str, tuple[int, int, int, int]]:
@@ -312,6 +317,9 @@ def test_pg_sink_refuses_what_is_not_a_collector_database(tier):
         db.execute("INSERT INTO meta VALUES ('schema', '99')")
     with pytest.raises(ToolError, match="collector schema 99"):
         PgSink(other)
+    # a worker on it stops with that line (it waits only for a server that does not answer)
+    r = _edgectl("cluster", "worker", "--nats", ",".join(tier.nats.urls), "--pg", other)
+    assert r.returncode == 2 and "collector schema 99" in r.stderr, r.stderr
 
 
 def _real_agent(agents, tier: cluster.Rig, device: str, count: int, rate: int):
@@ -367,3 +375,49 @@ def test_bench_cluster_runs_both_tiers():
     f = json.loads(r.stdout.strip().splitlines()[-1])
     assert f["embedded_complete"] and f["cluster_1w_complete"] and f["cluster_2w_complete"], f
     assert f["cluster_readings_per_s_1w"] > 0 and f["embedded_readings_per_s"] > 0, f
+
+
+def test_subject_export_and_erase_on_postgresql(tier, tmp_path):
+    """`edgectl subject export|erase DEVICE --pg DSN`: the same receipt and file as over SQLite,
+    from the cluster tier's PostgreSQL; erasure leaves the other device and the audit trail."""
+    from host_tools.backend.ingest import Delivery, Worker, WorkerConfig
+    from host_tools.backend.mqtt_source import QueueSource
+    from host_tools.backend.pg_sink import PgDocs
+    from tests.test_subject import check_export
+
+    sink = PgSink(tier.dsn)
+    w = Worker(QueueSource(), sink, PgDocs(sink), WorkerConfig(e2e_ack=True))
+    try:
+        for dev in ("subj-pg-1", "subj-pg-2"):
+            grant = {"device": dev, "version": 1, "seq": 0, "grants": {"essential": True}}
+            w.process([Delivery(f"edge/{dev}/consent/receipt", json.dumps(grant).encode())])
+            w.process([Delivery(f"edge/{dev}/t/essential", batch(dev, "essential", 1, 25))])
+            w.process([Delivery(f"edge/{dev}/status", b'{"state": "online"}')])
+    finally:
+        sink.close()
+    out = tmp_path / "subj.json"
+    r = _edgectl("subject", "export", "subj-pg-1", "--pg", tier.dsn, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    check_export(r.stdout, out, "subj-pg-1")
+
+    r = _edgectl("subject", "erase", "subj-pg-1", "--pg", tier.dsn)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"] == {
+        "readings": 25, "seq_conflicts": 0, "status_history": 1, "documents": 2,
+    }  # fmt: skip
+    with psycopg.connect(tier.dsn) as db:
+        held = db.execute(
+            "SELECT device, count(*) FROM readings WHERE device LIKE 'subj-pg-%' GROUP BY 1"
+        ).fetchall()
+        events = db.execute(
+            "SELECT event FROM consent_ledger WHERE device='subj-pg-1' ORDER BY id"
+        ).fetchall()
+        docs = db.execute(
+            "SELECT (SELECT count(*) FROM devices WHERE device='subj-pg-1'), "
+            "(SELECT count(*) FROM receipts WHERE device='subj-pg-1')"
+        ).fetchone()
+    assert held == [("subj-pg-2", 25)]
+    assert events == [("grant",), ("export",), ("erase",)]
+    assert docs == (0, 0)
+    r = _edgectl("subject", "erase", "x", "--pg", tier.dsn, "--db", str(tmp_path / "a.sqlite"))
+    assert r.returncode == 2 and "give one database" in r.stderr, r.stderr

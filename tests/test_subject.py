@@ -94,21 +94,26 @@ def _edgectl(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_subject_export_then_erase(tmp_path):
-    db = str(tmp_path / "s.sqlite")
-    _fill(db)
-    out = tmp_path / "subj-1.json"
-    r = _edgectl("subject", "export", "subj-1", "--db", db, "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    receipt = json.loads(r.stdout)
+def check_export(stdout: str, out, device: str) -> None:
+    """The receipt and file of an export of `device` (25 readings, 1 status, a grant)."""
+    receipt = json.loads(stdout)
     doc = json.loads(out.read_text())
     assert receipt["counts"] == {
         "readings": 25, "seq_conflicts": 0, "status_history": 1, "consent_ledger": 1,
     }  # fmt: skip
     assert [x["seq"] for x in doc["readings"]] == list(range(1, 26))
     assert doc["registry"]["status"]["state"] == "online" and doc["receipt"]["version"] == 1
-    assert {x["device"] for x in doc["readings"]} == {"subj-1"}  # nothing of subj-2
+    assert {x["device"] for x in doc["readings"]} == {device}  # nothing of another device
     assert hashlib.sha256(out.read_bytes()).hexdigest() == receipt["sha256"]
+
+
+def test_subject_export_then_erase(tmp_path):
+    db = str(tmp_path / "s.sqlite")
+    _fill(db)
+    out = tmp_path / "subj-1.json"
+    r = _edgectl("subject", "export", "subj-1", "--db", db, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    check_export(r.stdout, out, "subj-1")
 
     r = _edgectl("subject", "erase", "subj-1", "--db", db)
     assert r.returncode == 0, r.stderr

@@ -5,20 +5,29 @@
 import asyncio
 import random
 import socket
+import time
 
 from micropython import const
 
 from edge.mqtt.client import Client, MQTTError, tls_context
 
 _BACKOFF_BASE_MS = const(250)
-_BACKOFF_CAP_MS = const(4000)  # resume within 5 s of the broker's return (docs/MQTT.md 3)
+BACKOFF_CAP_MS = const(30000)  # a long outage's reconnects spread over 30 s (docs/MQTT.md 3)
+_QUICK_CAP_MS = const(4000)  # the cap while an outage is young: resume within 5 s of its end
+_QUICK_FOR_MS = const(60000)  # how long an outage is young
 _TICK_MS = const(100)
 _RC_BAD_AUTH = const(4)
 _RC_NOT_AUTHORISED = const(5)
 
 
-def backoff_ms(attempt, floor=0, cap=_BACKOFF_CAP_MS):
-    """Exponential backoff with full jitter: uniform in [floor, min(cap, base * 2^attempt)]."""
+def backoff_ms(attempt, floor=0, cap=BACKOFF_CAP_MS, down_ms=0):
+    """Exponential backoff with full jitter: uniform in [floor, min(cap, base * 2^attempt)].
+    Two phases (docs/MQTT.md 3): for the first minute of an outage (`down_ms`) the cap is at most
+    4 s, so a short outage ends for every device within ~5 s of the broker's return; after that
+    the configured cap, so a fleet redialling after a long outage arrives spread over it."""
+    if down_ms < _QUICK_FOR_MS and cap > _QUICK_CAP_MS:
+        cap = _QUICK_CAP_MS
+        floor = min(floor, cap // 2)  # a refused login: uniform(cap / 2, cap) of this phase
     ceiling = min(cap, _BACKOFF_BASE_MS << min(attempt, 12))
     if floor >= ceiling:
         ceiling = cap  # a floor (refused login) jitters between floor and the cap
@@ -71,7 +80,7 @@ class Link:
     def __init__(self, client, cfg, subscriptions, birth, log):
         self.client = client
         self.brokers = brokers(cfg["mqtt"])
-        self.cap = cfg["mqtt"].get("backoff_cap_ms") or _BACKOFF_CAP_MS
+        self.cap = cfg["mqtt"].get("backoff_cap_ms") or BACKOFF_CAP_MS
         self.current = 0  # index into brokers: the one in use or tried next
         self.subscriptions = subscriptions
         self.birth = birth
@@ -121,6 +130,7 @@ class Link:
         is up (the Wi-Fi station, edge/net.py), or None when the network is always there."""
         attempt = 0
         start = self.current  # the broker a round of attempts began with
+        down_at = None  # ticks of the first failed attempt of this outage
         c = self.client
         while True:
             if hb is not None:
@@ -128,6 +138,7 @@ class Link:
             if net_up is not None and not net_up.is_set() and not c.connected.is_set():
                 await net_up.wait()  # nothing to connect over yet: no failed CONNECTs meanwhile
                 attempt = 0
+                down_at = None
                 continue
             if c.connected.is_set():
                 try:
@@ -140,6 +151,7 @@ class Link:
             try:
                 await self._session()
                 attempt = 0
+                down_at = None
                 start = self.current
                 self.stats["sessions"] += 1
                 continue
@@ -165,8 +177,12 @@ class Link:
             # the next broker of the list after a short jitter; the full backoff only after a
             # round in which every broker failed (docs/MQTT.md 10)
             self.current = (self.current + 1) % len(self.brokers)
+            now = time.ticks_ms()
+            if down_at is None:
+                down_at = now
+            down = time.ticks_diff(now, down_at)
             if self.current == start:
-                await asyncio.sleep_ms(backoff_ms(attempt, floor, self.cap))
+                await asyncio.sleep_ms(backoff_ms(attempt, floor, self.cap, down))
                 attempt += 1
             else:
-                await asyncio.sleep_ms(backoff_ms(0, floor, self.cap))
+                await asyncio.sleep_ms(backoff_ms(0, floor, self.cap, down))

@@ -47,7 +47,7 @@ def run_worker(
     and a new round starts when the database answers again: the process is stateless."""
     from host_tools.backend.ingest import Worker, WorkerConfig
     from host_tools.backend.nats_source import NatsSource
-    from host_tools.backend.pg_sink import PgDocs, PgSink
+    from host_tools.backend.pg_sink import PgDocs, PgSink, PgUnavailable
 
     stop = stop or threading.Event()
     total: dict[str, int] = {}
@@ -55,7 +55,7 @@ def run_worker(
     while not stop.is_set():
         try:
             sink = PgSink(dsn, connect_timeout=2)
-        except ToolError as e:
+        except PgUnavailable as e:  # other errors (not a collector database) end the worker
             log(f"worker {name}: {e}; retrying")
             stop.wait(0.5)
             continue

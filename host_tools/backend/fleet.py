@@ -108,7 +108,7 @@ def run_fleet(
     if devices < 0 or real < 0 or devices + real == 0:
         raise ToolError("a fleet needs --devices or --real above 0")
     work = tempfile.mkdtemp(prefix="edge-fleet-")
-    rig = cluster.up(os.path.join(work, "tier"), workers=workers, ack_wait=5.0)
+    rig = cluster.up(os.path.join(work, "tier"), workers=workers)
     sims: list[SimDevices] = []
     agents: list[AgentProcess] = []
     try:

@@ -28,6 +28,10 @@ from host_tools.backend.nats_cluster import CONSUMER, STREAM
 from host_tools.errors import ToolError
 
 FETCH = 256  # messages per pull request
+# messages a worker holds unacknowledged at most: about one group (docs/BACKEND.md 2), so what
+# it holds is done well within the consumer's ack_wait; holding more only makes JetStream hand
+# the waiting ones to another worker as well, which a loaded tier then spends its time on
+HOLD = 1000
 
 
 def _not_started(d: Delivery) -> None:
@@ -174,8 +178,12 @@ class NatsSource:
             self.ready.set()
             loop = asyncio.get_running_loop()
             while not self.closing.is_set():
+                room = HOLD - len(self._pending)
+                if room <= 0:
+                    await asyncio.sleep(0.005)  # the worker's acks make room
+                    continue
                 try:
-                    msgs = await sub.fetch(FETCH, timeout=1.0)
+                    msgs = await sub.fetch(min(FETCH, room), timeout=1.0)
                 except NatsTimeout:
                     continue
                 except Exception:

@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from host_tools.backend.sqlite_sink import CONFLICTS_PER_DEVICE, Row
+from host_tools.backend.sqlite_sink import (
+    CONFLICTS_PER_DEVICE,
+    SUBJECT_TABLES,
+    Row,
+    subject_queries,
+)
 from host_tools.errors import ToolError
 
 SCHEMA_VERSION = 1
@@ -100,6 +106,11 @@ def _params(rows: list[Row]) -> tuple[str, list]:
     return _INSERT_ROWS, cols
 
 
+class PgUnavailable(ToolError):
+    """The server did not answer or dropped the connection (a worker tries again later); any
+    other ToolError from PgSink is a database that will not become usable by waiting."""
+
+
 class PgSink:
     """One connection, owned by one worker thread."""
 
@@ -110,7 +121,9 @@ class PgSink:
         try:
             self.db = psycopg.connect(dsn, connect_timeout=int(max(1, connect_timeout)))
         except psycopg.Error as e:
-            raise ToolError(f"cannot connect to PostgreSQL {_safe(dsn)}: {_first_line(e)}") from e
+            raise PgUnavailable(
+                f"cannot connect to PostgreSQL {_safe(dsn)}: {_first_line(e)}"
+            ) from e
         try:
             with self.db.transaction():
                 self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -123,6 +136,12 @@ class PgSink:
                     )
                 elif row[0] != str(SCHEMA_VERSION):
                     raise ToolError(f"{_safe(dsn)}: collector schema {row[0]}, this tool reads 1")
+        except ToolError:
+            self.db.close()
+            raise
+        except psycopg.OperationalError as e:  # the server went away meanwhile
+            self.db.close()
+            raise PgUnavailable(f"PostgreSQL {_safe(dsn)}: {_first_line(e)}") from e
         except psycopg.Error as e:
             self.db.close()
             raise ToolError(
@@ -280,6 +299,23 @@ class PgSink:
         self.db.rollback()
         return out
 
+    def subject_tables(self, device: str) -> Iterator[tuple[str, Iterator[dict]]]:
+        """SqliteSink.subject_tables: the same tables, columns and order, streamed from a
+        server-side cursor inside the caller's transaction (commit() ends it)."""
+        for name, sql in subject_queries("%s"):
+            cur = self.db.cursor(name=f"subject_{name}")
+            cur.execute(sql, (device,))
+            yield name, _dicts(cur)
+
+    def erase_subject(self, device: str, keep_ledger: bool = True) -> dict[str, int]:
+        """Delete every row about one device (the consent ledger unless keep_ledger is off)."""
+        out = {}
+        for t in SUBJECT_TABLES:
+            if t == "consent_ledger" and keep_ledger:
+                continue
+            out[t] = self.db.execute(f"DELETE FROM {t} WHERE device=%s", (device,)).rowcount
+        return out
+
 
 class PgDocs:
     """The document side (`DocStore`'s methods) as tables in the sink's own connection, so a
@@ -332,11 +368,39 @@ class PgDocs:
             (device, now, now, Jsonb(meta)),
         )
 
+    def device(self, device: str) -> dict:
+        """DocStore.device: the registry row (first/last seen, latest status, channel
+        metadata) and the latest receipt, read in the sink's transaction."""
+        row = self.db.execute(
+            "SELECT first_seen_ms, last_seen_ms, status, status_ms, meta FROM devices "
+            "WHERE device=%s",
+            (device,),
+        ).fetchone()
+        registry = None
+        if row:
+            keys = ("first_seen_ms", "last_seen_ms", "status", "status_ms", "meta")
+            registry = {"device": device, **dict(zip(keys, row, strict=True))}
+        rec = self.db.execute("SELECT receipt FROM receipts WHERE device=%s", (device,)).fetchone()
+        return {"registry": registry, "receipt": rec[0] if rec else None}
+
+    def forget(self, device: str) -> int:
+        """DocStore.forget: delete the registry row and the receipt (in the transaction)."""
+        n = self.db.execute("DELETE FROM devices WHERE device=%s", (device,)).rowcount
+        return n + self.db.execute("DELETE FROM receipts WHERE device=%s", (device,)).rowcount
+
     def flush(self) -> None:
         pass  # written in the worker's transaction
 
     def close(self) -> None:
         pass
+
+
+def _dicts(cur: psycopg.Cursor) -> Iterator[dict]:
+    cols = None
+    for r in cur:
+        cols = cols or [c.name for c in cur.description or ()]
+        yield dict(zip(cols, r, strict=True))
+    cur.close()
 
 
 def _first_line(e: BaseException) -> str:

@@ -18,6 +18,7 @@ import itertools
 import struct
 import threading
 import time
+from collections import deque
 
 import paho.mqtt.client as mqtt
 
@@ -55,6 +56,7 @@ class SimDevices:
         resend_s: float = 3.0,
         failover_s: float = 1.0,
         client_id: str | None = None,
+        window: int = 4,
     ) -> None:
         if not brokers:
             raise ValueError("SimDevices needs at least one broker")
@@ -66,7 +68,13 @@ class SimDevices:
         self.resend_s = resend_s
         self.failover_s = failover_s
         self.next_seq = {d: 1 for d in devices}
-        self.inflight: dict[tuple[str, int], list] = {}  # (device, first & 0xffffffff) -> entry
+        # (device, first & 0xffffffff) -> [topic, payload, sent at, wait before a re-send]
+        self.inflight: dict[tuple[str, int], list] = {}
+        # like the agent's window: at most `window` batches of a device unacknowledged; the
+        # rest waits on the device (a re-send storm would otherwise bury a loaded tier)
+        self.window = window
+        self.queued: dict[str, deque] = {d: deque() for d in devices}
+        self.in_flight: dict[str, int] = {d: 0 for d in devices}
         self.lock = threading.Lock()
         self.broker = 0
         self.stats = {"published": 0, "resent": 0, "acked": 0, "failovers": 0, "connects": 0}
@@ -133,23 +141,42 @@ class SimDevices:
                 first, _last = struct.unpack_from(">II", data, i)
                 if self.inflight.pop((device, first), None) is not None:
                     self.stats["acked"] += 1
+                    self.in_flight[device] -= 1
+        self._pump(device)
 
     # --- sending -------------------------------------------------------------------------------
     def publish(self, batches_per_device: int) -> int:
-        """Queue and send batches_per_device new batches for every device; readings queued."""
+        """Queue batches_per_device new batches for every device and send what each device's
+        window allows; returns the readings queued."""
         n = 0
         for _ in range(batches_per_device):
             for d in self.devices:
                 first = self.next_seq[d]
                 self.next_seq[d] = first + self.per_batch
                 payload = batch(d, self.category, first, self.per_batch)
-                topic = f"{self.prefix}/{d}/t/{self.category}"
                 with self.lock:
-                    self.inflight[(d, first & codec.SEQ_LOW)] = [topic, payload, time.monotonic()]
-                self.client.publish(topic, payload, qos=1)
-                self.stats["published"] += 1
+                    self.queued[d].append((first, payload))
                 n += self.per_batch
+        for d in self.devices:
+            self._pump(d)
         return n
+
+    def _pump(self, device: str) -> None:
+        """Send the device's queued batches while its window has room."""
+        topic = f"{self.prefix}/{device}/t/{self.category}"
+        out = []
+        with self.lock:
+            q = self.queued.get(device)
+            while q and self.in_flight[device] < self.window:
+                first, payload = q.popleft()
+                self.inflight[(device, first & codec.SEQ_LOW)] = [
+                    topic, payload, time.monotonic(), self.resend_s,
+                ]  # fmt: skip
+                self.in_flight[device] += 1
+                out.append(payload)
+        for payload in out:
+            self.client.publish(topic, payload, qos=1)
+            self.stats["published"] += 1
 
     def _resender(self) -> None:
         while not self._stop.wait(0.25):
@@ -162,16 +189,17 @@ class SimDevices:
                 continue
             now = time.monotonic()
             with self.lock:
-                due = [e for e in self.inflight.values() if now - e[2] >= self.resend_s]
-                for e in due:
-                    e[2] = now
-            for topic, payload, _t in due:
+                due = [e for e in self.inflight.values() if now - e[2] >= e[3]]
+                for e in due:  # each batch waits twice as long before its next re-send
+                    e[2], e[3] = now, min(e[3] * 2, 30.0)
+            for topic, payload, _t, _w in due:
                 self.client.publish(topic, payload, qos=1)
                 self.stats["resent"] += 1
 
     def pending(self) -> int:
+        """Batches not yet acknowledged end to end (in flight or waiting for the window)."""
         with self.lock:
-            return len(self.inflight)
+            return len(self.inflight) + sum(len(q) for q in self.queued.values())
 
     def wait_acked(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

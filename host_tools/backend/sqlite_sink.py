@@ -238,20 +238,7 @@ class SqliteSink:
     def subject_tables(self, device: str) -> Iterator[tuple[str, Iterator[dict]]]:
         """Everything held about one device: (table name, rows as dicts), streamed from a
         cursor so a device with millions of readings is never held in RAM at once."""
-        queries = (
-            ("readings", "SELECT * FROM readings WHERE device=? ORDER BY seq"),
-            ("seq_conflicts", "SELECT * FROM seq_conflicts WHERE device=? ORDER BY seq"),
-            (
-                "status_history",
-                "SELECT received_ms, doc FROM status_history WHERE device=? ORDER BY received_ms",
-            ),
-            (
-                "consent_ledger",
-                "SELECT version, event, category, seq, readings, action, at_ms, detail "
-                "FROM consent_ledger WHERE device=? ORDER BY id",
-            ),
-        )
-        for name, sql in queries:
+        for name, sql in subject_queries("?"):
             cur = self.db.execute(sql, (device,))
             cols = [c[0] for c in cur.description]
             yield name, (dict(zip(cols, r, strict=True)) for r in cur)
@@ -260,11 +247,33 @@ class SqliteSink:
         """Delete every row about one device (the consent ledger unless keep_ledger is off)."""
         self.begin()
         out = {}
-        for t in ("readings", "seq_conflicts", "status_history", "consent_ledger"):
+        for t in SUBJECT_TABLES:
             if t == "consent_ledger" and keep_ledger:
                 continue
             out[t] = self.db.execute(f"DELETE FROM {t} WHERE device=?", (device,)).rowcount
         return out
+
+
+SUBJECT_TABLES = ("readings", "seq_conflicts", "status_history", "consent_ledger")
+
+
+def subject_queries(mark: str) -> tuple[tuple[str, str], ...]:
+    """What a subject export reads, table by table (both sinks; `mark` is the driver's
+    parameter placeholder): the same columns and order from SQLite and PostgreSQL."""
+    return (
+        ("readings", f"SELECT * FROM readings WHERE device={mark} ORDER BY seq"),
+        ("seq_conflicts", f"SELECT * FROM seq_conflicts WHERE device={mark} ORDER BY seq"),
+        (
+            "status_history",
+            "SELECT received_ms, doc FROM status_history "
+            f"WHERE device={mark} ORDER BY received_ms",
+        ),
+        (
+            "consent_ledger",
+            "SELECT version, event, category, seq, readings, action, at_ms, detail "
+            f"FROM consent_ledger WHERE device={mark} ORDER BY id",
+        ),
+    )
 
 
 def db_file_size(path: str) -> int:

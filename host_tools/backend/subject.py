@@ -1,8 +1,9 @@
 """`edgectl subject export|erase DEVICE`: what the backend holds about one device, for a data
 subject's access request and erasure request (docs/BACKEND.md 4).
 
-Both read the collector's SQLite database and its TinyDB documents, print a receipt (JSON) and
-record it in the consent ledger. Erasure deletes the readings, conflicting readings, status
+Both read the collector's SQLite database and its TinyDB documents (`--db`), or the cluster
+tier's PostgreSQL (`--pg DSN`, docs/BACKEND.md 7), print a receipt (JSON) and record it in the
+consent ledger. Erasure deletes the readings, conflicting readings, status
 history, registry entry and receipt; the consent ledger is kept (it is the record that consent
 was given, withdrawn and the data erased) unless `--with-ledger`, and the erasure itself is
 always recorded.
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from typing import Any
 
 from host_tools.backend.collect import docs_path
 from host_tools.backend.docstore import DocStore
@@ -27,7 +29,14 @@ from host_tools import argtypes
 _TABLES = ("readings", "seq_conflicts", "status_history", "consent_ledger")
 
 
-def _open(db: str) -> tuple[SqliteSink, DocStore]:
+def _open(db: str, pg: str | None = None) -> tuple[Any, Any]:
+    """The sink and the document side: SQLite + TinyDB, or PostgreSQL (both in one database
+    and one transaction there; workers may run, the rows' locks order them)."""
+    if pg is not None:
+        from host_tools.backend.pg_sink import PgDocs, PgSink
+
+        pgsink = PgSink(pg, connect_timeout=5)
+        return pgsink, PgDocs(pgsink)
     if not os.path.exists(db):
         raise ToolError(f"{db}: no such collector database")
     _no_collector_running(db)
@@ -54,10 +63,10 @@ def _no_collector_running(db: str) -> None:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def export(db: str, device: str, out: str) -> dict:
+def export(db: str, device: str, out: str, pg: str | None = None) -> dict:
     """Write everything held about `device` to `out`: one JSON object, written as it is read
     (temporary file, then rename); returns the receipt."""
-    sink, docs = _open(db)
+    sink, docs = _open(db, pg)
     try:
         at = now_ms()
         head = {"device": device, "exported_ms": at, **docs.device(device)}
@@ -99,9 +108,9 @@ def export(db: str, device: str, out: str) -> dict:
         docs.close()
 
 
-def erase(db: str, device: str, with_ledger: bool = False) -> dict:
+def erase(db: str, device: str, with_ledger: bool = False, pg: str | None = None) -> dict:
     """Delete what is held about `device`; returns the receipt (also kept in the ledger)."""
-    sink, docs = _open(db)
+    sink, docs = _open(db, pg)
     try:
         counts = sink.erase_subject(device, keep_ledger=not with_ledger)
         counts["documents"] = docs.forget(device)
@@ -118,11 +127,16 @@ def erase(db: str, device: str, with_ledger: bool = False) -> dict:
 
 
 def cmd_subject(args: argparse.Namespace) -> int:
+    if args.pg is not None and args.db is not None:
+        raise ToolError("--db and --pg: give one database")
+    if args.pg == "":
+        raise ToolError("--pg '': give a DSN")
+    db = args.db or "collector.sqlite"
     if args.action == "export":
         out = args.out or f"{args.device}-export-{time.strftime('%Y%m%dT%H%M%S')}.json"
-        receipt = export(args.db, args.device, out)
+        receipt = export(db, args.device, out, args.pg)
     else:
-        receipt = erase(args.db, args.device, args.with_ledger)
+        receipt = erase(db, args.device, args.with_ledger, args.pg)
     print(json.dumps(receipt, sort_keys=True))
     return 0
 
@@ -131,7 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("subject", help="export or erase what the backend holds about a device")
     p.add_argument("action", choices=["export", "erase"])
     p.add_argument("device", type=argtypes.device_id, help="device id")
-    p.add_argument("--db", default="collector.sqlite", help="the collector's database")
+    p.add_argument("--db", help="the collector's database (default collector.sqlite)")
+    p.add_argument("--pg", metavar="DSN", help="the cluster tier's PostgreSQL instead of --db")
     p.add_argument(
         "--out",
         type=argtypes.output_file,
