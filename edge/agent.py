@@ -23,6 +23,10 @@ _DRAIN_TIMEOUT_MS = const(60000)
 _HOUSEKEEPING_MS = const(1000)
 _REBOOT_DRAIN_MS = const(2000)  # before a reset: what is not acked yet is on flash anyway
 _TIGHT_HEAP = const(65536)  # free bytes after start-up below which gc.threshold is set
+# free heap an update needs before its code is imported: the code (82 KB on unix 64-bit,
+# `edgectl bench update`; about half on a 32-bit port) and its buffers. Importing it on less
+# would fail half-way, and the names it interned stay for good (docs/OTA.md 10)
+_UPDATE_HEAP = const(98304) if sys.maxsize > 0xFFFFFFFF else const(49152)
 
 
 def _all_done(sources):
@@ -35,7 +39,18 @@ def _all_done(sources):
 def _unload_ota():
     from edge import ota
 
-    ota.unload("edge.ota.trial", "edge.ota.remote", "edge.ota.slots", "edge.ota.boot")
+    # every module an update or a config command may have loaded, also half-way (a command
+    # refused for want of memory must not leave its imports on the heap)
+    ota.unload(
+        "edge.ota.trial",
+        "edge.ota.remote",
+        "edge.ota.updater",
+        "edge.ota.install",
+        "edge.ota.slots",
+        "edge.ota.boot",
+        "edge.bundle",
+        "edge.lms",
+    )
 
 
 def _no_input_stats():
@@ -169,6 +184,14 @@ class Agent:
     def _lifecycle(self, name, doc):
         # cmd/update, config, config/get, reboot: they act on the whole agent (its slots, config
         # and run), so they get it; imported on the first such command only (docs/OTA.md)
+        if name == "update" and self.updater is None:
+            gc.collect()
+            if gc.mem_free() < _UPDATE_HEAP:
+                raise ValueError(
+                    "not enough free heap for an update: %d B free, %d B needed for its code and "
+                    "buffers (a ROMFS or frozen agent keeps the code off the heap)"
+                    % (gc.mem_free(), _UPDATE_HEAP)
+                )
         try:
             from edge.ota import remote
 

@@ -2,9 +2,10 @@
 # `micropython -m edge.main CONFIG.json` (host_tools/agent/run.py).
 
 import asyncio
+import json
 import sys
 
-from edge import config
+from edge import board, config
 from edge.agent import Agent
 from edge.hal import load as load_hal
 
@@ -14,6 +15,32 @@ _RESET_EXIT = 75  # a reset was asked for (cmd/reboot): the supervisor starts us
 # /main.py sets this to the boot selector's status summary when the boot has nothing to report
 # or confirm (edge/ota/boot.py brief()); None: the agent loads edge/ota/trial.py for it
 BOOT_OTA = None
+
+
+def _import_early(text):
+    """Import, before the config check and before the agent allocates its buffers, the modules
+    the agent would import later (its store backend, its data source, asyncio's parts that load
+    on first use of their names). An import may intern names into a new qstr pool, which
+    MicroPython allocates in one piece, twice the size of the last one (1,280 entries here),
+    and never frees: once the config check has loaded and dropped the schema and the buffers
+    are in place, a code + 48 KiB heap may have no such block left, and the import fails for
+    ever (a deployed agent did: the boot selector's names had moved the pool's turn). `text`
+    is the config as read; a config the check will refuse imports nothing here."""
+    try:
+        cfg = json.loads(text) if text else {}
+        store = cfg.get("store") or {}
+        raw = store.get("backend", "auto") != "segments" and board.load(cfg).get("log_partition")
+    except (ValueError, AttributeError, TypeError, OSError):
+        return None
+    if raw:
+        import edge.store.rawlog  # noqa: F401
+    else:
+        import edge.store.store  # noqa: F401
+    if cfg.get("inputs"):
+        import edge.inputs  # noqa: F401
+    else:
+        import edge.sensors.simfridge  # noqa: F401
+    return (asyncio.StreamWriter, asyncio.Event, asyncio.wait_for_ms)
 
 
 def run(config_path=None, root=None):
@@ -29,6 +56,7 @@ def run(config_path=None, root=None):
                 text = f.read(config.CONFIG_MAX + 1)
         except OSError as e:
             raise config.ConfigError("cannot read config %s: %s" % (config_path, e))
+    _import_early(text)
     cfg = config.load(text)
     hal = load_hal()
     agent = Agent(cfg, hal)

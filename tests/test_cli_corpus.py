@@ -192,6 +192,13 @@ HAND_WRITTEN: list[tuple[str, str]] = [
     ("subject export dev1 --db {dir}", "{dir}"),
     ("subject export dev1 --db {notjson}", "{notjson}"),
     ("subject export '' --db {missing}", "device"),
+    # export and plot: a FIFO or device as a source would block the read for ever
+    ("export --db {fifo}", "{fifo}"),
+    ("export --replay {fifo}", "{fifo}"),
+    ("export --replay {regular} --config {fifo}", "{fifo}"),
+    ("export --db {dir}", "{dir}"),
+    ("export --category ''", "--category"),
+    ("plot --db {fifo} --out {d}/p.png", "{fifo}"),
     # capture
     ("capture --port {nodev} --out {d}/o.ecap", "{nodev}"),
     ("capture --port {regular} --out {d}/o.ecap", "{regular}"),

@@ -221,7 +221,7 @@ def test_plot_and_export_a_replay_output(tmp_path):
 
 def test_bad_arguments_are_one_line_errors(db, tmp_path):
     path, _ = db
-    _one_line_error(_run("export", "--db", str(tmp_path / "none.sqlite")), "no such")
+    _one_line_error(_run("export", "--db", str(tmp_path / "none.sqlite")), "No such file")
     _one_line_error(_run("export", "--db", path, "--device", "nobody"), "--device nobody")
     _one_line_error(_run("export", "--db", path, "--channel", "nothing"), "--channel nothing")
     _one_line_error(_run("export", "--db", path, "--since", "yesterday"), "--since")

@@ -354,8 +354,12 @@ def test_deployed_agent_runs_in_code_plus_48k_and_refuses_an_update_it_cannot_ho
         check=True,
     ).stdout
     code = int(out.split()[-1])
-    cfg = agent_config(
-        "unix-sim", device_id="ota-h", mqtt={"port": broker.port}, sim={"rate_hz": 100}
+    cfg = agent_config(  # a snapshot a second: the test reads `acked` from the retained status
+        "unix-sim",
+        device_id="ota-h",
+        mqtt={"port": broker.port},
+        sim={"rate_hz": 100},
+        status_ms=1000,
     )
     agent = agents(
         cfg,
@@ -373,7 +377,11 @@ def test_deployed_agent_runs_in_code_plus_48k_and_refuses_an_update_it_cannot_ho
     assert o.state == "refused", o
     assert "out of memory" in o.error or "not enough free heap" in o.error, o
     acked = status(broker.port, "ota-h")["acked"]
-    wait_status(broker, "ota-h", lambda s: s["acked"] > acked)  # still forwarding
+    try:
+        wait_status(broker, "ota-h", lambda s: s["acked"] > acked)  # still forwarding
+    except AssertionError:
+        print("\n".join(ln[:300] for ln in agent.output if not ln.startswith("@stats")))
+        raise
     assert agent.proc.poll() is None and agent.boots == 1
 
 

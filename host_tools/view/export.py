@@ -18,6 +18,7 @@ import stat
 import sys
 from typing import IO, Iterator
 
+from host_tools import argtypes
 from host_tools.errors import ToolError
 from host_tools.view.query import Channels, ReadingSource, open_view
 
@@ -309,21 +310,36 @@ def open_source(args) -> ReadingSource:
 
 def add_selection_args(p) -> None:
     """The source and the selection (shared with `edgectl plot`)."""
-    p.add_argument("--db", help="the collector's database (default collector.sqlite)")
+    # regular files only: a FIFO or a device would block the read for ever (docs/CLI.md 1)
+    p.add_argument(
+        "--db",
+        type=argtypes.input_file,
+        help="the collector's database (default collector.sqlite)",
+    )
     p.add_argument("--pg", metavar="DSN", help="the cluster tier's PostgreSQL instead of --db")
     p.add_argument(
         "--replay",
+        type=argtypes.input_file,
         metavar="OUT.json",
         help="a replay's output (edgectl replay ... --collector-out OUT.json) instead of --db",
     )
     p.add_argument(
-        "--config", metavar="DEV.json", help="with --replay: the device config (channel names)"
+        "--config",
+        type=argtypes.input_file,
+        metavar="DEV.json",
+        help="with --replay: the device config (channel names)",
     )
     p.add_argument("--device", action="append", metavar="ID", help="only this device (repeat)")
     p.add_argument(
         "--channel", action="append", metavar="NAME", help="only this channel, by name or number"
     )
-    p.add_argument("--category", action="append", metavar="C", help="only this category")
+    p.add_argument(
+        "--category",
+        action="append",
+        type=argtypes.name,
+        metavar="C",
+        help="only this category",
+    )
     p.add_argument("--since", metavar="T", help="from this time (ISO 8601 UTC or Unix ms)")
     p.add_argument("--until", metavar="T", help="before this time (ISO 8601 UTC or Unix ms)")
 
