@@ -89,6 +89,8 @@ class Outbox:
             try:
                 await asyncio.wait_for_ms(c.wait_slot(), _SLOT_WAIT_MS)
                 r = self.receipt
+                if r is None:  # a newer session took it meanwhile (on_connect)
+                    return
                 try:
                     body = json.dumps(r[1]).encode()
                     if self.sign_receipt is not None:

@@ -112,7 +112,7 @@ def test_compact_snapshots_and_change_messages(agents, broker):
                 "unix-sim",
                 device_id=dev,
                 mqtt={"port": broker.port},
-                sim={"seconds": 5, "rate_hz": 120},
+                sim={"count": 600, "rate_hz": 120},  # a count, not seconds: exact under load
                 status_change_ms=1000,
             )
             agent = agents(cfg)
