@@ -252,7 +252,10 @@ class Rig:
             raise ToolError(f"{path} is not a cluster state file: {e}") from e
         pg = (
             postgres.Postgres(
-                d["pg"]["datadir"], d["pg"]["port"], pid=d["pg"]["pid"], creds=d["pg"]["creds"]
+                d["pg"]["datadir"],
+                d["pg"]["port"],
+                pid=d["pg"]["pid"],
+                creds=d["pg"].get("creds", ""),
             )
             if d["pg"]
             else None

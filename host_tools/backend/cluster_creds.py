@@ -17,6 +17,7 @@ neither.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import stat
@@ -106,6 +107,9 @@ class Creds:
             ca_key, ca_cert = ensure_ca(tls)
             (tls / "broker").mkdir(mode=0o700, exist_ok=True)
             make_server_cert(tls, "127.0.0.1", ca_key, ca_cert)
+            # nats-server reads its key as the user that starts it: keep the key ours alone
+            os.chown(c.server_cert()[1], os.geteuid(), os.getegid())
+            os.chmod(tls, 0o700)
         return c
 
     def write_pgpass(self, host: str, port: int) -> None:
@@ -125,7 +129,14 @@ def tls_context(ca_file: str) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as e:
         raise ToolError(f"{ca_file}: not a CA certificate file: {e}") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # nats-py's protocol answers True to a TLS peer's EOF, which asyncio logs as a warning on
+    # every clean close: not an error, and not worth a line on the tool's stderr
+    logging.getLogger("asyncio").addFilter(_quiet_ssl_eof)
     return ctx
+
+
+def _quiet_ssl_eof(record: logging.LogRecord) -> bool:
+    return "eof_received()" not in record.getMessage()
 
 
 def nats_conf(c: Creds) -> tuple[str, str]:
