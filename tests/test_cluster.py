@@ -217,6 +217,14 @@ def test_cluster_commands_refuse_bad_input(tmp_path):
     assert r.returncode == 2 and "not a cluster state file" in r.stderr, r.stderr
     r = _edgectl("cluster", "worker", "--nats", "", "--pg", "postgresql://x@127.0.0.1:1/e")
     assert r.returncode == 2 and r.stderr.startswith("edgectl: --nats needs"), r.stderr
+    worker = ("cluster", "worker", "--nats", "nats://127.0.0.1:1", "--pg", "postgresql://x@h:1/e")
+    loose = tmp_path / "pw"
+    loose.write_text("secret\n")
+    loose.chmod(0o644)
+    r = _edgectl(*worker, "--nats-user", "worker", "--nats-password-file", str(loose))
+    assert r.returncode == 2 and "readable by others (mode 644)" in r.stderr, r.stderr
+    r = _edgectl(*worker, "--nats-ca", str(loose))
+    assert r.returncode == 2 and "not a CA certificate file" in r.stderr, r.stderr
     r = _edgectl("fleet", "--devices", "10", "--chaos", "node-kil")
     assert r.returncode == 2 and r.stderr.startswith("edgectl: unknown chaos 'node-kil'"), r.stderr
     r = _edgectl("fleet", "--devices", "0")
@@ -427,18 +435,21 @@ def test_subject_export_and_erase_on_postgresql(tier, tmp_path):
 
 def test_tier_refuses_clients_without_its_credentials(tier):
     """Nothing logs in without the passwords `cluster up` wrote (0600 files): a NATS client
-    with no or a wrong password, a device's login on the NATS port, a worker's login or none
+    with no or a wrong password, without TLS or trusting another CA, a device's login on the
+    NATS port, a worker's login or none
     on an MQTT listener, and PostgreSQL as `edge` or `postgres` with no password."""
     import asyncio
+    import ssl
     import stat
 
     import nats
     import paho.mqtt.client as mqtt
 
-    from host_tools.backend.cluster_creds import Creds
+    from host_tools.backend.cluster_creds import Creds, tls_context
 
     creds = Creds(tier.nats.creds or "")
     files = [creds.nats_file(r) for r in ("worker", "device", "route")]
+    files += [creds.server_cert()[1]]
     files += [creds.pgpass(), creds.pgpass(admin=True)]
     files += [os.path.join(tier.nats.workdir, f"{n.name}.conf") for n in tier.nats.nodes]
     assert {f: stat.S_IMODE(os.stat(f).st_mode) for f in files} == {f: 0o600 for f in files}
@@ -456,14 +467,19 @@ def test_tier_refuses_clients_without_its_credentials(tier):
 
     worker, wpw = creds.nats("worker")
     device, dpw = creds.nats("device")
+    tls = tls_context(creds.ca_file)
+    other_ca = ssl.create_default_context()  # the system's CAs, not the cluster's
     got = {
-        "none": asyncio.run(nats_login()),
-        "wrong": asyncio.run(nats_login(user=worker, password=wpw + "x")),
-        "device": asyncio.run(nats_login(user=device, password=dpw)),
-        "worker": asyncio.run(nats_login(user=worker, password=wpw)),
+        "none": asyncio.run(nats_login(tls=tls)),
+        "wrong": asyncio.run(nats_login(user=worker, password=wpw + "x", tls=tls)),
+        "device": asyncio.run(nats_login(user=device, password=dpw, tls=tls)),
+        "no_tls": asyncio.run(nats_login(user=worker, password=wpw)),
+        "other_ca": asyncio.run(nats_login(user=worker, password=wpw, tls=other_ca)),
+        "worker": asyncio.run(nats_login(user=worker, password=wpw, tls=tls)),
     }
     assert got["worker"] == "ok", got
     assert all("uthorization" in got[k] for k in ("none", "wrong", "device")), got
+    assert got["no_tls"].startswith("refused") and "CERTIFICATE_VERIFY" in got["other_ca"], got
 
     def mqtt_login(auth: tuple[str, str] | None) -> str:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"auth-{os.getpid()}")

@@ -43,6 +43,7 @@ def run_worker(
     stats_path: str | None = None,
     log=lambda msg: None,
     auth: tuple[str, str] | None = None,
+    tls_ca: str | None = None,
 ) -> dict:
     """Run one worker until `stop` is set. A database or log failure ends the worker's
     current round (nothing of its last group was acknowledged; what it held is redelivered)
@@ -63,7 +64,8 @@ def run_worker(
             continue
         rounds += 1
         user, password = auth or (None, None)
-        source = NatsSource(urls, prefix, name=name, user=user, password=password)
+        tls = cluster_creds.tls_context(tls_ca) if tls_ca else None
+        source = NatsSource(urls, prefix, name=name, user=user, password=password, tls=tls)
         worker = Worker(
             source,
             sink,
@@ -161,7 +163,7 @@ class Rig:
             return []
         c = cluster_creds.Creds(self.nats.creds)
         return ["--nats-user", cluster_creds.WORKER_USER, "--nats-password-file",
-                c.nats_file("worker")]  # fmt: skip
+                c.nats_file("worker"), "--nats-ca", c.ca_file]  # fmt: skip
 
     def start_worker(self, i: int) -> None:
         while len(self.workers) <= i:
@@ -343,6 +345,8 @@ def cmd_worker(args) -> int:
     if not urls:
         raise ToolError("--nats needs at least one nats://HOST:PORT")
     auth = None
+    if args.nats_ca:
+        cluster_creds.tls_context(args.nats_ca)  # a bad file is this line, not a retry loop
     if args.nats_user or args.nats_password_file:
         if not (args.nats_user and args.nats_password_file):
             raise ToolError("--nats-user and --nats-password-file go together")
@@ -360,6 +364,7 @@ def cmd_worker(args) -> int:
             stats_path=args.stats,
             log=lambda msg: print(msg, file=sys.stderr, flush=True),
             auth=auth,
+            tls_ca=args.nats_ca,
         )
     except KeyboardInterrupt:
         return 0
@@ -404,6 +409,11 @@ def register(sub) -> None:
         "--nats-password-file",
         metavar="FILE",
         help="the NATS user's password, one line, mode 0600 (WORKDIR/secrets/nats-worker.password)",
+    )
+    w.add_argument(
+        "--nats-ca",
+        metavar="FILE",
+        help="connect with TLS, trusting this CA certificate (WORKDIR/secrets/tls/ca/ca.crt)",
     )
     w.add_argument(
         "--pg",

@@ -8,6 +8,7 @@ own file readable by its owner only (0600) under `WORKDIR/secrets` (0700).
 | `nats-route.password` | the nodes' cluster routes to each other (user `route`) |
 | `pg.pgpass` | the PostgreSQL role `edge` (owner of the database `edge`), a libpq password file |
 | `pg-admin.pgpass` | the PostgreSQL superuser `postgres`, a libpq password file |
+| `tls/ca/ca.crt`, `tls/broker/server.{crt,key}` | the NATS client port's TLS: a CA made here and the nodes' certificate (127.0.0.1) |
 
 Passwords never appear on a command line: NATS tools take `--nats-password-file`, and a
 PostgreSQL DSN names its password file (`?passfile=...`, which libpq reads), so `ps` shows
@@ -19,8 +20,11 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import ssl
+from pathlib import Path
 from urllib.parse import quote
 
+from host_tools.backend.provision import ensure_ca, make_server_cert, write_secret
 from host_tools.errors import ToolError
 
 WORKER_USER = "worker"
@@ -33,10 +37,7 @@ NATS_ROLES = {"worker": WORKER_USER, "device": DEVICE_USER, "route": ROUTE_USER}
 
 def write_private(path: str, text: str) -> None:
     """Create `path` 0600 (never world-readable, not even for a moment)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
+    write_secret(Path(path), text)
 
 
 def read_secret(path: str) -> str:
@@ -69,6 +70,14 @@ class Creds:
         """(user, password) of a NATS role: worker, device or route."""
         return NATS_ROLES[role], read_secret(self.nats_file(role))
 
+    @property
+    def ca_file(self) -> str:
+        return os.path.join(self.dir, "tls", "ca", "ca.crt")
+
+    def server_cert(self) -> tuple[str, str]:
+        d = os.path.join(self.dir, "tls", "broker")
+        return os.path.join(d, "server.crt"), os.path.join(d, "server.key")
+
     def pgpass(self, admin: bool = False) -> str:
         return os.path.join(self.dir, "pg-admin.pgpass" if admin else "pg.pgpass")
 
@@ -84,13 +93,19 @@ class Creds:
 
     @classmethod
     def make(cls, path: str) -> Creds:
-        """A new random password per role (kept if the directory already has them)."""
+        """A new random password per role and the TLS CA and server certificate (what the
+        directory already has is kept)."""
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)
         c = cls(path)
         for role in NATS_ROLES:
             if not os.path.exists(c.nats_file(role)):
                 write_private(c.nats_file(role), secrets.token_urlsafe(24) + "\n")
+        if not os.path.exists(c.server_cert()[0]):
+            tls = Path(c.dir, "tls")
+            ca_key, ca_cert = ensure_ca(tls)
+            (tls / "broker").mkdir(mode=0o700, exist_ok=True)
+            make_server_cert(tls, "127.0.0.1", ca_key, ca_cert)
         return c
 
     def write_pgpass(self, host: str, port: int) -> None:
@@ -101,6 +116,16 @@ class Creds:
             pw = self.pg_password(admin) if os.path.exists(path) else secrets.token_urlsafe(24)
             user = PG_ADMIN if admin else PG_USER
             write_private(path, f"{host}:{port}:*:{user}:{pw}\n")
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A client context that trusts only `ca_file` and checks the server's name (TLS 1.2+)."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ToolError(f"{ca_file}: not a CA certificate file: {e}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
 
 def nats_conf(c: Creds) -> tuple[str, str]:
@@ -115,4 +140,7 @@ def nats_conf(c: Creds) -> tuple[str, str]:
         f'  {{user: "{device}", password: "{dpw}", allowed_connection_types: ["MQTT"]}}\n'
         "] }\n"
     )
+    crt, key = c.server_cert()
+    # the client port (workers, tools) speaks TLS only; the MQTT listeners stay plain
+    users += f'tls {{ cert_file: "{crt}", key_file: "{key}", timeout: 5 }}\n'
     return users, f'authorization {{ user: "{route}", password: "{rpw}" }}'

@@ -23,7 +23,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 
-from host_tools.backend.cluster_creds import Creds, write_private, nats_conf
+from host_tools.backend.cluster_creds import Creds, nats_conf, tls_context, write_private
 from host_tools.backend.broker import HOST, free_port, pid_alive, wait_listening, wait_pid_gone
 from host_tools.errors import ToolError
 
@@ -70,8 +70,9 @@ class Cluster:
         """nats.connect() keywords of a role's credentials ({} when the cluster has none)."""
         if self.creds is None:
             return {}
-        user, password = Creds(self.creds).nats(role)
-        return {"user": user, "password": password}
+        c = Creds(self.creds)
+        user, password = c.nats(role)
+        return {"user": user, "password": password, "tls": tls_context(c.ca_file)}
 
     @property
     def device_auth(self) -> tuple[str, str] | None:

@@ -17,6 +17,7 @@ end-to-end acks leave before its JetStream acks.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections import deque
@@ -50,6 +51,7 @@ class NatsSource:
         max_payload: int = 65536,
         user: str | None = None,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
         on_refuse: Callable[[str, str], None] | None = None,
     ) -> None:
         self.urls = urls
@@ -58,6 +60,7 @@ class NatsSource:
         self.max_payload = max_payload
         self.user = user
         self.password = password
+        self.tls = tls
         self.on_refuse = on_refuse or (lambda reason, msg: None)
         self.deliver: Callable[[Delivery], None] = _not_started
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +162,7 @@ class NatsSource:
             name=self.name,
             user=self.user,
             password=self.password,
+            tls=self.tls,
             connect_timeout=2,
             reconnect_time_wait=0.2,
             max_reconnect_attempts=-1,
