@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# the demo, then its dashboard (the URL is printed; a free port), served until Ctrl-C
+# the demo; it ends with a summary and the command that shows its data in the dashboard
+# (`edgectl demo --dashboard 0` serves the dashboard during the demo and after it, until Ctrl-C)
 demo: $(STAMP)
-	$(VENV)/bin/edgectl demo --dashboard 0
+	$(VENV)/bin/edgectl demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
