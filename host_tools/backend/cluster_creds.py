@@ -36,11 +36,6 @@ PG_ADMIN = "postgres"
 NATS_ROLES = {"worker": WORKER_USER, "device": DEVICE_USER, "route": ROUTE_USER}
 
 
-def write_private(path: str, text: str) -> None:
-    """Create `path` 0600 (never world-readable, not even for a moment)."""
-    write_secret(Path(path), text)
-
-
 def read_secret(path: str) -> str:
     """The one-line secret in `path`; refused when others may read the file."""
     try:
@@ -101,7 +96,7 @@ class Creds:
         c = cls(path)
         for role in NATS_ROLES:
             if not os.path.exists(c.nats_file(role)):
-                write_private(c.nats_file(role), secrets.token_urlsafe(24) + "\n")
+                write_secret(c.nats_file(role), secrets.token_urlsafe(24) + "\n")
         if not os.path.exists(c.server_cert()[0]):
             tls = Path(c.dir, "tls")
             ca_key, ca_cert = ensure_ca(tls)
@@ -119,7 +114,7 @@ class Creds:
             path = self.pgpass(admin)
             pw = self.pg_password(admin) if os.path.exists(path) else secrets.token_urlsafe(24)
             user = PG_ADMIN if admin else PG_USER
-            write_private(path, f"{host}:{port}:*:{user}:{pw}\n")
+            write_secret(path, f"{host}:{port}:*:{user}:{pw}\n")
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:

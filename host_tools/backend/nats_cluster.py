@@ -23,7 +23,8 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 
-from host_tools.backend.cluster_creds import Creds, nats_conf, tls_context, write_private
+from host_tools.backend.cluster_creds import Creds, nats_conf, tls_context
+from host_tools.backend.provision import write_secret
 from host_tools.backend.broker import HOST, free_port, pid_alive, wait_listening, wait_pid_gone
 from host_tools.errors import ToolError
 
@@ -210,7 +211,7 @@ def _write_conf(c: Cluster, n: Node) -> str:
         f"{users}"
     )
     path = os.path.join(c.workdir, f"{n.name}.conf")
-    write_private(path, text)  # it holds the passwords
+    write_secret(path, text)  # it holds the passwords
     return path
 
 

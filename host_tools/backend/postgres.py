@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 
 from host_tools.backend.broker import HOST, free_port, pid_alive, wait_listening
-from host_tools.backend.cluster_creds import PG_USER, Creds, write_private
+from host_tools.backend.cluster_creds import PG_USER, Creds
+from host_tools.backend.provision import write_secret
 from host_tools.errors import ToolError
 
 DBNAME = "edge"
@@ -228,7 +229,7 @@ def start(workdir: str, port: int | None = None, creds: str | None = None) -> Po
     keys.write_pgpass(HOST, pg.port)
     if fresh:
         pwfile = os.path.join(workdir, "initdb.pw")  # read by initdb (the server's user)
-        write_private(pwfile, keys.pg_password(admin=True) + "\n")
+        write_secret(pwfile, keys.pg_password(admin=True) + "\n")
         if user is not None:
             os.chown(pwfile, pwd.getpwnam(user).pw_uid, -1)
         try:

@@ -66,9 +66,10 @@ def mosquitto_hash(
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
 
 
-def write_secret(path: Path, data: bytes | str) -> None:
+def write_secret(path: Path | str, data: bytes | str) -> None:
     """Create or replace a file readable by its owner only: the mode is set before a byte of
     the secret is written (no window in which it is world-readable)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
